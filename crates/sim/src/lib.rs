@@ -1,1 +1,143 @@
-//! placeholder
+//! holdline-sim: a faithful local simulator of the Genesys Cloud Notification Service.
+//!
+//! It serves the OAuth token endpoint, the notifications REST API, the channel WebSockets
+//! and a small org (queues, users) on one port, generates the traffic of a small contact
+//! centre, injects every fault the real service can throw (`/sim/faults`) and keeps a
+//! ledger of everything it published (`/sim/ledger`), which is what tests compare a
+//! client's output against. Behaviour follows `reference/genesys-notifications.md`; where
+//! the real service is unknown, [`SimConfig`] makes the behaviour a choice.
+
+pub mod config;
+pub mod faults;
+mod firehose;
+pub mod generator;
+mod http;
+mod net;
+pub mod org;
+mod rng;
+pub mod state;
+mod ws;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use config::{ClientSpec, SimConfig};
+pub use state::Core;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How often expired channels and tokens are swept.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Serves the simulator on `listener` until `shutdown` completes, then closes every socket.
+pub async fn run(
+    listener: TcpListener,
+    config: SimConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let core = core_for(&listener, config)?;
+    serve(listener, core, shutdown).await
+}
+
+fn core_for(listener: &TcpListener, config: SimConfig) -> io::Result<Arc<Core>> {
+    let addr = listener.local_addr()?;
+    let base = config.public_url.clone().unwrap_or_else(|| base_url(addr));
+    Ok(Core::new(config, base.trim_end_matches('/').to_owned()))
+}
+
+/// `http://127.0.0.1:PORT` for a bound address (unspecified addresses become loopback).
+fn base_url(addr: SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        match addr {
+            SocketAddr::V4(_) => "127.0.0.1".to_owned(),
+            SocketAddr::V6(_) => "[::1]".to_owned(),
+        }
+    } else if addr.is_ipv6() {
+        format!("[{}]", addr.ip())
+    } else {
+        addr.ip().to_string()
+    };
+    format!("http://{ip}:{}", addr.port())
+}
+
+async fn serve(
+    listener: TcpListener,
+    core: Arc<Core>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let sweeper = tokio::spawn(sweep(core.clone()));
+    let generator = tokio::spawn(generator::run(core.clone()));
+    let app = http::router(core.clone()).into_make_service_with_connect_info::<net::ConnInfo>();
+    let closer = core.clone();
+    let result = axum::serve(net::SimListener::new(listener), app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            closer.close_all();
+        })
+        .await;
+    sweeper.abort();
+    generator.abort();
+    result
+}
+
+async fn sweep(core: Arc<Core>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        core.sweep();
+    }
+}
+
+/// A simulator running in the background of this process (tests, `holdline demo`).
+pub struct Simulator {
+    core: Arc<Core>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl Simulator {
+    /// Starts serving on `listener`.
+    pub fn start(listener: TcpListener, config: SimConfig) -> io::Result<Simulator> {
+        let core = core_for(&listener, config)?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, core.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Ok(Simulator {
+            core,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`: the base of the API, the token endpoint and `/sim/`.
+    pub fn url(&self) -> &str {
+        &self.core.base_url
+    }
+
+    /// The simulator's state (ledger, org, publishing).
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// Closes every socket and stops serving.
+    pub async fn stop(mut self) -> io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task)
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)))
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        if self.stop.is_some() {
+            self.task.abort();
+        }
+    }
+}

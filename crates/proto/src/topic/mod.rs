@@ -157,13 +157,14 @@ fn near_miss(name: &str, parts: &[&str]) -> TopicError {
             Seg::Lit(lit) => lit == p,
             _ => true,
         });
-        if literals_ok {
-            if let Some((_, bad)) = pairs().find(|(s, p)| !seg_matches(**s, p)) {
-                return TopicError::BadId {
-                    topic: name.to_owned(),
-                    segment: (*bad).to_owned(),
-                };
-            }
+        if let Some((_, bad)) = pairs()
+            .find(|(s, p)| !seg_matches(**s, p))
+            .filter(|_| literals_ok)
+        {
+            return TopicError::BadId {
+                topic: name.to_owned(),
+                segment: (*bad).to_owned(),
+            };
         }
         let case_ok = pairs().all(|(s, p)| match s {
             Seg::Lit(lit) => lit.eq_ignore_ascii_case(p),

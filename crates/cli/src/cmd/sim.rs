@@ -1,0 +1,163 @@
+//! `holdline sim`: the simulator as a standalone server. Prints
+//! `holdline-sim listening on http://127.0.0.1:PORT` as its first line, then one line per
+//! published event unless `--quiet`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use holdline_sim::generator::describe;
+use holdline_sim::{ClientSpec, SimConfig, Simulator};
+use tokio::net::TcpListener;
+
+use super::{UsageError, duration, interrupted};
+
+/// `holdline sim` flags. Flags override the config file.
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 7411)]
+    port: u16,
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
+    /// TOML file with any simulator setting (see `SimConfig`); flags win over it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Accepted OAuth client as id:secret or id:secret:perm1,perm2 (repeatable; default
+    /// holdline-demo:holdline-demo with every permission).
+    #[arg(long = "client", value_parser = ClientSpec::parse)]
+    clients: Vec<ClientSpec>,
+    /// Heartbeat period.
+    #[arg(long, value_parser = duration)]
+    heartbeat: Option<Duration>,
+    /// Channel lifetime (reset by re-subscribing).
+    #[arg(long, value_parser = duration)]
+    channel_ttl: Option<Duration>,
+    /// Access token lifetime.
+    #[arg(long, value_parser = duration)]
+    token_ttl: Option<Duration>,
+    /// Time between socket_closing and the close.
+    #[arg(long, value_parser = duration)]
+    closing_grace: Option<Duration>,
+    /// Events per second from the contact centre (0 = none).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seed of the org and the event sequence.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Queues in the simulated org.
+    #[arg(long)]
+    queues: Option<usize>,
+    /// Agents in the simulated org.
+    #[arg(long)]
+    agents: Option<usize>,
+    /// REST calls per token per minute before 429 (0 = unlimited).
+    #[arg(long)]
+    rate_limit: Option<u32>,
+    /// Do not print published events.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+impl SimArgs {
+    fn config(&self) -> anyhow::Result<SimConfig> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read simulator config {}", path.display()))?;
+                toml::from_str(&text).map_err(|e| {
+                    UsageError(format!(
+                        "simulator config {} is not valid: {e}",
+                        path.display()
+                    ))
+                })?
+            }
+            None => SimConfig {
+                rate: 5.0,
+                ..SimConfig::default()
+            },
+        };
+        if !self.clients.is_empty() {
+            config.clients = self.clients.clone();
+        }
+        let set = |slot: &mut Duration, value: Option<Duration>| {
+            if let Some(v) = value {
+                *slot = v;
+            }
+        };
+        set(&mut config.heartbeat, self.heartbeat);
+        set(&mut config.channel_ttl, self.channel_ttl);
+        set(&mut config.token_ttl, self.token_ttl);
+        set(&mut config.closing_grace, self.closing_grace);
+        config.rate = self.rate.unwrap_or(config.rate);
+        config.seed = self.seed.unwrap_or(config.seed);
+        config.queues = self.queues.unwrap_or(config.queues);
+        config.agents = self.agents.unwrap_or(config.agents);
+        config.rate_limit_per_minute = self.rate_limit.unwrap_or(config.rate_limit_per_minute);
+        if !(config.rate >= 0.0 && config.rate.is_finite()) {
+            return Err(UsageError(format!(
+                "--rate must be 0 or more events per second, not {}",
+                config.rate
+            ))
+            .into());
+        }
+        if config.heartbeat.is_zero() {
+            return Err(UsageError("--heartbeat must be longer than 0".into()).into());
+        }
+        Ok(config)
+    }
+}
+
+/// Runs the simulator until SIGINT/SIGTERM.
+pub async fn run(args: SimArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let addr = SocketAddr::new(args.bind, args.port);
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        UsageError(format!(
+            "cannot listen on {addr}: {e}; pick another --port (0 picks a free one)"
+        ))
+    })?;
+    let sim = Simulator::start(listener, config)?;
+    println!("holdline-sim listening on {}", sim.url());
+    std::io::stdout().flush()?;
+    tracing::info!(
+        clients = sim.core().config.clients.len(),
+        queues = sim.core().org.queues.len(),
+        agents = sim.core().org.agents.len(),
+        rate = sim.core().config.rate,
+        "simulator ready; token at /oauth/token, API under /api/v2, control under /sim"
+    );
+    if args.quiet {
+        interrupted().await;
+    } else {
+        let core = sim.core().clone();
+        let mut published = core.watch_published();
+        loop {
+            tokio::select! {
+                // Stop on a signal.
+                _ = interrupted() => break,
+                // Print each published event; a lagging receiver just skips ahead.
+                msg = published.recv() => match msg {
+                    Ok(p) => {
+                        let at = p.entry.published_at.time();
+                        println!(
+                            "{:02}:{:02}:{:02}.{:03}  {}",
+                            at.hour(), at.minute(), at.second(), at.millisecond(),
+                            describe(&core.org, &p.entry.topic, &p.body)
+                        );
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(skipped = n, "display fell behind");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+            }
+        }
+    }
+    sim.stop().await?;
+    Ok(())
+}

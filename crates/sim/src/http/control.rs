@@ -1,0 +1,167 @@
+//! The simulator's own API under `/sim/`: inject faults, publish events, list channels,
+//! read the ledger and the org, run the firehose. Used by holdline's tests and by anyone
+//! testing their own Genesys client.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::error::ApiError;
+use crate::faults::{Applied, Fault, FaultError};
+use crate::firehose::{self, FirehoseReport, FirehoseRequest};
+use crate::state::Core;
+use crate::state::ledger::LedgerEntry;
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes, what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad {what}: {e}")))
+}
+
+/// `POST /sim/faults`.
+pub async fn fault(State(core): State<Arc<Core>>, body: Bytes) -> Result<Json<Applied>, ApiError> {
+    let fault: Fault = parse(
+        &body,
+        "fault (see the README for the kinds and their fields)",
+    )?;
+    tracing::info!(?fault, "fault injected");
+    core.apply_fault(&fault).map(Json).map_err(|e| match e {
+        FaultError::NoChannel(_) => ApiError::not_found(e.to_string()),
+        FaultError::Invalid(_) => ApiError::bad_request(e.to_string()),
+    })
+}
+
+/// `POST /sim/publish` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// Topic name.
+    pub topic: String,
+    /// Any JSON value; it is published compactly.
+    pub body: serde_json::Value,
+}
+
+/// `POST /sim/publish`: publishes one event now.
+pub async fn publish(
+    State(core): State<Arc<Core>>,
+    body: Bytes,
+) -> Result<Json<LedgerEntry>, ApiError> {
+    let req: PublishRequest = parse(&body, "publish request ({\"topic\": ..., \"body\": {...}})")?;
+    holdline_proto::topic::classify(&req.topic)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(Json(core.publish(&req.topic, &req.body.to_string())))
+}
+
+/// One channel in `GET /sim/channels`.
+#[derive(Debug, Serialize)]
+pub struct ChannelInfo {
+    id: String,
+    client: String,
+    token: String,
+    topics: Vec<String>,
+    connected: bool,
+    connected_for_ms: Option<u128>,
+    peer: Option<String>,
+    expires_in_ms: u128,
+    age_ms: u128,
+}
+
+/// `GET /sim/channels`.
+pub async fn channels(State(core): State<Arc<Core>>) -> Json<Vec<ChannelInfo>> {
+    let now = Instant::now();
+    let list = core.channel_infos(|c, token_label| ChannelInfo {
+        id: c.id.to_string(),
+        client: c.client_id.clone(),
+        token: token_label.to_owned(),
+        topics: c.topics.clone(),
+        connected: c.socket.is_some(),
+        connected_for_ms: c
+            .socket
+            .as_ref()
+            .map(|s| now.saturating_duration_since(s.since).as_millis()),
+        peer: c.socket.as_ref().map(|s| s.peer.to_string()),
+        expires_in_ms: c.expires.saturating_duration_since(now).as_millis(),
+        age_ms: now.saturating_duration_since(c.created).as_millis(),
+    });
+    Json(list)
+}
+
+/// `GET /sim/ledger?since=SEQ&limit=N`: JSON lines, oldest first.
+pub async fn ledger(
+    State(core): State<Arc<Core>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let number = |key: &str, default: u64| -> Result<u64, ApiError> {
+        q.get(key).map_or(Ok(default), |v| {
+            v.parse()
+                .map_err(|_| ApiError::bad_request(format!("{key} must be a number")))
+        })
+    };
+    let since = number("since", 0)?;
+    let limit = number("limit", u64::MAX)?;
+    let entries = core.ledger_since(since, usize::try_from(limit).unwrap_or(usize::MAX));
+    let mut out = String::with_capacity(entries.len() * 160);
+    for entry in &entries {
+        out.push_str(&serde_json::to_string(entry).unwrap_or_default());
+        out.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response())
+}
+
+/// `GET /sim/org`: the simulated queues and agents.
+pub async fn org(State(core): State<Arc<Core>>) -> Json<serde_json::Value> {
+    let queues: Vec<_> = core
+        .org
+        .queues
+        .iter()
+        .map(|q| serde_json::json!({"id": q.id, "name": q.name}))
+        .collect();
+    let agents: Vec<_> = core
+        .org
+        .agents
+        .iter()
+        .map(|a| {
+            let queues: Vec<&str> = a
+                .queues
+                .iter()
+                .map(|i| core.org.queues[*i].id.as_str())
+                .collect();
+            serde_json::json!({"id": a.id, "name": a.name, "email": a.email, "queues": queues})
+        })
+        .collect();
+    Json(serde_json::json!({"queues": queues, "agents": agents}))
+}
+
+/// `POST /sim/firehose`: publishes N pre-built events as fast as the sockets take them.
+pub async fn firehose(
+    State(core): State<Arc<Core>>,
+    body: Bytes,
+) -> Result<Json<FirehoseReport>, ApiError> {
+    let req: FirehoseRequest = parse(
+        &body,
+        "firehose request ({\"count\": N, \"topics\": [...]})",
+    )?;
+    if req.count == 0 || req.count > 10_000_000 {
+        return Err(ApiError::bad_request(
+            "count must be between 1 and 10000000",
+        ));
+    }
+    Ok(Json(firehose::run(&core, &req).await))
+}
+
+/// Anything else.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such resource in the simulator; see the README for its endpoints")
+}
+
+/// 405 for known paths with other methods.
+pub async fn method_not_allowed() -> Response {
+    let body =
+        holdline_proto::rest::ErrorBody::new(405, "method.not.allowed", "method not allowed");
+    super::error::error_response(StatusCode::METHOD_NOT_ALLOWED.as_u16(), body, None)
+}

@@ -1,0 +1,228 @@
+//! Publishing: an event goes, at the moment it is published, to every connected socket
+//! whose channel has its topic, and nowhere else. No buffering, no replay. Also the
+//! periodic sweep that ends expired channels and channels whose token died.
+
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use holdline_proto::EventId;
+use holdline_proto::frame::notification_json;
+use time::OffsetDateTime;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::time::Instant;
+
+use super::channels::{Control, Outbound, TimedFault};
+use super::ledger::LedgerEntry;
+use super::{Core, Inner, remove_channel};
+use crate::rng::Rng;
+
+/// An event as published, for live views.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// Its ledger entry.
+    pub entry: LedgerEntry,
+    /// Its body.
+    pub body: Arc<str>,
+}
+
+/// Where one event goes: the channel and a sender to its socket.
+pub type Recipient = (Arc<str>, mpsc::Sender<Outbound>);
+
+impl Core {
+    /// Publishes one event now and records it in the ledger.
+    pub fn publish(&self, topic: &str, body: &str) -> LedgerEntry {
+        let now = Instant::now();
+        let published_at = OffsetDateTime::now_utc();
+        let mut guard = self.lock();
+        let Inner {
+            channels,
+            ledger,
+            rng,
+            global_faults,
+            ..
+        } = &mut *guard;
+        let seq = ledger.next_seq();
+        let frame: Utf8Bytes = notification_json(topic, body, &rng.uuid()).into();
+        let global_delay = TimedFault::take(&mut global_faults.delay, now);
+        let global_dup = TimedFault::take(&mut global_faults.duplicate, now).is_some();
+        let mut delivered_to = Vec::new();
+        for chan in channels.values_mut() {
+            let Some(link) = chan.socket.as_ref().filter(|_| chan.wants(topic)) else {
+                continue;
+            };
+            let delay = TimedFault::take(&mut chan.faults.delay, now).or(global_delay);
+            let copies =
+                if TimedFault::take(&mut chan.faults.duplicate, now).is_some() || global_dup {
+                    2
+                } else {
+                    1
+                };
+            let out = Outbound {
+                frame: frame.clone(),
+                not_before: delay.map(|d| now + d),
+            };
+            let mut sent = true;
+            for _ in 0..copies {
+                match link.data.try_send(out.clone()) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        let _ = link.ctl.send(Control::Close {
+                            notice: None,
+                            code: 1008,
+                            reason: "slow consumer: socket queue full".to_owned(),
+                        });
+                        sent = false;
+                    }
+                    Err(TrySendError::Closed(_)) => sent = false,
+                }
+            }
+            if sent {
+                delivered_to.push(chan.id.clone());
+            }
+        }
+        let entry = LedgerEntry {
+            seq,
+            id: EventId::of(topic, body.as_bytes()),
+            topic: Arc::from(topic),
+            published_at,
+            delivered_to,
+        };
+        ledger.push(entry.clone());
+        drop(guard);
+        if self.published.receiver_count() > 0 {
+            let _ = self.published.send(Arc::new(Published {
+                entry: entry.clone(),
+                body: body.into(),
+            }));
+        }
+        entry
+    }
+
+    /// The sockets that would receive an event on `topic` now, and a sequence number,
+    /// for publishers that wait for socket capacity (the firehose).
+    pub fn recipients(&self, topic: &str) -> (u64, Vec<Recipient>) {
+        let mut inner = self.lock();
+        let seq = inner.ledger.next_seq();
+        let list = inner
+            .channels
+            .values()
+            .filter(|c| c.wants(topic))
+            .filter_map(|c| c.socket.as_ref().map(|s| (c.id.clone(), s.data.clone())))
+            .collect();
+        (seq, list)
+    }
+
+    /// Records an event published outside [`Core::publish`].
+    pub fn record(&self, entry: LedgerEntry) {
+        self.lock().ledger.push(entry);
+    }
+
+    /// Ends channels that expired and, when configured, channels whose token expired or
+    /// was revoked. Called periodically.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let dead_tokens = inner.tokens.dead(now);
+        for token in &dead_tokens {
+            inner.limiter.forget(token);
+        }
+        let mut doomed: Vec<(Arc<str>, bool)> = Vec::new();
+        for chan in inner.channels.values() {
+            if chan.expires <= now {
+                doomed.push((chan.id.clone(), false));
+            } else if self.config.channels_die_with_token && dead_tokens.contains(&chan.token) {
+                let revoked = inner.tokens.get(&chan.token).is_some_and(|t| t.revoked);
+                doomed.push((chan.id.clone(), revoked));
+            }
+        }
+        for (id, revoked) in doomed {
+            if revoked {
+                self.end_revoked(inner, &id);
+            } else {
+                let notice = gone_frame(&format!("channel {id} expired"));
+                let code = self.config.close_codes.expired;
+                remove_channel(inner, &id, Some(notice), code, "channel expired");
+            }
+        }
+    }
+
+    /// Ends a channel whose token was revoked: `token_revoked` notice, then close.
+    pub(crate) fn end_revoked(&self, inner: &mut Inner, id: &str) {
+        let notice = system_frame(
+            &mut inner.rng,
+            &format!("v2.system.token_revoked.{id}"),
+            id,
+            "token_revoked",
+            "user_tokens_revoked",
+            "the access token of this channel was revoked",
+        );
+        let code = self.config.close_codes.revoked;
+        if self.config.channels_die_with_token {
+            remove_channel(inner, id, Some(notice), code, "token revoked");
+        } else if let Some(link) = inner.channels.get(id).and_then(|c| c.socket.as_ref()) {
+            let _ = link.data.try_send(Outbound {
+                frame: notice,
+                not_before: None,
+            });
+        }
+    }
+
+    /// Revokes a token and ends its channels.
+    pub(crate) fn revoke(&self, inner: &mut Inner, token: &str) {
+        inner.tokens.revoke(token);
+        let ids: Vec<Arc<str>> = inner
+            .channels
+            .values()
+            .filter(|c| c.token == token)
+            .map(|c| c.id.clone())
+            .collect();
+        for id in ids {
+            self.end_revoked(inner, &id);
+        }
+    }
+
+    /// Live tokens of a client (for the fault API).
+    pub(crate) fn tokens_of(&self, inner: &Inner, client_id: &str) -> Vec<String> {
+        inner.tokens.of_client(client_id, Instant::now())
+    }
+
+    /// Closes every socket (the simulator is stopping).
+    pub fn close_all(&self) {
+        let inner = self.lock();
+        for link in inner.channels.values().filter_map(|c| c.socket.as_ref()) {
+            let _ = link.ctl.send(Control::Close {
+                notice: None,
+                code: self.config.close_codes.shutdown,
+                reason: "simulator shutting down".to_owned(),
+            });
+        }
+    }
+}
+
+/// A `v2.system.*` notice frame.
+pub(crate) fn system_frame(
+    rng: &mut Rng,
+    topic: &str,
+    channel_id: &str,
+    kind: &str,
+    reason: &str,
+    message: &str,
+) -> Utf8Bytes {
+    let body = serde_json::json!({
+        "channelId": channel_id,
+        "systemTopicType": kind,
+        "reason": reason,
+        "message": message,
+    });
+    notification_json(topic, &body.to_string(), &rng.uuid()).into()
+}
+
+/// `{"result":"404","message":...}`.
+pub(crate) fn gone_frame(message: &str) -> Utf8Bytes {
+    holdline_proto::ServerFrame::ChannelGone {
+        message: Some(message.into()),
+    }
+    .to_json()
+    .into()
+}

@@ -1,0 +1,13 @@
+//! The simulator contract (reference §7), one module per area, every test over real
+//! sockets against a simulator bound to 127.0.0.1:0.
+
+mod common;
+
+mod channels;
+mod faults;
+mod oauth;
+mod org;
+mod rest;
+mod subscriptions;
+mod traffic;
+mod websocket;
