@@ -237,3 +237,39 @@ async fn events_go_only_to_sockets_connected_when_they_are_published() {
     assert_eq!(frame["version"], "2");
     assert!(frame["metadata"]["CorrelationId"].is_string());
 }
+
+#[tokio::test]
+async fn nothing_a_client_sends_takes_the_socket_or_the_server_down() {
+    let sim = start(fast()).await;
+    let api = Api::login(&sim).await;
+    let (_, mut ws) = live_channel(&api, &[]).await;
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let many: Vec<String> = (0..1100)
+        .map(|i| format!("v2.users.00000000-0000-4000-8000-{i:012}.presence"))
+        .collect();
+    let garbage = [
+        String::new(),
+        "null".to_owned(),
+        "{".to_owned(),
+        deep,
+        r#"{"message":null}"#.to_owned(),
+        r#"{"message":"subscribe","topics":"v2.users.x.presence"}"#.to_owned(),
+        r#"{"message":"subscribe","topics":[1,2,{"a":[]}],"correlationId":7}"#.to_owned(),
+        json!({"message": "subscribe", "topics": many, "correlationId": "many"}).to_string(),
+        "\u{0}\u{1}\u{2}".to_owned(),
+    ];
+    for text in &garbage {
+        ws.send(text).await;
+    }
+    ws.inner
+        .send(Message::Binary(vec![0xff, 0x00, 0xfe].into()))
+        .await
+        .unwrap();
+    let too_many = ws.expect(WAIT, |v| v["correlationId"] == "many").await;
+    assert_eq!(too_many["result"], "400");
+    ws.send(r#"{"message":"ping"}"#).await;
+    ws.expect(WAIT, |v| v["eventBody"]["message"] == "pong")
+        .await;
+    // The server still serves other clients.
+    Api::login(&sim).await.create_channel().await;
+}
