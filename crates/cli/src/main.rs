@@ -21,21 +21,28 @@ enum Command {
     /// Run the simulated Genesys Cloud Notification Service (OAuth, REST, WebSockets,
     /// faults, ledger) on a local port.
     Sim(cmd::sim::SimArgs),
-    /// Start the embedded simulator and watch its contact centre, in one command.
+    /// Stream events as JSON lines on stdout, through every fault, with gap records.
+    Listen(Box<cmd::listen::ListenArgs>),
+    /// Start the embedded simulator and stream its contact centre through holdline.
     Demo(cmd::demo::DemoArgs),
 }
 
 /// Exit codes (documented in the README).
 pub mod exit {
-    /// Bad configuration or usage.
-    pub const USAGE: u8 = 2;
     /// Anything else that went wrong.
     pub const OTHER: u8 = 1;
+    /// Bad configuration or usage.
+    pub const USAGE: u8 = 2;
+    /// The OAuth client was refused (wrong id, secret or region).
+    pub const AUTH: u8 = 3;
+    /// The OAuth client lacks a permission.
+    pub const PERMISSION: u8 = 4;
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init();
+    let verbose = matches!(&cli.command, Command::Listen(a) if a.verbose);
+    logging::init(verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,6 +56,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Sim(args) => cmd::sim::run(args).await,
+            Command::Listen(args) => cmd::listen::run(*args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
         }
     });

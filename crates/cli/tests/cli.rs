@@ -58,9 +58,9 @@ fn sim_prints_its_url_first_and_serves_the_api() {
 }
 
 #[test]
-fn demo_runs_for_its_duration_and_exits_zero() {
+fn demo_streams_the_simulated_contact_centre_and_exits_zero() {
     let out = Command::new(BIN)
-        .args(["demo", "--duration", "2s", "--rate", "50"])
+        .args(["demo", "--duration", "3s", "--rate", "50"])
         .output()
         .unwrap();
     assert!(
@@ -101,5 +101,249 @@ fn sim_config_file_is_read_and_typos_are_named() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("heartbeet"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `holdline sim` child on a free port; returns it and its URL.
+fn sim(extra: &[&str]) -> (Running, String) {
+    let mut child = Running(
+        Command::new(BIN)
+            .args(["sim", "--port", "0", "--quiet", "--rate", "100"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let line = first_line(&mut child.0);
+    let url = line
+        .strip_prefix("holdline-sim listening on ")
+        .unwrap()
+        .to_owned();
+    (child, url)
+}
+
+fn listen(url: &str, secret: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["listen", "--api-base", url])
+        .env("GENESYSCLOUD_OAUTHCLIENT_ID", "holdline-demo")
+        .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", secret)
+        .env_remove("GENESYSCLOUD_REGION")
+        .args(extra);
+    cmd
+}
+
+#[test]
+fn listen_streams_json_lines_for_queue_conversations_and_exits_zero() {
+    let (_sim, url) = sim(&[]);
+    let out = listen(
+        &url,
+        "holdline-demo",
+        &["--queue", "Support", "--queue", "Sales", "--duration", "2s"],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let records: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!records.is_empty(), "no events in 2 s: {stderr}");
+    for r in &records {
+        assert_eq!(r["kind"], "event");
+        assert_eq!(r["id"].as_str().unwrap().len(), 16);
+        assert!(r["topic"].as_str().unwrap().ends_with(".conversations"));
+        assert!(r["body"]["participants"].is_array());
+        assert!(r["received_at"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(r["org"], "default");
+    }
+}
+
+#[test]
+fn sigterm_closes_sockets_flushes_and_exits_zero() {
+    let (_sim, url) = sim(&[]);
+    let mut child = Running(
+        listen(
+            &url,
+            "holdline-demo",
+            &[
+                "--queue", "Support", "--queue", "Sales", "--queue", "Billing",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let first = first_line(&mut child.0);
+    assert!(first.starts_with(r#"{"kind":"event""#), "{first}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "listen did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn wrong_secret_exits_3_without_printing_the_secret() {
+    let (_sim, url) = sim(&[]);
+    let out = listen(&url, "s3cr3t-value", &["--queue", "Support"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("secret is wrong"), "{stderr}");
+    assert!(!stderr.contains("s3cr3t-value"), "{stderr}");
+}
+
+#[test]
+fn a_made_up_region_host_exits_2_naming_the_real_one() {
+    let out = Command::new(BIN)
+        .args([
+            "listen",
+            "--region",
+            "api.eu.mypurecloud.com",
+            "--topic",
+            "channel.metadata",
+        ])
+        .env("GENESYSCLOUD_OAUTHCLIENT_ID", "x")
+        .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", "y")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("eu-west-1") && stderr.contains("api.mypurecloud.ie"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unknown_topic_exits_2_with_suggestions() {
+    let (_sim, url) = sim(&[]);
+    let out = listen(
+        &url,
+        "holdline-demo",
+        &[
+            "--topic",
+            "v2.conversations.0e185c02-aca1-4a72-82ea-2e78684e2c89",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("v2.routing.queues.{queueId}.conversations")
+    );
+}
+
+#[test]
+fn a_forbidden_topic_exits_4_naming_the_permission() {
+    let (_sim, url) = sim(&["--client", "holdline-demo:holdline-demo:"]);
+    let topic = "v2.users.6d1a4e2c-1f0b-4c1e-9a57-2a3b1c9d0e11.conversations";
+    let out = listen(&url, "holdline-demo", &["--topic", topic])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("conversation:communication:view"));
+}
+
+#[test]
+fn missing_credentials_exit_2_naming_the_variables() {
+    let out = Command::new(BIN)
+        .args([
+            "listen",
+            "--region",
+            "eu-west-1",
+            "--topic",
+            "channel.metadata",
+        ])
+        .env_remove("GENESYSCLOUD_OAUTHCLIENT_ID")
+        .env_remove("GENESYSCLOUD_OAUTHCLIENT_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GENESYSCLOUD_OAUTHCLIENT_ID"));
+}
+
+#[test]
+fn topics_file_and_config_file_are_read() {
+    let (_sim, url) = sim(&[]);
+    let dir = std::env::temp_dir().join(format!("holdline-listen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let org: serde_json::Value = reqwest::blocking::get(format!("{url}/sim/org"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let topics: Vec<String> = org["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            format!(
+                "v2.routing.queues.{}.conversations  # {}",
+                q["id"].as_str().unwrap(),
+                q["name"]
+            )
+        })
+        .collect();
+    let topics_file = dir.join("topics.txt");
+    std::fs::write(
+        &topics_file,
+        format!("# every queue\n{}\n", topics.join("\n")),
+    )
+    .unwrap();
+    let config = dir.join("listen.toml");
+    std::fs::write(
+        &config,
+        format!("api_base = \"{url}\"\nclient_id = \"holdline-demo\"\nclient_secret = \"holdline-demo\"\ntopics_file = \"{}\"\nping_interval = \"1s\"\norg = \"acme\"\n", topics_file.display()),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "listen",
+            "--config",
+            config.to_str().unwrap(),
+            "--duration",
+            "2s",
+        ])
+        .env_remove("GENESYSCLOUD_OAUTHCLIENT_ID")
+        .env_remove("GENESYSCLOUD_OAUTHCLIENT_SECRET")
+        .env_remove("GENESYSCLOUD_REGION")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(str::to_owned)
+        .unwrap_or_default();
+    let record: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(record["org"], "acme");
+    std::fs::write(&config, "pign_interval = \"1s\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["listen", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pign_interval"));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -343,11 +343,11 @@ fn set_delivery(faults: &mut DeliveryFaults, fault: &Fault, now: Instant) {
     }
 }
 
-/// A syntactically valid notification-shaped frame of exactly `bytes` bytes (or the
-/// smallest such frame when `bytes` is smaller).
+/// A valid JSON object of exactly `bytes` bytes (or the smallest one when `bytes` is
+/// smaller), of no known frame shape, so a client that can hold it just counts it.
 pub fn oversized_frame(bytes: usize) -> String {
-    const HEAD: &str = r#"{"topicName":"v2.sim.oversized","eventBody":{"padding":""#;
-    const TAIL: &str = r#""}}"#;
+    const HEAD: &str = r#"{"oversized":""#;
+    const TAIL: &str = r#""}"#;
     let pad = bytes.saturating_sub(HEAD.len() + TAIL.len());
     let mut out = String::with_capacity(HEAD.len() + pad + TAIL.len());
     out.push_str(HEAD);

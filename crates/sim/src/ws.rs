@@ -96,6 +96,7 @@ impl Socket {
                 // The grace after socket_closing ran out: the server closes the socket.
                 _ = sleep_until(self.closing.map_or_else(Instant::now, |c| c.0)), if self.closing.is_some() => {
                     let code = self.closing.map_or(1001, |c| c.1);
+                    self.flush(data).await;
                     self.close(code, "socket closed for maintenance").await;
                     return End::Closed;
                 }
@@ -166,6 +167,18 @@ impl Socket {
                 }
                 self.closing = Some((Instant::now() + grace, code));
                 None
+            }
+        }
+    }
+
+    /// Sends every frame already queued or held back by a delay.
+    async fn flush(&mut self, data: &mut mpsc::Receiver<Outbound>) {
+        while let Ok(out) = data.try_recv() {
+            self.delayed.push_back(out);
+        }
+        while let Some(out) = self.delayed.pop_front() {
+            if self.send(out.frame).await.is_err() {
+                return;
             }
         }
     }

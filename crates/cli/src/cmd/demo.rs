@@ -1,14 +1,21 @@
-//! `holdline demo`: starts the embedded simulator on a free loopback port and shows its
-//! contact centre, one line per event.
+//! `holdline demo`: the embedded simulator on a free loopback port, and holdline
+//! listening to all its queues and agents through the real client engine, printed one
+//! human line per event. On a terminal a status line shows sockets, events/s, heartbeat
+//! age and gaps.
 
-use std::time::Duration;
+use std::io::IsTerminal;
+use std::pin::pin;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
+use holdline_client::{Client, ClientConfig, Credentials, Endpoints, Event, Secret, Stats};
 use holdline_sim::generator::describe;
-use holdline_sim::{SimConfig, Simulator};
+use holdline_sim::{ClientSpec, SimConfig, Simulator};
 use tokio::net::TcpListener;
+use tokio::time::{Instant, sleep_until};
 
-use super::{duration, interrupted};
+use super::{clock, duration, interrupted};
 
 /// `holdline demo` flags.
 #[derive(Debug, Args)]
@@ -27,43 +34,99 @@ pub struct DemoArgs {
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-    let config = SimConfig {
+    let sim_config = SimConfig {
         rate: args.rate,
         seed: args.seed,
+        heartbeat: Duration::from_secs(10),
         ..SimConfig::default()
     };
-    let sim = Simulator::start(listener, config)?;
-    let core = sim.core().clone();
-    eprintln!(
-        "holdline demo: simulated Genesys Cloud at {} with {} queues and {} agents",
-        sim.url(),
-        core.org.queues.len(),
-        core.org.agents.len()
+    let sim = Simulator::start(listener, sim_config)?;
+    let org = sim.core().org.clone();
+    let mut topics: Vec<String> = org
+        .queues
+        .iter()
+        .map(|q| format!("v2.routing.queues.{}.conversations", q.id))
+        .collect();
+    topics.extend(
+        org.agents
+            .iter()
+            .map(|a| format!("v2.users.{}?presence&routingStatus", a.id)),
     );
-    let mut published = core.watch_published();
-    let deadline = tokio::time::sleep(args.duration.unwrap_or(Duration::MAX / 4));
-    tokio::pin!(deadline);
-    loop {
+    let demo = ClientSpec::demo();
+    let credentials = Credentials {
+        client_id: demo.id,
+        client_secret: Secret::new(demo.secret),
+    };
+    let endpoints = Endpoints::Custom {
+        api_base: sim.url().to_owned(),
+        login_base: sim.url().to_owned(),
+    };
+    let config = ClientConfig::new(endpoints, credentials, topics);
+    eprintln!(
+        "holdline demo: simulated Genesys Cloud at {} ({} queues, {} agents); listening to {} topics",
+        sim.url(),
+        org.queues.len(),
+        org.agents.len(),
+        config.topics.len()
+    );
+    let (handle, mut stream) = Client::start(config).await?;
+    let status = std::io::stderr().is_terminal();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut last_count = 0;
+    let mut signal = pin!(interrupted());
+    let deadline = args.duration.map(|d| Instant::now() + d);
+    let mut stopping = false;
+    let result = loop {
         tokio::select! {
-            // --duration elapsed.
-            _ = &mut deadline => break,
-            // Ctrl-C or SIGTERM.
-            _ = interrupted() => break,
-            // One line per event; a lagging receiver skips ahead.
-            msg = published.recv() => match msg {
-                Ok(p) => {
-                    let at = p.entry.published_at.time();
-                    println!(
-                        "{:02}:{:02}:{:02}.{:03}  {}",
-                        at.hour(), at.minute(), at.second(), at.millisecond(),
-                        describe(&core.org, &p.entry.topic, &p.body)
-                    );
+            // Ctrl-C or SIGTERM: close the sockets, drain, stop.
+            _ = &mut signal, if !stopping => { stopping = true; handle.shutdown(); }
+            // --duration reached.
+            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && !stopping => {
+                stopping = true;
+                handle.shutdown();
+            }
+            // Once a second, the status line (terminals only).
+            _ = ticker.tick(), if status => {
+                let emitted = Stats::get(&handle.stats().emitted);
+                eprint!("\r\x1b[2K{}", status_line(handle.stats(), emitted - last_count));
+                last_count = emitted;
+            }
+            // The next event from the client engine.
+            item = stream.next() => match item {
+                None => break Ok(()),
+                Some(Ok(Event::Notification(n))) => {
+                    if status { eprint!("\r\x1b[2K"); }
+                    println!("{}  {}", clock(n.received_at), describe(&org, n.topic(), n.body()));
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-            },
+                Some(Ok(Event::Gap(g))) => {
+                    println!("{}  GAP {} topics {}–{}: {}", clock(g.to), g.topics.len(), clock(g.from), clock(g.to), g.reason);
+                }
+                Some(Ok(Event::State(s))) => tracing::info!(kind = ?s.kind, "{}", s.detail),
+                Some(Err(e)) => break Err(e.into()),
+            }
         }
+    };
+    if status {
+        eprintln!();
     }
     sim.stop().await?;
-    Ok(())
+    result
+}
+
+fn status_line(stats: &Stats, per_sec: u64) -> String {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let hb = stats.last_heartbeat_ms.load(Ordering::Relaxed);
+    let age = if hb == 0 {
+        "none yet".to_owned()
+    } else {
+        format!("{}s ago", now_ms.saturating_sub(hb) / 1000)
+    };
+    format!(
+        "sockets up {} · {per_sec} events/s · heartbeat {age} · gaps {} · duplicates dropped {}",
+        stats.sockets_live.load(Ordering::Relaxed),
+        Stats::get(&stats.gaps),
+        Stats::get(&stats.duplicates)
+    )
 }

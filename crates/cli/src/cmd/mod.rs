@@ -1,21 +1,28 @@
 //! The subcommands.
 
 pub mod demo;
+pub mod listen;
 pub mod sim;
 
 use std::time::Duration;
+
+use holdline_client::ClientError;
 
 /// A configuration or usage problem (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// The exit code for an error.
+/// The exit code for an error (see the README).
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<UsageError>().is_some() {
-        crate::exit::USAGE
-    } else {
-        crate::exit::OTHER
+        return crate::exit::USAGE;
+    }
+    match err.downcast_ref::<ClientError>() {
+        Some(ClientError::Config(_)) => crate::exit::USAGE,
+        Some(ClientError::Auth(a)) if a.is_fatal() => crate::exit::AUTH,
+        Some(ClientError::Permission(_)) => crate::exit::PERMISSION,
+        _ => crate::exit::OTHER,
     }
 }
 
@@ -46,4 +53,17 @@ pub async fn interrupted() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// `HH:MM:SS.mmm` (UTC) of a wall-clock time.
+pub fn clock(at: std::time::SystemTime) -> String {
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+        since.subsec_millis()
+    )
 }

@@ -1,0 +1,371 @@
+//! `holdline listen`: streams events as JSON lines on stdout (logs on stderr) and keeps
+//! the stream alive through every fault. Credentials and region come from flags, the
+//! environment variables Genesys' own tooling uses, or a TOML file, in that order.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use holdline_client::record::{write_event, write_gap};
+use holdline_client::{
+    Client, ClientConfig, Credentials, Endpoints, Event, Secret, Stats, Timings,
+};
+use holdline_proto::Region;
+use serde::Deserialize;
+use tokio::time::{Instant, sleep_until};
+
+use super::{UsageError, duration, interrupted};
+
+/// `holdline listen` flags.
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Region key, domain or URL (eu-west-1, mypurecloud.ie, https://api.mypurecloud.ie).
+    #[arg(long, env = "GENESYSCLOUD_REGION")]
+    region: Option<String>,
+    /// OAuth client id (client-credentials grant).
+    #[arg(long, env = "GENESYSCLOUD_OAUTHCLIENT_ID")]
+    client_id: Option<String>,
+    /// OAuth client secret (prefer the environment variable).
+    #[arg(long, env = "GENESYSCLOUD_OAUTHCLIENT_SECRET", hide_env_values = true)]
+    client_secret: Option<String>,
+    /// REST API base instead of a region (the simulator, a proxy, a private deployment).
+    #[arg(long)]
+    api_base: Option<String>,
+    /// Token endpoint base (default: the API base with api. replaced by login.).
+    #[arg(long)]
+    login_base: Option<String>,
+    /// TOML file with any of these settings; flags and environment win over it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Topic to subscribe (repeatable; combined topics allowed).
+    #[arg(long = "topic")]
+    topics: Vec<String>,
+    /// File with one topic per line (# starts a comment).
+    #[arg(long)]
+    topics_file: Option<PathBuf>,
+    /// Queue name whose conversations to subscribe (repeatable).
+    #[arg(long = "queue")]
+    queues: Vec<String>,
+    /// User email whose conversations to subscribe (repeatable).
+    #[arg(long = "user")]
+    users: Vec<String>,
+    /// Stop after this long.
+    #[arg(long, value_parser = duration)]
+    duration: Option<Duration>,
+    /// Period of {"message":"ping"} health checks.
+    #[arg(long, value_parser = duration)]
+    ping_interval: Option<Duration>,
+    /// How long a ping may go unanswered.
+    #[arg(long, value_parser = duration)]
+    pong_timeout: Option<Duration>,
+    /// How long a socket may stay silent (default 66s: 2.2 server heartbeats).
+    #[arg(long, value_parser = duration)]
+    watchdog: Option<Duration>,
+    /// Roll channels over this long before they or their token expire.
+    #[arg(long, value_parser = duration)]
+    rollover_margin: Option<Duration>,
+    /// Longest delay between reconnect attempts.
+    #[arg(long, value_parser = duration)]
+    backoff_max: Option<Duration>,
+    /// Shortest time the service leaves between socket_closing and the close (about 60s).
+    #[arg(long, value_parser = duration)]
+    closing_grace: Option<Duration>,
+    /// Channels (each with its own socket) holding every topic.
+    #[arg(long)]
+    redundancy: Option<usize>,
+    /// Extra PEM root certificates to trust (corporate TLS proxies).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Label for the records' `org` field.
+    #[arg(long)]
+    org: Option<String>,
+    /// Debug logs (heartbeats, pongs, subscribe replies) on stderr.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+/// The `--config` file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenFile {
+    region: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    api_base: Option<String>,
+    login_base: Option<String>,
+    #[serde(default)]
+    topics: Vec<String>,
+    topics_file: Option<PathBuf>,
+    #[serde(default)]
+    queues: Vec<String>,
+    #[serde(default)]
+    users: Vec<String>,
+    redundancy: Option<usize>,
+    ca_file: Option<PathBuf>,
+    org: Option<String>,
+    ping_interval: Option<String>,
+    pong_timeout: Option<String>,
+    watchdog: Option<String>,
+    rollover_margin: Option<String>,
+    backoff_max: Option<String>,
+    closing_grace: Option<String>,
+}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+fn read_file(path: &Path) -> anyhow::Result<ListenFile> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("cannot read config {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| usage(format!("config {} is not valid: {e}", path.display())))
+}
+
+fn read_topics(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("cannot read topics file {}: {e}", path.display())))?;
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+fn file_duration(value: &Option<String>, name: &str) -> anyhow::Result<Option<Duration>> {
+    value
+        .as_deref()
+        .map(|v| duration(v).map_err(|e| usage(format!("{name}: {e}"))))
+        .transpose()
+}
+
+impl ListenArgs {
+    /// Layers defaults, the file, then environment and flags into a client configuration.
+    fn client_config(&self) -> anyhow::Result<ClientConfig> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => ListenFile::default(),
+        };
+        let endpoints = self.endpoints(&file)?;
+        let client_id = self
+            .client_id
+            .clone()
+            .or(file.client_id.clone())
+            .ok_or_else(|| {
+                usage("no OAuth client id: set GENESYSCLOUD_OAUTHCLIENT_ID or --client-id")
+            })?;
+        let secret = self.client_secret.clone().or(file.client_secret.clone()).ok_or_else(|| {
+            usage("no OAuth client secret: set GENESYSCLOUD_OAUTHCLIENT_SECRET (or --client-secret)")
+        })?;
+        let mut topics = file.topics.clone();
+        if let Some(path) = &file.topics_file {
+            topics.extend(read_topics(path)?);
+        }
+        topics.extend(self.topics.iter().cloned());
+        if let Some(path) = &self.topics_file {
+            topics.extend(read_topics(path)?);
+        }
+        let credentials = Credentials {
+            client_id,
+            client_secret: Secret::new(secret),
+        };
+        let mut config = ClientConfig::new(endpoints, credentials, topics);
+        config.queues = file.queues.iter().chain(&self.queues).cloned().collect();
+        config.users = file.users.iter().chain(&self.users).cloned().collect();
+        config.redundancy = self.redundancy.or(file.redundancy).unwrap_or(1);
+        if config.redundancy == 0 {
+            return Err(usage("--redundancy must be at least 1"));
+        }
+        config.ca_file = self.ca_file.clone().or(file.ca_file.clone());
+        config.org = self
+            .org
+            .clone()
+            .or(file.org.clone())
+            .unwrap_or_else(|| "default".to_owned());
+        config.timings = self.timings(&file)?;
+        Ok(config)
+    }
+
+    fn endpoints(&self, file: &ListenFile) -> anyhow::Result<Endpoints> {
+        if let Some(api) = self.api_base.clone().or(file.api_base.clone()) {
+            let login = self
+                .login_base
+                .clone()
+                .or(file.login_base.clone())
+                .unwrap_or_else(|| api.replacen("://api.", "://login.", 1));
+            for url in [&api, &login] {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(usage(format!("{url:?} is not an http(s) URL")));
+                }
+            }
+            return Ok(Endpoints::Custom {
+                api_base: api,
+                login_base: login,
+            });
+        }
+        let region = self.region.clone().or(file.region.clone()).ok_or_else(|| {
+            usage("no region: set GENESYSCLOUD_REGION or --region (e.g. eu-west-1 or mypurecloud.ie), or --api-base for the simulator")
+        })?;
+        Region::parse(&region)
+            .map(Endpoints::Region)
+            .map_err(|e| usage(e.to_string()))
+    }
+
+    fn timings(&self, file: &ListenFile) -> anyhow::Result<Timings> {
+        let mut t = Timings::default();
+        let pick = |flag: Option<Duration>,
+                    value: &Option<String>,
+                    name: &str,
+                    slot: &mut Duration|
+         -> anyhow::Result<()> {
+            if let Some(d) = flag.or(file_duration(value, name)?) {
+                *slot = d;
+            }
+            Ok(())
+        };
+        pick(
+            self.ping_interval,
+            &file.ping_interval,
+            "ping_interval",
+            &mut t.ping_interval,
+        )?;
+        pick(
+            self.pong_timeout,
+            &file.pong_timeout,
+            "pong_timeout",
+            &mut t.pong_timeout,
+        )?;
+        pick(self.watchdog, &file.watchdog, "watchdog", &mut t.watchdog)?;
+        pick(
+            self.rollover_margin,
+            &file.rollover_margin,
+            "rollover_margin",
+            &mut t.rollover_margin,
+        )?;
+        pick(
+            self.backoff_max,
+            &file.backoff_max,
+            "backoff_max",
+            &mut t.backoff_max,
+        )?;
+        pick(
+            self.closing_grace,
+            &file.closing_grace,
+            "closing_grace",
+            &mut t.closing_grace,
+        )?;
+        for (name, d) in [
+            ("ping interval", t.ping_interval),
+            ("pong timeout", t.pong_timeout),
+            ("watchdog", t.watchdog),
+        ] {
+            if d.is_zero() {
+                return Err(usage(format!("the {name} must be longer than 0")));
+            }
+        }
+        Ok(t)
+    }
+}
+
+/// Runs `listen` until `--duration`, a signal, or a fatal error.
+pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
+    let config = args.client_config()?;
+    let org = config.org.clone();
+    tracing::info!(endpoints = %config.endpoints, client_id = %config.credentials.client_id, topics = config.topics.len(), "starting");
+    let (handle, mut stream) = Client::start(config).await?;
+    let mut out = Output::default();
+    let mut signal = pin!(interrupted());
+    let deadline = args.duration.map(|d| Instant::now() + d);
+    let mut stopping = false;
+    let result = loop {
+        tokio::select! {
+            // SIGINT/SIGTERM: close every socket with 1000, then drain and exit.
+            _ = &mut signal, if !stopping => {
+                stopping = true;
+                handle.shutdown();
+            }
+            // --duration reached.
+            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && !stopping => {
+                stopping = true;
+                handle.shutdown();
+            }
+            // The next event; EventStream::next is cancel-safe (it only awaits a queue).
+            item = stream.next() => match item {
+                None => break Ok(()),
+                Some(Ok(Event::Notification(n))) => {
+                    write_event(&mut out.buf, &n, &org);
+                    if let Err(e) = out.maybe_flush(stream.pending()) { break Err(e); }
+                }
+                Some(Ok(Event::Gap(gap))) => {
+                    write_gap(&mut out.buf, &gap);
+                    if let Err(e) = out.flush() { break Err(e); }
+                }
+                Some(Ok(Event::State(change))) => {
+                    tracing::info!(kind = ?change.kind, channel = change.channel.as_deref().unwrap_or("-"), "{}", change.detail);
+                }
+                Some(Err(e)) => {
+                    handle.shutdown();
+                    break Err(e.into());
+                }
+            }
+        }
+    };
+    let flushed = out.flush();
+    summary(handle.stats());
+    match (result, flushed) {
+        (Err(e), _) if is_broken_pipe(&e) => Ok(()),
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) if is_broken_pipe(&e) => Ok(()),
+        (Ok(()), flushed) => flushed,
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// Records waiting for stdout; written when the queue behind them is empty or they pass
+/// 64 KiB, so a burst costs one write, and a quiet stream is never held back.
+#[derive(Default)]
+struct Output {
+    buf: Vec<u8>,
+}
+
+impl Output {
+    fn maybe_flush(&mut self, pending: usize) -> anyhow::Result<()> {
+        if pending == 0 || self.buf.len() >= 64 * 1024 {
+            self.flush()
+        } else {
+            Ok(())
+        }
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(&self.buf).context("writing to stdout")?;
+        stdout.flush().context("writing to stdout")?;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+fn summary(stats: &Stats) {
+    let g = |c: &std::sync::atomic::AtomicU64| Stats::get(c);
+    tracing::info!(
+        events = g(&stats.emitted),
+        duplicates = g(&stats.duplicates),
+        gaps = g(&stats.gaps),
+        heartbeats = g(&stats.heartbeats),
+        reconnects = g(&stats.reconnects),
+        rollovers = g(&stats.rollovers),
+        malformed = g(&stats.malformed),
+        "stopped"
+    );
+}

@@ -1,0 +1,212 @@
+//! The client's configuration: where the service is, who we are, what to subscribe, and
+//! every duration of the lifecycle (so tests can run a day in seconds). Defaults follow the
+//! reference (§8): ping every 30 s, pong within 10 s, watchdog 66 s (2.2 heartbeats).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use holdline_proto::Region;
+
+/// Where the service is: a Genesys Cloud region, or explicit base URLs (the simulator,
+/// proxies, private deployments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoints {
+    /// A Genesys Cloud region.
+    Region(Region),
+    /// Explicit bases.
+    Custom {
+        /// Base of the REST API, e.g. `http://127.0.0.1:7411`.
+        api_base: String,
+        /// Base of the token endpoint.
+        login_base: String,
+    },
+}
+
+impl Endpoints {
+    /// Base URL of the REST API (no trailing slash).
+    pub fn api_base(&self) -> String {
+        match self {
+            Endpoints::Region(r) => r.api_base(),
+            Endpoints::Custom { api_base, .. } => api_base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// Base URL of the token endpoint (no trailing slash).
+    pub fn login_base(&self) -> String {
+        match self {
+            Endpoints::Region(r) => r.login_base(),
+            Endpoints::Custom { login_base, .. } => login_base.trim_end_matches('/').to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for Endpoints {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoints::Region(r) => write!(f, "region {r}"),
+            Endpoints::Custom {
+                api_base,
+                login_base,
+            } => {
+                write!(f, "api {api_base}, login {login_base}")
+            }
+        }
+    }
+}
+
+/// A secret string: shown as `[redacted]` by `Debug` and `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<Arc<str>>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// An OAuth client (client-credentials grant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The client id.
+    pub client_id: String,
+    /// The client secret.
+    pub client_secret: Secret,
+}
+
+/// Every duration of the lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// How often to send `{"message":"ping"}`.
+    pub ping_interval: Duration,
+    /// How long a ping may go unanswered.
+    pub pong_timeout: Duration,
+    /// How long a socket may stay silent before it counts as dead.
+    pub watchdog: Duration,
+    /// Roll over to a new channel this long before the channel or its token expires
+    /// (capped at a quarter of the channel's life).
+    pub rollover_margin: Duration,
+    /// The shortest time the service leaves between `socket_closing` and closing the socket
+    /// (documented as about a minute). A socket closed sooner while its replacement on the
+    /// same channel was connecting was closed by that replacement, so nothing was missed.
+    pub closing_grace: Duration,
+    /// First reconnect/retry delay.
+    pub backoff_base: Duration,
+    /// Longest reconnect/retry delay.
+    pub backoff_max: Duration,
+    /// Timeout of each REST call.
+    pub request_timeout: Duration,
+    /// Timeout of each WebSocket connect (TCP, TLS and upgrade).
+    pub connect_timeout: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            ping_interval: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(10),
+            watchdog: Duration::from_secs(66),
+            rollover_margin: Duration::from_secs(300),
+            closing_grace: Duration::from_secs(30),
+            backoff_base: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything the client needs.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Where the service is.
+    pub endpoints: Endpoints,
+    /// Who we are.
+    pub credentials: Credentials,
+    /// Topics to subscribe (combined topics allowed).
+    pub topics: Vec<String>,
+    /// Queue names whose conversation topics to subscribe (resolved over REST).
+    pub queues: Vec<String>,
+    /// User emails whose conversation topics to subscribe (resolved over REST).
+    pub users: Vec<String>,
+    /// Channels holding each shard of topics (each with its own socket).
+    pub redundancy: usize,
+    /// Lifecycle durations.
+    pub timings: Timings,
+    /// How long an event id is remembered for de-duplication.
+    pub dedupe_window: Duration,
+    /// Most event ids remembered.
+    pub dedupe_max_ids: usize,
+    /// Extra PEM root certificates to trust (corporate proxies, the simulator's `--tls`).
+    pub ca_file: Option<PathBuf>,
+    /// Largest WebSocket message accepted; a larger one ends the socket (and is reported).
+    pub max_frame_bytes: usize,
+    /// Label written into every record's `org` field.
+    pub org: String,
+    /// Topics per channel (the service's cap is 1,000).
+    pub topics_per_channel: usize,
+}
+
+impl ClientConfig {
+    /// A configuration with defaults for everything but the essentials.
+    pub fn new(endpoints: Endpoints, credentials: Credentials, topics: Vec<String>) -> Self {
+        ClientConfig {
+            endpoints,
+            credentials,
+            topics,
+            queues: Vec::new(),
+            users: Vec::new(),
+            redundancy: 1,
+            timings: Timings::default(),
+            dedupe_window: Duration::from_secs(600),
+            dedupe_max_ids: 200_000,
+            ca_file: None,
+            max_frame_bytes: 16 * 1024 * 1024,
+            org: "default".to_owned(),
+            topics_per_channel: holdline_proto::topic::MAX_TOPICS_PER_CHANNEL,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show() {
+        let creds = Credentials {
+            client_id: "id".into(),
+            client_secret: Secret::new("hunter2"),
+        };
+        let config = ClientConfig::new(
+            Endpoints::Custom {
+                api_base: "http://a/".into(),
+                login_base: "http://b".into(),
+            },
+            creds,
+            vec![],
+        );
+        let shown = format!("{config:?} {}", config.credentials.client_secret);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(config.endpoints.api_base(), "http://a");
+    }
+}

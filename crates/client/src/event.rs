@@ -1,0 +1,147 @@
+//! What the client emits: notifications (the raw frame kept, body and topic as spans into
+//! it, so nothing is copied or re-serialised), gap records, and state changes.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use holdline_proto::{EventId, Notification as WireNotification};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// One item of the client's stream.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// An event, emitted once (duplicates across sockets are dropped).
+    Notification(Notification),
+    /// A window in which these topics could not have been received.
+    Gap(Gap),
+    /// Something happened to a socket or channel (informational).
+    State(StateChange),
+}
+
+/// A string that is either a span of the frame or, when the frame held JSON escapes, owned.
+#[derive(Debug, Clone)]
+enum Text {
+    Span(Range<usize>),
+    Owned(Box<str>),
+}
+
+/// An event as received.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    frame: Utf8Bytes,
+    topic: Text,
+    correlation_id: Option<Text>,
+    body: Range<usize>,
+    /// Hash of topic and raw body: the same on every channel.
+    pub id: EventId,
+    /// When the frame arrived.
+    pub received_at: SystemTime,
+    /// The channel it arrived on.
+    pub channel: Arc<str>,
+}
+
+fn span_of(frame: &str, part: &str) -> Option<Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(frame.as_ptr() as usize)?;
+    (start + part.len() <= frame.len()).then(|| start..start + part.len())
+}
+
+/// A span when `part` lies inside the frame (no JSON escapes), else an owned copy.
+fn text_of(frame: &str, part: &str) -> Text {
+    match span_of(frame, part) {
+        Some(range) => Text::Span(range),
+        None => Text::Owned(part.into()),
+    }
+}
+
+impl Notification {
+    /// Builds the event from its frame and the notification parsed out of it.
+    pub(crate) fn new(
+        frame: &Utf8Bytes,
+        parsed: &WireNotification<'_>,
+        received_at: SystemTime,
+        channel: Arc<str>,
+    ) -> Self {
+        let text = frame.as_str();
+        let body_text = parsed.body.get();
+        let id = EventId::of(&parsed.topic, body_text.as_bytes());
+        let body = span_of(text, body_text).unwrap_or(0..0);
+        Notification {
+            frame: frame.clone(),
+            topic: text_of(text, &parsed.topic),
+            correlation_id: parsed.correlation_id.as_deref().map(|c| text_of(text, c)),
+            body,
+            id,
+            received_at,
+            channel,
+        }
+    }
+
+    fn resolve<'a>(&'a self, t: &'a Text) -> &'a str {
+        match t {
+            Text::Span(r) => self.frame.as_str().get(r.clone()).unwrap_or_default(),
+            Text::Owned(s) => s,
+        }
+    }
+
+    /// The topic name.
+    pub fn topic(&self) -> &str {
+        self.resolve(&self.topic)
+    }
+
+    /// `metadata.CorrelationId`, if the frame had one.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.correlation_id.as_ref().map(|c| self.resolve(c))
+    }
+
+    /// The `eventBody` exactly as received (raw JSON).
+    pub fn body(&self) -> &str {
+        self.frame.as_str().get(self.body.clone()).unwrap_or("null")
+    }
+
+    /// The whole frame as received.
+    pub fn frame(&self) -> &str {
+        self.frame.as_str()
+    }
+}
+
+/// Topics that could not have been received between `from` and `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// The topics of the affected shard.
+    pub topics: Arc<[String]>,
+    /// Last frame received before the outage.
+    pub from: SystemTime,
+    /// When a socket was receiving these topics again.
+    pub to: SystemTime,
+    /// What happened.
+    pub reason: String,
+}
+
+/// What kind of state change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    /// A socket is receiving.
+    Live,
+    /// A socket stopped receiving; recovery follows.
+    Down,
+    /// The service announced maintenance; a new socket is being opened.
+    SocketClosing,
+    /// A channel was replaced by a fresh one before it expired.
+    RolledOver,
+    /// Topics the OAuth client may not subscribe.
+    Rejected,
+    /// A channel was lost (evicted, expired, token revoked) and is being replaced.
+    ChannelLost,
+}
+
+/// A state change, for logs and status displays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    /// What happened.
+    pub kind: StateKind,
+    /// The channel concerned.
+    pub channel: Option<Arc<str>>,
+    /// Human-readable detail.
+    pub detail: String,
+}

@@ -1,0 +1,383 @@
+//! One WebSocket to one `connectUri`: the task that owns the socket. It reads frames,
+//! forwards notifications to the stream, runs the liveness rule (app pings, pong
+//! deadline, watchdog), and reports to its slot what only the socket can see: the first
+//! frame (the socket is receiving), `socket_closing`, channel-gone notices, and how it
+//! ended (close code and reason, dead, error). Malformed or oversized frames are counted
+//! and logged; they never end the process.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures_util::{SinkExt, StreamExt};
+use holdline_proto::{ClientFrame, ServerFrame};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::{Duration, Instant, sleep_until, timeout};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::{Connector, connect_async_tls_with_config};
+
+use crate::event::Notification;
+use crate::liveness::{Dead, Liveness, LivenessConfig, Verdict};
+use crate::stats::Stats;
+use crate::stream::Inbound;
+
+/// How long a retired socket may take to finish its close handshake.
+const RETIRE_GRACE: Duration = Duration::from_secs(5);
+
+/// What a session tells its slot.
+#[derive(Debug)]
+pub enum Report {
+    /// The first frame arrived: the server has attached the socket.
+    Live {
+        /// Session number.
+        session: u64,
+        /// When.
+        at: SystemTime,
+    },
+    /// `v2.system.socket_closing`.
+    SocketClosing {
+        /// Session number.
+        session: u64,
+    },
+    /// The channel is dead (`no_longer_subscribed`, `token_revoked`, `{"result":"404"}`).
+    ChannelGone {
+        /// Session number.
+        session: u64,
+        /// What the service said.
+        why: String,
+    },
+    /// The socket ended.
+    Ended {
+        /// Session number.
+        session: u64,
+        /// The last frame received, if any.
+        last_frame: Option<SystemTime>,
+        /// How it ended.
+        why: Ended,
+        /// When it ended.
+        at: Instant,
+    },
+}
+
+/// How a socket ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The connect failed; `status` is the HTTP status of a refused upgrade.
+    ConnectFailed {
+        /// What went wrong.
+        detail: String,
+        /// Upgrade status (401 means the channel is gone).
+        status: Option<u16>,
+    },
+    /// Closed with a close frame.
+    Closed {
+        /// Close code.
+        code: u16,
+        /// Close reason.
+        reason: String,
+    },
+    /// Closed without a close frame (reset, EOF).
+    Dropped(String),
+    /// Declared dead by the liveness rule.
+    Dead(Dead),
+    /// Retired by the slot (rollover) and closed politely.
+    Retired,
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::ConnectFailed { detail, .. } => write!(f, "connect failed: {detail}"),
+            Ended::Closed { code, reason } if reason.is_empty() => {
+                write!(f, "closed by the server ({code})")
+            }
+            Ended::Closed { code, reason } => write!(f, "closed by the server ({code} {reason})"),
+            Ended::Dropped(detail) => write!(f, "socket dropped: {detail}"),
+            Ended::Dead(dead) => write!(f, "socket dead: {dead}"),
+            Ended::Retired => f.write_str("retired"),
+        }
+    }
+}
+
+/// What a session needs.
+#[derive(Clone)]
+pub struct SessionConfig {
+    /// Liveness periods.
+    pub liveness: LivenessConfig,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Largest message accepted.
+    pub max_frame_bytes: usize,
+    /// TLS for `wss://`.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+}
+
+/// The slot's handle on a running session.
+pub struct SessionHandle {
+    /// Session number.
+    pub id: u64,
+    retire: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl SessionHandle {
+    /// Asks the session to close politely (it keeps delivering until the close completes).
+    pub fn retire(&mut self) {
+        if let Some(tx) = self.retire.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        if self.retire.is_some() {
+            self.task.abort();
+        }
+    }
+}
+
+/// Starts a session on `connect_uri`.
+pub fn spawn(
+    cfg: SessionConfig,
+    id: u64,
+    connect_uri: String,
+    channel: Arc<str>,
+    reports: mpsc::UnboundedSender<Report>,
+    out: mpsc::Sender<Inbound>,
+) -> SessionHandle {
+    let (retire_tx, retire_rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut session = Session {
+            cfg,
+            id,
+            channel,
+            reports,
+            out,
+            last_frame: None,
+            live: false,
+            close: None,
+        };
+        let why = session.run(&connect_uri, retire_rx).await;
+        if session.live {
+            session
+                .cfg
+                .stats
+                .sockets_live
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let at = Instant::now();
+        let _ = session.reports.send(Report::Ended {
+            session: id,
+            last_frame: session.last_frame,
+            why,
+            at,
+        });
+    });
+    SessionHandle {
+        id,
+        retire: Some(retire_tx),
+        task,
+    }
+}
+
+struct Session {
+    cfg: SessionConfig,
+    id: u64,
+    channel: Arc<str>,
+    reports: mpsc::UnboundedSender<Report>,
+    out: mpsc::Sender<Inbound>,
+    last_frame: Option<SystemTime>,
+    live: bool,
+    close: Option<(u16, String)>,
+}
+
+impl Session {
+    async fn run(&mut self, uri: &str, mut retire: oneshot::Receiver<()>) -> Ended {
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(self.cfg.max_frame_bytes))
+            .max_frame_size(Some(self.cfg.max_frame_bytes));
+        let connector = Connector::Rustls(self.cfg.tls.clone());
+        let connect = connect_async_tls_with_config(uri, Some(ws_config), true, Some(connector));
+        let mut ws = match timeout(self.cfg.connect_timeout, connect).await {
+            Err(_) => {
+                let detail = format!("no connection within {:?}", self.cfg.connect_timeout);
+                return Ended::ConnectFailed {
+                    detail,
+                    status: None,
+                };
+            }
+            Ok(Err(e)) => return connect_failed(e),
+            Ok(Ok((ws, _))) => ws,
+        };
+
+        let mut liveness = Liveness::new(self.cfg.liveness, Instant::now());
+        let mut retired_at: Option<Instant> = None;
+        loop {
+            let retire_deadline = retired_at.map(|at| at + RETIRE_GRACE);
+            tokio::select! {
+                biased;
+                // The slot retires this socket (rollover): close politely, keep reading
+                // until the server's close so nothing in flight is lost.
+                _ = &mut retire, if retired_at.is_none() => {
+                    retired_at = Some(Instant::now());
+                    let frame = CloseFrame { code: CloseCode::Normal, reason: "rollover".into() };
+                    if ws.close(Some(frame)).await.is_err() {
+                        return Ended::Retired;
+                    }
+                }
+                // A retired socket whose close handshake never finished.
+                _ = sleep_until(retire_deadline.unwrap_or_else(Instant::now)), if retire_deadline.is_some() => {
+                    return Ended::Retired;
+                }
+                // Liveness: a ping is due, a pong is overdue, or the socket went silent.
+                _ = sleep_until(liveness.next_deadline()), if retired_at.is_none() => {
+                    match liveness.on_tick(Instant::now()) {
+                        Verdict::Alive => {}
+                        Verdict::SendPing => {
+                            if let Err(e) = ws.send(Message::text(ClientFrame::Ping.to_json())).await {
+                                return Ended::Dropped(format!("ping failed: {e}"));
+                            }
+                        }
+                        Verdict::Dead(dead) => return Ended::Dead(dead),
+                    }
+                }
+                // The next message; StreamExt::next is cancel-safe.
+                msg = ws.next() => {
+                    let now = Instant::now();
+                    match msg {
+                        Some(Ok(Message::Text(text))) => {
+                            liveness.on_frame(now);
+                            if !self.text(text).await {
+                                return Ended::Dropped("the event stream was closed".into());
+                            }
+                        }
+                        Some(Ok(Message::Close(frame))) => {
+                            self.close = Some(frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string())));
+                        }
+                        Some(Ok(_)) => {
+                            // Binary, ping and pong frames prove the socket alive too.
+                            liveness.on_frame(now);
+                            self.seen();
+                        }
+                        Some(Err(e)) => return self.error(e, retired_at.is_some()),
+                        None => return self.finished(retired_at.is_some()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles a text frame; false when the stream's consumer is gone.
+    async fn text(&mut self, text: Utf8Bytes) -> bool {
+        let received_at = self.seen();
+        let stats = &self.cfg.stats;
+        match ServerFrame::parse(text.as_str()) {
+            Ok(ServerFrame::Notification(n)) => {
+                Stats::bump(&stats.frames);
+                let event = Notification::new(&text, &n, received_at, self.channel.clone());
+                return self.out.send(Inbound::Event(event)).await.is_ok();
+            }
+            Ok(ServerFrame::Heartbeat) => stats.heartbeat(),
+            Ok(ServerFrame::Pong) => Stats::bump(&stats.pongs),
+            Ok(ServerFrame::SocketClosing(_)) => {
+                Stats::bump(&stats.socket_closings);
+                let _ = self
+                    .reports
+                    .send(Report::SocketClosing { session: self.id });
+            }
+            Ok(ServerFrame::NoLongerSubscribed(n)) => {
+                let d = n.details();
+                let why = format!(
+                    "no_longer_subscribed ({})",
+                    d.reason.or(d.message).unwrap_or_default()
+                );
+                let _ = self.reports.send(Report::ChannelGone {
+                    session: self.id,
+                    why,
+                });
+            }
+            Ok(ServerFrame::TokenRevoked(_)) => {
+                let why = "token_revoked: the token behind the channel was revoked".to_owned();
+                let _ = self.reports.send(Report::ChannelGone {
+                    session: self.id,
+                    why,
+                });
+            }
+            Ok(ServerFrame::ChannelGone { message }) => {
+                let why = format!("channel gone ({})", message.unwrap_or_default());
+                let _ = self.reports.send(Report::ChannelGone {
+                    session: self.id,
+                    why,
+                });
+            }
+            Ok(ServerFrame::OtherSystem(n)) => {
+                tracing::info!(channel = %self.channel, topic = %n.topic, "system notice");
+            }
+            Ok(ServerFrame::SubscribeReply(r)) => {
+                tracing::debug!(channel = %self.channel, ok = r.is_ok(), "subscribe reply");
+            }
+            Ok(ServerFrame::Unknown) => Stats::bump(&stats.unknown),
+            Err(e) => {
+                Stats::bump(&stats.malformed);
+                tracing::warn!(channel = %self.channel, bytes = text.len(), error = %e, "malformed frame skipped");
+            }
+        }
+        true
+    }
+
+    /// Notes that a frame arrived; the first one makes the socket live.
+    fn seen(&mut self) -> SystemTime {
+        let now = SystemTime::now();
+        self.last_frame = Some(now);
+        if !self.live {
+            self.live = true;
+            self.cfg
+                .stats
+                .sockets_live
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = self.reports.send(Report::Live {
+                session: self.id,
+                at: now,
+            });
+        }
+        now
+    }
+
+    fn error(&mut self, e: WsError, retired: bool) -> Ended {
+        if let WsError::Capacity(detail) = &e {
+            Stats::bump(&self.cfg.stats.oversized);
+            tracing::error!(channel = %self.channel, %detail, limit = self.cfg.max_frame_bytes, "message over the size limit; socket abandoned");
+        }
+        if retired {
+            return Ended::Retired;
+        }
+        match self.close.take() {
+            Some((code, reason)) => Ended::Closed { code, reason },
+            None => Ended::Dropped(e.to_string()),
+        }
+    }
+
+    fn finished(&mut self, retired: bool) -> Ended {
+        match (retired, self.close.take()) {
+            (true, _) => Ended::Retired,
+            (false, Some((code, reason))) => Ended::Closed { code, reason },
+            (false, None) => Ended::Dropped("connection closed without a close frame".into()),
+        }
+    }
+}
+
+fn connect_failed(e: WsError) -> Ended {
+    let status = match &e {
+        WsError::Http(resp) => Some(resp.status().as_u16()),
+        _ => None,
+    };
+    Ended::ConnectFailed {
+        detail: e.to_string(),
+        status,
+    }
+}

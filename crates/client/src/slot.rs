@@ -1,0 +1,618 @@
+//! One slot: a channel's life, end to end. Create → subscribe → connect → live; then
+//! - `socket_closing`: a second socket on the same `connectUri` before the old one goes
+//!   (the service drops the old one when the new one attaches), no gap;
+//! - channel or token near expiry: a fresh channel (with a token that outlives it) is
+//!   subscribed and live before the old socket is retired, overlap de-duplicated, no gap;
+//! - a drop, a dead socket, eviction, `no_longer_subscribed`, `token_revoked`: reconnect
+//!   with backoff, `HEAD` the channel, reuse it or create a new one, re-subscribe from our
+//!   own topic list, and report the window in which nothing was received.
+//!
+//! The slot tells the stream when it starts and stops receiving; the stream turns that
+//! into gap records (see `coverage`).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+
+use crate::api::{Api, ApiError};
+use crate::auth::Token;
+use crate::backoff::Backoff;
+use crate::config::Timings;
+use crate::error::ClientError;
+use crate::event::{StateChange, StateKind};
+use crate::session::{self, Ended, Report, SessionConfig, SessionHandle};
+use crate::stats::Stats;
+use crate::stream::{Coverage, Inbound};
+
+/// Orders from the client handle.
+#[derive(Debug)]
+pub enum SlotCmd {
+    /// Replace the slot's topics.
+    SetTopics(Arc<[String]>),
+    /// Close every socket and stop.
+    Shutdown,
+}
+
+/// What a slot shares with the client.
+#[derive(Clone)]
+pub struct SlotCtx {
+    /// The REST API.
+    pub api: Arc<Api>,
+    /// How sessions run.
+    pub session: SessionConfig,
+    /// Lifecycle durations.
+    pub timings: Timings,
+    /// Shard index.
+    pub shard: usize,
+    /// Slot index within the shard.
+    pub slot: usize,
+    /// The stream's queue.
+    pub out: mpsc::Sender<Inbound>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Session numbers, unique per client.
+    pub session_ids: Arc<AtomicU64>,
+    /// Wait this long before the first channel (staggers redundant slots).
+    pub start_delay: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Chan {
+    id: Arc<str>,
+    uri: String,
+    rollover_at: Instant,
+    /// The margin in use for this channel (its replacement's token must outlive twice it).
+    margin: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A second socket on the same channel after `socket_closing`.
+    Closing,
+    /// A socket on a fresh channel before the old one expires.
+    Rollover,
+}
+
+struct Next {
+    chan: Chan,
+    session: SessionHandle,
+    purpose: Purpose,
+    /// When the trigger (the `socket_closing` notice, or the rollover) happened.
+    since: Instant,
+}
+
+/// The current socket was closed while its same-channel replacement was on its way, sooner
+/// than the service closes for maintenance: the replacement's attach closed it, so nothing
+/// was missed, unless the replacement then fails.
+struct PendingDown {
+    reason: String,
+}
+
+/// Runs a slot until shutdown or a fatal error.
+pub async fn run(ctx: SlotCtx, topics: Arc<[String]>, cmds: mpsc::UnboundedReceiver<SlotCmd>) {
+    let (reports_tx, reports) = mpsc::unbounded_channel();
+    let backoff = Backoff::new(ctx.timings.backoff_base, ctx.timings.backoff_max);
+    let mut slot = Slot {
+        ctx,
+        topics,
+        reports_tx,
+        chan: None,
+        chan_dead: false,
+        current: None,
+        next: None,
+        retiring: Vec::new(),
+        live: HashSet::new(),
+        last_frame: None,
+        pending_down: None,
+        recover_at: None,
+        backoff,
+        ever_live: false,
+        rejected_reported: HashSet::new(),
+    };
+    slot.run(reports, cmds).await;
+}
+
+struct Slot {
+    ctx: SlotCtx,
+    topics: Arc<[String]>,
+    reports_tx: mpsc::UnboundedSender<Report>,
+    chan: Option<Chan>,
+    chan_dead: bool,
+    current: Option<SessionHandle>,
+    next: Option<Next>,
+    retiring: Vec<SessionHandle>,
+    live: HashSet<u64>,
+    last_frame: Option<SystemTime>,
+    pending_down: Option<PendingDown>,
+    recover_at: Option<Instant>,
+    backoff: Backoff,
+    ever_live: bool,
+    rejected_reported: HashSet<String>,
+}
+
+impl Slot {
+    async fn run(
+        &mut self,
+        mut reports: mpsc::UnboundedReceiver<Report>,
+        mut cmds: mpsc::UnboundedReceiver<SlotCmd>,
+    ) {
+        self.recover_at = Some(Instant::now() + self.ctx.start_delay);
+        loop {
+            let rollover_at = self
+                .chan
+                .as_ref()
+                .filter(|_| self.next.is_none() && self.current.is_some() && !self.chan_dead)
+                .map(|c| c.rollover_at);
+            let result = tokio::select! {
+                // Orders from the handle; a dropped handle means shut down.
+                cmd = cmds.recv() => match cmd {
+                    Some(SlotCmd::SetTopics(topics)) => self.set_topics(topics).await,
+                    Some(SlotCmd::Shutdown) | None => {
+                        self.shutdown(&mut reports).await;
+                        return;
+                    }
+                },
+                // What the sockets saw; the slot holds a sender, so this never ends.
+                Some(report) = reports.recv() => {
+                    self.on_report(report);
+                    Ok(())
+                }
+                // Time to (re)connect.
+                _ = sleep_until(self.recover_at.unwrap_or_else(Instant::now)), if self.recover_at.is_some() => {
+                    self.recover_at = None;
+                    self.recover().await
+                }
+                // Time to roll over to a fresh channel.
+                _ = sleep_until(rollover_at.unwrap_or_else(Instant::now)), if rollover_at.is_some() => {
+                    self.rollover().await
+                }
+            };
+            if let Err(fatal) = result {
+                tracing::error!(shard = self.ctx.shard, slot = self.ctx.slot, error = %fatal, "slot stopped");
+                let _ = self.ctx.out.send(Inbound::Fatal(fatal)).await;
+                self.shutdown(&mut reports).await;
+                return;
+            }
+        }
+    }
+
+    fn state(&self, kind: StateKind, channel: Option<Arc<str>>, detail: String) {
+        let _ = self.ctx.out.try_send(Inbound::State(StateChange {
+            kind,
+            channel,
+            detail,
+        }));
+    }
+
+    fn coverage(&self, change: Coverage) {
+        let msg = Inbound::Coverage {
+            shard: self.ctx.shard,
+            slot: self.ctx.slot,
+            change,
+        };
+        // Coverage changes must not be lost: fall back to a task when the queue is full.
+        if let Err(mpsc::error::TrySendError::Full(msg)) = self.ctx.out.try_send(msg) {
+            let out = self.ctx.out.clone();
+            tokio::spawn(async move {
+                let _ = out.send(msg).await;
+            });
+        }
+    }
+
+    fn spawn_session(&self, chan: &Chan) -> SessionHandle {
+        let id = self.ctx.session_ids.fetch_add(1, Ordering::Relaxed);
+        session::spawn(
+            self.ctx.session.clone(),
+            id,
+            chan.uri.clone(),
+            chan.id.clone(),
+            self.reports_tx.clone(),
+            self.ctx.out.clone(),
+        )
+    }
+
+    fn on_report(&mut self, report: Report) {
+        match report {
+            Report::Live { session, at } => self.on_live(session, at),
+            Report::SocketClosing { session } => {
+                let is_current = self.current.as_ref().is_some_and(|c| c.id == session);
+                if let (true, None, Some(chan)) = (is_current, &self.next, self.chan.clone()) {
+                    self.state(
+                        StateKind::SocketClosing,
+                        Some(chan.id.clone()),
+                        "maintenance announced; opening a new socket on the same channel".into(),
+                    );
+                    let session = self.spawn_session(&chan);
+                    self.next = Some(Next {
+                        chan,
+                        session,
+                        purpose: Purpose::Closing,
+                        since: Instant::now(),
+                    });
+                }
+            }
+            Report::ChannelGone { session, why } => {
+                let on_current = self.current.as_ref().is_some_and(|c| c.id == session);
+                if on_current {
+                    self.chan_dead = true;
+                    let chan = self.chan.as_ref().map(|c| c.id.clone());
+                    tracing::warn!(channel = ?chan, %why, "channel lost; replacing it");
+                    self.state(StateKind::ChannelLost, chan, why);
+                    if let Some(mut current) = self.current.take() {
+                        current.retire();
+                        self.retiring.push(current);
+                    }
+                    self.recover_at.get_or_insert_with(Instant::now);
+                }
+            }
+            Report::Ended {
+                session,
+                last_frame,
+                why,
+                at,
+            } => self.on_ended(session, last_frame, why, at),
+        }
+    }
+
+    fn on_live(&mut self, session: u64, at: SystemTime) {
+        let was_live = !self.live.is_empty() || self.pending_down.is_some();
+        self.live.insert(session);
+        if self.next.as_ref().is_some_and(|n| n.session.id == session) {
+            self.promote();
+        }
+        if self.current.as_ref().is_some_and(|c| c.id == session) {
+            self.backoff.reset();
+        }
+        self.pending_down = None;
+        if !was_live {
+            if self.ever_live {
+                Stats::bump(&self.ctx.stats.reconnects);
+            }
+            self.ever_live = true;
+            self.coverage(Coverage::Live { at });
+            let chan = self.chan.as_ref().map(|c| c.id.clone());
+            self.state(
+                StateKind::Live,
+                chan,
+                format!("receiving {} topics", self.topics.len()),
+            );
+        }
+    }
+
+    fn promote(&mut self) {
+        let Some(next) = self.next.take() else { return };
+        if let Some(mut old) = self.current.take() {
+            old.retire();
+            self.retiring.push(old);
+        }
+        if next.purpose == Purpose::Rollover {
+            Stats::bump(&self.ctx.stats.rollovers);
+            let old = self
+                .chan
+                .as_ref()
+                .map(|c| c.id.to_string())
+                .unwrap_or_default();
+            self.state(
+                StateKind::RolledOver,
+                Some(next.chan.id.clone()),
+                format!("rolled over from {old}"),
+            );
+        }
+        self.chan = Some(next.chan);
+        self.chan_dead = false;
+        self.current = Some(next.session);
+    }
+
+    fn on_ended(&mut self, session: u64, last_frame: Option<SystemTime>, why: Ended, at: Instant) {
+        if let Some(frame) = last_frame {
+            self.last_frame = Some(self.last_frame.map_or(frame, |l| l.max(frame)));
+        }
+        let was_live = self.live.remove(&session);
+        if let Ended::ConnectFailed {
+            status: Some(401 | 403 | 404 | 410),
+            ..
+        } = why
+        {
+            self.chan_dead = true;
+        }
+        let was_current = self.current.as_ref().is_some_and(|c| c.id == session);
+        let was_next = self.next.as_ref().is_some_and(|n| n.session.id == session);
+        self.retiring.retain(|s| s.id != session);
+        if why != Ended::Retired {
+            tracing::warn!(channel = ?self.chan.as_ref().map(|c| c.id.clone()), %why, "socket ended");
+        }
+        if was_current {
+            self.current = None;
+        }
+        if was_next {
+            let next = self.next.take();
+            if next.is_some_and(|n| n.purpose == Purpose::Rollover) {
+                self.retry_rollover();
+            }
+        }
+        if self.live.is_empty() && (was_live || self.pending_down.is_some()) {
+            let grace = self.ctx.timings.closing_grace;
+            let kicked = was_current
+                && matches!(why, Ended::Closed { .. })
+                && self
+                    .next
+                    .as_ref()
+                    .is_some_and(|n| n.purpose == Purpose::Closing && at - n.since < grace);
+            if kicked {
+                // Closed sooner than any maintenance close: our own new socket replaced it.
+                self.pending_down = Some(PendingDown {
+                    reason: why.to_string(),
+                });
+            } else {
+                let reason = self
+                    .pending_down
+                    .take()
+                    .map_or_else(|| why.to_string(), |p| p.reason);
+                self.mark_down(self.last_frame, reason);
+            }
+        }
+        if self.current.is_none() && self.next.is_none() && self.recover_at.is_none() {
+            let delay = if was_live {
+                Duration::ZERO
+            } else {
+                self.backoff.next().unwrap_or_default()
+            };
+            self.recover_at = Some(Instant::now() + delay);
+        }
+    }
+
+    fn mark_down(&mut self, last_frame: Option<SystemTime>, reason: String) {
+        let chan = self.chan.as_ref().map(|c| c.id.clone());
+        self.state(StateKind::Down, chan, reason.clone());
+        self.coverage(Coverage::Down { last_frame, reason });
+    }
+
+    fn retry_rollover(&mut self) {
+        let wait = self.backoff.next().unwrap_or_default();
+        if let Some(chan) = self.chan.as_mut() {
+            chan.rollover_at = Instant::now() + wait;
+        }
+    }
+
+    /// Connects again: the same channel if it still exists, else a new one.
+    async fn recover(&mut self) -> Result<(), ClientError> {
+        if self.current.is_some() || self.next.is_some() {
+            return Ok(());
+        }
+        let reusable = match (&self.chan, self.chan_dead) {
+            (Some(chan), false) => match self.ctx.api.channel_exists(&chan.id).await {
+                Ok(exists) => exists.then(|| chan.clone()),
+                Err(e) => return self.retry_later(e),
+            },
+            _ => None,
+        };
+        let chan = match reusable {
+            Some(chan) => {
+                // Restore from our own state: re-subscribe every topic (never trust the
+                // server to have kept them); this also extends the channel's life.
+                if let Err(e) = self.subscribe(&chan.id).await {
+                    return self.retry_later_client(e);
+                }
+                chan
+            }
+            None => match self.new_channel(Duration::ZERO).await {
+                Ok(chan) => chan,
+                Err(e) => return self.retry_later_client(e),
+            },
+        };
+        self.current = Some(self.spawn_session(&chan));
+        self.chan = Some(chan);
+        self.chan_dead = false;
+        Ok(())
+    }
+
+    fn retry_later(&mut self, e: ApiError) -> Result<(), ClientError> {
+        self.retry_later_client(e.into())
+    }
+
+    fn retry_later_client(&mut self, e: ClientError) -> Result<(), ClientError> {
+        let retryable = matches!(&e, ClientError::Api(a) if !a.is_fatal())
+            || matches!(&e, ClientError::Auth(a) if !a.is_fatal());
+        if !retryable {
+            return Err(e);
+        }
+        let wait = self.backoff.next().unwrap_or_default();
+        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "could not connect; retrying");
+        self.recover_at = Some(Instant::now() + wait);
+        Ok(())
+    }
+
+    /// Rolls over to a fresh channel before this one (or its token) expires.
+    async fn rollover(&mut self) -> Result<(), ClientError> {
+        let margin = self
+            .chan
+            .as_ref()
+            .map_or(self.ctx.timings.rollover_margin, |c| c.margin);
+        match self.new_channel(margin * 2).await {
+            Ok(chan) => {
+                let session = self.spawn_session(&chan);
+                self.next = Some(Next {
+                    chan,
+                    session,
+                    purpose: Purpose::Rollover,
+                    since: Instant::now(),
+                });
+                Ok(())
+            }
+            Err(e) => {
+                let fatal = !matches!(&e, ClientError::Api(a) if !a.is_fatal())
+                    && !matches!(&e, ClientError::Auth(a) if !a.is_fatal());
+                if fatal {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "rollover failed; retrying");
+                self.retry_rollover();
+                Ok(())
+            }
+        }
+    }
+
+    /// Creates and subscribes a channel whose token lasts at least `token_life`.
+    async fn new_channel(&mut self, token_life: Duration) -> Result<Chan, ClientError> {
+        self.ctx.api.auth().token_lasting(token_life).await?;
+        let (channel, token) = self.ctx.api.create_channel().await?;
+        tracing::info!(channel = %channel.id, shard = self.ctx.shard, slot = self.ctx.slot, "channel created");
+        self.subscribe(&channel.id).await?;
+        let (rollover_at, margin) =
+            rollover_at(&channel.expires, &token, self.ctx.timings.rollover_margin);
+        Ok(Chan {
+            id: Arc::from(channel.id),
+            uri: channel.connect_uri,
+            rollover_at,
+            margin,
+        })
+    }
+
+    /// Puts our topic list on the channel (restoring state from our side, never the server's).
+    async fn subscribe(&mut self, channel: &str) -> Result<(), ClientError> {
+        if self.topics.is_empty() {
+            self.ctx.api.clear_subscriptions(channel).await?;
+            return Ok(());
+        }
+        let result = self
+            .ctx
+            .api
+            .set_subscriptions(channel, &self.topics)
+            .await?;
+        let fresh: Vec<_> = result
+            .rejected
+            .iter()
+            .filter(|r| !self.rejected_reported.contains(&r.topic))
+            .cloned()
+            .collect();
+        if !fresh.is_empty() {
+            let detail: Vec<String> = fresh
+                .iter()
+                .map(|r| format!("{} (missing {})", r.topic, r.missing_permissions.join(", ")))
+                .collect();
+            tracing::warn!(rejected = %detail.join("; "), "topics rejected by the service");
+            self.state(
+                StateKind::Rejected,
+                Some(Arc::from(channel)),
+                detail.join("; "),
+            );
+            self.rejected_reported
+                .extend(fresh.into_iter().map(|r| r.topic));
+        }
+        if result.permitted.is_empty() {
+            return Err(ClientError::Permission(format!(
+                "the OAuth client {:?} may not subscribe any of the {} topics asked for ({}); add the missing permissions to its role",
+                self.ctx.api.auth().client_id(),
+                self.topics.len(),
+                result
+                    .rejected
+                    .iter()
+                    .map(|r| format!("{}: {}", r.topic, r.missing_permissions.join(", ")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )));
+        }
+        Ok(())
+    }
+
+    async fn set_topics(&mut self, topics: Arc<[String]>) -> Result<(), ClientError> {
+        self.topics = topics.clone();
+        self.coverage(Coverage::Topics(topics));
+        let channels: Vec<Arc<str>> = self
+            .chan
+            .iter()
+            .map(|c| c.id.clone())
+            .chain(self.next.iter().map(|n| n.chan.id.clone()))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        for id in channels {
+            if let Err(e) = self.subscribe(&id).await {
+                if matches!(&e, ClientError::Api(a) if !a.is_fatal()) {
+                    // The next recovery re-subscribes from the new list anyway.
+                    tracing::warn!(error = %e, "could not update subscriptions yet");
+                } else {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every socket with 1000 and waits briefly for the closes to finish.
+    async fn shutdown(&mut self, reports: &mut mpsc::UnboundedReceiver<Report>) {
+        let mut open: HashSet<u64> = HashSet::new();
+        for handle in self
+            .current
+            .iter_mut()
+            .chain(self.next.iter_mut().map(|n| &mut n.session))
+            .chain(self.retiring.iter_mut())
+        {
+            handle.retire();
+            open.insert(handle.id);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !open.is_empty() {
+            match tokio::time::timeout_at(deadline, reports.recv()).await {
+                Ok(Some(Report::Ended { session, .. })) => {
+                    open.remove(&session);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+}
+
+/// When to roll over: `margin` before the channel or its token expires, whichever comes
+/// first; the margin is capped at a quarter of the remaining life. Returns the instant
+/// and the margin used.
+fn rollover_at(expires: &str, token: &Token, margin: Duration) -> (Instant, Duration) {
+    let now = Instant::now();
+    let token_left = token.expires.saturating_duration_since(now);
+    let channel_left =
+        time::OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(|at| {
+                let left = at - time::OffsetDateTime::now_utc();
+                Duration::try_from(left).unwrap_or(Duration::ZERO)
+            })
+            .unwrap_or(token_left);
+    let life = token_left.min(channel_left);
+    let margin = margin.min(life / 4);
+    (now + life - margin, margin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollover_margin_is_capped_at_a_quarter_of_the_life() {
+        let in_a_day = time::OffsetDateTime::now_utc() + time::Duration::hours(24);
+        let expires = in_a_day
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let token = crate::auth::test_token(Duration::from_secs(48 * 3600));
+        let (at, margin) = rollover_at(&expires, &token, Duration::from_secs(300));
+        assert_eq!(margin, Duration::from_secs(300));
+        let left = at - Instant::now();
+        assert!(
+            left > Duration::from_secs(24 * 3600 - 310)
+                && left < Duration::from_secs(24 * 3600 - 290),
+            "{left:?}"
+        );
+        let short = crate::auth::test_token(Duration::from_secs(8));
+        let (at, margin) = rollover_at(&expires, &short, Duration::from_secs(300));
+        assert!(margin <= Duration::from_secs(2));
+        let left = at - Instant::now();
+        assert!(
+            left > Duration::from_millis(5900) && left <= Duration::from_secs(6),
+            "{left:?}"
+        );
+    }
+}

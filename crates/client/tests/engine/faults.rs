@@ -1,0 +1,206 @@
+//! Faults that lose events for a while: drops, stalls, evictions, revoked tokens, frames
+//! over the size limit. With one socket per shard every missed event must fall inside a
+//! gap, and the gap must be tight.
+
+use std::time::{Duration, SystemTime};
+
+use holdline_client::{GAP_LOOKBACK, Stats};
+use holdline_sim::SimConfig;
+use holdline_sim::faults::Fault;
+
+use crate::common::*;
+
+/// Runs traffic, applies `fault`, waits for `gaps` gaps, stops, and checks the ledger.
+async fn fault_is_covered(fault: Fault, sim_config: SimConfig) -> (Seen, Verdict) {
+    let sim = sim(SimConfig {
+        rate: 200.0,
+        ..sim_config
+    })
+    .await;
+    let topics = org_topics(&sim);
+    let client = Collector::start(config(&sim, topics.clone())).await;
+    let live = client.live_since().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sim.core().apply_fault(&fault).unwrap();
+    client
+        .until("a gap and recovery", |s| !s.gaps.is_empty())
+        .await;
+    let stats = client.handle.stats().clone();
+    let after_gap = Stats::get(&stats.emitted);
+    client
+        .until("events after recovery", |_| {
+            Stats::get(&stats.emitted) > after_gap + 50
+        })
+        .await;
+    let stopped = SystemTime::now();
+    let seen = client.stop().await;
+    let verdict = check(&ledger(&sim), &topics, &seen, window(live, stopped));
+    assert!(
+        verdict.missing.is_empty(),
+        "silent loss: {:?}",
+        verdict.missing
+    );
+    assert_eq!(verdict.duplicates, 0);
+    assert!(seen.error.is_none(), "{:?}", seen.error);
+    (seen, verdict)
+}
+
+fn gap_length(seen: &Seen) -> Duration {
+    let gap = &seen.gaps[0];
+    gap.to.duration_since(gap.from).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_socket_is_replaced_and_the_loss_window_reported() {
+    let (seen, verdict) =
+        fault_is_covered(Fault::Drop { channel: None }, SimConfig::default()).await;
+    assert_eq!(seen.gaps.len(), 1, "{:?}", seen.gaps);
+    assert!(
+        seen.gaps[0].reason.contains("dropped"),
+        "{}",
+        seen.gaps[0].reason
+    );
+    // A reset is seen at once: the gap is the look-back plus one reconnect.
+    assert!(
+        gap_length(&seen) < GAP_LOOKBACK + Duration::from_millis(800),
+        "{:?}",
+        gap_length(&seen)
+    );
+    assert!(verdict.emitted > 30, "{verdict:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_socket_is_declared_dead_and_the_silence_reported() {
+    let stall = Fault::Stall {
+        channel: None,
+        ms: 5000,
+    };
+    let (seen, _) = fault_is_covered(stall, SimConfig::default()).await;
+    assert_eq!(seen.gaps.len(), 1, "{:?}", seen.gaps);
+    assert!(
+        seen.gaps[0].reason.contains("dead"),
+        "{}",
+        seen.gaps[0].reason
+    );
+    // Detection within ping interval + pong timeout, then one reconnect.
+    let t = fast_timings();
+    let budget = GAP_LOOKBACK + t.ping_interval + t.pong_timeout + Duration::from_millis(800);
+    assert!(
+        gap_length(&seen) < budget,
+        "{:?} > {budget:?}",
+        gap_length(&seen)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_channel_is_replaced_by_a_new_one() {
+    let (seen, _) = fault_is_covered(Fault::Evict { channel: None }, SimConfig::default()).await;
+    assert!(
+        seen.states
+            .iter()
+            .any(|(k, d, _)| *k == holdline_client::StateKind::ChannelLost
+                && d.contains("no_longer_subscribed"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_means_a_new_token_and_channel() {
+    let revoke = Fault::RevokeToken {
+        channel: None,
+        client: Some("holdline-demo".into()),
+    };
+    let (seen, _) = fault_is_covered(revoke, SimConfig::default()).await;
+    assert!(
+        seen.states
+            .iter()
+            .any(|(_, d, _)| d.contains("token_revoked")),
+        "{:?}",
+        seen.states
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_channel_is_replaced() {
+    let (seen, _) = fault_is_covered(Fault::Expire { channel: None }, SimConfig::default()).await;
+    assert!(
+        seen.states
+            .iter()
+            .any(|(_, d, _)| d.contains("channel gone")),
+        "{:?}",
+        seen.states
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_are_counted_and_skipped() {
+    let sim = sim(SimConfig {
+        rate: 100.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let client = Collector::start(config(&sim, org_topics(&sim))).await;
+    client.live_since().await;
+    sim.core()
+        .apply_fault(&Fault::Malformed {
+            channel: None,
+            text: None,
+        })
+        .unwrap();
+    sim.core()
+        .apply_fault(&Fault::Oversized {
+            channel: None,
+            bytes: 100_000,
+        })
+        .unwrap();
+    let stats = client.handle.stats().clone();
+    client
+        .until("a malformed and an unknown frame", |_| {
+            Stats::get(&stats.malformed) == 1 && Stats::get(&stats.unknown) == 1
+        })
+        .await;
+    let before = Stats::get(&stats.emitted);
+    client
+        .until("events to keep flowing", |_| {
+            Stats::get(&stats.emitted) > before + 20
+        })
+        .await;
+    let seen = client.stop().await;
+    assert!(
+        seen.gaps.is_empty(),
+        "skipping a bad frame is not an outage"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_over_the_size_limit_costs_the_socket_not_the_process() {
+    let sim = sim(SimConfig {
+        rate: 100.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let topics = org_topics(&sim);
+    let mut cfg = config(&sim, topics);
+    cfg.max_frame_bytes = 256 * 1024;
+    let client = Collector::start(cfg).await;
+    client.live_since().await;
+    sim.core()
+        .apply_fault(&Fault::Oversized {
+            channel: None,
+            bytes: 512 * 1024,
+        })
+        .unwrap();
+    client
+        .until("the oversized frame to cost one socket", |s| {
+            !s.gaps.is_empty()
+        })
+        .await;
+    let stats = client.handle.stats().clone();
+    assert_eq!(Stats::get(&stats.oversized), 1);
+    let before = Stats::get(&stats.emitted);
+    client
+        .until("events after reconnecting", |_| {
+            Stats::get(&stats.emitted) > before + 20
+        })
+        .await;
+    client.stop().await;
+}

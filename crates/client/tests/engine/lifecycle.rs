@@ -1,0 +1,122 @@
+//! A whole channel lifecycle in compressed time, and maintenance closes, without loss.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use holdline_client::Stats;
+use holdline_sim::SimConfig;
+use holdline_sim::faults::Fault;
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_in_seconds_loses_nothing_and_reports_no_gap() {
+    let sim = sim(SimConfig {
+        rate: 150.0,
+        heartbeat: Duration::from_millis(100),
+        channel_ttl: Duration::from_millis(1500),
+        token_ttl: Duration::from_millis(2500),
+        ..SimConfig::default()
+    })
+    .await;
+    let topics = org_topics(&sim);
+    let client = Collector::start(config(&sim, topics.clone())).await;
+    let live = client.live_since().await;
+    let stats = client.handle.stats().clone();
+    // Two channel expiries and a token expiry at least: run past both lifetimes.
+    client
+        .until("two rollovers past a token expiry", |_| {
+            Stats::get(&stats.rollovers) >= 3
+                && live.elapsed().unwrap_or_default() > Duration::from_millis(3200)
+        })
+        .await;
+    let stopped = SystemTime::now();
+    let seen = client.stop().await;
+    let verdict = check(&ledger(&sim), &topics, &seen, window(live, stopped));
+    assert!(verdict.checked > 200, "{verdict:?}");
+    assert!(
+        verdict.missing.is_empty(),
+        "missing events: {:?}",
+        verdict.missing
+    );
+    assert_eq!(verdict.duplicates, 0, "an event was emitted twice");
+    assert!(seen.gaps.is_empty(), "no gap expected: {:?}", seen.gaps);
+    assert!(
+        Stats::get(&stats.heartbeats) >= 5,
+        "heartbeats: {}",
+        Stats::get(&stats.heartbeats)
+    );
+    assert!(Stats::get(&stats.duplicates) > 0 || Stats::get(&stats.rollovers) >= 3);
+    assert!(seen.error.is_none(), "{:?}", seen.error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_closing_during_steady_traffic_loses_nothing() {
+    let sim = sim(SimConfig {
+        rate: 200.0,
+        closing_grace: Duration::from_millis(300),
+        ..SimConfig::default()
+    })
+    .await;
+    let topics = org_topics(&sim);
+    let client = Collector::start(config(&sim, topics.clone())).await;
+    let live = client.live_since().await;
+    let stats = client.handle.stats().clone();
+    for round in 1..=3u64 {
+        sim.core()
+            .apply_fault(&Fault::SocketClosing {
+                channel: None,
+                grace_ms: None,
+            })
+            .unwrap();
+        client
+            .until("the maintenance close to be handled", |_| {
+                Stats::get(&stats.socket_closings) >= round
+                    && stats.sockets_live.load(Ordering::Relaxed) == 1
+            })
+            .await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let stopped = SystemTime::now();
+    let seen = client.stop().await;
+    let verdict = check(&ledger(&sim), &topics, &seen, window(live, stopped));
+    assert!(verdict.checked > 100, "{verdict:?}");
+    assert!(verdict.missing.is_empty(), "missing: {:?}", verdict.missing);
+    assert_eq!(verdict.duplicates, 0);
+    assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
+    assert_eq!(
+        Stats::get(&stats.rollovers),
+        0,
+        "socket_closing reuses the channel"
+    );
+}
+
+#[tokio::test]
+async fn duplicate_deliveries_are_emitted_once() {
+    let sim = sim(SimConfig {
+        rate: 100.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let topics = org_topics(&sim);
+    let client = Collector::start(config(&sim, topics.clone())).await;
+    let live = client.live_since().await;
+    sim.core()
+        .apply_fault(&Fault::Duplicate {
+            channel: None,
+            for_ms: None,
+            count: Some(40),
+        })
+        .unwrap();
+    let stats = client.handle.stats().clone();
+    client
+        .until("duplicates to be dropped", |_| {
+            Stats::get(&stats.duplicates) >= 10
+        })
+        .await;
+    let stopped = SystemTime::now();
+    let seen = client.stop().await;
+    let verdict = check(&ledger(&sim), &topics, &seen, window(live, stopped));
+    assert_eq!(verdict.duplicates, 0);
+    assert!(verdict.missing.is_empty(), "{:?}", verdict.missing);
+}
