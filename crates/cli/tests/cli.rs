@@ -347,3 +347,40 @@ fn topics_file_and_config_file_are_read() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("pign_interval"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn listen_trusts_the_simulators_tls_certificate_with_ca_file() {
+    let dir = std::env::temp_dir().join(format!("holdline-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = dir.join("sim.pem");
+    let (_sim, url) = sim(&["--tls", "--tls-cert", cert.to_str().unwrap()]);
+    assert!(url.starts_with("https://"), "{url}");
+    let out = listen(
+        &url,
+        "holdline-demo",
+        &[
+            "--queue",
+            "Support",
+            "--queue",
+            "Sales",
+            "--duration",
+            "2s",
+            "--ca-file",
+            cert.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).lines().count() > 0);
+    let untrusted = listen(&url, "holdline-demo", &["--queue", "Support"])
+        .output()
+        .unwrap();
+    assert_eq!(untrusted.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&untrusted.stderr).contains("--ca-file"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

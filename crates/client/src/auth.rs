@@ -96,6 +96,16 @@ pub enum AuthError {
         /// Error and description.
         detail: String,
     },
+    /// The server's TLS certificate is not trusted: fatal.
+    #[error(
+        "TLS with {url} failed: {detail}. If a proxy inspects TLS, pass its root certificate with --ca-file"
+    )]
+    Tls {
+        /// Token URL.
+        url: String,
+        /// What rustls said.
+        detail: String,
+    },
     /// The endpoint could not be reached or kept failing: retryable.
     #[error("the token endpoint {url} is unavailable: {detail}")]
     Unavailable {
@@ -235,9 +245,15 @@ impl TokenSource {
             .timeout(self.timings.request_timeout)
             .send()
             .await;
-        let resp = sent.map_err(|e| Attempt::Retry {
-            detail: transport_detail(&e),
-            wait: None,
+        let resp = sent.map_err(|e| match tls_failure(&e) {
+            Some(detail) => Attempt::Fatal(AuthError::Tls {
+                url: self.url.clone(),
+                detail,
+            }),
+            None => Attempt::Retry {
+                detail: transport_detail(&e),
+                wait: None,
+            },
         })?;
         let status = resp.status().as_u16();
         let retry_after = crate::api::retry_after(resp.headers());
@@ -308,6 +324,26 @@ enum Attempt {
         detail: String,
         wait: Option<Duration>,
     },
+}
+
+/// The TLS error behind a transport error, if that is what it was.
+pub(crate) fn tls_failure(e: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        // hyper wraps the TLS error in an io::Error; rustls describes certificate failures
+        // as "invalid peer certificate: …".
+        let text = s.to_string();
+        if text.contains("invalid peer certificate")
+            || text.contains("certificate") && text.contains("TLS")
+        {
+            return Some(text);
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// A transport error described without its URL's query or any header.

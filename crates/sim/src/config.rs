@@ -61,6 +61,8 @@ pub struct SimConfig {
     /// Base URL handed out in `connectUri`s and links; derived from the bound address when
     /// absent.
     pub public_url: Option<String>,
+    /// Serve HTTPS and WSS with a self-signed certificate generated at start.
+    pub tls: bool,
 }
 
 impl Default for SimConfig {
@@ -88,6 +90,7 @@ impl Default for SimConfig {
             agents: 12,
             ledger_capacity: 1_000_000,
             public_url: None,
+            tls: false,
         }
     }
 }

@@ -16,6 +16,7 @@ mod net;
 pub mod org;
 mod rng;
 pub mod state;
+mod tls;
 mod ws;
 
 use std::future::Future;
@@ -38,18 +39,33 @@ pub async fn run(
     config: SimConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let core = core_for(&listener, config)?;
-    serve(listener, core, shutdown).await
+    let (core, tls) = core_for(&listener, config)?;
+    serve(listener, core, tls.map(|t| t.server), shutdown).await
 }
 
-fn core_for(listener: &TcpListener, config: SimConfig) -> io::Result<Arc<Core>> {
+fn core_for(
+    listener: &TcpListener,
+    config: SimConfig,
+) -> io::Result<(Arc<Core>, Option<tls::SimTls>)> {
     let addr = listener.local_addr()?;
-    let base = config.public_url.clone().unwrap_or_else(|| base_url(addr));
-    Ok(Core::new(config, base.trim_end_matches('/').to_owned()))
+    let tls = if config.tls {
+        Some(tls::generate().map_err(io::Error::other)?)
+    } else {
+        None
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let base = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| base_url(scheme, addr));
+    Ok((
+        Core::new(config, base.trim_end_matches('/').to_owned()),
+        tls,
+    ))
 }
 
 /// `http://127.0.0.1:PORT` for a bound address (unspecified addresses become loopback).
-fn base_url(addr: SocketAddr) -> String {
+fn base_url(scheme: &str, addr: SocketAddr) -> String {
     let ip = if addr.ip().is_unspecified() {
         match addr {
             SocketAddr::V4(_) => "127.0.0.1".to_owned(),
@@ -60,19 +76,21 @@ fn base_url(addr: SocketAddr) -> String {
     } else {
         addr.ip().to_string()
     };
-    format!("http://{ip}:{}", addr.port())
+    format!("{scheme}://{ip}:{}", addr.port())
 }
 
 async fn serve(
     listener: TcpListener,
     core: Arc<Core>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let listener = net::SimListener::new(listener, tls)?;
     let sweeper = tokio::spawn(sweep(core.clone()));
     let generator = tokio::spawn(generator::run(core.clone()));
     let app = http::router(core.clone()).into_make_service_with_connect_info::<net::ConnInfo>();
     let closer = core.clone();
-    let result = axum::serve(net::SimListener::new(listener), app)
+    let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             closer.close_all();
@@ -94,6 +112,7 @@ async fn sweep(core: Arc<Core>) {
 /// A simulator running in the background of this process (tests, `holdline demo`).
 pub struct Simulator {
     core: Arc<Core>,
+    cert_pem: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<io::Result<()>>,
 }
@@ -101,13 +120,16 @@ pub struct Simulator {
 impl Simulator {
     /// Starts serving on `listener`.
     pub fn start(listener: TcpListener, config: SimConfig) -> io::Result<Simulator> {
-        let core = core_for(&listener, config)?;
+        let (core, tls) = core_for(&listener, config)?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, core.clone(), async move {
+        let cert_pem = tls.as_ref().map(|t| t.cert_pem.clone());
+        let server_tls = tls.map(|t| t.server);
+        let task = tokio::spawn(serve(listener, core.clone(), server_tls, async move {
             let _ = stopped.await;
         }));
         Ok(Simulator {
             core,
+            cert_pem,
             stop: Some(stop),
             task,
         })
@@ -116,6 +138,11 @@ impl Simulator {
     /// `http://127.0.0.1:PORT`: the base of the API, the token endpoint and `/sim/`.
     pub fn url(&self) -> &str {
         &self.core.base_url
+    }
+
+    /// With `tls`, the self-signed certificate (PEM) clients must trust.
+    pub fn cert_pem(&self) -> Option<&str> {
+        self.cert_pem.as_deref()
     }
 
     /// The simulator's state (ledger, org, publishing).

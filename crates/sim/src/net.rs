@@ -1,6 +1,7 @@
-//! The simulator's listener. Each accepted connection carries a reset flag so the `drop`
-//! fault can end it with a TCP RST (zero linger) instead of an orderly FIN: the way a
-//! connection dies when a load balancer or NAT box forgets it.
+//! The simulator's listener. Connections are accepted (and, with `--tls`, handshaken) by a
+//! background task, so a slow TLS client never holds up others. Each connection carries a
+//! reset flag so the `drop` fault can end it with a TCP RST (zero linger) instead of an
+//! orderly FIN: the way a connection dies when a load balancer or NAT box forgets it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,21 +9,105 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
-/// A TCP listener whose connections can be reset on purpose.
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A listener whose connections can be reset on purpose, optionally behind TLS.
 pub struct SimListener {
-    inner: TcpListener,
+    ready: mpsc::Receiver<(SimConn, ConnInfo)>,
+    local: SocketAddr,
+    acceptor: JoinHandle<()>,
 }
 
 impl SimListener {
-    /// Wraps a bound listener.
-    pub fn new(inner: TcpListener) -> Self {
-        SimListener { inner }
+    /// Starts accepting on a bound listener.
+    pub fn new(inner: TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> io::Result<Self> {
+        let local = inner.local_addr()?;
+        let (tx, ready) = mpsc::channel(64);
+        let acceptor = tokio::spawn(accept_loop(inner, tls.map(TlsAcceptor::from), tx));
+        Ok(SimListener {
+            ready,
+            local,
+            acceptor,
+        })
+    }
+}
+
+impl Drop for SimListener {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
+async fn accept_loop(
+    inner: TcpListener,
+    tls: Option<TlsAcceptor>,
+    ready: mpsc::Sender<(SimConn, ConnInfo)>,
+) {
+    loop {
+        let (stream, peer) = match inner.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and similar: wait a little rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let reset = Arc::new(AtomicBool::new(false));
+        let info = ConnInfo {
+            peer,
+            reset: reset.clone(),
+        };
+        match &tls {
+            None => {
+                if ready
+                    .send((
+                        SimConn {
+                            io: Io::Plain(stream),
+                            reset,
+                        },
+                        info,
+                    ))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Some(acceptor) => {
+                let (acceptor, ready) = (acceptor.clone(), ready.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = ready
+                                .send((
+                                    SimConn {
+                                        io: Io::Tls(Box::new(tls)),
+                                        reset,
+                                    },
+                                    info,
+                                ))
+                                .await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -42,17 +127,26 @@ impl ConnInfo {
     }
 }
 
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
 /// An accepted connection.
 pub struct SimConn {
-    stream: TcpStream,
+    io: Io,
     reset: Arc<AtomicBool>,
 }
 
 impl Drop for SimConn {
     fn drop(&mut self) {
         if self.reset.load(Ordering::SeqCst) {
+            let tcp = match &self.io {
+                Io::Plain(s) => s,
+                Io::Tls(t) => &t.get_ref().0,
+            };
             // Zero linger makes the kernel send RST instead of FIN on close.
-            let _ = self.stream.set_zero_linger();
+            let _ = tcp.set_zero_linger();
         }
     }
 }
@@ -62,31 +156,16 @@ impl Listener for SimListener {
     type Addr = ConnInfo;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let reset = Arc::new(AtomicBool::new(false));
-                    return (
-                        SimConn {
-                            stream,
-                            reset: reset.clone(),
-                        },
-                        ConnInfo { peer, reset },
-                    );
-                }
-                Err(e) => {
-                    // Out of file descriptors and similar: wait a little rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accept task only stops when the listener is dropped.
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         Ok(ConnInfo {
-            peer: self.inner.local_addr()?,
+            peer: self.local,
             reset: Arc::default(),
         })
     }
@@ -98,13 +177,22 @@ impl Connected<IncomingStream<'_, SimListener>> for ConnInfo {
     }
 }
 
+macro_rules! delegate {
+    ($self:ident, $io:ident => $call:expr) => {
+        match &mut $self.io {
+            Io::Plain($io) => $call,
+            Io::Tls($io) => $call,
+        }
+    };
+}
+
 impl AsyncRead for SimConn {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        delegate!(self, io => Pin::new(io).poll_read(cx, buf))
     }
 }
 
@@ -114,15 +202,15 @@ impl AsyncWrite for SimConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        delegate!(self, io => Pin::new(io).poll_write(cx, buf))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        delegate!(self, io => Pin::new(io).poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        delegate!(self, io => Pin::new(io).poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
@@ -130,10 +218,13 @@ impl AsyncWrite for SimConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        delegate!(self, io => Pin::new(io).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.io {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(t) => t.is_write_vectored(),
+        }
     }
 }

@@ -58,6 +58,12 @@ pub struct SimArgs {
     /// REST calls per token per minute before 429 (0 = unlimited).
     #[arg(long)]
     rate_limit: Option<u32>,
+    /// Serve HTTPS/WSS with a self-signed certificate generated at start.
+    #[arg(long)]
+    tls: bool,
+    /// Where to write that certificate (PEM) for clients to trust.
+    #[arg(long, requires = "tls")]
+    tls_cert: Option<PathBuf>,
     /// Do not print published events.
     #[arg(long, short)]
     quiet: bool,
@@ -98,6 +104,7 @@ impl SimArgs {
         config.queues = self.queues.unwrap_or(config.queues);
         config.agents = self.agents.unwrap_or(config.agents);
         config.rate_limit_per_minute = self.rate_limit.unwrap_or(config.rate_limit_per_minute);
+        config.tls |= self.tls;
         if !(config.rate >= 0.0 && config.rate.is_finite()) {
             return Err(UsageError(format!(
                 "--rate must be 0 or more events per second, not {}",
@@ -122,6 +129,16 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         ))
     })?;
     let sim = Simulator::start(listener, config)?;
+    if let Some(pem) = sim.cert_pem() {
+        let port = sim.url().rsplit(':').next().unwrap_or("0").to_owned();
+        let path = args
+            .tls_cert
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("holdline-sim-{port}.pem")));
+        std::fs::write(&path, pem)
+            .with_context(|| format!("cannot write the certificate to {}", path.display()))?;
+        tracing::info!(cert = %path.display(), "TLS certificate written; trust it with --ca-file");
+    }
     println!("holdline-sim listening on {}", sim.url());
     std::io::stdout().flush()?;
     tracing::info!(

@@ -6,3 +6,4 @@ mod common;
 mod errors;
 mod faults;
 mod lifecycle;
+mod tls;
