@@ -143,7 +143,7 @@ impl Drop for SimConn {
         if self.reset.load(Ordering::SeqCst) {
             let tcp = match &self.io {
                 Io::Plain(s) => s,
-                Io::Tls(t) => &t.get_ref().0,
+                Io::Tls(t) => t.get_ref().0,
             };
             // Zero linger makes the kernel send RST instead of FIN on close.
             let _ = tcp.set_zero_linger();
