@@ -55,8 +55,9 @@ fn text_of(frame: &str, part: &str) -> Text {
 }
 
 impl Notification {
-    /// Builds the event from its frame and the notification parsed out of it.
-    pub(crate) fn new(
+    /// Builds the event from its frame and the notification parsed out of that frame
+    /// (computes the id; copies nothing).
+    pub fn new(
         frame: &Utf8Bytes,
         parsed: &WireNotification<'_>,
         received_at: SystemTime,

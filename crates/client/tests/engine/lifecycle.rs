@@ -120,3 +120,80 @@ async fn duplicate_deliveries_are_emitted_once() {
     assert_eq!(verdict.duplicates, 0);
     assert!(verdict.missing.is_empty(), "{:?}", verdict.missing);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_added_and_removed_at_run_time_take_effect() {
+    let sim = sim(SimConfig::default()).await;
+    let agent = sim.core().org.agents[0].id.clone();
+    let (first, second) = (
+        format!("v2.users.{agent}.presence"),
+        format!("v2.users.{agent}.activity"),
+    );
+    let client = Collector::start(config(&sim, vec![first.clone()])).await;
+    client.live_since().await;
+    client
+        .handle
+        .add_topics(std::slice::from_ref(&second))
+        .unwrap();
+    let core = sim.core().clone();
+    let topic = second.clone();
+    // Publish until the new topic is delivered (the subscribe call takes a moment).
+    client
+        .until("an event on the added topic", |s| {
+            core.publish(&topic, r#"{"probe":true}"#);
+            s.events.iter().any(|(_, t)| *t == topic)
+        })
+        .await;
+    client.handle.remove_topics(std::slice::from_ref(&first));
+    let core = sim.core().clone();
+    let removed = first.clone();
+    client
+        .until("the removed topic to stop being delivered", |_| {
+            core.publish(&removed, r#"{"probe":1}"#)
+                .delivered_to
+                .is_empty()
+        })
+        .await;
+    let seen = client.stop().await;
+    assert!(seen.error.is_none());
+    let invalid = client_handle_rejects_bad_topics(&sim).await;
+    assert!(invalid.contains("did you mean"), "{invalid}");
+}
+
+async fn client_handle_rejects_bad_topics(sim: &holdline_sim::Simulator) -> String {
+    let agent = &sim.core().org.agents[0].id;
+    let client = Collector::start(config(sim, vec![format!("v2.users.{agent}.presence")])).await;
+    let err = client
+        .handle
+        .add_topics(&[format!("v2.conversations.{agent}")])
+        .unwrap_err();
+    client.stop().await;
+    err.to_string()
+}
+
+#[tokio::test]
+async fn queue_names_and_user_emails_resolve_to_conversation_topics() {
+    let sim = sim(SimConfig::default()).await;
+    let org = &sim.core().org;
+    let mut cfg = config(&sim, vec![]);
+    cfg.queues = vec![org.queues[1].name.to_lowercase()];
+    cfg.users = vec![org.agents[2].email.to_uppercase()];
+    let client = Collector::start(cfg).await;
+    client.live_since().await;
+    let mut topics = sim.core().channel_infos(|c, _| c.topics.clone()).concat();
+    topics.sort();
+    let mut expected = vec![
+        format!("v2.routing.queues.{}.conversations", org.queues[1].id),
+        format!("v2.users.{}.conversations", org.agents[2].id),
+    ];
+    expected.sort();
+    assert_eq!(topics, expected);
+    client.stop().await;
+    let mut cfg = config(&sim, vec![]);
+    cfg.queues = vec!["No Such Queue".into()];
+    let err = holdline_client::Client::start(cfg).await.err().unwrap();
+    assert!(
+        err.to_string().contains("Support"),
+        "lists the real queues: {err}"
+    );
+}
