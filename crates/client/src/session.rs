@@ -120,15 +120,16 @@ pub struct SessionConfig {
 pub struct SessionHandle {
     /// Session number.
     pub id: u64,
-    retire: Option<oneshot::Sender<()>>,
+    retire: Option<oneshot::Sender<&'static str>>,
     task: JoinHandle<()>,
 }
 
 impl SessionHandle {
-    /// Asks the session to close politely (it keeps delivering until the close completes).
-    pub fn retire(&mut self) {
+    /// Asks the session to close with 1000 and `reason` (it keeps delivering until the
+    /// close completes).
+    pub fn retire(&mut self, reason: &'static str) {
         if let Some(tx) = self.retire.take() {
-            let _ = tx.send(());
+            let _ = tx.send(reason);
         }
     }
 }
@@ -197,7 +198,7 @@ struct Session {
 }
 
 impl Session {
-    async fn run(&mut self, uri: &str, mut retire: oneshot::Receiver<()>) -> Ended {
+    async fn run(&mut self, uri: &str, mut retire: oneshot::Receiver<&'static str>) -> Ended {
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(self.cfg.max_frame_bytes))
             .max_frame_size(Some(self.cfg.max_frame_bytes));
@@ -223,9 +224,10 @@ impl Session {
                 biased;
                 // The slot retires this socket (rollover): close politely, keep reading
                 // until the server's close so nothing in flight is lost.
-                _ = &mut retire, if retired_at.is_none() => {
+                reason = &mut retire, if retired_at.is_none() => {
                     retired_at = Some(Instant::now());
-                    let frame = CloseFrame { code: CloseCode::Normal, reason: "rollover".into() };
+                    let reason = reason.unwrap_or("client stopped");
+                    let frame = CloseFrame { code: CloseCode::Normal, reason: reason.into() };
                     if ws.close(Some(frame)).await.is_err() {
                         return Ended::Retired;
                     }
@@ -234,19 +236,7 @@ impl Session {
                 _ = sleep_until(retire_deadline.unwrap_or_else(Instant::now)), if retire_deadline.is_some() => {
                     return Ended::Retired;
                 }
-                // Liveness: a ping is due, a pong is overdue, or the socket went silent.
-                _ = sleep_until(liveness.next_deadline()), if retired_at.is_none() => {
-                    match liveness.on_tick(Instant::now()) {
-                        Verdict::Alive => {}
-                        Verdict::SendPing => {
-                            if let Err(e) = ws.send(Message::text(ClientFrame::Ping.to_json())).await {
-                                return Ended::Dropped(format!("ping failed: {e}"));
-                            }
-                        }
-                        Verdict::Dead(dead) => return Ended::Dead(dead),
-                    }
-                }
-                // The next message; StreamExt::next is cancel-safe.
+                // The next message, before the liveness check; StreamExt::next is cancel-safe.
                 msg = ws.next() => {
                     let now = Instant::now();
                     match msg {
@@ -266,6 +256,19 @@ impl Session {
                         }
                         Some(Err(e)) => return self.error(e, retired_at.is_some()),
                         None => return self.finished(retired_at.is_some()),
+                    }
+                }
+                // Liveness: a ping is due, a pong is overdue, or the socket went silent. After the
+                // socket's frames: frames that queued while the consumer was slow prove life.
+                _ = sleep_until(liveness.next_deadline()), if retired_at.is_none() => {
+                    match liveness.on_tick(Instant::now()) {
+                        Verdict::Alive => {}
+                        Verdict::SendPing => {
+                            if let Err(e) = ws.send(Message::text(ClientFrame::Ping.to_json())).await {
+                                return Ended::Dropped(format!("ping failed: {e}"));
+                            }
+                        }
+                        Verdict::Dead(dead) => return Ended::Dead(dead),
                     }
                 }
             }

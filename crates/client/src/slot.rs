@@ -112,6 +112,7 @@ pub async fn run(ctx: SlotCtx, topics: Arc<[String]>, cmds: mpsc::UnboundedRecei
         backoff,
         ever_live: false,
         rejected_reported: HashSet::new(),
+        outbox: Vec::new(),
     };
     slot.run(reports, cmds).await;
 }
@@ -132,6 +133,7 @@ struct Slot {
     backoff: Backoff,
     ever_live: bool,
     rejected_reported: HashSet<String>,
+    outbox: Vec<Inbound>,
 }
 
 impl Slot {
@@ -171,6 +173,7 @@ impl Slot {
                     self.rollover().await
                 }
             };
+            self.flush_outbox().await;
             if let Err(fatal) = result {
                 tracing::error!(shard = self.ctx.shard, slot = self.ctx.slot, error = %fatal, "slot stopped");
                 let _ = self.ctx.out.send(Inbound::Fatal(fatal)).await;
@@ -180,26 +183,27 @@ impl Slot {
         }
     }
 
-    fn state(&self, kind: StateKind, channel: Option<Arc<str>>, detail: String) {
-        let _ = self.ctx.out.try_send(Inbound::State(StateChange {
+    fn state(&mut self, kind: StateKind, channel: Option<Arc<str>>, detail: String) {
+        self.outbox.push(Inbound::State(StateChange {
             kind,
             channel,
             detail,
         }));
     }
 
-    fn coverage(&self, change: Coverage) {
-        let msg = Inbound::Coverage {
+    fn coverage(&mut self, change: Coverage) {
+        self.outbox.push(Inbound::Coverage {
             shard: self.ctx.shard,
             slot: self.ctx.slot,
             change,
-        };
-        // Coverage changes must not be lost: fall back to a task when the queue is full.
-        if let Err(mpsc::error::TrySendError::Full(msg)) = self.ctx.out.try_send(msg) {
-            let out = self.ctx.out.clone();
-            tokio::spawn(async move {
-                let _ = out.send(msg).await;
-            });
+        });
+    }
+
+    /// Sends what the last step produced, in order (coverage changes must never be
+    /// reordered or lost).
+    async fn flush_outbox(&mut self) {
+        for msg in std::mem::take(&mut self.outbox) {
+            let _ = self.ctx.out.send(msg).await;
         }
     }
 
@@ -243,7 +247,7 @@ impl Slot {
                     tracing::warn!(channel = ?chan, %why, "channel lost; replacing it");
                     self.state(StateKind::ChannelLost, chan, why);
                     if let Some(mut current) = self.current.take() {
-                        current.retire();
+                        current.retire("channel lost");
                         self.retiring.push(current);
                     }
                     self.recover_at.get_or_insert_with(Instant::now);
@@ -286,7 +290,7 @@ impl Slot {
     fn promote(&mut self) {
         let Some(next) = self.next.take() else { return };
         if let Some(mut old) = self.current.take() {
-            old.retire();
+            old.retire("rollover");
             self.retiring.push(old);
         }
         if next.purpose == Purpose::Rollover {
@@ -552,7 +556,7 @@ impl Slot {
             .chain(self.next.iter_mut().map(|n| &mut n.session))
             .chain(self.retiring.iter_mut())
         {
-            handle.retire();
+            handle.retire("shutdown");
             open.insert(handle.id);
         }
         let deadline = Instant::now() + Duration::from_secs(3);
