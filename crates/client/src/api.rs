@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use holdline_proto::rest::{
-    Channel, ChannelTopic, EntityListing, ErrorBody, Queue, TopicState, User,
+    AvailableTopic, Channel, ChannelTopic, EntityListing, ErrorBody, Queue, TopicState, User,
 };
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde::de::DeserializeOwned;
@@ -324,6 +324,15 @@ impl Api {
         self.call(Method::DELETE, &path, None, "clear subscriptions")
             .await
             .map(|_| ())
+    }
+
+    /// `GET /api/v2/notifications/availabletopics`: the topics the service offers, with the
+    /// permissions each needs.
+    pub async fn available_topics(&self) -> Result<Vec<AvailableTopic>, ApiError> {
+        let path = "/api/v2/notifications/availabletopics?expand=requiresPermissions";
+        let listing: EntityListing<AvailableTopic> =
+            self.get_json(path, "list available topics").await?;
+        Ok(listing.entities)
     }
 
     /// Every queue (optionally only those matching `name`), following the pages.

@@ -26,8 +26,6 @@ use crate::stream::EventStream;
 pub const CHANNEL_BUDGET: usize = 20;
 /// Frames queued between the sockets and the stream's consumer.
 const QUEUE: usize = 4096;
-/// Look-back of a gap before the dead socket's last frame, for events in flight.
-pub const GAP_LOOKBACK: Duration = Duration::from_secs(1);
 
 /// Starts clients.
 pub struct Client;
@@ -111,7 +109,11 @@ impl Client {
         let mut senders = Vec::new();
         for (shard, shard_topics) in shards.iter().enumerate() {
             let shared: Arc<[String]> = shard_topics.clone().into();
-            coverage.push(ShardCoverage::new(shared.clone(), redundancy, GAP_LOOKBACK));
+            coverage.push(ShardCoverage::new(
+                shared.clone(),
+                redundancy,
+                config.timings.gap_lookback,
+            ));
             let mut slots = Vec::new();
             for slot in 0..redundancy {
                 let (tx, cmds) = mpsc::unbounded_channel();

@@ -109,6 +109,9 @@ pub struct Timings {
     /// (documented as about a minute). A socket closed sooner while its replacement on the
     /// same channel was connecting was closed by that replacement, so nothing was missed.
     pub closing_grace: Duration,
+    /// How far before the dead socket's last frame a gap starts: events published just
+    /// before a socket died may still have been in flight to it.
+    pub gap_lookback: Duration,
     /// First reconnect/retry delay.
     pub backoff_base: Duration,
     /// Longest reconnect/retry delay.
@@ -127,6 +130,7 @@ impl Default for Timings {
             watchdog: Duration::from_secs(66),
             rollover_margin: Duration::from_secs(300),
             closing_grace: Duration::from_secs(30),
+            gap_lookback: Duration::from_secs(1),
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
             request_timeout: Duration::from_secs(15),

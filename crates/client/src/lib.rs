@@ -28,7 +28,7 @@ pub mod stats;
 mod stream;
 mod tls;
 
-pub use client::{CHANNEL_BUDGET, Client, ClientHandle, GAP_LOOKBACK, validate_topics};
+pub use client::{CHANNEL_BUDGET, Client, ClientHandle, validate_topics};
 pub use config::{ClientConfig, Credentials, Endpoints, Secret, Timings};
 pub use error::ClientError;
 pub use event::{Event, Gap, Notification, StateChange, StateKind};

@@ -73,6 +73,9 @@ pub struct ListenArgs {
     /// Shortest time the service leaves between socket_closing and the close (about 60s).
     #[arg(long, value_parser = duration)]
     closing_grace: Option<Duration>,
+    /// How far before a dead socket's last frame its gap starts (events in flight).
+    #[arg(long, value_parser = duration)]
+    gap_lookback: Option<Duration>,
     /// Channels (each with its own socket) holding every topic.
     #[arg(long)]
     redundancy: Option<usize>,
@@ -112,6 +115,7 @@ struct ListenFile {
     rollover_margin: Option<String>,
     backoff_max: Option<String>,
     closing_grace: Option<String>,
+    gap_lookback: Option<String>,
 }
 
 fn usage(msg: impl Into<String>) -> anyhow::Error {
@@ -256,6 +260,12 @@ impl ListenArgs {
             &file.closing_grace,
             "closing_grace",
             &mut t.closing_grace,
+        )?;
+        pick(
+            self.gap_lookback,
+            &file.gap_lookback,
+            "gap_lookback",
+            &mut t.gap_lookback,
         )?;
         for (name, d) in [
             ("ping interval", t.ping_interval),

@@ -31,6 +31,7 @@ pub fn fast_timings() -> Timings {
         watchdog: Duration::from_millis(600),
         rollover_margin: Duration::from_secs(300),
         closing_grace: Duration::from_millis(200),
+        gap_lookback: Duration::from_millis(500),
         backoff_base: Duration::from_millis(50),
         backoff_max: Duration::from_millis(400),
         request_timeout: Duration::from_secs(5),

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use holdline_client::{GAP_LOOKBACK, Stats};
+use holdline_client::Stats;
 use holdline_sim::SimConfig;
 use holdline_sim::faults::Fault;
 
@@ -62,7 +62,7 @@ async fn a_dropped_socket_is_replaced_and_the_loss_window_reported() {
     );
     // A reset is seen at once: the gap is the look-back plus one reconnect.
     assert!(
-        gap_length(&seen) < GAP_LOOKBACK + Duration::from_millis(800),
+        gap_length(&seen) < fast_timings().gap_lookback + Duration::from_millis(800),
         "{:?}",
         gap_length(&seen)
     );
@@ -84,7 +84,8 @@ async fn a_stalled_socket_is_declared_dead_and_the_silence_reported() {
     );
     // Detection within ping interval + pong timeout, then one reconnect.
     let t = fast_timings();
-    let budget = GAP_LOOKBACK + t.ping_interval + t.pong_timeout + Duration::from_millis(800);
+    let budget =
+        fast_timings().gap_lookback + t.ping_interval + t.pong_timeout + Duration::from_millis(800);
     assert!(
         gap_length(&seen) < budget,
         "{:?} > {budget:?}",
