@@ -2,6 +2,7 @@
 //! connections, and simulate the service locally.
 
 mod cmd;
+mod doctor;
 mod logging;
 
 use std::process::ExitCode;
@@ -23,6 +24,8 @@ enum Command {
     Sim(cmd::sim::SimArgs),
     /// Stream events as JSON lines on stdout, through every fault, with gap records.
     Listen(Box<cmd::listen::ListenArgs>),
+    /// Say why a connection drops and what to change (offline checks, then a live probe).
+    Doctor(Box<doctor::DoctorArgs>),
     /// Start the embedded simulator and stream its contact centre through holdline.
     Demo(cmd::demo::DemoArgs),
 }
@@ -57,13 +60,16 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Sim(args) => cmd::sim::run(args).await,
             Command::Listen(args) => cmd::listen::run(*args).await,
+            Command::Doctor(args) => doctor::run(*args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("holdline: {err:#}");
+            if err.downcast_ref::<cmd::Exit>().is_none() {
+                eprintln!("holdline: {err:#}");
+            }
             ExitCode::from(cmd::exit_code(&err))
         }
     }

@@ -1,36 +1,12 @@
 //! The `holdline` binary end to end: `sim` announces its URL and serves, `demo` runs and
 //! exits by itself, bad flags exit 2.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_holdline");
+mod common;
 
-/// Kills the child when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The first line of the child's stdout, waiting at most 10 s.
-fn first_line(child: &mut Child) -> String {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let _ = tx.send(lines.next().and_then(Result::ok).unwrap_or_default());
-        // Keep draining so the child never blocks on a full pipe.
-        for _ in lines {}
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("no first line within 10 s")
-}
+use common::*;
 
 #[test]
 fn sim_prints_its_url_first_and_serves_the_api() {
@@ -102,25 +78,6 @@ fn sim_config_file_is_read_and_typos_are_named() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("heartbeet"));
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A `holdline sim` child on a free port; returns it and its URL.
-fn sim(extra: &[&str]) -> (Running, String) {
-    let mut child = Running(
-        Command::new(BIN)
-            .args(["sim", "--port", "0", "--quiet", "--rate", "100"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let line = first_line(&mut child.0);
-    let url = line
-        .strip_prefix("holdline-sim listening on ")
-        .unwrap()
-        .to_owned();
-    (child, url)
 }
 
 fn listen(url: &str, secret: &str, extra: &[&str]) -> Command {

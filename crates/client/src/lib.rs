@@ -26,7 +26,7 @@ mod session;
 mod slot;
 pub mod stats;
 mod stream;
-mod tls;
+pub mod tls;
 
 pub use client::{CHANNEL_BUDGET, Client, ClientHandle, validate_topics};
 pub use config::{ClientConfig, Credentials, Endpoints, Secret, Timings};

@@ -93,36 +93,37 @@ pub struct ListenArgs {
 /// The `--config` file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListenFile {
-    region: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    api_base: Option<String>,
-    login_base: Option<String>,
+pub struct ListenFile {
+    pub region: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub api_base: Option<String>,
+    pub login_base: Option<String>,
     #[serde(default)]
-    topics: Vec<String>,
-    topics_file: Option<PathBuf>,
+    pub topics: Vec<String>,
+    pub topics_file: Option<PathBuf>,
     #[serde(default)]
-    queues: Vec<String>,
+    pub queues: Vec<String>,
     #[serde(default)]
-    users: Vec<String>,
-    redundancy: Option<usize>,
-    ca_file: Option<PathBuf>,
-    org: Option<String>,
-    ping_interval: Option<String>,
-    pong_timeout: Option<String>,
-    watchdog: Option<String>,
-    rollover_margin: Option<String>,
-    backoff_max: Option<String>,
-    closing_grace: Option<String>,
-    gap_lookback: Option<String>,
+    pub users: Vec<String>,
+    pub redundancy: Option<usize>,
+    pub ca_file: Option<PathBuf>,
+    pub org: Option<String>,
+    pub ping_interval: Option<String>,
+    pub pong_timeout: Option<String>,
+    pub watchdog: Option<String>,
+    pub rollover_margin: Option<String>,
+    pub backoff_max: Option<String>,
+    pub closing_grace: Option<String>,
+    pub gap_lookback: Option<String>,
 }
 
 fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
 
-fn read_file(path: &Path) -> anyhow::Result<ListenFile> {
+/// Reads and checks a `listen` config file.
+pub fn read_file(path: &Path) -> anyhow::Result<ListenFile> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| usage(format!("cannot read config {}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| usage(format!("config {} is not valid: {e}", path.display())))

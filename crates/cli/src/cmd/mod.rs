@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use holdline_client::ClientError;
 
+/// Ends the process with this exit code; whatever explains it was already printed.
+#[derive(Debug, thiserror::Error)]
+#[error("exit {0}")]
+pub struct Exit(pub u8);
+
 /// A configuration or usage problem (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -15,6 +20,9 @@ pub struct UsageError(pub String);
 
 /// The exit code for an error (see the README).
 pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if let Some(Exit(code)) = err.downcast_ref::<Exit>() {
+        return *code;
+    }
     if err.downcast_ref::<UsageError>().is_some() {
         return crate::exit::USAGE;
     }

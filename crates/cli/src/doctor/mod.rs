@@ -1,0 +1,176 @@
+//! `holdline doctor`: says why a connection drops and what to change, from facts.
+//!
+//! Offline it checks what a user's own client does (the region or host, the WebSocket URL
+//! it dials, the keep-alive it sends, how a fixed drop time lines up with the service's
+//! periods, topic names, a config file). Online (a region or `--api-base`) it checks the
+//! login host, the token, the client's channel budget and topic permissions, then holds a
+//! probe socket and explains any close. Exit code 1 when something is wrong.
+
+mod check;
+mod offline;
+mod online;
+mod probe;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use holdline_client::{Credentials, Endpoints, Secret};
+use holdline_proto::Region;
+
+use crate::cmd::{Exit, duration};
+use check::{Check, Report};
+
+/// `holdline doctor` flags.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Region key, domain or URL of your org.
+    #[arg(long, env = "GENESYSCLOUD_REGION")]
+    region: Option<String>,
+    /// OAuth client id (client-credentials grant).
+    #[arg(long, env = "GENESYSCLOUD_OAUTHCLIENT_ID")]
+    client_id: Option<String>,
+    /// OAuth client secret (prefer the environment variable).
+    #[arg(long, env = "GENESYSCLOUD_OAUTHCLIENT_SECRET", hide_env_values = true)]
+    client_secret: Option<String>,
+    /// REST API base instead of a region (the simulator, a proxy, a private deployment).
+    #[arg(long)]
+    api_base: Option<String>,
+    /// Token endpoint base (default: the API base with api. replaced by login.).
+    #[arg(long)]
+    login_base: Option<String>,
+    /// A `holdline listen` TOML config to check and take settings from.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The WebSocket URL your own client dials.
+    #[arg(long)]
+    url: Option<String>,
+    /// The keep-alive message your client sends, e.g. '{"type":"keepalive"}'.
+    #[arg(long)]
+    keepalive: Option<String>,
+    /// How often your client sends it.
+    #[arg(long, value_parser = duration)]
+    keepalive_every: Option<Duration>,
+    /// When your connection drops (after connecting), if always at the same time.
+    #[arg(long, value_parser = duration)]
+    drops_after: Option<Duration>,
+    /// Topics to check (names offline, permissions online); repeatable.
+    #[arg(long = "topic")]
+    topics: Vec<String>,
+    /// How long to hold the probe socket (75s sees two heartbeats).
+    #[arg(long, value_parser = duration, default_value = "75s")]
+    hold: Duration,
+    /// Only the offline checks.
+    #[arg(long)]
+    offline: bool,
+    /// Probe even when the client already holds 20 channels (evicts one of them).
+    #[arg(long)]
+    force_probe: bool,
+    /// Extra PEM root certificates to trust.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// The report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the doctor; prints the report; exit code 1 when something is wrong.
+pub async fn run(mut args: DoctorArgs) -> anyhow::Result<()> {
+    let mut report = Report::default();
+    if let Some(path) = args.config.clone() {
+        match crate::cmd::listen::read_file(&path) {
+            Ok(file) => {
+                report.push(Check::pass(
+                    "config",
+                    format!("{} is valid", path.display()),
+                ));
+                args.region = args.region.take().or(file.region);
+                args.api_base = args.api_base.take().or(file.api_base);
+                args.login_base = args.login_base.take().or(file.login_base);
+                args.client_id = args.client_id.take().or(file.client_id);
+                args.client_secret = args.client_secret.take().or(file.client_secret);
+                args.topics.extend(file.topics);
+            }
+            Err(e) => report.push(Check::fail(
+                "config",
+                format!("{e:#}"),
+                "fix the file (holdline listen --help lists the settings)",
+            )),
+        }
+    }
+    if args.api_base.is_none()
+        && let Some(region) = &args.region
+    {
+        report.push(offline::region(region));
+    }
+    if let Some(url) = &args.url {
+        report.push(offline::websocket_url(url));
+    }
+    if let Some(text) = &args.keepalive {
+        report.push(offline::keepalive(text));
+    }
+    if let Some(after) = args.drops_after {
+        report.push(offline::drop_timing(after, args.keepalive_every));
+    }
+    for check in offline::topics(&args.topics) {
+        report.push(check);
+    }
+    match online_config(&args) {
+        Ok(Some(online)) => online::run(online, &mut report).await,
+        Ok(None) => {}
+        Err(skipped) => report.push(Check::info("online checks", skipped)),
+    }
+    let report = report.finish();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    if report.ok {
+        Ok(())
+    } else {
+        Err(Exit(1).into())
+    }
+}
+
+/// The online checks' settings, `Ok(None)` with `--offline`, or why they were skipped.
+fn online_config(args: &DoctorArgs) -> Result<Option<online::Online>, String> {
+    if args.offline {
+        return Ok(None);
+    }
+    let endpoints = match (&args.api_base, &args.region) {
+        (Some(api), _) => Endpoints::Custom {
+            api_base: api.clone(),
+            login_base: args
+                .login_base
+                .clone()
+                .unwrap_or_else(|| api.replacen("://api.", "://login.", 1)),
+        },
+        (None, Some(region)) => match Region::parse(region) {
+            Ok(r) => Endpoints::Region(r),
+            Err(_) => return Err("skipped: the region is not valid (see above)".into()),
+        },
+        (None, None) => {
+            return Err(
+                "skipped: set GENESYSCLOUD_REGION (or --api-base) to check against the service"
+                    .into(),
+            );
+        }
+    };
+    let (Some(id), Some(secret)) = (&args.client_id, &args.client_secret) else {
+        return Err("skipped: set GENESYSCLOUD_OAUTHCLIENT_ID and GENESYSCLOUD_OAUTHCLIENT_SECRET to check the token and hold a probe socket".into());
+    };
+    let tls = holdline_client::tls::client_config(args.ca_file.as_deref())
+        .map_err(|e| format!("skipped: {e}"))?;
+    Ok(Some(online::Online {
+        endpoints,
+        credentials: Credentials {
+            client_id: id.clone(),
+            client_secret: Secret::new(secret.as_str()),
+        },
+        tls,
+        topics: args.topics.clone(),
+        hold: args.hold,
+        force_probe: args.force_probe,
+    }))
+}
