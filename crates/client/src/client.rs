@@ -1,29 +1,33 @@
-//! The public face: [`Client::start`] checks the configuration, gets a first token (so bad
-//! credentials fail at once), shards the topics, starts the slots and returns a cheap
-//! cloneable [`ClientHandle`] plus the [`EventStream`].
+//! The public face: [`Client::start`] checks the configuration, gets a first token per
+//! redundant slot (so bad credentials fail at once), plans the shards, starts the slots and
+//! returns a cheap cloneable [`ClientHandle`] plus the [`EventStream`]. The supervisor
+//! behind the handle moves only what it must when topics change at run time.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use holdline_proto::topic;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::api::Api;
 use crate::auth::TokenSource;
 use crate::config::ClientConfig;
-use crate::coverage::ShardCoverage;
 use crate::dedupe::Dedupe;
 use crate::error::ClientError;
+use crate::event::{StateChange, StateKind};
 use crate::liveness::LivenessConfig;
+use crate::plan::{Plan, single_topics};
 use crate::session::SessionConfig;
 use crate::slot::{self, SlotCmd, SlotCtx};
 use crate::stats::Stats;
-use crate::stream::EventStream;
+use crate::stream::{EventStream, Inbound};
 
 /// Channels one OAuth client may hold.
 pub const CHANNEL_BUDGET: usize = 20;
+/// Channels kept free for rollovers (rollovers are staggered, so one at a time).
+pub const ROLLOVER_SPARES: usize = 1;
 /// Frames queued between the sockets and the stream's consumer.
 const QUEUE: usize = 4096;
 
@@ -33,66 +37,108 @@ pub struct Client;
 /// A handle on a running client: change topics, read counters, shut down.
 #[derive(Clone)]
 pub struct ClientHandle {
-    shards: Arc<Vec<Vec<mpsc::UnboundedSender<SlotCmd>>>>,
-    topics: Arc<Mutex<Vec<Vec<String>>>>,
+    sup: Arc<Mutex<Supervisor>>,
     stats: Arc<Stats>,
     api: Arc<Api>,
-    per_channel: usize,
+    stop: watch::Sender<bool>,
+}
+
+/// What every slot is started with.
+struct Template {
+    apis: Vec<Arc<Api>>,
+    session: SessionConfig,
+    config: ClientConfig,
+    /// The stream's queue; dropped at shutdown so the stream can end.
+    out: Option<mpsc::Sender<Inbound>>,
+    stats: Arc<Stats>,
+    session_ids: Arc<AtomicU64>,
+}
+
+/// The plan and the slots that carry it out.
+struct Supervisor {
+    plan: Plan,
+    slots: Vec<Vec<mpsc::UnboundedSender<SlotCmd>>>,
+    template: Template,
+}
+
+/// Channels `shards` shards need with `redundancy`, rollover spares included.
+pub fn channels_needed(shards: usize, redundancy: usize) -> usize {
+    shards * redundancy + ROLLOVER_SPARES
+}
+
+fn over_budget(plan: &Plan, redundancy: usize, per_channel: usize) -> Option<ClientError> {
+    let needed = channels_needed(plan.live_shards(), redundancy);
+    if needed <= CHANNEL_BUDGET {
+        return None;
+    }
+    let shards_fit = (CHANNEL_BUDGET - ROLLOVER_SPARES) / redundancy;
+    let entries: usize = plan.shards.iter().map(|s| s.len()).sum();
+    Some(ClientError::Config(format!(
+        "{} topics ({entries} subscription entries after combining) need {} channels of {per_channel} \
+         entries × redundancy {redundancy} + {ROLLOVER_SPARES} rollover spare = {needed} channels, but an OAuth \
+         client may hold {CHANNEL_BUDGET}. With redundancy {redundancy} at most {} entries fit ({shards_fit} channels); \
+         lower --redundancy, subscribe fewer topics, or use a second OAuth client",
+        plan.topics().len(),
+        plan.live_shards(),
+        shards_fit * per_channel
+    )))
 }
 
 impl Client {
     /// Validates the configuration, authenticates and starts every slot.
     pub async fn start(config: ClientConfig) -> Result<(ClientHandle, EventStream), ClientError> {
-        let named = !config.queues.is_empty() || !config.users.is_empty();
+        let named = !config.queues.is_empty()
+            || !config.users.is_empty()
+            || config.all_queues
+            || config.all_users;
         let mut topics = if named && config.topics.is_empty() {
             Vec::new()
         } else {
             validate_topics(&config.topics)?
         };
+        let redundancy = config.redundancy.max(1);
         let tls = crate::tls::client_config(config.ca_file.as_deref())?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured((*tls).clone())
             .user_agent(concat!("holdline/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientError::Config(format!("cannot build the HTTP client: {e}")))?;
-        let auth = TokenSource::new(
-            http.clone(),
-            &config.endpoints,
-            config.credentials.clone(),
-            config.timings,
-        );
-        auth.token().await?;
-        let api = Arc::new(Api::new(
-            http,
-            config.endpoints.api_base(),
-            auth,
-            config.timings,
-        ));
+        // One token per redundant slot: revoking one token takes down one socket per shard.
+        let mut apis = Vec::with_capacity(redundancy);
+        for _ in 0..redundancy {
+            let auth = TokenSource::new(
+                http.clone(),
+                &config.endpoints,
+                config.credentials.clone(),
+                config.timings,
+            );
+            auth.token().await?;
+            apis.push(Arc::new(Api::new(
+                http.clone(),
+                config.endpoints.api_base(),
+                auth,
+                config.timings,
+            )));
+        }
+        let api = apis[0].clone();
+        let tracked = crate::resolve::tracked_topics(&api, &config).await?;
         if named {
             topics.extend(
                 crate::resolve::conversation_topics(&api, &config.queues, &config.users).await?,
             );
+            topics.extend(tracked.iter().cloned());
             topics = validate_topics(&topics)?;
         }
         let per_channel = config
             .topics_per_channel
             .clamp(1, topic::MAX_TOPICS_PER_CHANNEL);
-        let shards: Vec<Vec<String>> = topics.chunks(per_channel).map(<[String]>::to_vec).collect();
-        let redundancy = config.redundancy.max(1);
-        // Each slot holds one channel, plus one more while it rolls over.
-        let needed = shards.len() * redundancy + redundancy;
-        if needed > CHANNEL_BUDGET {
-            let fit = (CHANNEL_BUDGET / redundancy).saturating_sub(1) * per_channel;
-            return Err(ClientError::Config(format!(
-                "{} topics need {} shards × {redundancy} channels plus rollover spares = {needed} channels, \
-                 but an OAuth client may hold {CHANNEL_BUDGET}; with redundancy {redundancy} at most {fit} topics fit \
-                 (combine topics as prefix?a&b to save room)",
-                topics.len(),
-                shards.len()
-            )));
+        let plan = Plan::build(&topics, per_channel);
+        if let Some(err) = over_budget(&plan, redundancy, per_channel) {
+            return Err(err);
         }
         let stats = Arc::new(Stats::default());
         let (out, rx) = mpsc::channel(QUEUE);
+        budget_notice(&api, &plan, redundancy, &out).await;
         let session = SessionConfig {
             liveness: LivenessConfig {
                 ping_every: config.timings.ping_interval,
@@ -104,54 +150,136 @@ impl Client {
             tls,
             stats: stats.clone(),
         };
-        let session_ids = Arc::new(AtomicU64::new(1));
-        let mut coverage = Vec::new();
-        let mut senders = Vec::new();
-        for (shard, shard_topics) in shards.iter().enumerate() {
-            let shared: Arc<[String]> = shard_topics.clone().into();
-            coverage.push(ShardCoverage::new(
-                shared.clone(),
-                redundancy,
-                config.timings.gap_lookback,
-            ));
-            let mut slots = Vec::new();
-            for slot in 0..redundancy {
-                let (tx, cmds) = mpsc::unbounded_channel();
-                let ctx = SlotCtx {
-                    api: api.clone(),
-                    session: session.clone(),
-                    timings: config.timings,
-                    shard,
-                    slot,
-                    out: out.clone(),
-                    stats: stats.clone(),
-                    session_ids: session_ids.clone(),
-                    start_delay: stagger(slot, redundancy, config.timings.rollover_margin),
-                };
-                tokio::spawn(slot::run(ctx, shared.clone(), cmds));
-                slots.push(tx);
-            }
-            senders.push(slots);
-        }
         let dedupe = Dedupe::new(config.dedupe_window, config.dedupe_max_ids);
-        let stream = EventStream::new(rx, dedupe, coverage, stats.clone());
+        let stream = EventStream::new(
+            rx,
+            dedupe,
+            redundancy,
+            config.timings.gap_lookback,
+            stats.clone(),
+        );
+        let template = Template {
+            apis,
+            session,
+            config: config.clone(),
+            out: Some(out),
+            stats: stats.clone(),
+            session_ids: Arc::new(AtomicU64::new(1)),
+        };
+        let mut sup = Supervisor {
+            plan,
+            slots: Vec::new(),
+            template,
+        };
+        let all: BTreeSet<usize> = (0..sup.plan.shards.len()).collect();
+        sup.apply(&all);
+        let (stop, stopped) = watch::channel(false);
         let handle = ClientHandle {
-            shards: Arc::new(senders),
-            topics: Arc::new(Mutex::new(shards)),
+            sup: Arc::new(Mutex::new(sup)),
             stats,
             api,
-            per_channel,
+            stop,
         };
+        if config.all_queues || config.all_users {
+            tokio::spawn(crate::resolve::track(
+                handle.clone(),
+                config,
+                tracked,
+                stopped,
+            ));
+        }
         Ok((handle, stream))
     }
 }
 
-/// Redundant slots start a little apart so their sockets and rollovers do not coincide.
-fn stagger(slot: usize, redundancy: usize, margin: Duration) -> Duration {
-    if slot == 0 {
-        return Duration::ZERO;
+/// Says so when this OAuth client's other channels plus ours exceed the budget: creating
+/// ours will evict the least recently used of the others.
+async fn budget_notice(api: &Api, plan: &Plan, redundancy: usize, out: &mpsc::Sender<Inbound>) {
+    let needed = channels_needed(plan.live_shards(), redundancy);
+    let Ok(existing) = api.list_channels(true).await else {
+        return;
+    };
+    let total = existing.len() + needed;
+    tracing::info!(
+        needed,
+        existing = existing.len(),
+        budget = CHANNEL_BUDGET,
+        "channel budget"
+    );
+    if total > CHANNEL_BUDGET {
+        let detail = format!(
+            "this OAuth client already holds {} channels and holdline needs {needed}: creating them evicts the {} \
+             least recently used (unconnected first). If another program uses this client, give holdline its own",
+            existing.len(),
+            total - CHANNEL_BUDGET
+        );
+        tracing::warn!("{detail}");
+        let _ = out.try_send(Inbound::State(StateChange {
+            kind: StateKind::Budget,
+            channel: None,
+            detail,
+        }));
     }
-    (margin / (2 * redundancy as u32)).min(Duration::from_millis(500)) * slot as u32
+}
+
+impl Supervisor {
+    /// Brings the slots of `changed` shards in line with the plan: new shards get slots,
+    /// emptied shards stop theirs, the others get their new topic list.
+    fn apply(&mut self, changed: &BTreeSet<usize>) {
+        let redundancy = self.template.config.redundancy.max(1);
+        for &idx in changed {
+            let shard = &self.plan.shards[idx];
+            let entries: Arc<[String]> = shard.entries().into();
+            while self.slots.len() <= idx {
+                self.slots.push(Vec::new());
+            }
+            if entries.is_empty() {
+                for slot in self.slots[idx].drain(..) {
+                    let _ = slot.send(SlotCmd::Shutdown);
+                }
+            } else if self.slots[idx].is_empty() {
+                self.slots[idx] = (0..redundancy)
+                    .filter_map(|k| self.spawn(idx, k, entries.clone()))
+                    .collect();
+            } else {
+                for slot in &self.slots[idx] {
+                    let _ = slot.send(SlotCmd::SetTopics(entries.clone()));
+                }
+            }
+        }
+    }
+
+    fn spawn(
+        &self,
+        shard: usize,
+        slot: usize,
+        topics: Arc<[String]>,
+    ) -> Option<mpsc::UnboundedSender<SlotCmd>> {
+        let t = &self.template;
+        let out = t.out.clone()?;
+        let redundancy = t.config.redundancy.max(1);
+        let (tx, cmds) = mpsc::unbounded_channel();
+        let ordinal = shard * redundancy + slot;
+        let ctx = SlotCtx {
+            api: t.apis[slot % t.apis.len()].clone(),
+            session: t.session.clone(),
+            timings: t.config.timings,
+            shard,
+            slot,
+            out,
+            stats: t.stats.clone(),
+            session_ids: t.session_ids.clone(),
+            start_delay: stagger_start(slot),
+            stagger: ordinal as f64 / CHANNEL_BUDGET as f64,
+        };
+        tokio::spawn(slot::run(ctx, topics, cmds));
+        Some(tx)
+    }
+}
+
+/// Redundant slots connect a little apart so their sockets never share a fate at start.
+fn stagger_start(slot: usize) -> Duration {
+    Duration::from_millis(250) * slot as u32
 }
 
 /// Checks every topic locally (so a typo fails before any network call) and drops repeats.
@@ -170,7 +298,8 @@ pub fn validate_topics(topics: &[String]) -> Result<Vec<String>, ClientError> {
     }
     if out.is_empty() {
         return Err(ClientError::Config(
-            "no topics to subscribe: give --topic, --topics-file, --queue or --user".to_owned(),
+            "no topics to subscribe: give --topic, --topics-file, --queue, --user, --all-queues or --all-users"
+                .to_owned(),
         ));
     }
     Ok(out)
@@ -187,50 +316,49 @@ impl ClientHandle {
         &self.api
     }
 
-    /// Adds topics, to the last shard with room; fails when every shard is full.
+    /// Shards that hold topics now.
+    pub fn shards(&self) -> usize {
+        self.lock().plan.live_shards()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Supervisor> {
+        self.sup.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds topics: into their entity's shard, the fullest shard with room, or a new
+    /// shard when the channel budget allows. Nothing changes when it does not.
     pub fn add_topics(&self, topics: &[String]) -> Result<(), ClientError> {
-        let new = validate_topics(topics)?;
-        let mut shards = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-        let known: HashSet<&String> = shards.iter().flatten().collect();
-        let new: Vec<String> = new.into_iter().filter(|t| !known.contains(t)).collect();
-        let Some(idx) = shards
-            .iter()
-            .position(|s| s.len() + new.len() <= self.per_channel)
-        else {
-            return Err(ClientError::Config(format!(
-                "no shard has room for {} more topics (at most {} per channel)",
-                new.len(),
-                self.per_channel
-            )));
-        };
-        shards[idx].extend(new);
-        self.send(idx, shards[idx].clone());
+        let topics = validate_topics(topics)?;
+        let mut sup = self.lock();
+        let mut plan = sup.plan.clone();
+        let changed = plan.add(&topics);
+        let redundancy = sup.template.config.redundancy.max(1);
+        let per_channel = sup
+            .template
+            .config
+            .topics_per_channel
+            .clamp(1, topic::MAX_TOPICS_PER_CHANNEL);
+        if let Some(err) = over_budget(&plan, redundancy, per_channel) {
+            return Err(err);
+        }
+        sup.plan = plan;
+        sup.apply(&changed);
         Ok(())
     }
 
-    /// Removes topics wherever they are.
+    /// Removes topics wherever they are; a shard left empty stops its slots.
     pub fn remove_topics(&self, topics: &[String]) {
-        let gone: HashSet<&String> = topics.iter().collect();
-        let mut shards = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-        for idx in 0..shards.len() {
-            let before = shards[idx].len();
-            shards[idx].retain(|t| !gone.contains(t));
-            if shards[idx].len() != before {
-                self.send(idx, shards[idx].clone());
-            }
-        }
-    }
-
-    fn send(&self, shard: usize, topics: Vec<String>) {
-        let topics: Arc<[String]> = topics.into();
-        for slot in self.shards.get(shard).into_iter().flatten() {
-            let _ = slot.send(SlotCmd::SetTopics(topics.clone()));
-        }
+        let mut sup = self.lock();
+        let changed = sup.plan.remove(&single_topics(topics));
+        sup.apply(&changed);
     }
 
     /// Closes every socket with 1000; the stream ends once they are closed.
     pub fn shutdown(&self) {
-        for slot in self.shards.iter().flatten() {
+        let _ = self.stop.send(true);
+        let mut sup = self.lock();
+        sup.template.out = None;
+        for slot in sup.slots.iter_mut().flat_map(|s| s.drain(..)) {
             let _ = slot.send(SlotCmd::Shutdown);
         }
     }
@@ -259,9 +387,17 @@ mod tests {
     }
 
     #[test]
-    fn redundant_slots_start_apart() {
-        let m = Duration::from_secs(300);
-        assert_eq!(stagger(0, 2, m), Duration::ZERO);
-        assert_eq!(stagger(1, 2, m), Duration::from_millis(500));
+    fn the_budget_error_says_how_much_fits() {
+        let topics: Vec<String> = (0..25_000)
+            .map(|n| format!("v2.routing.queues.00000000-0000-4000-8000-{n:012}.conversations"))
+            .collect();
+        let plan = Plan::build(&topics, 1000);
+        let err = over_budget(&plan, 2, 1000).expect("25 shards × 2 do not fit");
+        assert!(
+            err.to_string().contains("at most 9000 entries fit"),
+            "{err}"
+        );
+        assert!(over_budget(&Plan::build(&topics[..9000], 1000), 2, 1000).is_none());
+        assert!(over_budget(&Plan::build(&topics[..9001], 1000), 2, 1000).is_some());
     }
 }

@@ -152,6 +152,12 @@ pub struct ClientConfig {
     pub queues: Vec<String>,
     /// User emails whose conversation topics to subscribe (resolved over REST).
     pub users: Vec<String>,
+    /// Subscribe every queue's conversations, re-listing queues every `refresh_every`.
+    pub all_queues: bool,
+    /// Subscribe every user's conversations, re-listing users every `refresh_every`.
+    pub all_users: bool,
+    /// How often tracked queues and users are listed again.
+    pub refresh_every: Duration,
     /// Channels holding each shard of topics (each with its own socket).
     pub redundancy: usize,
     /// Lifecycle durations.
@@ -179,6 +185,9 @@ impl ClientConfig {
             topics,
             queues: Vec::new(),
             users: Vec::new(),
+            all_queues: false,
+            all_users: false,
+            refresh_every: Duration::from_secs(300),
             redundancy: 1,
             timings: Timings::default(),
             dedupe_window: Duration::from_secs(600),

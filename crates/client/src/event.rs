@@ -134,6 +134,10 @@ pub enum StateKind {
     Rejected,
     /// A channel was lost (evicted, expired, token revoked) and is being replaced.
     ChannelLost,
+    /// The OAuth client's channel budget is (nearly) used up.
+    Budget,
+    /// Tracked entities (queues, users) changed; topics were added or removed.
+    Tracking,
 }
 
 /// A state change, for logs and status displays.

@@ -20,6 +20,7 @@ pub mod dedupe;
 mod error;
 pub mod event;
 pub mod liveness;
+pub mod plan;
 pub mod record;
 pub mod resolve;
 mod session;
@@ -28,7 +29,9 @@ pub mod stats;
 mod stream;
 pub mod tls;
 
-pub use client::{CHANNEL_BUDGET, Client, ClientHandle, validate_topics};
+pub use client::{
+    CHANNEL_BUDGET, Client, ClientHandle, ROLLOVER_SPARES, channels_needed, validate_topics,
+};
 pub use config::{ClientConfig, Credentials, Endpoints, Secret, Timings};
 pub use error::ClientError;
 pub use event::{Event, Gap, Notification, StateChange, StateKind};

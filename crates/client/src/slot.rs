@@ -58,6 +58,9 @@ pub struct SlotCtx {
     pub session_ids: Arc<AtomicU64>,
     /// Wait this long before the first channel (staggers redundant slots).
     pub start_delay: Duration,
+    /// This slot's share of the rollover spread, in [0, 1): its margin is stretched by it so
+    /// that no two slots roll over at once (and one spare channel is enough).
+    pub stagger: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +116,8 @@ pub async fn run(ctx: SlotCtx, topics: Arc<[String]>, cmds: mpsc::UnboundedRecei
         ever_live: false,
         rejected_reported: HashSet::new(),
         outbox: Vec::new(),
+        spare: None,
+        split: HashSet::new(),
     };
     slot.run(reports, cmds).await;
 }
@@ -134,6 +139,10 @@ struct Slot {
     ever_live: bool,
     rejected_reported: HashSet<String>,
     outbox: Vec<Inbound>,
+    /// A channel created but not yet in use (its subscribe failed); reused on retry.
+    spare: Option<Chan>,
+    /// Combined entries the service rejected as a whole; sent as their parts.
+    split: HashSet<String>,
 }
 
 impl Slot {
@@ -143,6 +152,9 @@ impl Slot {
         mut cmds: mpsc::UnboundedReceiver<SlotCmd>,
     ) {
         self.recover_at = Some(Instant::now() + self.ctx.start_delay);
+        self.coverage(Coverage::Topics(
+            crate::plan::single_topics(&self.topics).into(),
+        ));
         loop {
             let rollover_at = self
                 .chan
@@ -295,6 +307,8 @@ impl Slot {
         }
         if next.purpose == Purpose::Rollover {
             Stats::bump(&self.ctx.stats.rollovers);
+            // The old channel is left to expire; it no longer counts as ours.
+            self.held(-1);
             let old = self
                 .chan
                 .as_ref()
@@ -403,7 +417,7 @@ impl Slot {
                 }
                 chan
             }
-            None => match self.new_channel(Duration::ZERO).await {
+            None => match self.replace_channel().await {
                 Ok(chan) => chan,
                 Err(e) => return self.retry_later_client(e),
             },
@@ -460,20 +474,88 @@ impl Slot {
         }
     }
 
-    /// Creates and subscribes a channel whose token lasts at least `token_life`.
+    /// Creates and subscribes a channel whose token lasts at least `token_life`. A channel
+    /// created earlier whose subscribe failed is reused rather than creating another: a
+    /// retry loop must never pile up channels that would evict our own live ones.
     async fn new_channel(&mut self, token_life: Duration) -> Result<Chan, ClientError> {
-        self.ctx.api.auth().token_lasting(token_life).await?;
-        let (channel, token) = self.ctx.api.create_channel().await?;
-        tracing::info!(channel = %channel.id, shard = self.ctx.shard, slot = self.ctx.slot, "channel created");
-        self.subscribe(&channel.id).await?;
-        let (rollover_at, margin) =
-            rollover_at(&channel.expires, &token, self.ctx.timings.rollover_margin);
-        Ok(Chan {
-            id: Arc::from(channel.id),
-            uri: channel.connect_uri,
-            rollover_at,
-            margin,
-        })
+        let spare = match self.spare.take() {
+            Some(spare) => match self.ctx.api.channel_exists(&spare.id).await {
+                Ok(true) => Some(spare),
+                Ok(false) => {
+                    self.held(-1);
+                    None
+                }
+                Err(e) => {
+                    self.spare = Some(spare);
+                    return Err(e.into());
+                }
+            },
+            None => None,
+        };
+        let chan = match spare {
+            Some(chan) => chan,
+            None => {
+                self.ctx.api.auth().token_lasting(token_life).await?;
+                let (channel, token) = self.ctx.api.create_channel().await?;
+                let held = self.held(1);
+                tracing::info!(
+                    channel = %channel.id,
+                    shard = self.ctx.shard,
+                    slot = self.ctx.slot,
+                    held,
+                    budget = crate::CHANNEL_BUDGET,
+                    "channel created"
+                );
+                let (rollover_at, margin) = rollover_at(
+                    &channel.expires,
+                    &token,
+                    self.ctx.timings.rollover_margin,
+                    self.ctx.stagger,
+                );
+                Chan {
+                    id: Arc::from(channel.id),
+                    uri: channel.connect_uri,
+                    rollover_at,
+                    margin,
+                }
+            }
+        };
+        self.spare = Some(chan.clone());
+        self.subscribe(&chan.id).await?;
+        self.spare = None;
+        Ok(chan)
+    }
+
+    /// The entries to subscribe: the plan's, with combined entries that were rejected sent
+    /// as their parts.
+    fn effective_topics(&self) -> Vec<String> {
+        self.topics
+            .iter()
+            .flat_map(|t| {
+                if self.split.contains(t) {
+                    crate::plan::single_topics(std::slice::from_ref(t))
+                } else {
+                    vec![t.clone()]
+                }
+            })
+            .collect()
+    }
+
+    /// A new channel in place of one that is gone (or none yet).
+    async fn replace_channel(&mut self) -> Result<Chan, ClientError> {
+        if self.chan.take().is_some() {
+            self.held(-1);
+        }
+        self.new_channel(Duration::ZERO).await
+    }
+
+    /// Counts channels this process holds; returns the new total.
+    fn held(&self, delta: i64) -> i64 {
+        self.ctx
+            .stats
+            .channels_held
+            .fetch_add(delta, Ordering::Relaxed)
+            + delta
     }
 
     /// Puts our topic list on the channel (restoring state from our side, never the server's).
@@ -482,11 +564,27 @@ impl Slot {
             self.ctx.api.clear_subscriptions(channel).await?;
             return Ok(());
         }
-        let result = self
+        let mut result = self
             .ctx
             .api
-            .set_subscriptions(channel, &self.topics)
+            .set_subscriptions(channel, &self.effective_topics())
             .await?;
+        // A combined topic is rejected whole when one part is forbidden; send those parts
+        // one by one so the permitted ones still stream.
+        let combined: Vec<String> = result
+            .rejected
+            .iter()
+            .filter(|r| r.topic.contains('?'))
+            .map(|r| r.topic.clone())
+            .collect();
+        if !combined.is_empty() {
+            self.split.extend(combined);
+            result = self
+                .ctx
+                .api
+                .set_subscriptions(channel, &self.effective_topics())
+                .await?;
+        }
         let fresh: Vec<_> = result
             .rejected
             .iter()
@@ -525,7 +623,7 @@ impl Slot {
 
     async fn set_topics(&mut self, topics: Arc<[String]>) -> Result<(), ClientError> {
         self.topics = topics.clone();
-        self.coverage(Coverage::Topics(topics));
+        self.coverage(Coverage::Topics(crate::plan::single_topics(&topics).into()));
         let channels: Vec<Arc<str>> = self
             .chan
             .iter()
@@ -549,6 +647,15 @@ impl Slot {
 
     /// Closes every socket with 1000 and waits briefly for the closes to finish.
     async fn shutdown(&mut self, reports: &mut mpsc::UnboundedReceiver<Report>) {
+        let held = [
+            self.chan.is_some(),
+            self.next.is_some(),
+            self.spare.is_some(),
+        ]
+        .iter()
+        .filter(|h| **h)
+        .count();
+        self.held(-(held as i64));
         let mut open: HashSet<u64> = HashSet::new();
         for handle in self
             .current
@@ -573,9 +680,14 @@ impl Slot {
 }
 
 /// When to roll over: `margin` before the channel or its token expires, whichever comes
-/// first; the margin is capped at a quarter of the remaining life. Returns the instant
-/// and the margin used.
-fn rollover_at(expires: &str, token: &Token, margin: Duration) -> (Instant, Duration) {
+/// first. The margin is capped at a quarter of the remaining life, then stretched by
+/// `stagger` (in [0, 1)) so slots spread their rollovers. Returns the instant and the margin.
+fn rollover_at(
+    expires: &str,
+    token: &Token,
+    margin: Duration,
+    stagger: f64,
+) -> (Instant, Duration) {
     let now = Instant::now();
     let token_left = token.expires.saturating_duration_since(now);
     let channel_left =
@@ -587,7 +699,7 @@ fn rollover_at(expires: &str, token: &Token, margin: Duration) -> (Instant, Dura
             })
             .unwrap_or(token_left);
     let life = token_left.min(channel_left);
-    let margin = margin.min(life / 4);
+    let margin = margin.min(life / 4).mul_f64(1.0 + stagger.clamp(0.0, 0.99));
     (now + life - margin, margin)
 }
 
@@ -602,7 +714,7 @@ mod tests {
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap();
         let token = crate::auth::test_token(Duration::from_secs(48 * 3600));
-        let (at, margin) = rollover_at(&expires, &token, Duration::from_secs(300));
+        let (at, margin) = rollover_at(&expires, &token, Duration::from_secs(300), 0.0);
         assert_eq!(margin, Duration::from_secs(300));
         let left = at - Instant::now();
         assert!(
@@ -611,7 +723,7 @@ mod tests {
             "{left:?}"
         );
         let short = crate::auth::test_token(Duration::from_secs(8));
-        let (at, margin) = rollover_at(&expires, &short, Duration::from_secs(300));
+        let (at, margin) = rollover_at(&expires, &short, Duration::from_secs(300), 0.0);
         assert!(margin <= Duration::from_secs(2));
         let left = at - Instant::now();
         assert!(

@@ -32,6 +32,8 @@ pub struct Stats {
     pub socket_closings: AtomicU64,
     /// Sockets currently receiving.
     pub sockets_live: AtomicI64,
+    /// Channels this process created and still holds (in use, rolling over or spare).
+    pub channels_held: AtomicI64,
     /// Unix milliseconds of the last heartbeat (0: none yet).
     pub last_heartbeat_ms: AtomicU64,
 }

@@ -58,6 +58,8 @@ pub struct EventStream {
     rx: mpsc::Receiver<Inbound>,
     dedupe: Dedupe,
     shards: Vec<ShardCoverage>,
+    redundancy: usize,
+    lookback: std::time::Duration,
     stats: Arc<Stats>,
     finished: bool,
     closing_gaps: Vec<Gap>,
@@ -67,13 +69,16 @@ impl EventStream {
     pub(crate) fn new(
         rx: mpsc::Receiver<Inbound>,
         dedupe: Dedupe,
-        shards: Vec<ShardCoverage>,
+        redundancy: usize,
+        lookback: std::time::Duration,
         stats: Arc<Stats>,
     ) -> Self {
         EventStream {
             rx,
             dedupe,
-            shards,
+            shards: Vec::new(),
+            redundancy,
+            lookback,
             stats,
             finished: false,
             closing_gaps: Vec::new(),
@@ -143,7 +148,13 @@ impl EventStream {
                 slot,
                 change,
             } => {
-                let coverage = self.shards.get_mut(shard)?;
+                // Shards appear as the supervisor plans them.
+                while self.shards.len() <= shard {
+                    let empty: Arc<[String]> = Arc::new([]);
+                    self.shards
+                        .push(ShardCoverage::new(empty, self.redundancy, self.lookback));
+                }
+                let coverage = &mut self.shards[shard];
                 let gap = match change {
                     Coverage::Live { at } => coverage.live(slot, at),
                     Coverage::Down { last_frame, reason } => {

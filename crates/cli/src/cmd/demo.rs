@@ -61,7 +61,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         api_base: sim.url().to_owned(),
         login_base: sim.url().to_owned(),
     };
-    let config = ClientConfig::new(endpoints, credentials, topics);
+    let mut config = ClientConfig::new(endpoints, credentials, topics);
+    config.redundancy = 2;
     eprintln!(
         "holdline demo: simulated Genesys Cloud at {} ({} queues, {} agents); listening to {} topics",
         sim.url(),

@@ -76,9 +76,19 @@ pub struct ListenArgs {
     /// How far before a dead socket's last frame its gap starts (events in flight).
     #[arg(long, value_parser = duration)]
     gap_lookback: Option<Duration>,
-    /// Channels (each with its own socket) holding every topic.
+    /// Channels (each with its own socket and token) holding every topic; with 2 a single
+    /// socket fault loses nothing (default 2).
     #[arg(long)]
     redundancy: Option<usize>,
+    /// Subscribe every queue's conversations, picking up new queues as they appear.
+    #[arg(long)]
+    all_queues: bool,
+    /// Subscribe every user's conversations, picking up new users as they appear.
+    #[arg(long)]
+    all_users: bool,
+    /// How often --all-queues/--all-users list the org again.
+    #[arg(long, value_parser = duration)]
+    refresh_every: Option<Duration>,
     /// Extra PEM root certificates to trust (corporate TLS proxies).
     #[arg(long)]
     ca_file: Option<PathBuf>,
@@ -107,6 +117,11 @@ pub struct ListenFile {
     #[serde(default)]
     pub users: Vec<String>,
     pub redundancy: Option<usize>,
+    #[serde(default)]
+    pub all_queues: bool,
+    #[serde(default)]
+    pub all_users: bool,
+    pub refresh_every: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub org: Option<String>,
     pub ping_interval: Option<String>,
@@ -180,7 +195,15 @@ impl ListenArgs {
         let mut config = ClientConfig::new(endpoints, credentials, topics);
         config.queues = file.queues.iter().chain(&self.queues).cloned().collect();
         config.users = file.users.iter().chain(&self.users).cloned().collect();
-        config.redundancy = self.redundancy.or(file.redundancy).unwrap_or(1);
+        config.redundancy = self.redundancy.or(file.redundancy).unwrap_or(2);
+        config.all_queues = self.all_queues || file.all_queues;
+        config.all_users = self.all_users || file.all_users;
+        if let Some(every) = self
+            .refresh_every
+            .or(file_duration(&file.refresh_every, "refresh_every")?)
+        {
+            config.refresh_every = every;
+        }
         if config.redundancy == 0 {
             return Err(usage("--redundancy must be at least 1"));
         }
