@@ -1,3 +1,4 @@
+#![allow(dead_code)] // shared by several test binaries, each using a part
 //! Test harness: a simulator on 127.0.0.1:0, a client with compressed timings, a collector
 //! that drains the event stream, and the ledger check.
 

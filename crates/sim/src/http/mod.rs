@@ -64,10 +64,11 @@ pub fn router(core: Arc<Core>) -> Router {
 /// Fails REST calls (token and `/api/` paths) while a `rest_errors` fault is pending.
 async fn rest_faults(State(core): State<Arc<Core>>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if (path.starts_with("/api/") || path.starts_with("/oauth/"))
-        && let Some(refusal) = core.take_rest_fault(req.method().as_str(), path)
-    {
-        return ApiError(refusal).into_response();
+    if path.starts_with("/api/") || path.starts_with("/oauth/") {
+        core.count_rest_call();
+        if let Some(refusal) = core.take_rest_fault(req.method().as_str(), path) {
+            return ApiError(refusal).into_response();
+        }
     }
     next.run(req).await
 }

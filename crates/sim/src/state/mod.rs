@@ -85,6 +85,7 @@ pub struct Core {
     pub base_url: String,
     inner: Mutex<Inner>,
     published: broadcast::Sender<Arc<Published>>,
+    rest_calls: std::sync::atomic::AtomicU64,
 }
 
 impl Core {
@@ -108,6 +109,7 @@ impl Core {
             base_url,
             inner: Mutex::new(inner),
             published,
+            rest_calls: Default::default(),
         })
     }
 
@@ -115,6 +117,17 @@ impl Core {
         // A panic while holding the lock cannot leave the maps half-updated in a way that
         // matters to a simulator, so keep serving rather than poisoning every later call.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts one REST call (token and `/api/` paths).
+    pub fn count_rest_call(&self) {
+        self.rest_calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// REST calls served so far (token and `/api/` paths).
+    pub fn rest_calls(&self) -> u64 {
+        self.rest_calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A stream of everything published (for live views of the simulator).

@@ -1,0 +1,327 @@
+//! Chaos soak: a contact centre on over 2,000 topics, sharded and held redundantly, while
+//! a seeded schedule throws every fault kind of the simulator at random sockets; the
+//! output is then checked against the simulator's ledger.
+//!
+//! `cargo test` runs a short soak. A long one:
+//! `HOLDLINE_SOAK_SECS=600 cargo test --release -p holdline-client --test chaos -- --nocapture`
+//! (`HOLDLINE_SOAK_SEED` picks another schedule).
+
+#[path = "engine/common.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use holdline_client::{ClientConfig, Stats};
+use holdline_sim::faults::Fault;
+use holdline_sim::{SimConfig, Simulator};
+use tokio::time::Instant;
+
+fn soak_secs() -> u64 {
+    std::env::var("HOLDLINE_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8)
+}
+
+fn seed() -> u64 {
+    std::env::var("HOLDLINE_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7)
+}
+
+/// SplitMix64, so a seed gives the same schedule everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) % n as u64) as usize
+    }
+}
+
+const KINDS: [&str; 13] = [
+    "drop",
+    "close",
+    "stall",
+    "socket_closing",
+    "evict",
+    "expire",
+    "revoke_token",
+    "rest_errors",
+    "delay",
+    "duplicate",
+    "malformed",
+    "oversized",
+    "oversized_fatal",
+];
+
+fn fault(kind: &str, channel: String) -> Fault {
+    let channel = Some(channel);
+    match kind {
+        "drop" => Fault::Drop { channel },
+        "close" => Fault::Close {
+            channel,
+            code: Some(1001),
+            reason: Some("idle timeout".into()),
+        },
+        "stall" => Fault::Stall { channel, ms: 1500 },
+        "socket_closing" => Fault::SocketClosing {
+            channel,
+            grace_ms: Some(300),
+        },
+        "evict" => Fault::Evict { channel },
+        "expire" => Fault::Expire { channel },
+        "revoke_token" => Fault::RevokeToken {
+            channel,
+            client: None,
+        },
+        "rest_errors" => Fault::RestErrors {
+            status: 503,
+            count: Some(3),
+            retry_after: None,
+            path: None,
+            method: None,
+        },
+        "delay" => Fault::Delay {
+            channel,
+            ms: 200,
+            for_ms: Some(600),
+            count: None,
+        },
+        "duplicate" => Fault::Duplicate {
+            channel,
+            for_ms: None,
+            count: Some(30),
+        },
+        "malformed" => Fault::Malformed {
+            channel,
+            text: None,
+        },
+        "oversized" => Fault::Oversized {
+            channel,
+            bytes: 100 * 1024,
+        },
+        _ => Fault::Oversized {
+            channel,
+            bytes: 400 * 1024,
+        },
+    }
+}
+
+async fn chaos_sim() -> Simulator {
+    sim(SimConfig {
+        rate: 300.0,
+        queues: 200,
+        agents: 460,
+        heartbeat: Duration::from_millis(200),
+        channel_ttl: Duration::from_secs(6),
+        token_ttl: Duration::from_secs(9),
+        closing_grace: Duration::from_millis(300),
+        ..SimConfig::default()
+    })
+    .await
+}
+
+fn chaos_config(sim: &Simulator, redundancy: usize) -> ClientConfig {
+    let mut cfg = config(sim, org_topics(sim));
+    cfg.redundancy = redundancy;
+    cfg.topics_per_channel = 250;
+    cfg.max_frame_bytes = 256 * 1024;
+    cfg
+}
+
+struct Outcome {
+    seen: Seen,
+    verdict: Verdict,
+    applied: BTreeMap<&'static str, usize>,
+}
+
+/// Runs the soak: one fault at a time, each only once every socket is receiving again.
+async fn soak(redundancy: usize) -> Outcome {
+    let sim = chaos_sim().await;
+    let topics = org_topics(&sim);
+    let singles: usize = topics
+        .iter()
+        .map(|t| holdline_proto::topic::expand(t).unwrap().len())
+        .sum();
+    assert!(singles >= 2000, "{singles} topics");
+    let client = Collector::start(chaos_config(&sim, redundancy)).await;
+    let live = client.live_since().await;
+    let stats = client.handle.stats().clone();
+    let sockets = (client.handle.shards() * redundancy) as i64;
+    assert!(client.handle.shards() >= 3, "the topics are sharded");
+    let mut rng = Rng(seed());
+    let mut applied: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let end = Instant::now() + Duration::from_secs(soak_secs());
+    let mut round = 0;
+    while Instant::now() < end {
+        client
+            .until("every socket to be receiving", |_| {
+                stats.sockets_live.load(Ordering::Relaxed) >= sockets
+            })
+            .await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let connected = sim
+            .core()
+            .channel_infos(|c, _| c.socket.is_some().then(|| c.id.to_string()));
+        let connected: Vec<String> = connected.into_iter().flatten().collect();
+        // Every kind once in a shuffled order, then at random.
+        let kind = if round < KINDS.len() {
+            KINDS[(round + seed() as usize) % KINDS.len()]
+        } else {
+            KINDS[rng.below(KINDS.len())]
+        };
+        round += 1;
+        let target = connected[rng.below(connected.len())].clone();
+        if sim.core().apply_fault(&fault(kind, target)).is_ok() {
+            *applied.entry(kind).or_default() += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    client
+        .until("every socket to be receiving", |_| {
+            stats.sockets_live.load(Ordering::Relaxed) >= sockets
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped = SystemTime::now();
+    let seen = client.stop().await;
+    let verdict = check(&ledger(&sim), &topics, &seen, window(live, stopped));
+    println!(
+        "soak redundancy {redundancy}, {}s, seed {}: {} events checked, {} emitted, {} in gaps, {} missing, \
+         {} gaps, {} duplicates dropped, {} rollovers, {} reconnects; faults {applied:?}",
+        soak_secs(),
+        seed(),
+        verdict.checked,
+        verdict.emitted,
+        verdict.covered_by_gap,
+        verdict.missing.len(),
+        seen.gaps.len(),
+        Stats::get(&stats.duplicates),
+        Stats::get(&stats.rollovers),
+        Stats::get(&stats.reconnects),
+    );
+    Outcome {
+        seen,
+        verdict,
+        applied,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redundancy_two_survives_every_single_socket_fault_without_loss_or_gap() {
+    let Outcome {
+        seen,
+        verdict,
+        applied,
+    } = soak(2).await;
+    assert_eq!(
+        applied.len(),
+        KINDS.len(),
+        "every fault kind was thrown: {applied:?}"
+    );
+    assert!(verdict.checked > 500, "{verdict:?}");
+    assert!(
+        verdict.missing.is_empty(),
+        "missing: {:?}",
+        verdict.missing.iter().take(5).collect::<Vec<_>>()
+    );
+    assert_eq!(verdict.duplicates, 0, "duplicates in the output");
+    assert!(
+        seen.gaps.is_empty(),
+        "a single-socket fault made a gap: {:?}",
+        seen.gaps.iter().map(|g| &g.reason).collect::<Vec<_>>()
+    );
+    assert!(seen.error.is_none(), "{:?}", seen.error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redundancy_one_reports_every_loss_as_a_gap() {
+    let Outcome {
+        seen,
+        verdict,
+        applied,
+    } = soak(1).await;
+    assert_eq!(applied.len(), KINDS.len(), "{applied:?}");
+    assert!(
+        verdict.missing.is_empty(),
+        "silent loss: {:?}",
+        verdict.missing.iter().take(5).collect::<Vec<_>>()
+    );
+    assert_eq!(verdict.duplicates, 0);
+    assert!(
+        !seen.gaps.is_empty(),
+        "socket faults with one socket per shard make gaps"
+    );
+    assert!(verdict.covered_by_gap > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sockets_down_at_once_make_one_gap_covering_exactly_the_outage() {
+    let sim = chaos_sim().await;
+    let agent = &sim.core().org.agents[0].id;
+    let queues: Vec<String> = sim
+        .core()
+        .org
+        .queues
+        .iter()
+        .map(|q| format!("v2.routing.queues.{}.conversations", q.id))
+        .collect();
+    let mut topics = queues;
+    topics.push(format!("v2.users.{agent}.presence"));
+    let mut cfg = config(&sim, topics.clone());
+    cfg.redundancy = 2;
+    let lookback = cfg.timings.gap_lookback;
+    let client = Collector::start(cfg).await;
+    let live = client.live_since().await;
+    let stats = client.handle.stats().clone();
+    client
+        .until("both sockets", |_| {
+            stats.sockets_live.load(Ordering::Relaxed) >= 2
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let struck = SystemTime::now();
+    sim.core()
+        .apply_fault(&Fault::Drop { channel: None })
+        .unwrap();
+    client.until("the gap", |s| !s.gaps.is_empty()).await;
+    let before = Stats::get(&stats.emitted);
+    client
+        .until("events after recovery", |_| {
+            Stats::get(&stats.emitted) > before + 30
+        })
+        .await;
+    let stopped = SystemTime::now();
+    let seen = client.stop().await;
+    assert_eq!(seen.gaps.len(), 1, "{:?}", seen.gaps);
+    let gap = &seen.gaps[0];
+    assert_eq!(
+        gap.topics.len(),
+        topics.len(),
+        "the gap names the shard's topics"
+    );
+    // The window starts at the last frame before the drop (less the look-back) and ends when
+    // a socket is receiving again: no earlier, no later.
+    let slack = Duration::from_millis(150);
+    assert!(
+        gap.from + lookback + slack >= struck && gap.from <= struck,
+        "{:?} vs {struck:?}",
+        gap.from
+    );
+    assert!(
+        gap.to >= struck && gap.to.duration_since(struck).unwrap() < Duration::from_secs(2),
+        "{:?}",
+        gap.to
+    );
+    let verdict = check(&ledger(&sim), &topics, &seen, window(live, stopped));
+    assert!(verdict.missing.is_empty(), "{:?}", verdict.missing);
+    assert_eq!(verdict.duplicates, 0);
+}
