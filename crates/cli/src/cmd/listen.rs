@@ -89,6 +89,13 @@ pub struct ListenArgs {
     /// How often --all-queues/--all-users list the org again.
     #[arg(long, value_parser = duration)]
     refresh_every: Option<Duration>,
+    /// How long an event id is remembered for de-duplication (must cover the worst delay
+    /// between two sockets; default 10m).
+    #[arg(long, value_parser = duration)]
+    dedupe_window: Option<Duration>,
+    /// Most event ids remembered (about 37 bytes each; default 200000).
+    #[arg(long)]
+    dedupe_max_ids: Option<usize>,
     /// Extra PEM root certificates to trust (corporate TLS proxies).
     #[arg(long)]
     ca_file: Option<PathBuf>,
@@ -122,6 +129,8 @@ pub struct ListenFile {
     #[serde(default)]
     pub all_users: bool,
     pub refresh_every: Option<String>,
+    pub dedupe_window: Option<String>,
+    pub dedupe_max_ids: Option<usize>,
     pub ca_file: Option<PathBuf>,
     pub org: Option<String>,
     pub ping_interval: Option<String>,
@@ -197,6 +206,15 @@ impl ListenArgs {
         config.users = file.users.iter().chain(&self.users).cloned().collect();
         config.redundancy = self.redundancy.or(file.redundancy).unwrap_or(2);
         config.all_queues = self.all_queues || file.all_queues;
+        if let Some(window) = self
+            .dedupe_window
+            .or(file_duration(&file.dedupe_window, "dedupe_window")?)
+        {
+            config.dedupe_window = window;
+        }
+        if let Some(max) = self.dedupe_max_ids.or(file.dedupe_max_ids) {
+            config.dedupe_max_ids = max.max(1);
+        }
         config.all_users = self.all_users || file.all_users;
         if let Some(every) = self
             .refresh_every

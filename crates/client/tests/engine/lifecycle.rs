@@ -197,3 +197,34 @@ async fn queue_names_and_user_emails_resolve_to_conversation_topics() {
         "lists the real queues: {err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_queues_follows_queues_as_they_come_and_go() {
+    let sim = sim(SimConfig::default()).await;
+    let mut cfg = config(&sim, vec![]);
+    cfg.all_queues = true;
+    cfg.refresh_every = Duration::from_millis(200);
+    let client = Collector::start(cfg).await;
+    client.live_since().await;
+    let subscribed =
+        |sim: &holdline_sim::Simulator| sim.core().channel_infos(|c, _| c.topics.clone()).concat();
+    assert_eq!(subscribed(&sim).len(), sim.core().org.queues.len());
+    let new_queue = sim.core().add_entity("Escalations", None);
+    let gone = sim.core().org.queues[0].id.clone();
+    assert!(sim.core().delete_entity(&gone));
+    let (new_topic, gone_topic) = (
+        format!("v2.routing.queues.{new_queue}.conversations"),
+        format!("v2.routing.queues.{gone}.conversations"),
+    );
+    client
+        .until(
+            "the new queue subscribed and the deleted one dropped",
+            |_| {
+                let topics = subscribed(&sim);
+                topics.contains(&new_topic) && !topics.contains(&gone_topic)
+            },
+        )
+        .await;
+    let seen = client.stop().await;
+    assert!(seen.error.is_none());
+}

@@ -137,6 +137,54 @@ pub async fn org(State(core): State<Arc<Core>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({"queues": queues, "agents": agents}))
 }
 
+/// `POST /sim/org/queues` and `POST /sim/org/users` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEntity {
+    /// Name.
+    pub name: String,
+    /// Email (users only).
+    pub email: Option<String>,
+}
+
+/// `POST /sim/org/queues`: a new queue appears in `GET /api/v2/routing/queues`.
+pub async fn add_queue(
+    State(core): State<Arc<Core>>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let req: NewEntity = parse(&body, "queue ({\"name\": ...})")?;
+    Ok(Json(
+        serde_json::json!({"id": core.add_entity(&req.name, None), "name": req.name}),
+    ))
+}
+
+/// `POST /sim/org/users`: a new user appears in `GET /api/v2/users`.
+pub async fn add_user(
+    State(core): State<Arc<Core>>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let req: NewEntity = parse(&body, "user ({\"name\": ..., \"email\": ...})")?;
+    let email = req
+        .email
+        .clone()
+        .ok_or_else(|| ApiError::bad_request("a user needs an email"))?;
+    Ok(Json(
+        serde_json::json!({"id": core.add_entity(&req.name, Some(&email)), "name": req.name, "email": email}),
+    ))
+}
+
+/// `DELETE /sim/org/{id}`: the queue or user disappears from the listings.
+pub async fn delete_entity(
+    State(core): State<Arc<Core>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if core.delete_entity(&id) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no queue or user {id}")))
+    }
+}
+
 /// `POST /sim/firehose`: publishes N pre-built events as fast as the sockets take them.
 pub async fn firehose(
     State(core): State<Arc<Core>>,

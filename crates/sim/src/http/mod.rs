@@ -54,6 +54,12 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/sim/channels", get(control::channels))
         .route("/sim/ledger", get(control::ledger))
         .route("/sim/org", get(control::org))
+        .route("/sim/org/queues", post(control::add_queue))
+        .route("/sim/org/users", post(control::add_user))
+        .route(
+            "/sim/org/{id}",
+            axum::routing::delete(control::delete_entity),
+        )
         .route("/sim/firehose", post(control::firehose))
         .fallback(control::not_found)
         .method_not_allowed_fallback(control::method_not_allowed)

@@ -78,17 +78,15 @@ pub async fn queues(
 ) -> Result<Json<EntityListing<Queue>>, ApiError> {
     let (size, number) = paging(&q)?;
     let all = core
-        .org
-        .queues
-        .iter()
-        .enumerate()
-        .filter(|(_, queue)| q.get("name").is_none_or(|p| name_matches(p, &queue.name)))
-        .map(|(i, queue)| Queue {
-            id: queue.id.clone(),
-            name: queue.name.clone(),
-            division: division(),
-            member_count: Some(core.org.member_count(i) as u32),
+        .listed_queues()
+        .into_iter()
+        .filter(|(queue, _)| q.get("name").is_none_or(|p| name_matches(p, &queue.name)))
+        .map(|(queue, members)| Queue {
             self_uri: Some(format!("/api/v2/routing/queues/{}", queue.id)),
+            id: queue.id,
+            name: queue.name,
+            division: division(),
+            member_count: Some(members as u32),
         })
         .collect();
     Ok(Json(page(all, size, number, "/api/v2/routing/queues")))
@@ -102,16 +100,15 @@ pub async fn users(
 ) -> Result<Json<EntityListing<User>>, ApiError> {
     let (size, number) = paging(&q)?;
     let all = core
-        .org
-        .agents
-        .iter()
+        .listed_users()
+        .into_iter()
         .map(|a| User {
-            id: a.id.clone(),
-            name: a.name.clone(),
-            email: Some(a.email.clone()),
+            self_uri: Some(format!("/api/v2/users/{}", a.id)),
+            id: a.id,
+            name: a.name,
+            email: Some(a.email),
             state: Some("active".to_owned()),
             division: division(),
-            self_uri: Some(format!("/api/v2/users/{}", a.id)),
         })
         .collect();
     Ok(Json(page(all, size, number, "/api/v2/users")))

@@ -86,6 +86,17 @@ pub struct Core {
     inner: Mutex<Inner>,
     published: broadcast::Sender<Arc<Published>>,
     rest_calls: std::sync::atomic::AtomicU64,
+    org_changes: Mutex<OrgChanges>,
+}
+
+/// Queues and users added or deleted through `/sim/org` after start. They change what the
+/// REST API lists (so clients that track the org can be tested); the generator keeps
+/// producing traffic for the org it started with.
+#[derive(Debug, Default)]
+struct OrgChanges {
+    queues: Vec<crate::org::SimQueue>,
+    users: Vec<crate::org::SimAgent>,
+    deleted: std::collections::HashSet<String>,
 }
 
 impl Core {
@@ -110,6 +121,7 @@ impl Core {
             inner: Mutex::new(inner),
             published,
             rest_calls: Default::default(),
+            org_changes: Mutex::default(),
         })
     }
 
@@ -117,6 +129,64 @@ impl Core {
         // A panic while holding the lock cannot leave the maps half-updated in a way that
         // matters to a simulator, so keep serving rather than poisoning every later call.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues as the REST API lists them now, with their member counts.
+    pub fn listed_queues(&self) -> Vec<(crate::org::SimQueue, usize)> {
+        let changes = self.org_changes.lock().unwrap_or_else(|p| p.into_inner());
+        let initial = self
+            .org
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (q.clone(), self.org.member_count(i)));
+        let added = changes.queues.iter().map(|q| (q.clone(), 0));
+        initial
+            .chain(added)
+            .filter(|(q, _)| !changes.deleted.contains(&q.id))
+            .collect()
+    }
+
+    /// Users as the REST API lists them now.
+    pub fn listed_users(&self) -> Vec<crate::org::SimAgent> {
+        let changes = self.org_changes.lock().unwrap_or_else(|p| p.into_inner());
+        let all = self.org.agents.iter().chain(changes.users.iter());
+        all.filter(|a| !changes.deleted.contains(&a.id))
+            .cloned()
+            .collect()
+    }
+
+    /// Adds a queue (or, with an email, a user) to what the REST API lists; returns its id.
+    pub fn add_entity(&self, name: &str, email: Option<&str>) -> String {
+        let id = self.lock().rng.uuid();
+        let mut changes = self.org_changes.lock().unwrap_or_else(|p| p.into_inner());
+        match email {
+            None => changes.queues.push(crate::org::SimQueue {
+                id: id.clone(),
+                name: name.to_owned(),
+            }),
+            Some(email) => changes.users.push(crate::org::SimAgent {
+                id: id.clone(),
+                name: name.to_owned(),
+                email: email.to_owned(),
+                queues: Vec::new(),
+            }),
+        }
+        id
+    }
+
+    /// Deletes a queue or user from what the REST API lists; false if unknown.
+    pub fn delete_entity(&self, id: &str) -> bool {
+        let known = self.listed_queues().iter().any(|(q, _)| q.id == id)
+            || self.listed_users().iter().any(|u| u.id == id);
+        if known {
+            self.org_changes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .deleted
+                .insert(id.to_owned());
+        }
+        known
     }
 
     /// Counts one REST call (token and `/api/` paths).

@@ -63,3 +63,62 @@ async fn users_list_every_agent_with_an_email() {
     assert_eq!(seen.len(), 30);
     assert_eq!(seen[0], sim.core().org.agents[0].id);
 }
+
+#[tokio::test]
+async fn queues_and_users_can_be_added_and_deleted_through_the_control_api() {
+    let sim = start(fast()).await;
+    let api = Api::login(&sim).await;
+    let http = reqwest::Client::new();
+    let added: Value = http
+        .post(format!("{}/sim/org/queues", sim.url()))
+        .json(&serde_json::json!({"name": "Escalations"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: Value = api
+        .req(Method::GET, "/api/v2/routing/queues?name=escalations")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["entities"][0]["id"], added["id"]);
+    let status = http
+        .delete(format!(
+            "{}/sim/org/{}",
+            sim.url(),
+            added["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 204);
+    let listed: Value = api
+        .req(Method::GET, "/api/v2/routing/queues?name=escalations")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed["entities"].as_array().unwrap().is_empty());
+    let user = http
+        .post(format!("{}/sim/org/users", sim.url()))
+        .json(&serde_json::json!({"name": "New Hire", "email": "new.hire@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(user.status().as_u16(), 200);
+    let no_email = http
+        .post(format!("{}/sim/org/users", sim.url()))
+        .json(&serde_json::json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_email.status().as_u16(), 400);
+}
