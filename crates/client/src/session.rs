@@ -29,6 +29,13 @@ const RETIRE_GRACE: Duration = Duration::from_secs(5);
 /// What a session tells its slot.
 #[derive(Debug)]
 pub enum Report {
+    /// The upgrade completed.
+    Connected {
+        /// Session number.
+        session: u64,
+        /// When.
+        at: Instant,
+    },
     /// The first frame arrived: the server has attached the socket.
     Live {
         /// Session number.
@@ -215,6 +222,10 @@ impl Session {
             Ok(Err(e)) => return connect_failed(e),
             Ok(Ok((ws, _))) => ws,
         };
+        let _ = self.reports.send(Report::Connected {
+            session: self.id,
+            at: Instant::now(),
+        });
 
         let mut liveness = Liveness::new(self.cfg.liveness, Instant::now());
         let mut retired_at: Option<Instant> = None;

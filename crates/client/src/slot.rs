@@ -86,13 +86,21 @@ struct Next {
     purpose: Purpose,
     /// When the trigger (the `socket_closing` notice, or the rollover) happened.
     since: Instant,
+    /// When its upgrade completed.
+    connected_at: Option<Instant>,
 }
 
-/// The current socket was closed while its same-channel replacement was on its way, sooner
-/// than the service closes for maintenance: the replacement's attach closed it, so nothing
-/// was missed, unless the replacement then fails.
+/// How close in time the replacement's upgrade and the old socket's close must be for the
+/// close to count as caused by the replacement (the service answers the upgrade, then drops
+/// the old socket; the two reports can reach the slot in either order).
+const KICK_WINDOW: Duration = Duration::from_millis(250);
+
+/// The current socket was closed while its same-channel replacement was still connecting.
+/// If the replacement's upgrade completes within [`KICK_WINDOW`] of that close, the
+/// replacement's attach caused it and nothing was missed; otherwise it was a real outage.
 struct PendingDown {
     reason: String,
+    ended_at: Instant,
 }
 
 /// Runs a slot until shutdown or a fatal error.
@@ -233,6 +241,7 @@ impl Slot {
 
     fn on_report(&mut self, report: Report) {
         match report {
+            Report::Connected { session, at } => self.on_connected(session, at),
             Report::Live { session, at } => self.on_live(session, at),
             Report::SocketClosing { session } => {
                 let is_current = self.current.as_ref().is_some_and(|c| c.id == session);
@@ -248,6 +257,7 @@ impl Slot {
                         session,
                         purpose: Purpose::Closing,
                         since: Instant::now(),
+                        connected_at: None,
                     });
                 }
             }
@@ -271,6 +281,24 @@ impl Slot {
                 why,
                 at,
             } => self.on_ended(session, last_frame, why, at),
+        }
+    }
+
+    /// A socket's upgrade completed; settles a pending close of the socket it replaces.
+    fn on_connected(&mut self, session: u64, at: Instant) {
+        let Some(next) = self.next.as_mut().filter(|n| n.session.id == session) else {
+            return;
+        };
+        next.connected_at = Some(at);
+        if self
+            .pending_down
+            .as_ref()
+            .is_some_and(|p| at > p.ended_at + KICK_WINDOW)
+        {
+            // The old socket was gone well before the new one attached: a real hole.
+            if let Some(pending) = self.pending_down.take() {
+                self.mark_down(self.last_frame, pending.reason);
+            }
         }
     }
 
@@ -354,23 +382,35 @@ impl Slot {
         }
         if self.live.is_empty() && (was_live || self.pending_down.is_some()) {
             let grace = self.ctx.timings.closing_grace;
-            let kicked = was_current
-                && matches!(why, Ended::Closed { .. })
-                && self
-                    .next
-                    .as_ref()
-                    .is_some_and(|n| n.purpose == Purpose::Closing && at - n.since < grace);
-            if kicked {
-                // Closed sooner than any maintenance close: our own new socket replaced it.
-                self.pending_down = Some(PendingDown {
-                    reason: why.to_string(),
-                });
-            } else {
-                let reason = self
-                    .pending_down
-                    .take()
-                    .map_or_else(|| why.to_string(), |p| p.reason);
-                self.mark_down(self.last_frame, reason);
+            let replacing = self
+                .next
+                .as_ref()
+                .filter(|n| n.purpose == Purpose::Closing && at - n.since < grace)
+                .map(|n| n.connected_at);
+            match replacing {
+                // Closed while the replacement on the same channel was connecting, sooner
+                // than any maintenance close: decided by when the replacement connects.
+                // Until the replacement is live, a failure of it still makes this a gap.
+                Some(connected) if was_current && matches!(why, Ended::Closed { .. }) => {
+                    match connected {
+                        Some(c) if c > at + KICK_WINDOW => {
+                            self.mark_down(self.last_frame, why.to_string())
+                        }
+                        _ => {
+                            self.pending_down = Some(PendingDown {
+                                reason: why.to_string(),
+                                ended_at: at,
+                            })
+                        }
+                    }
+                }
+                _ => {
+                    let reason = self
+                        .pending_down
+                        .take()
+                        .map_or_else(|| why.to_string(), |p| p.reason);
+                    self.mark_down(self.last_frame, reason);
+                }
             }
         }
         if self.current.is_none() && self.next.is_none() && self.recover_at.is_none() {
@@ -458,6 +498,7 @@ impl Slot {
                     session,
                     purpose: Purpose::Rollover,
                     since: Instant::now(),
+                    connected_at: None,
                 });
                 Ok(())
             }

@@ -46,7 +46,8 @@ impl Rng {
     }
 }
 
-const KINDS: [&str; 13] = [
+const KINDS: [&str; 14] = [
+    "slow_upgrade",
     "drop",
     "close",
     "stall",

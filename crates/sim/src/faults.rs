@@ -108,6 +108,14 @@ pub enum Fault {
         /// Frame size.
         bytes: usize,
     },
+    /// Hold the next `count` WebSocket upgrades (default 1) for `ms` before answering
+    /// them (a slow load balancer).
+    SlowUpgrade {
+        /// Delay of each upgrade.
+        ms: u64,
+        /// How many upgrades.
+        count: Option<u32>,
+    },
     /// Remove pending REST faults and delivery faults.
     Clear {},
 }
@@ -148,7 +156,7 @@ impl Fault {
             | Fault::Duplicate { channel, .. }
             | Fault::Malformed { channel, .. }
             | Fault::Oversized { channel, .. } => channel.as_deref(),
-            Fault::RestErrors { .. } | Fault::Clear {} => None,
+            Fault::RestErrors { .. } | Fault::SlowUpgrade { .. } | Fault::Clear {} => None,
         }
     }
 
@@ -210,7 +218,12 @@ impl Core {
                 });
                 return Ok(applied);
             }
+            Fault::SlowUpgrade { ms, count } => {
+                inner.slow_upgrades = Some((Duration::from_millis(*ms), count.unwrap_or(1).max(1)));
+                return Ok(applied);
+            }
             Fault::Clear {} => {
+                inner.slow_upgrades = None;
                 inner.rest_faults.clear();
                 inner.global_faults = DeliveryFaults::default();
                 for chan in inner.channels.values_mut() {

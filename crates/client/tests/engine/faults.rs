@@ -205,3 +205,64 @@ async fn a_frame_over_the_size_limit_costs_the_socket_not_the_process() {
         .await;
     client.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_while_the_maintenance_replacement_is_still_connecting_is_a_gap() {
+    let sim = sim(SimConfig {
+        rate: 300.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let topics = org_topics(&sim);
+    let client = Collector::start(config(&sim, topics.clone())).await;
+    let live = client.live_since().await;
+    let stats = client.handle.stats().clone();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The replacement socket's upgrade is held for 600 ms; meanwhile the old socket is
+    // closed for another reason, well inside the maintenance grace.
+    sim.core()
+        .apply_fault(&Fault::SlowUpgrade {
+            ms: 600,
+            count: Some(1),
+        })
+        .unwrap();
+    sim.core()
+        .apply_fault(&Fault::SocketClosing {
+            channel: None,
+            grace_ms: Some(5000),
+        })
+        .unwrap();
+    client
+        .until("the maintenance notice", |_| {
+            Stats::get(&stats.socket_closings) >= 1
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    sim.core()
+        .apply_fault(&Fault::Close {
+            channel: None,
+            code: Some(1001),
+            reason: Some("idle timeout".into()),
+        })
+        .unwrap();
+    client
+        .until("a gap for the hole", |s| !s.gaps.is_empty())
+        .await;
+    let before = Stats::get(&stats.emitted);
+    client
+        .until("events after", |_| Stats::get(&stats.emitted) > before + 30)
+        .await;
+    let stopped = SystemTime::now();
+    let seen = client.stop().await;
+    let verdict = check(&ledger(&sim), &topics, &seen, window(live, stopped));
+    assert!(
+        verdict.missing.is_empty(),
+        "silent loss: {:?}",
+        verdict.missing
+    );
+    assert_eq!(seen.gaps.len(), 1, "{:?}", seen.gaps);
+    assert!(
+        verdict.covered_by_gap > 0,
+        "the hole held events: {verdict:?}"
+    );
+}

@@ -112,6 +112,9 @@ async fn socket(
             return error::error_response(426, body, None);
         }
     };
+    if let Some(delay) = core.take_upgrade_delay() {
+        tokio::time::sleep(delay).await;
+    }
     let limit = (core.config.max_client_message_bytes * 4).max(1 << 20);
     upgrade
         .max_message_size(limit)

@@ -73,6 +73,8 @@ pub(crate) struct Inner {
     pub(crate) global_faults: DeliveryFaults,
     pub(crate) rng: Rng,
     next_conn: u64,
+    /// A `slow_upgrade` fault: delay and upgrades left.
+    pub(crate) slow_upgrades: Option<(std::time::Duration, u32)>,
 }
 
 /// The state of one simulator.
@@ -112,6 +114,7 @@ impl Core {
             global_faults: DeliveryFaults::default(),
             rng: Rng::from_entropy(),
             next_conn: 1,
+            slow_upgrades: None,
         };
         let (published, _) = broadcast::channel(4096);
         Arc::new(Core {
@@ -415,6 +418,18 @@ impl Core {
             .channels
             .get(id)
             .is_some_and(|c| c.expires > Instant::now())
+    }
+
+    /// The delay a `slow_upgrade` fault puts on this upgrade, consuming one use.
+    pub fn take_upgrade_delay(&self) -> Option<std::time::Duration> {
+        let mut inner = self.lock();
+        let (delay, left) = inner.slow_upgrades.as_mut()?;
+        let delay = *delay;
+        *left -= 1;
+        if *left == 0 {
+            inner.slow_upgrades = None;
+        }
+        Some(delay)
     }
 
     /// Reserves a connection number.
