@@ -116,20 +116,19 @@ pub async fn ledger(
 /// `GET /sim/org`: the simulated queues and agents.
 pub async fn org(State(core): State<Arc<Core>>) -> Json<serde_json::Value> {
     let queues: Vec<_> = core
-        .org
-        .queues
-        .iter()
-        .map(|q| serde_json::json!({"id": q.id, "name": q.name}))
+        .listed_queues()
+        .into_iter()
+        .map(|(q, members)| serde_json::json!({"id": q.id, "name": q.name, "members": members}))
         .collect();
     let agents: Vec<_> = core
-        .org
-        .agents
-        .iter()
+        .listed_users()
+        .into_iter()
         .map(|a| {
             let queues: Vec<&str> = a
                 .queues
                 .iter()
-                .map(|i| core.org.queues[*i].id.as_str())
+                .filter_map(|i| core.org.queues.get(*i))
+                .map(|q| q.id.as_str())
                 .collect();
             serde_json::json!({"id": a.id, "name": a.name, "email": a.email, "queues": queues})
         })
