@@ -112,6 +112,10 @@ pub struct Timings {
     /// How far before the dead socket's last frame a gap starts: events published just
     /// before a socket died may still have been in flight to it.
     pub gap_lookback: Duration,
+    /// How long a socket replaced by a rollover keeps receiving before it is closed:
+    /// events published before the new channel was subscribed may still be on their way to
+    /// it (the service has delivered the same event seconds apart on two sockets).
+    pub overlap: Duration,
     /// First reconnect/retry delay.
     pub backoff_base: Duration,
     /// Longest reconnect/retry delay.
@@ -131,6 +135,7 @@ impl Default for Timings {
             rollover_margin: Duration::from_secs(300),
             closing_grace: Duration::from_secs(30),
             gap_lookback: Duration::from_secs(1),
+            overlap: Duration::from_secs(15),
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
             request_timeout: Duration::from_secs(15),

@@ -116,6 +116,7 @@ pub async fn run(ctx: SlotCtx, topics: Arc<[String]>, cmds: mpsc::UnboundedRecei
         current: None,
         next: None,
         retiring: Vec::new(),
+        overlapping: Vec::new(),
         live: HashSet::new(),
         last_frame: None,
         pending_down: None,
@@ -139,6 +140,8 @@ struct Slot {
     current: Option<SessionHandle>,
     next: Option<Next>,
     retiring: Vec<SessionHandle>,
+    /// Replaced sockets still receiving until their deadline (events in flight on them).
+    overlapping: Vec<(SessionHandle, Instant)>,
     live: HashSet<u64>,
     last_frame: Option<SystemTime>,
     pending_down: Option<PendingDown>,
@@ -169,6 +172,7 @@ impl Slot {
                 .as_ref()
                 .filter(|_| self.next.is_none() && self.current.is_some() && !self.chan_dead)
                 .map(|c| c.rollover_at);
+            let overlap_ends = self.overlapping.iter().map(|(_, at)| *at).min();
             let result = tokio::select! {
                 // Orders from the handle; a dropped handle means shut down.
                 cmd = cmds.recv() => match cmd {
@@ -191,6 +195,11 @@ impl Slot {
                 // Time to roll over to a fresh channel.
                 _ = sleep_until(rollover_at.unwrap_or_else(Instant::now)), if rollover_at.is_some() => {
                     self.rollover().await
+                }
+                // A replaced socket's overlap is over: close it.
+                _ = sleep_until(overlap_ends.unwrap_or_else(Instant::now)), if overlap_ends.is_some() => {
+                    self.end_overlaps();
+                    Ok(())
                 }
             };
             self.flush_outbox().await;
@@ -267,10 +276,14 @@ impl Slot {
                     self.chan_dead = true;
                     let chan = self.chan.as_ref().map(|c| c.id.clone());
                     tracing::warn!(channel = ?chan, %why, "channel lost; replacing it");
+                    let why_lost = why.clone();
                     self.state(StateKind::ChannelLost, chan, why);
-                    if let Some(mut current) = self.current.take() {
-                        current.retire("channel lost");
-                        self.retiring.push(current);
+                    if let Some(current) = self.current.take() {
+                        self.retire(current, "channel lost");
+                    }
+                    if self.live.is_empty() && self.next.is_none() {
+                        // The notice was the last thing this channel delivered.
+                        self.mark_down(Some(SystemTime::now()), why_lost);
                     }
                     self.recover_at.get_or_insert_with(Instant::now);
                 }
@@ -327,11 +340,37 @@ impl Slot {
         }
     }
 
+    /// Retires the replaced sockets whose overlap is over.
+    fn end_overlaps(&mut self) {
+        let now = Instant::now();
+        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.overlapping)
+            .into_iter()
+            .partition(|(_, at)| *at <= now);
+        self.overlapping = keep;
+        for (session, _) in due {
+            self.retire(session, "rollover");
+        }
+    }
+
+    /// Closes a session politely. From now on it no longer counts as receiving: a server
+    /// may stop sending to a socket being closed, so it covers nothing.
+    fn retire(&mut self, mut session: SessionHandle, reason: &'static str) {
+        session.retire(reason);
+        self.live.remove(&session.id);
+        self.retiring.push(session);
+    }
+
     fn promote(&mut self) {
         let Some(next) = self.next.take() else { return };
-        if let Some(mut old) = self.current.take() {
-            old.retire("rollover");
-            self.retiring.push(old);
+        if let Some(old) = self.current.take() {
+            if next.purpose == Purpose::Rollover {
+                // Keep reading the old socket a while: events published before the new
+                // channel was subscribed may still be on their way to it.
+                self.overlapping
+                    .push((old, Instant::now() + self.ctx.timings.overlap));
+            } else {
+                self.retire(old, "replaced");
+            }
         }
         if next.purpose == Purpose::Rollover {
             Stats::bump(&self.ctx.stats.rollovers);
@@ -368,6 +407,7 @@ impl Slot {
         let was_current = self.current.as_ref().is_some_and(|c| c.id == session);
         let was_next = self.next.as_ref().is_some_and(|n| n.session.id == session);
         self.retiring.retain(|s| s.id != session);
+        self.overlapping.retain(|(s, _)| s.id != session);
         if why != Ended::Retired {
             tracing::warn!(channel = ?self.chan.as_ref().map(|c| c.id.clone()), %why, "socket ended");
         }
@@ -424,6 +464,7 @@ impl Slot {
     }
 
     fn mark_down(&mut self, last_frame: Option<SystemTime>, reason: String) {
+        tracing::debug!(shard = self.ctx.shard, slot = self.ctx.slot, ?last_frame, %reason, "slot down");
         let chan = self.chan.as_ref().map(|c| c.id.clone());
         self.state(StateKind::Down, chan, reason.clone());
         self.coverage(Coverage::Down { last_frame, reason });
@@ -703,6 +744,7 @@ impl Slot {
             .iter_mut()
             .chain(self.next.iter_mut().map(|n| &mut n.session))
             .chain(self.retiring.iter_mut())
+            .chain(self.overlapping.iter_mut().map(|(s, _)| s))
         {
             handle.retire("shutdown");
             open.insert(handle.id);

@@ -142,10 +142,58 @@ struct Outcome {
     seen: Seen,
     verdict: Verdict,
     applied: BTreeMap<&'static str, usize>,
+    log: Vec<(SystemTime, &'static str, String)>,
+}
+
+impl Outcome {
+    /// What happened around the first missing event: faults and gaps within two seconds.
+    fn context(&self) -> String {
+        let Some(first) = self.verdict.missing.first() else {
+            return String::new();
+        };
+        let at: SystemTime = first.published_at.into();
+        let near = |t: SystemTime| {
+            let d = if t > at {
+                t.duration_since(at)
+            } else {
+                at.duration_since(t)
+            };
+            d.unwrap_or_default() < Duration::from_secs(2)
+        };
+        let ms = |t: SystemTime| {
+            t.duration_since(at).map_or_else(
+                |e| -(e.duration().as_millis() as i64),
+                |d| d.as_millis() as i64,
+            )
+        };
+        let faults: Vec<String> = self
+            .log
+            .iter()
+            .filter(|(t, ..)| near(*t))
+            .map(|(t, k, c)| format!("{:+} ms {k} on {c}", ms(*t)))
+            .collect();
+        let gaps: Vec<String> = self
+            .seen
+            .gaps
+            .iter()
+            .filter(|g| near(g.from) || near(g.to))
+            .map(|g| format!("{:+}..{:+} ms ({})", ms(g.from), ms(g.to), g.reason))
+            .collect();
+        format!(
+            "first missing on {} (delivered to {:?}); faults nearby: {faults:?}; gaps nearby: {gaps:?}",
+            first.topic, first.delivered_to
+        )
+    }
 }
 
 /// Runs the soak: one fault at a time, each only once every socket is receiving again.
 async fn soak(redundancy: usize) -> Outcome {
+    if std::env::var_os("HOLDLINE_SOAK_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("holdline_client=debug"))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let sim = chaos_sim().await;
     let topics = org_topics(&sim);
     let singles: usize = topics
@@ -160,6 +208,7 @@ async fn soak(redundancy: usize) -> Outcome {
     assert!(client.handle.shards() >= 3, "the topics are sharded");
     let mut rng = Rng(seed());
     let mut applied: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut log = Vec::new();
     let end = Instant::now() + Duration::from_secs(soak_secs());
     let mut round = 0;
     while Instant::now() < end {
@@ -181,8 +230,9 @@ async fn soak(redundancy: usize) -> Outcome {
         };
         round += 1;
         let target = connected[rng.below(connected.len())].clone();
-        if sim.core().apply_fault(&fault(kind, target)).is_ok() {
+        if sim.core().apply_fault(&fault(kind, target.clone())).is_ok() {
             *applied.entry(kind).or_default() += 1;
+            log.push((SystemTime::now(), kind, target));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -213,49 +263,54 @@ async fn soak(redundancy: usize) -> Outcome {
         seen,
         verdict,
         applied,
+        log,
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redundancy_two_survives_every_single_socket_fault_without_loss_or_gap() {
+    let outcome = soak(2).await;
+    assert!(
+        outcome.verdict.missing.is_empty(),
+        "missing: {}",
+        outcome.context()
+    );
     let Outcome {
         seen,
         verdict,
         applied,
-    } = soak(2).await;
+        ..
+    } = outcome;
     assert_eq!(
         applied.len(),
         KINDS.len(),
         "every fault kind was thrown: {applied:?}"
     );
     assert!(verdict.checked > 500, "{verdict:?}");
-    assert!(
-        verdict.missing.is_empty(),
-        "missing: {:?}",
-        verdict.missing.iter().take(5).collect::<Vec<_>>()
-    );
     assert_eq!(verdict.duplicates, 0, "duplicates in the output");
+    let reasons: Vec<&String> = seen.gaps.iter().map(|g| &g.reason).collect();
     assert!(
         seen.gaps.is_empty(),
-        "a single-socket fault made a gap: {:?}",
-        seen.gaps.iter().map(|g| &g.reason).collect::<Vec<_>>()
+        "a single-socket fault made a gap: {reasons:?}"
     );
     assert!(seen.error.is_none(), "{:?}", seen.error);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redundancy_one_reports_every_loss_as_a_gap() {
+    let outcome = soak(1).await;
+    assert!(
+        outcome.verdict.missing.is_empty(),
+        "silent loss: {}",
+        outcome.context()
+    );
     let Outcome {
         seen,
         verdict,
         applied,
-    } = soak(1).await;
+        ..
+    } = outcome;
     assert_eq!(applied.len(), KINDS.len(), "{applied:?}");
-    assert!(
-        verdict.missing.is_empty(),
-        "silent loss: {:?}",
-        verdict.missing.iter().take(5).collect::<Vec<_>>()
-    );
     assert_eq!(verdict.duplicates, 0);
     assert!(
         !seen.gaps.is_empty(),

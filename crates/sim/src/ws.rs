@@ -149,6 +149,9 @@ impl Socket {
                 code,
                 reason,
             } => {
+                // Events handed to this socket before the close was decided still go out
+                // first, as they would on a TCP stream the server closes in order.
+                self.flush(data).await;
                 if let Some(notice) = notice {
                     let _ = self.send(notice).await;
                 }
@@ -230,7 +233,11 @@ impl Socket {
             }
             // tungstenite queued the pong; flush so it leaves now.
             Message::Ping(_) => self.ws.flush().await.err().map(|_| End::Closed),
-            Message::Close(_) => Some(End::Closed),
+            // tungstenite queued the close reply; flush so the client's close completes.
+            Message::Close(_) => {
+                let _ = self.ws.flush().await;
+                Some(End::Closed)
+            }
             Message::Binary(_) | Message::Pong(_) => None,
         }
     }

@@ -33,6 +33,7 @@ pub fn fast_timings() -> Timings {
         rollover_margin: Duration::from_secs(300),
         closing_grace: Duration::from_millis(200),
         gap_lookback: Duration::from_millis(500),
+        overlap: Duration::from_secs(1),
         backoff_base: Duration::from_millis(50),
         backoff_max: Duration::from_millis(400),
         request_timeout: Duration::from_secs(5),

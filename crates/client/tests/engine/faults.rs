@@ -266,3 +266,91 @@ async fn a_close_while_the_maintenance_replacement_is_still_connecting_is_a_gap(
         "the hole held events: {verdict:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_closing_while_deliveries_are_delayed_loses_nothing() {
+    let sim = sim(SimConfig {
+        rate: 300.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let topics = org_topics(&sim);
+    let client = Collector::start(config(&sim, topics.clone())).await;
+    let live = client.live_since().await;
+    let stats = client.handle.stats().clone();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sim.core()
+        .apply_fault(&Fault::Delay {
+            channel: None,
+            ms: 200,
+            for_ms: Some(600),
+            count: None,
+        })
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sim.core()
+        .apply_fault(&Fault::SocketClosing {
+            channel: None,
+            grace_ms: Some(300),
+        })
+        .unwrap();
+    client
+        .until("the maintenance notice", |_| {
+            Stats::get(&stats.socket_closings) >= 1
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let stopped = SystemTime::now();
+    let seen = client.stop().await;
+    let verdict = check(&ledger(&sim), &topics, &seen, window(live, stopped));
+    assert!(
+        verdict.missing.is_empty(),
+        "lost {} of {}: {:?}",
+        verdict.missing.len(),
+        verdict.checked,
+        verdict.missing.iter().map(|e| e.seq).collect::<Vec<_>>()
+    );
+    assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_then_maintenance_on_the_same_channel_is_covered() {
+    let sim = sim(SimConfig {
+        rate: 300.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let topics = org_topics(&sim);
+    let client = Collector::start(config(&sim, topics.clone())).await;
+    let live = client.live_since().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let channel = sim.core().channel_infos(|c, _| c.id.to_string()).remove(0);
+    sim.core()
+        .apply_fault(&Fault::Stall {
+            channel: Some(channel.clone()),
+            ms: 1500,
+        })
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    sim.core()
+        .apply_fault(&Fault::SocketClosing {
+            channel: Some(channel),
+            grace_ms: Some(300),
+        })
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stopped = SystemTime::now();
+    let seen = client.stop().await;
+    let verdict = check(&ledger(&sim), &topics, &seen, window(live, stopped));
+    assert!(
+        verdict.missing.is_empty(),
+        "lost {} of {}; gaps {:?}; states {:?}",
+        verdict.missing.len(),
+        verdict.checked,
+        seen.gaps
+            .iter()
+            .map(|g| (&g.reason, g.from, g.to))
+            .collect::<Vec<_>>(),
+        seen.states.iter().map(|s| (s.0, &s.1)).collect::<Vec<_>>()
+    );
+}
