@@ -76,6 +76,9 @@ pub struct ListenArgs {
     /// How far before a dead socket's last frame its gap starts (events in flight).
     #[arg(long, value_parser = duration)]
     gap_lookback: Option<Duration>,
+    /// How long a socket replaced at rollover keeps receiving (events in flight; 15s).
+    #[arg(long, value_parser = duration)]
+    overlap: Option<Duration>,
     /// Channels (each with its own socket and token) holding every topic; with 2 a single
     /// socket fault loses nothing (default 2).
     #[arg(long)]
@@ -140,6 +143,7 @@ pub struct ListenFile {
     pub backoff_max: Option<String>,
     pub closing_grace: Option<String>,
     pub gap_lookback: Option<String>,
+    pub overlap: Option<String>,
 }
 
 fn usage(msg: impl Into<String>) -> anyhow::Error {
@@ -309,6 +313,7 @@ impl ListenArgs {
             "gap_lookback",
             &mut t.gap_lookback,
         )?;
+        pick(self.overlap, &file.overlap, "overlap", &mut t.overlap)?;
         for (name, d) in [
             ("ping interval", t.ping_interval),
             ("pong timeout", t.pong_timeout),
