@@ -151,13 +151,7 @@ impl Client {
             stats: stats.clone(),
         };
         let dedupe = Dedupe::new(config.dedupe_window, config.dedupe_max_ids);
-        let stream = EventStream::new(
-            rx,
-            dedupe,
-            redundancy,
-            config.timings.gap_lookback,
-            stats.clone(),
-        );
+        let stream = EventStream::new(rx, dedupe, config.timings.gap_lookback, stats.clone());
         let template = Template {
             apis,
             session,

@@ -1,42 +1,50 @@
 //! Which topics could not have been received, and when (sans-io).
 //!
-//! A shard of topics is held by one or more slots (channels with their sockets). The shard
-//! is covered while at least one slot is receiving. When the last receiving slot goes
-//! down, the outage starts at the latest frame any slot received, less a small look-back
-//! for events that were still in flight when the socket died; it ends when a slot is
-//! receiving again. Each outage becomes exactly one gap record. Before the shard was first
-//! covered nothing was expected, so start-up is never a gap.
+//! Every socket of a shard covers an interval of time: from when it started receiving to
+//! its last frame. A socket that died covers only up to its last frame less a look-back,
+//! because events published just before it died may still have been in flight; a socket
+//! the service handed over to its replacement (the `socket_closing` kick) covers up to its
+//! last frame exactly. Live sockets cover from their start on. A gap is a stretch of time,
+//! after the shard was first covered, that no socket's interval covers; each becomes one
+//! gap record when the next socket starts covering. Two sockets being live at the same
+//! moment is not enough: the one that started later does not cover the time before it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::event::Gap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SlotState {
-    Never,
-    Live,
-    Down,
-}
+/// Ended intervals kept at most (a safety cap; a day of sockets is a few dozen).
+const MAX_INTERVALS: usize = 10_000;
 
 /// Coverage of one shard.
 #[derive(Debug)]
 pub struct ShardCoverage {
     topics: Arc<[String]>,
-    slots: Vec<SlotState>,
-    covered_until: Option<SystemTime>,
-    outage: Option<(SystemTime, String)>,
+    /// Sockets receiving now, with when they started covering.
+    live: HashMap<u64, SystemTime>,
+    /// Trusted intervals of sockets that ended, with why they ended.
+    ended: Vec<(SystemTime, SystemTime, String)>,
+    /// Everything before this is covered or already reported.
+    watermark: Option<SystemTime>,
+    /// Why the last socket that ended did.
+    last_reason: String,
+    /// Why the socket whose coverage ends at the watermark ended.
+    watermark_reason: String,
     lookback: Duration,
 }
 
 impl ShardCoverage {
-    /// A shard of `topics` held by `slots` slots.
-    pub fn new(topics: Arc<[String]>, slots: usize, lookback: Duration) -> Self {
+    /// A shard of `topics`; `lookback` is trimmed from the end of every socket that died.
+    pub fn new(topics: Arc<[String]>, lookback: Duration) -> Self {
         ShardCoverage {
             topics,
-            slots: vec![SlotState::Never; slots.max(1)],
-            covered_until: None,
-            outage: None,
+            live: HashMap::new(),
+            ended: Vec::new(),
+            watermark: None,
+            last_reason: String::new(),
+            watermark_reason: String::new(),
             lookback,
         }
     }
@@ -46,54 +54,110 @@ impl ShardCoverage {
         self.topics = topics;
     }
 
-    fn any_live(&self) -> bool {
-        self.slots.contains(&SlotState::Live)
+    /// Socket `session` covers from `since`; returns the gaps this closes.
+    pub fn live(&mut self, session: u64, since: SystemTime) -> Vec<Gap> {
+        self.watermark.get_or_insert(since);
+        self.live.insert(session, since);
+        self.advance()
     }
 
-    /// Slot `slot` is receiving since `at`; returns the gap this closes, if any.
-    pub fn live(&mut self, slot: usize, at: SystemTime) -> Option<Gap> {
-        let covered = self.any_live();
-        if let Some(state) = self.slots.get_mut(slot) {
-            *state = SlotState::Live;
+    /// Socket `session` stopped covering; its last frame arrived at `until`. `lookback`
+    /// is false only when the service handed its events over to a replacement.
+    pub fn ended(
+        &mut self,
+        session: u64,
+        until: Option<SystemTime>,
+        lookback: bool,
+        reason: &str,
+    ) -> Vec<Gap> {
+        let Some(since) = self.live.remove(&session) else {
+            return Vec::new();
+        };
+        self.last_reason = reason.to_owned();
+        if let Some(until) = until {
+            let until = if lookback {
+                until.checked_sub(self.lookback).unwrap_or(until)
+            } else {
+                until
+            };
+            if until > since {
+                if self.ended.len() == MAX_INTERVALS {
+                    self.ended.remove(0);
+                }
+                self.ended.push((since, until, reason.to_owned()));
+            }
         }
+        self.advance()
+    }
+
+    /// Moves the watermark over covered time and reports every hole that is closed.
+    fn advance(&mut self) -> Vec<Gap> {
+        let mut gaps = Vec::new();
+        while let Some(w) = self.watermark {
+            if self.live.values().any(|since| *since <= w) {
+                break;
+            }
+            let reach = self
+                .ended
+                .iter()
+                .filter(|(a, b, _)| *a <= w && *b > w)
+                .max_by_key(|(_, b, _)| *b);
+            if let Some((_, end, reason)) = reach {
+                self.watermark_reason = reason.clone();
+                self.watermark = Some(*end);
+                continue;
+            }
+            let next = self
+                .live
+                .values()
+                .copied()
+                .chain(self.ended.iter().map(|(a, ..)| *a))
+                .filter(|a| *a > w)
+                .min();
+            let Some(to) = next else { break };
+            gaps.push(Gap {
+                topics: self.topics.clone(),
+                from: w,
+                to,
+                reason: self.reason_at(w),
+            });
+            self.watermark = Some(to);
+        }
+        if let Some(w) = self.watermark {
+            self.ended.retain(|(_, b, _)| *b > w);
+        }
+        gaps
+    }
+
+    /// Why coverage stopped at `w`: the socket whose interval ends there, else the last
+    /// socket that ended.
+    fn reason_at(&self, w: SystemTime) -> String {
+        let ends_here = self
+            .ended
+            .iter()
+            .find(|(_, b, _)| *b == w)
+            .map(|(_, _, r)| r.clone());
+        let reason = ends_here.unwrap_or_else(|| self.watermark_reason.clone());
+        if reason.is_empty() {
+            self.last_reason.clone()
+        } else {
+            reason
+        }
+    }
+
+    /// Ends an open hole at `now` (the client stopped while nothing covered the shard).
+    pub fn close_outage(&mut self, now: SystemTime) -> Option<Gap> {
+        let w = self.watermark?;
+        let covered = self.live.values().any(|since| *since <= w)
+            || self.ended.iter().any(|(a, b, _)| *a <= w && *b > w);
         if covered {
             return None;
         }
-        let (from, reason) = self.outage.take()?;
+        let reason = format!("{}; still down when the client stopped", self.reason_at(w));
         Some(Gap {
             topics: self.topics.clone(),
-            from,
-            to: at.max(from),
-            reason,
-        })
-    }
-
-    /// Slot `slot` stopped receiving; its last frame arrived at `last_frame`.
-    pub fn down(&mut self, slot: usize, last_frame: Option<SystemTime>, reason: &str) {
-        let was_live = self.slots.get(slot) == Some(&SlotState::Live);
-        if let Some(state) = self.slots.get_mut(slot)
-            && *state == SlotState::Live
-        {
-            *state = SlotState::Down;
-        }
-        if let Some(at) = last_frame {
-            self.covered_until = Some(self.covered_until.map_or(at, |c| c.max(at)));
-        }
-        if was_live && !self.any_live() {
-            let end = self.covered_until.unwrap_or_else(SystemTime::now);
-            let from = end.checked_sub(self.lookback).unwrap_or(end);
-            self.outage = Some((from, reason.to_owned()));
-        }
-    }
-
-    /// Ends an open outage at `now` (the client stopped while the shard was down).
-    pub fn close_outage(&mut self, now: SystemTime) -> Option<Gap> {
-        let (from, reason) = self.outage.take()?;
-        let reason = format!("{reason}; still down when the client stopped");
-        Some(Gap {
-            topics: self.topics.clone(),
-            from,
-            to: now.max(from),
+            from: w,
+            to: now.max(w),
             reason,
         })
     }
@@ -109,57 +173,96 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
     }
 
-    fn shard(slots: usize) -> ShardCoverage {
-        ShardCoverage::new(vec!["a".to_owned()].into(), slots, LOOKBACK)
+    fn shard() -> ShardCoverage {
+        ShardCoverage::new(vec!["a".to_owned()].into(), LOOKBACK)
+    }
+
+    fn window(gaps: &[Gap]) -> Vec<(SystemTime, SystemTime)> {
+        gaps.iter().map(|g| (g.from, g.to)).collect()
     }
 
     #[test]
     fn start_up_is_not_a_gap() {
-        let mut s = shard(1);
-        assert_eq!(s.live(0, t(10)), None);
+        let mut s = shard();
+        assert!(s.live(1, t(10)).is_empty());
     }
 
     #[test]
-    fn one_slot_outage_is_one_gap_from_last_frame_to_live() {
-        let mut s = shard(1);
-        s.live(0, t(10));
-        s.down(0, Some(t(20)), "socket dropped");
-        let gap = s.live(0, t(25)).expect("a gap");
-        assert_eq!((gap.from, gap.to), (t(20) - LOOKBACK, t(25)));
-        assert_eq!(gap.reason, "socket dropped");
-        assert_eq!(s.live(0, t(26)), None, "only one gap per outage");
-    }
-
-    #[test]
-    fn a_redundant_slot_that_stays_up_means_no_gap() {
-        let mut s = shard(2);
-        s.live(0, t(10));
-        s.live(1, t(11));
-        s.down(0, Some(t(20)), "drop");
-        assert_eq!(s.live(0, t(25)), None);
-    }
-
-    #[test]
-    fn both_slots_down_gap_starts_at_the_latest_frame_either_got() {
-        let mut s = shard(2);
-        s.live(0, t(10));
+    fn a_dead_socket_is_a_gap_from_its_last_frame_less_the_lookback_to_the_next_start() {
+        let mut s = shard();
         s.live(1, t(10));
-        // Slot 1's socket died silently at 30 but is only detected after slot 0's drop.
-        s.down(0, Some(t(32)), "drop");
-        s.down(1, Some(t(30)), "watchdog");
-        let gap = s.live(1, t(40)).unwrap();
-        assert_eq!((gap.from, gap.to), (t(32) - LOOKBACK, t(40)));
-        assert_eq!(gap.reason, "watchdog");
+        assert!(
+            s.ended(1, Some(t(20)), true, "dropped").is_empty(),
+            "still open"
+        );
+        let gaps = s.live(2, t(25));
+        assert_eq!(window(&gaps), [(t(20) - LOOKBACK, t(25))]);
+        assert_eq!(gaps[0].reason, "dropped");
+        assert!(s.live(3, t(26)).is_empty(), "one gap per hole");
     }
 
     #[test]
-    fn a_slot_that_never_went_live_changes_nothing() {
-        let mut s = shard(2);
-        s.live(0, t(10));
-        s.down(1, None, "connect failed");
-        assert!(s.close_outage(t(20)).is_none());
-        s.down(0, Some(t(30)), "drop");
-        let gap = s.close_outage(t(40)).expect("outage open at shutdown");
+    fn a_redundant_socket_that_covered_the_time_means_no_gap() {
+        let mut s = shard();
+        s.live(1, t(10));
+        s.live(2, t(11));
+        assert!(s.ended(1, Some(t(20)), true, "drop").is_empty());
+        assert!(s.live(3, t(25)).is_empty());
+    }
+
+    #[test]
+    fn a_socket_that_started_after_the_other_died_does_not_cover_the_time_between() {
+        let mut s = shard();
+        s.live(1, t(10));
+        // Socket 1 stalls at 20; socket 2 (a rollover) starts at 22; socket 1 is found
+        // dead only at 24.
+        s.live(2, t(22));
+        let gaps = s.ended(1, Some(t(20)), true, "dead");
+        assert_eq!(window(&gaps), [(t(20) - LOOKBACK, t(22))]);
+    }
+
+    #[test]
+    fn both_down_gap_starts_at_the_latest_trusted_frame() {
+        let mut s = shard();
+        s.live(1, t(10));
+        s.live(2, t(10));
+        s.ended(1, Some(t(32)), true, "drop");
+        s.ended(2, Some(t(30)), true, "watchdog");
+        let gaps = s.live(3, t(40));
+        assert_eq!(window(&gaps), [(t(32) - LOOKBACK, t(40))]);
+        assert_eq!(gaps[0].reason, "drop");
+    }
+
+    #[test]
+    fn a_handover_leaves_no_gap() {
+        let mut s = shard();
+        s.live(1, t(10));
+        // The service kicked socket 1 for its replacement after flushing it.
+        s.ended(1, Some(t(20)), false, "kicked");
+        assert!(s.live(2, t(20)).is_empty());
+    }
+
+    #[test]
+    fn an_open_hole_is_closed_at_shutdown_and_only_then() {
+        let mut s = shard();
+        s.live(1, t(10));
+        assert!(s.close_outage(t(15)).is_none(), "covered");
+        s.ended(1, Some(t(30)), true, "drop");
+        let gap = s.close_outage(t(40)).expect("open at shutdown");
         assert_eq!((gap.from, gap.to), (t(30) - LOOKBACK, t(40)));
+        assert!(gap.reason.contains("still down"));
+    }
+
+    #[test]
+    fn short_lived_sockets_cover_nothing_after_the_lookback() {
+        let mut s = shard();
+        s.live(1, t(10));
+        s.ended(1, Some(t(20)), true, "drop");
+        s.live(2, t(21));
+        // Socket 2 dies before it was up for longer than the look-back.
+        let gaps = s.ended(2, Some(t(21)), true, "drop again");
+        assert!(gaps.is_empty(), "still open");
+        let gaps = s.live(3, t(30));
+        assert_eq!(window(&gaps), [(t(21), t(30))]);
     }
 }

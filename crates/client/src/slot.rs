@@ -95,10 +95,14 @@ struct Next {
 /// the old socket; the two reports can reach the slot in either order).
 const KICK_WINDOW: Duration = Duration::from_millis(250);
 
-/// The current socket was closed while its same-channel replacement was still connecting.
-/// If the replacement's upgrade completes within [`KICK_WINDOW`] of that close, the
-/// replacement's attach caused it and nothing was missed; otherwise it was a real outage.
-struct PendingDown {
+/// The current socket was closed while its same-channel replacement was still connecting,
+/// sooner than the service closes for maintenance. If the replacement's upgrade completed
+/// within [`KICK_WINDOW`] of that close, the replacement's attach caused it: the service
+/// handed every event over in order, so the old socket's coverage runs to its last frame
+/// and the new one's starts no later. Otherwise it was a real outage.
+struct Deferred {
+    session: u64,
+    last_frame: Option<SystemTime>,
     reason: String,
     ended_at: Instant,
 }
@@ -118,8 +122,7 @@ pub async fn run(ctx: SlotCtx, topics: Arc<[String]>, cmds: mpsc::UnboundedRecei
         retiring: Vec::new(),
         overlapping: Vec::new(),
         live: HashSet::new(),
-        last_frame: None,
-        pending_down: None,
+        deferred: None,
         recover_at: None,
         backoff,
         ever_live: false,
@@ -143,8 +146,7 @@ struct Slot {
     /// Replaced sockets still receiving until their deadline (events in flight on them).
     overlapping: Vec<(SessionHandle, Instant)>,
     live: HashSet<u64>,
-    last_frame: Option<SystemTime>,
-    pending_down: Option<PendingDown>,
+    deferred: Option<Deferred>,
     recover_at: Option<Instant>,
     backoff: Backoff,
     ever_live: bool,
@@ -223,7 +225,6 @@ impl Slot {
     fn coverage(&mut self, change: Coverage) {
         self.outbox.push(Inbound::Coverage {
             shard: self.ctx.shard,
-            slot: self.ctx.slot,
             change,
         });
     }
@@ -276,14 +277,9 @@ impl Slot {
                     self.chan_dead = true;
                     let chan = self.chan.as_ref().map(|c| c.id.clone());
                     tracing::warn!(channel = ?chan, %why, "channel lost; replacing it");
-                    let why_lost = why.clone();
                     self.state(StateKind::ChannelLost, chan, why);
                     if let Some(current) = self.current.take() {
-                        self.retire(current, "channel lost");
-                    }
-                    if self.live.is_empty() && self.next.is_none() {
-                        // The notice was the last thing this channel delivered.
-                        self.mark_down(Some(SystemTime::now()), why_lost);
+                        self.retire(current, "channel lost", false);
                     }
                     self.recover_at.get_or_insert_with(Instant::now);
                 }
@@ -297,40 +293,62 @@ impl Slot {
         }
     }
 
-    /// A socket's upgrade completed; settles a pending close of the socket it replaces.
+    /// A socket's upgrade completed; settles a deferred close of the socket it replaces.
     fn on_connected(&mut self, session: u64, at: Instant) {
         let Some(next) = self.next.as_mut().filter(|n| n.session.id == session) else {
             return;
         };
         next.connected_at = Some(at);
         if self
-            .pending_down
+            .deferred
             .as_ref()
-            .is_some_and(|p| at > p.ended_at + KICK_WINDOW)
+            .is_some_and(|d| at > d.ended_at + KICK_WINDOW)
         {
             // The old socket was gone well before the new one attached: a real hole.
-            if let Some(pending) = self.pending_down.take() {
-                self.mark_down(self.last_frame, pending.reason);
-            }
+            self.release_deferred();
+        }
+    }
+
+    /// Reports a deferred close as an ordinary end of coverage.
+    fn release_deferred(&mut self) {
+        if let Some(d) = self.deferred.take() {
+            self.coverage(Coverage::Ended {
+                session: d.session,
+                until: d.last_frame,
+                lookback: true,
+                reason: d.reason.clone(),
+            });
+            self.note_down(&d.reason);
         }
     }
 
     fn on_live(&mut self, session: u64, at: SystemTime) {
-        let was_live = !self.live.is_empty() || self.pending_down.is_some();
+        let was_live = !self.live.is_empty() || self.deferred.is_some();
         self.live.insert(session);
-        if self.next.as_ref().is_some_and(|n| n.session.id == session) {
+        let is_next = self.next.as_ref().is_some_and(|n| n.session.id == session);
+        let mut since = at;
+        if let Some(d) = self.deferred.take().filter(|_| is_next) {
+            // Handed over by the service: no hole between the two sockets.
+            since = d.last_frame.map_or(at, |l| l.min(at));
+            self.coverage(Coverage::Ended {
+                session: d.session,
+                until: d.last_frame,
+                lookback: false,
+                reason: d.reason,
+            });
+        }
+        self.coverage(Coverage::Live { session, since });
+        if is_next {
             self.promote();
         }
         if self.current.as_ref().is_some_and(|c| c.id == session) {
             self.backoff.reset();
         }
-        self.pending_down = None;
         if !was_live {
             if self.ever_live {
                 Stats::bump(&self.ctx.stats.reconnects);
             }
             self.ever_live = true;
-            self.coverage(Coverage::Live { at });
             let chan = self.chan.as_ref().map(|c| c.id.clone());
             self.state(
                 StateKind::Live,
@@ -348,15 +366,26 @@ impl Slot {
             .partition(|(_, at)| *at <= now);
         self.overlapping = keep;
         for (session, _) in due {
-            self.retire(session, "rollover");
+            self.retire(session, "rollover", false);
         }
     }
 
     /// Closes a session politely. From now on it no longer counts as receiving: a server
-    /// may stop sending to a socket being closed, so it covers nothing.
-    fn retire(&mut self, mut session: SessionHandle, reason: &'static str) {
+    /// may stop sending to a socket being closed, so it covers nothing after this.
+    ///
+    /// `handed_over`: its replacement on the same channel is already receiving, so the
+    /// service has moved delivery to it in order and nothing is in flight between them.
+    fn retire(&mut self, mut session: SessionHandle, reason: &'static str, handed_over: bool) {
         session.retire(reason);
-        self.live.remove(&session.id);
+        if self.live.remove(&session.id) {
+            let reason = format!("socket closed by holdline ({reason})");
+            self.coverage(Coverage::Ended {
+                session: session.id,
+                until: Some(SystemTime::now()),
+                lookback: !handed_over,
+                reason,
+            });
+        }
         self.retiring.push(session);
     }
 
@@ -369,7 +398,7 @@ impl Slot {
                 self.overlapping
                     .push((old, Instant::now() + self.ctx.timings.overlap));
             } else {
-                self.retire(old, "replaced");
+                self.retire(old, "replaced", true);
             }
         }
         if next.purpose == Purpose::Rollover {
@@ -393,9 +422,6 @@ impl Slot {
     }
 
     fn on_ended(&mut self, session: u64, last_frame: Option<SystemTime>, why: Ended, at: Instant) {
-        if let Some(frame) = last_frame {
-            self.last_frame = Some(self.last_frame.map_or(frame, |l| l.max(frame)));
-        }
         let was_live = self.live.remove(&session);
         if let Ended::ConnectFailed {
             status: Some(401 | 403 | 404 | 410),
@@ -419,38 +445,34 @@ impl Slot {
             if next.is_some_and(|n| n.purpose == Purpose::Rollover) {
                 self.retry_rollover();
             }
+            // A replacement that never went live settles a deferred close as a real end.
+            self.release_deferred();
         }
-        if self.live.is_empty() && (was_live || self.pending_down.is_some()) {
+        if was_live {
             let grace = self.ctx.timings.closing_grace;
-            let replacing = self
-                .next
-                .as_ref()
-                .filter(|n| n.purpose == Purpose::Closing && at - n.since < grace)
-                .map(|n| n.connected_at);
-            match replacing {
-                // Closed while the replacement on the same channel was connecting, sooner
-                // than any maintenance close: decided by when the replacement connects.
-                // Until the replacement is live, a failure of it still makes this a gap.
-                Some(connected) if was_current && matches!(why, Ended::Closed { .. }) => {
-                    match connected {
-                        Some(c) if c > at + KICK_WINDOW => {
-                            self.mark_down(self.last_frame, why.to_string())
-                        }
-                        _ => {
-                            self.pending_down = Some(PendingDown {
-                                reason: why.to_string(),
-                                ended_at: at,
-                            })
-                        }
-                    }
-                }
-                _ => {
-                    let reason = self
-                        .pending_down
-                        .take()
-                        .map_or_else(|| why.to_string(), |p| p.reason);
-                    self.mark_down(self.last_frame, reason);
-                }
+            let kick_candidate = was_current
+                && matches!(why, Ended::Closed { .. })
+                && self.next.as_ref().is_some_and(|n| {
+                    n.purpose == Purpose::Closing
+                        && at - n.since < grace
+                        && n.connected_at.is_none_or(|c| c <= at + KICK_WINDOW)
+                });
+            if kick_candidate {
+                // Decided when the replacement connects or goes live.
+                self.deferred = Some(Deferred {
+                    session,
+                    last_frame,
+                    reason: why.to_string(),
+                    ended_at: at,
+                });
+            } else {
+                self.coverage(Coverage::Ended {
+                    session,
+                    until: last_frame,
+                    lookback: true,
+                    reason: why.to_string(),
+                });
+                self.note_down(&why.to_string());
             }
         }
         if self.current.is_none() && self.next.is_none() && self.recover_at.is_none() {
@@ -463,11 +485,13 @@ impl Slot {
         }
     }
 
-    fn mark_down(&mut self, last_frame: Option<SystemTime>, reason: String) {
-        tracing::debug!(shard = self.ctx.shard, slot = self.ctx.slot, ?last_frame, %reason, "slot down");
-        let chan = self.chan.as_ref().map(|c| c.id.clone());
-        self.state(StateKind::Down, chan, reason.clone());
-        self.coverage(Coverage::Down { last_frame, reason });
+    /// Says so when nothing of this slot is receiving any more.
+    fn note_down(&mut self, reason: &str) {
+        if self.live.is_empty() && self.deferred.is_none() {
+            tracing::debug!(shard = self.ctx.shard, slot = self.ctx.slot, %reason, "slot down");
+            let chan = self.chan.as_ref().map(|c| c.id.clone());
+            self.state(StateKind::Down, chan, reason.to_owned());
+        }
     }
 
     fn retry_rollover(&mut self) {
@@ -592,6 +616,7 @@ impl Slot {
                     &channel.expires,
                     &token,
                     self.ctx.timings.rollover_margin,
+                    self.ctx.timings.gap_lookback * 2,
                     self.ctx.stagger,
                 );
                 Chan {
@@ -763,12 +788,15 @@ impl Slot {
 }
 
 /// When to roll over: `margin` before the channel or its token expires, whichever comes
-/// first. The margin is capped at a quarter of the remaining life, then stretched by
-/// `stagger` (in [0, 1)) so slots spread their rollovers. Returns the instant and the margin.
+/// first. The margin is capped at a quarter of the remaining life but kept at least `floor`
+/// (the old socket must outlive the new one's start by more than the gap look-back), then
+/// stretched by `stagger` (in [0, 1)) so slots spread their rollovers. Returns the instant
+/// and the margin.
 fn rollover_at(
     expires: &str,
     token: &Token,
     margin: Duration,
+    floor: Duration,
     stagger: f64,
 ) -> (Instant, Duration) {
     let now = Instant::now();
@@ -782,7 +810,10 @@ fn rollover_at(
             })
             .unwrap_or(token_left);
     let life = token_left.min(channel_left);
-    let margin = margin.min(life / 4).mul_f64(1.0 + stagger.clamp(0.0, 0.99));
+    let margin = margin.min(life / 4).max(floor.min(life / 2));
+    let margin = margin
+        .mul_f64(1.0 + stagger.clamp(0.0, 0.99))
+        .min(life.mul_f64(0.9));
     (now + life - margin, margin)
 }
 
@@ -797,7 +828,13 @@ mod tests {
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap();
         let token = crate::auth::test_token(Duration::from_secs(48 * 3600));
-        let (at, margin) = rollover_at(&expires, &token, Duration::from_secs(300), 0.0);
+        let (at, margin) = rollover_at(
+            &expires,
+            &token,
+            Duration::from_secs(300),
+            Duration::ZERO,
+            0.0,
+        );
         assert_eq!(margin, Duration::from_secs(300));
         let left = at - Instant::now();
         assert!(
@@ -806,12 +843,43 @@ mod tests {
             "{left:?}"
         );
         let short = crate::auth::test_token(Duration::from_secs(8));
-        let (at, margin) = rollover_at(&expires, &short, Duration::from_secs(300), 0.0);
+        let (at, margin) = rollover_at(
+            &expires,
+            &short,
+            Duration::from_secs(300),
+            Duration::ZERO,
+            0.0,
+        );
         assert!(margin <= Duration::from_secs(2));
         let left = at - Instant::now();
         assert!(
             left > Duration::from_millis(5900) && left <= Duration::from_secs(6),
             "{left:?}"
+        );
+        let (_, floored) = rollover_at(
+            &expires,
+            &short,
+            Duration::from_secs(300),
+            Duration::from_secs(3),
+            0.0,
+        );
+        assert_eq!(
+            floored,
+            Duration::from_secs(3),
+            "the old socket outlives the new one's start by the floor"
+        );
+        let (_, stretched) = rollover_at(
+            &expires,
+            &short,
+            Duration::from_secs(300),
+            Duration::ZERO,
+            0.5,
+        );
+        let expected = margin.mul_f64(1.5);
+        let diff = stretched.abs_diff(expected);
+        assert!(
+            diff < Duration::from_millis(5),
+            "a staggered slot rolls over earlier: {stretched:?}"
         );
     }
 }

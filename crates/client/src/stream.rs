@@ -2,8 +2,9 @@
 //! de-duplicates notifications, turns coverage changes into gap records and hands the
 //! caller one [`Event`] at a time. One hop from socket to caller, no copy of the body.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -14,18 +15,24 @@ use crate::error::ClientError;
 use crate::event::{Event, Gap, Notification, StateChange};
 use crate::stats::Stats;
 
-/// A coverage change of one slot.
+/// A coverage change of one socket of a shard.
 #[derive(Debug, Clone)]
 pub enum Coverage {
-    /// The slot is receiving.
+    /// Socket `session` covers from `since`.
     Live {
-        /// Since when.
-        at: SystemTime,
+        /// Session number (unique per client).
+        session: u64,
+        /// When it started covering.
+        since: SystemTime,
     },
-    /// The slot stopped receiving.
-    Down {
+    /// Socket `session` stopped covering.
+    Ended {
+        /// Session number.
+        session: u64,
         /// Its last frame.
-        last_frame: Option<SystemTime>,
+        until: Option<SystemTime>,
+        /// False only when the service handed its events over to a replacement.
+        lookback: bool,
         /// Why.
         reason: String,
     },
@@ -38,12 +45,10 @@ pub enum Coverage {
 pub enum Inbound {
     /// A notification as received (maybe a duplicate).
     Event(Notification),
-    /// A slot's coverage changed.
+    /// A socket's coverage changed.
     Coverage {
         /// Shard index.
         shard: usize,
-        /// Slot index within the shard.
-        slot: usize,
         /// What changed.
         change: Coverage,
     },
@@ -58,42 +63,46 @@ pub struct EventStream {
     rx: mpsc::Receiver<Inbound>,
     dedupe: Dedupe,
     shards: Vec<ShardCoverage>,
-    redundancy: usize,
-    lookback: std::time::Duration,
+    lookback: Duration,
     stats: Arc<Stats>,
     finished: bool,
-    closing_gaps: Vec<Gap>,
+    /// Gaps found and not yet handed out.
+    gaps: VecDeque<Gap>,
 }
 
 impl EventStream {
     pub(crate) fn new(
         rx: mpsc::Receiver<Inbound>,
         dedupe: Dedupe,
-        redundancy: usize,
-        lookback: std::time::Duration,
+        lookback: Duration,
         stats: Arc<Stats>,
     ) -> Self {
         EventStream {
             rx,
             dedupe,
             shards: Vec::new(),
-            redundancy,
             lookback,
             stats,
             finished: false,
-            closing_gaps: Vec::new(),
+            gaps: VecDeque::new(),
         }
     }
 
     /// The next event; `None` once the client has shut down; `Some(Err)` when it cannot go
     /// on (the stream ends after that).
     pub async fn next(&mut self) -> Option<Result<Event, ClientError>> {
-        if self.finished {
-            return self.final_gap();
-        }
         loop {
+            if let Some(gap) = self.gaps.pop_front() {
+                Stats::bump(&self.stats.gaps);
+                tracing::error!(topics = gap.topics.len(), reason = %gap.reason, "gap: events in this window could not be received");
+                return Some(Ok(Event::Gap(gap)));
+            }
+            if self.finished {
+                return None;
+            }
             let Some(inbound) = self.rx.recv().await else {
-                return self.final_gap();
+                self.finish();
+                continue;
             };
             if let Some(out) = self.handle(inbound) {
                 if out.is_err() {
@@ -106,25 +115,16 @@ impl EventStream {
 
     /// After the last socket closed: a shard that was down when the client stopped gets a
     /// gap up to now, since nothing it missed can ever arrive.
-    fn final_gap(&mut self) -> Option<Result<Event, ClientError>> {
-        if self.closing_gaps.is_empty() && !self.finished {
-            let now = SystemTime::now();
-            self.closing_gaps = self
-                .shards
-                .iter_mut()
-                .filter_map(|s| s.close_outage(now))
-                .collect();
-            self.closing_gaps.reverse();
-        }
+    fn finish(&mut self) {
+        let now = SystemTime::now();
+        self.gaps
+            .extend(self.shards.iter_mut().filter_map(|s| s.close_outage(now)));
         self.finished = true;
-        let gap = self.closing_gaps.pop()?;
-        Stats::bump(&self.stats.gaps);
-        Some(Ok(Event::Gap(gap)))
     }
 
     /// Items waiting to be handled (a writer flushes when this reaches zero).
     pub fn pending(&self) -> usize {
-        self.rx.len()
+        self.rx.len() + self.gaps.len()
     }
 
     /// The counters.
@@ -143,34 +143,28 @@ impl EventStream {
                     None
                 }
             }
-            Inbound::Coverage {
-                shard,
-                slot,
-                change,
-            } => {
+            Inbound::Coverage { shard, change } => {
                 // Shards appear as the supervisor plans them.
                 while self.shards.len() <= shard {
-                    let empty: Arc<[String]> = Arc::new([]);
                     self.shards
-                        .push(ShardCoverage::new(empty, self.redundancy, self.lookback));
+                        .push(ShardCoverage::new(Arc::new([]), self.lookback));
                 }
                 let coverage = &mut self.shards[shard];
-                let gap = match change {
-                    Coverage::Live { at } => coverage.live(slot, at),
-                    Coverage::Down { last_frame, reason } => {
-                        coverage.down(slot, last_frame, &reason);
-                        None
-                    }
+                let gaps = match change {
+                    Coverage::Live { session, since } => coverage.live(session, since),
+                    Coverage::Ended {
+                        session,
+                        until,
+                        lookback,
+                        reason,
+                    } => coverage.ended(session, until, lookback, &reason),
                     Coverage::Topics(topics) => {
                         coverage.set_topics(topics);
-                        None
+                        Vec::new()
                     }
                 };
-                gap.map(|g: Gap| {
-                    Stats::bump(&self.stats.gaps);
-                    tracing::error!(topics = g.topics.len(), reason = %g.reason, "gap: events in this window could not be received");
-                    Ok(Event::Gap(g))
-                })
+                self.gaps.extend(gaps);
+                None
             }
             Inbound::State(change) => Some(Ok(Event::State(change))),
             Inbound::Fatal(err) => Some(Err(err)),

@@ -23,7 +23,7 @@ fn soak_secs() -> u64 {
     std::env::var("HOLDLINE_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(8)
+        .unwrap_or(16)
 }
 
 fn seed() -> u64 {
@@ -116,6 +116,18 @@ fn fault(kind: &str, channel: String) -> Fault {
     }
 }
 
+/// Debug logs on stderr when `HOLDLINE_SOAK_LOG` is set.
+fn init_log() {
+    if std::env::var_os("HOLDLINE_SOAK_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "holdline_client=debug,holdline_sim=debug",
+            ))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 async fn chaos_sim() -> Simulator {
     sim(SimConfig {
         rate: 300.0,
@@ -180,20 +192,15 @@ impl Outcome {
             .map(|g| format!("{:+}..{:+} ms ({})", ms(g.from), ms(g.to), g.reason))
             .collect();
         format!(
-            "first missing on {} (delivered to {:?}); faults nearby: {faults:?}; gaps nearby: {gaps:?}",
-            first.topic, first.delivered_to
+            "first missing on {} at {} (delivered to {:?}); faults nearby: {faults:?}; gaps nearby: {gaps:?}",
+            first.topic, first.published_at, first.delivered_to
         )
     }
 }
 
 /// Runs the soak: one fault at a time, each only once every socket is receiving again.
 async fn soak(redundancy: usize) -> Outcome {
-    if std::env::var_os("HOLDLINE_SOAK_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("holdline_client=debug"))
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
+    init_log();
     let sim = chaos_sim().await;
     let topics = org_topics(&sim);
     let singles: usize = topics
@@ -217,7 +224,9 @@ async fn soak(redundancy: usize) -> Outcome {
                 stats.sockets_live.load(Ordering::Relaxed) >= sockets
             })
             .await;
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Single-socket faults: the other sockets have been receiving for longer than the
+        // gap look-back, so they cover everything the struck one might have had in flight.
+        tokio::time::sleep(fast_timings().gap_lookback + Duration::from_millis(150)).await;
         let connected = sim
             .core()
             .channel_infos(|c, _| c.socket.is_some().then(|| c.id.to_string()));
@@ -234,7 +243,7 @@ async fn soak(redundancy: usize) -> Outcome {
             *applied.entry(kind).or_default() += 1;
             log.push((SystemTime::now(), kind, target));
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     client
         .until("every socket to be receiving", |_| {
@@ -321,6 +330,7 @@ async fn redundancy_one_reports_every_loss_as_a_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_sockets_down_at_once_make_one_gap_covering_exactly_the_outage() {
+    init_log();
     let sim = chaos_sim().await;
     let agent = &sim.core().org.agents[0].id;
     let queues: Vec<String> = sim
@@ -343,7 +353,8 @@ async fn both_sockets_down_at_once_make_one_gap_covering_exactly_the_outage() {
             stats.sockets_live.load(Ordering::Relaxed) >= 2
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both have been receiving for longer than the look-back before they are struck.
+    tokio::time::sleep(lookback + Duration::from_millis(300)).await;
     let struck = SystemTime::now();
     sim.core()
         .apply_fault(&Fault::Drop { channel: None })

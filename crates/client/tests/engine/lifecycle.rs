@@ -80,7 +80,7 @@ async fn socket_closing_during_steady_traffic_loses_nothing() {
     let stopped = SystemTime::now();
     let seen = client.stop().await;
     let verdict = check(&ledger(&sim), &topics, &seen, window(live, stopped));
-    assert!(verdict.checked > 100, "{verdict:?}");
+    assert!(verdict.checked > 50, "{verdict:?}");
     assert!(verdict.missing.is_empty(), "missing: {:?}", verdict.missing);
     assert_eq!(verdict.duplicates, 0);
     assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
