@@ -130,6 +130,7 @@ pub async fn run(ctx: SlotCtx, topics: Arc<[String]>, cmds: mpsc::UnboundedRecei
         outbox: Vec::new(),
         spare: None,
         split: HashSet::new(),
+        covering: false,
     };
     slot.run(reports, cmds).await;
 }
@@ -156,6 +157,8 @@ struct Slot {
     spare: Option<Chan>,
     /// Combined entries the service rejected as a whole; sent as their parts.
     split: HashSet<String>,
+    /// Whether this slot counts in the live-slot gauge.
+    covering: bool,
 }
 
 impl Slot {
@@ -204,6 +207,7 @@ impl Slot {
                     Ok(())
                 }
             };
+            self.sync_covering();
             self.flush_outbox().await;
             if let Err(fatal) = result {
                 tracing::error!(shard = self.ctx.shard, slot = self.ctx.slot, error = %fatal, "slot stopped");
@@ -485,6 +489,18 @@ impl Slot {
         }
     }
 
+    /// Keeps the live-slot gauge in line with whether this slot covers its shard now.
+    fn sync_covering(&mut self) {
+        let covering = !self.live.is_empty() || self.deferred.is_some();
+        if covering != self.covering {
+            self.covering = covering;
+            self.ctx
+                .stats
+                .slots_live
+                .fetch_add(if covering { 1 } else { -1 }, Ordering::Relaxed);
+        }
+    }
+
     /// Says so when nothing of this slot is receiving any more.
     fn note_down(&mut self, reason: &str) {
         if self.live.is_empty() && self.deferred.is_none() {
@@ -754,6 +770,9 @@ impl Slot {
 
     /// Closes every socket with 1000 and waits briefly for the closes to finish.
     async fn shutdown(&mut self, reports: &mut mpsc::UnboundedReceiver<Report>) {
+        if std::mem::take(&mut self.covering) {
+            self.ctx.stats.slots_live.fetch_sub(1, Ordering::Relaxed);
+        }
         let held = [
             self.chan.is_some(),
             self.next.is_some(),

@@ -32,6 +32,9 @@ pub struct Stats {
     pub socket_closings: AtomicU64,
     /// Sockets currently receiving.
     pub sockets_live: AtomicI64,
+    /// Slots (channels holding a shard) that cover their shard now; every slot covering
+    /// means no shard can be missing anything.
+    pub slots_live: AtomicI64,
     /// Channels this process created and still holds (in use, rolling over or spare).
     pub channels_held: AtomicI64,
     /// Unix milliseconds of the last heartbeat (0: none yet).

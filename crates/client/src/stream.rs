@@ -149,6 +149,7 @@ impl EventStream {
                     self.shards
                         .push(ShardCoverage::new(Arc::new([]), self.lookback));
                 }
+                tracing::debug!(shard, ?change, "coverage");
                 let coverage = &mut self.shards[shard];
                 let gaps = match change {
                     Coverage::Live { session, since } => coverage.live(session, since),

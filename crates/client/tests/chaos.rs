@@ -158,6 +158,31 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// Each gap with the faults thrown within two seconds before it.
+    fn gap_context(&self) -> String {
+        let mut out = Vec::new();
+        for g in &self.seen.gaps {
+            let ms = |t: SystemTime| {
+                t.duration_since(g.from).map_or_else(
+                    |e| -(e.duration().as_millis() as i64),
+                    |d| d.as_millis() as i64,
+                )
+            };
+            let faults: Vec<String> = self
+                .log
+                .iter()
+                .filter(|(t, ..)| ms(*t).abs() < 2000)
+                .map(|(t, k, c)| format!("{:+} ms {k} on {c}", ms(*t)))
+                .collect();
+            out.push(format!(
+                "gap of {} ms ({}), faults: {faults:?}",
+                ms(g.to),
+                g.reason
+            ));
+        }
+        out.join("\n")
+    }
+
     /// What happened around the first missing event: faults and gaps within two seconds.
     fn context(&self) -> String {
         let Some(first) = self.verdict.missing.first() else {
@@ -218,15 +243,25 @@ async fn soak(redundancy: usize) -> Outcome {
     let mut log = Vec::new();
     let end = Instant::now() + Duration::from_secs(soak_secs());
     let mut round = 0;
+    let slots = sockets;
     while Instant::now() < end {
-        client
-            .until("every socket to be receiving", |_| {
-                stats.sockets_live.load(Ordering::Relaxed) >= sockets
-            })
-            .await;
-        // Single-socket faults: the other sockets have been receiving for longer than the
-        // gap look-back, so they cover everything the struck one might have had in flight.
-        tokio::time::sleep(fast_timings().gap_lookback + Duration::from_millis(150)).await;
+        // Single-socket faults: every slot has been covering for longer than the gap
+        // look-back, so the others cover whatever the struck one had in flight.
+        let settle = fast_timings().gap_lookback + Duration::from_millis(150);
+        loop {
+            client
+                .until("every slot to be receiving", |_| {
+                    stats.slots_live.load(Ordering::Relaxed) >= slots
+                })
+                .await;
+            let reconnects = Stats::get(&stats.reconnects);
+            tokio::time::sleep(settle).await;
+            if stats.slots_live.load(Ordering::Relaxed) >= slots
+                && Stats::get(&stats.reconnects) == reconnects
+            {
+                break;
+            }
+        }
         let connected = sim
             .core()
             .channel_infos(|c, _| c.socket.is_some().then(|| c.id.to_string()));
@@ -279,6 +314,7 @@ async fn soak(redundancy: usize) -> Outcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redundancy_two_survives_every_single_socket_fault_without_loss_or_gap() {
     let outcome = soak(2).await;
+    let gaps = outcome.gap_context();
     assert!(
         outcome.verdict.missing.is_empty(),
         "missing: {}",
@@ -297,10 +333,9 @@ async fn redundancy_two_survives_every_single_socket_fault_without_loss_or_gap()
     );
     assert!(verdict.checked > 500, "{verdict:?}");
     assert_eq!(verdict.duplicates, 0, "duplicates in the output");
-    let reasons: Vec<&String> = seen.gaps.iter().map(|g| &g.reason).collect();
     assert!(
         seen.gaps.is_empty(),
-        "a single-socket fault made a gap: {reasons:?}"
+        "a single-socket fault made a gap:\n{gaps}"
     );
     assert!(seen.error.is_none(), "{:?}", seen.error);
 }
