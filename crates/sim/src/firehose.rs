@@ -1,6 +1,10 @@
 //! Firehose mode for benchmarks: build N distinct events up front (conversation snapshots
 //! of 1–8 KB and presence events of about 400 B), then publish them as fast as the
-//! subscribed sockets take them, waiting on each socket's queue instead of dropping.
+//! subscribed sockets take them (waiting on each socket's queue instead of dropping), or
+//! at a fixed rate for latency measurements.
+//!
+//! Every body carries its index (`"firehose": i` in a conversation, `"message": "firehose i"`
+//! in a presence event), so a consumer that re-serialises events can still be checked.
 
 use std::sync::Arc;
 
@@ -9,9 +13,10 @@ use holdline_proto::EventId;
 use holdline_proto::frame::notification_json;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tokio::time::Instant;
+use tokio::time::{Duration, Instant};
 
 use crate::generator::{conversation_body, presence_body, presence_id};
+use crate::org::Org;
 use crate::state::Core;
 use crate::state::channels::Outbound;
 use crate::state::ledger::LedgerEntry;
@@ -26,6 +31,9 @@ pub struct FirehoseRequest {
     /// presence when empty.
     #[serde(default)]
     pub topics: Vec<String>,
+    /// Events per second; as fast as the sockets take them when absent.
+    #[serde(default)]
+    pub rate: Option<f64>,
 }
 
 /// What a firehose run did.
@@ -37,8 +45,16 @@ pub struct FirehoseReport {
     pub frames: usize,
     /// Bytes of event frames built.
     pub bytes: usize,
-    /// Time spent publishing (after building).
+    /// Time spent building the events (before publishing).
+    pub build_ms: f64,
+    /// Time spent publishing.
     pub elapsed_ms: f64,
+}
+
+/// N events built once, publishable any number of times.
+pub struct Firehose {
+    events: Vec<Prebuilt>,
+    build_ms: f64,
 }
 
 struct Prebuilt {
@@ -47,15 +63,13 @@ struct Prebuilt {
     frame: Utf8Bytes,
 }
 
-fn build(core: &Core, req: &FirehoseRequest) -> Vec<Prebuilt> {
+fn build(org: &Org, seed: u64, req: &FirehoseRequest) -> Vec<Prebuilt> {
     let topics: Vec<String> = if req.topics.is_empty() {
-        let queues = core
-            .org
+        let queues = org
             .queues
             .iter()
             .map(|q| format!("v2.routing.queues.{}.conversations", q.id));
-        let agents = core
-            .org
+        let agents = org
             .agents
             .iter()
             .map(|a| format!("v2.users.{}.presence", a.id));
@@ -64,7 +78,7 @@ fn build(core: &Core, req: &FirehoseRequest) -> Vec<Prebuilt> {
         req.topics.clone()
     };
     let at = crate::state::format_ms(OffsetDateTime::now_utc());
-    let mut rng = crate::rng::Rng::new(core.config.seed);
+    let mut rng = crate::rng::Rng::new(seed);
     (0..req.count)
         .map(|i| {
             let topic = &topics[i % topics.len().max(1)];
@@ -100,42 +114,78 @@ fn conversation_sized(rng: &mut crate::rng::Rng, i: usize, at: &str) -> serde_js
     body
 }
 
-/// Builds and publishes the events; returns when every frame was queued to its sockets.
-pub async fn run(core: &Core, req: &FirehoseRequest) -> FirehoseReport {
-    let events = build(core, req);
-    let bytes = events.iter().map(|e| e.frame.len()).sum();
-    let start = Instant::now();
-    let mut frames = 0;
-    for event in &events {
-        let published_at = OffsetDateTime::now_utc();
-        let (seq, recipients) = core.recipients(&event.topic);
-        let mut delivered_to = Vec::with_capacity(recipients.len());
-        for (channel, tx) in recipients {
-            // Waiting for queue space is the point: the sockets set the pace.
-            if tx
-                .send(Outbound {
-                    frame: event.frame.clone(),
-                    not_before: None,
-                })
-                .await
-                .is_ok()
-            {
-                delivered_to.push(channel);
-                frames += 1;
-            }
+impl Firehose {
+    /// Builds `req.count` events for `org` (bodies are a function of `seed`).
+    pub fn build(org: &Org, seed: u64, req: &FirehoseRequest) -> Firehose {
+        let start = Instant::now();
+        let events = build(org, seed, req);
+        Firehose {
+            events,
+            build_ms: start.elapsed().as_secs_f64() * 1000.0,
         }
-        core.record(LedgerEntry {
-            seq,
-            id: event.id,
-            topic: event.topic.clone(),
-            published_at,
-            delivered_to,
-        });
     }
-    FirehoseReport {
-        published: events.len(),
-        frames,
-        bytes,
-        elapsed_ms: start.elapsed().as_secs_f64() * 1000.0,
+
+    /// How many events.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Bytes of all event frames.
+    pub fn bytes(&self) -> usize {
+        self.events.iter().map(|e| e.frame.len()).sum()
+    }
+
+    /// Publishes every event in order, recording each in the ledger, at `rate` events per
+    /// second or as fast as the sockets take them. Returns when the last frame is queued.
+    pub async fn publish(&self, core: &Core, rate: Option<f64>) -> FirehoseReport {
+        let start = Instant::now();
+        let mut frames = 0;
+        let period = rate
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .map(|r| Duration::from_secs_f64(1.0 / r));
+        for (i, event) in self.events.iter().enumerate() {
+            if let Some(period) = period {
+                let due = start + period.mul_f64(i as f64);
+                if due > Instant::now() {
+                    tokio::time::sleep_until(due).await;
+                }
+            }
+            let published_at = OffsetDateTime::now_utc();
+            let (seq, recipients) = core.recipients(&event.topic);
+            let mut delivered_to = Vec::with_capacity(recipients.len());
+            for (channel, tx) in recipients {
+                // Waiting for queue space is the point: the sockets set the pace.
+                if tx
+                    .send(Outbound {
+                        frame: event.frame.clone(),
+                        not_before: None,
+                    })
+                    .await
+                    .is_ok()
+                {
+                    delivered_to.push(channel);
+                    frames += 1;
+                }
+            }
+            core.record(LedgerEntry {
+                seq,
+                id: event.id,
+                topic: event.topic.clone(),
+                published_at,
+                delivered_to,
+            });
+        }
+        FirehoseReport {
+            published: self.events.len(),
+            frames,
+            bytes: self.bytes(),
+            build_ms: self.build_ms,
+            elapsed_ms: start.elapsed().as_secs_f64() * 1000.0,
+        }
     }
 }

@@ -9,7 +9,7 @@
 
 pub mod config;
 pub mod faults;
-mod firehose;
+pub mod firehose;
 pub mod generator;
 mod http;
 mod net;

@@ -19,6 +19,9 @@ use crate::state::Core;
 use crate::state::channels::{Control, Mode, Outbound, SocketLink};
 use crate::state::refusal::Refusal;
 
+/// Most frames written before one flush.
+const WRITE_BATCH: usize = 64;
+
 /// How a socket ended.
 enum End {
     /// Closed with a close frame (by either side) or the peer went away.
@@ -114,10 +117,7 @@ impl Socket {
                 }
                 // An event (or injected frame) to deliver; mpsc::recv is cancel-safe.
                 Some(out) = data.recv() => {
-                    let held = out.not_before.is_some_and(|t| t > Instant::now());
-                    if held || !self.delayed.is_empty() {
-                        self.delayed.push_back(out);
-                    } else if self.send(out.frame).await.is_err() {
+                    if self.deliver(out, data).await.is_err() {
                         return End::Closed;
                     }
                 }
@@ -172,6 +172,35 @@ impl Socket {
                 None
             }
         }
+    }
+
+    /// Writes `first` and whatever else is already queued (up to [`WRITE_BATCH`] frames)
+    /// with one flush, so a busy socket costs one write per batch, not per frame. Frames
+    /// held back by a delay fault keep their order behind the earlier held ones.
+    async fn deliver(
+        &mut self,
+        first: Outbound,
+        data: &mut mpsc::Receiver<Outbound>,
+    ) -> Result<(), axum::Error> {
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(out) = next.take() {
+            let held = out.not_before.is_some_and(|t| t > Instant::now());
+            if held || !self.delayed.is_empty() {
+                self.delayed.push_back(out);
+            } else {
+                self.note_sent();
+                self.ws.feed(Message::Text(out.frame)).await?;
+                written += 1;
+            }
+            if written < WRITE_BATCH {
+                next = data.try_recv().ok();
+            }
+        }
+        if written > 0 {
+            self.ws.flush().await?;
+        }
+        Ok(())
     }
 
     /// Sends every frame already queued or held back by a delay.
@@ -288,10 +317,15 @@ impl Socket {
     }
 
     async fn send(&mut self, frame: Utf8Bytes) -> Result<(), axum::Error> {
+        self.note_sent();
+        self.ws.send(Message::Text(frame)).await
+    }
+
+    /// In idle-only heartbeat mode, any frame sent pushes the next heartbeat back.
+    fn note_sent(&mut self) {
         if self.core.config.heartbeat_mode == HeartbeatMode::IdleOnly {
             self.next_heartbeat = Instant::now() + self.core.config.heartbeat;
         }
-        self.ws.send(Message::Text(frame)).await
     }
 
     async fn close(&mut self, code: u16, reason: &str) {

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::error::ApiError;
 use crate::faults::{Applied, Fault, FaultError};
-use crate::firehose::{self, FirehoseReport, FirehoseRequest};
+use crate::firehose::{Firehose, FirehoseReport, FirehoseRequest};
 use crate::state::Core;
 use crate::state::ledger::LedgerEntry;
 
@@ -184,7 +184,8 @@ pub async fn delete_entity(
     }
 }
 
-/// `POST /sim/firehose`: publishes N pre-built events as fast as the sockets take them.
+/// `POST /sim/firehose`: publishes N pre-built events as fast as the sockets take them, or
+/// at `rate` events per second.
 pub async fn firehose(
     State(core): State<Arc<Core>>,
     body: Bytes,
@@ -198,7 +199,13 @@ pub async fn firehose(
             "count must be between 1 and 10000000",
         ));
     }
-    Ok(Json(firehose::run(&core, &req).await))
+    if req.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err(ApiError::bad_request(
+            "rate must be a positive number of events per second (or left out for full speed)",
+        ));
+    }
+    let built = Firehose::build(&core.org, core.config.seed, &req);
+    Ok(Json(built.publish(&core, req.rate).await))
 }
 
 /// Anything else.

@@ -119,6 +119,50 @@ async fn firehose_publishes_every_event_to_a_subscribed_socket() {
 }
 
 #[tokio::test]
+async fn a_paced_firehose_publishes_no_faster_than_its_rate_and_refuses_bad_rates() {
+    let sim = start(fast()).await;
+    let api = Api::login(&sim).await;
+    let topics = vec![presence(USER)];
+    let (_channel, _ws) = live_channel(&api, &topics).await;
+    let http = reqwest::Client::new();
+    let report: Value = http
+        .post(format!("{}/sim/firehose", sim.url()))
+        .json(&json!({"count": 41, "topics": topics, "rate": 200.0}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["published"], 41);
+    // Event i is due at i/rate: the 41st no sooner than 200 ms after the first.
+    let elapsed = report["elapsed_ms"].as_f64().unwrap();
+    assert!(elapsed >= 199.0, "41 events at 200/s took only {elapsed} ms");
+    let stamps: Vec<time::OffsetDateTime> = ledger(&sim)
+        .await
+        .iter()
+        .map(|e| {
+            time::OffsetDateTime::parse(
+                e["published_at"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap()
+        })
+        .collect();
+    let spread = *stamps.last().unwrap() - stamps[0];
+    assert!(spread.whole_milliseconds() >= 199, "ledger spread {spread}");
+    for rate in [json!(0), json!(-5.0), json!("fast")] {
+        let resp = http
+            .post(format!("{}/sim/firehose", sim.url()))
+            .json(&json!({"count": 1, "topics": topics, "rate": rate}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "rate {rate}");
+    }
+}
+
+#[tokio::test]
 async fn publish_rejects_invalid_topics() {
     let sim = start(fast()).await;
     let resp = reqwest::Client::new()
