@@ -4,9 +4,11 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::Instant;
 
 use crate::coverage::ShardCoverage;
@@ -92,25 +94,57 @@ impl EventStream {
     /// on (the stream ends after that).
     pub async fn next(&mut self) -> Option<Result<Event, ClientError>> {
         loop {
-            if let Some(gap) = self.gaps.pop_front() {
-                Stats::bump(&self.stats.gaps);
-                tracing::error!(topics = gap.topics.len(), reason = %gap.reason, "gap: events in this window could not be received");
-                return Some(Ok(Event::Gap(gap)));
-            }
-            if self.finished {
-                return None;
+            if let Some(done) = self.gap_or_end() {
+                return done;
             }
             let Some(inbound) = self.rx.recv().await else {
                 self.finish();
                 continue;
             };
-            if let Some(out) = self.handle(inbound) {
-                if out.is_err() {
-                    self.finished = true;
-                }
+            if let Some(out) = self.emit(inbound) {
                 return Some(out);
             }
         }
+    }
+
+    /// Like [`EventStream::next`] without waiting: `Poll::Pending` when nothing that
+    /// would produce an event is queued. Duplicates are consumed on the way, so a writer
+    /// that batches output can flush exactly when this says `Pending`.
+    pub fn try_next(&mut self) -> Poll<Option<Result<Event, ClientError>>> {
+        loop {
+            if let Some(done) = self.gap_or_end() {
+                return Poll::Ready(done);
+            }
+            let inbound = match self.rx.try_recv() {
+                Ok(inbound) => inbound,
+                Err(TryRecvError::Empty) => return Poll::Pending,
+                Err(TryRecvError::Disconnected) => {
+                    self.finish();
+                    continue;
+                }
+            };
+            if let Some(out) = self.emit(inbound) {
+                return Poll::Ready(Some(out));
+            }
+        }
+    }
+
+    /// A gap waiting to be handed out, or the end of the stream.
+    fn gap_or_end(&mut self) -> Option<Option<Result<Event, ClientError>>> {
+        if let Some(gap) = self.gaps.pop_front() {
+            Stats::bump(&self.stats.gaps);
+            tracing::error!(topics = gap.topics.len(), reason = %gap.reason, "gap: events in this window could not be received");
+            return Some(Some(Ok(Event::Gap(gap))));
+        }
+        self.finished.then_some(None)
+    }
+
+    fn emit(&mut self, inbound: Inbound) -> Option<Result<Event, ClientError>> {
+        let out = self.handle(inbound)?;
+        if out.is_err() {
+            self.finished = true;
+        }
+        Some(out)
     }
 
     /// After the last socket closed: a shard that was down when the client stopped gets a

@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -338,35 +339,55 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     let deadline = args.duration.map(|d| Instant::now() + d);
     let mut stopping = false;
     let result = loop {
-        tokio::select! {
+        let item = tokio::select! {
+            biased;
             // SIGINT/SIGTERM: close every socket with 1000, then drain and exit.
             _ = &mut signal, if !stopping => {
                 stopping = true;
                 handle.shutdown();
+                continue;
             }
             // --duration reached.
             _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && !stopping => {
                 stopping = true;
                 handle.shutdown();
+                continue;
             }
             // The next event; EventStream::next is cancel-safe (it only awaits a queue).
-            item = stream.next() => match item {
-                None => break Ok(()),
-                Some(Ok(Event::Notification(n))) => {
-                    write_event(&mut out.buf, &n, &org);
-                    if let Err(e) = out.maybe_flush(stream.pending()) { break Err(e); }
-                }
-                Some(Ok(Event::Gap(gap))) => {
-                    write_gap(&mut out.buf, &gap);
-                    if let Err(e) = out.flush() { break Err(e); }
-                }
+            item = stream.next() => item,
+        };
+        // Take whatever else is ready without waiting, then write the batch in one go:
+        // a burst costs one write, and nothing waits once the queue is drained.
+        let mut item = item;
+        let mut taken = 0;
+        let step = loop {
+            match item {
+                None => break Step::End,
+                Some(Ok(Event::Notification(n))) => write_event(&mut out.buf, &n, &org),
+                Some(Ok(Event::Gap(gap))) => write_gap(&mut out.buf, &gap),
                 Some(Ok(Event::State(change))) => {
                     tracing::info!(kind = ?change.kind, channel = change.channel.as_deref().unwrap_or("-"), "{}", change.detail);
                 }
-                Some(Err(e)) => {
-                    handle.shutdown();
-                    break Err(e.into());
-                }
+                Some(Err(e)) => break Step::Fatal(e),
+            }
+            taken += 1;
+            if taken >= BATCH || out.buf.len() >= FLUSH_BYTES {
+                break Step::More;
+            }
+            match stream.try_next() {
+                Poll::Ready(next) => item = next,
+                Poll::Pending => break Step::More,
+            }
+        };
+        if let Err(e) = out.flush() {
+            break Err(e);
+        }
+        match step {
+            Step::More => {}
+            Step::End => break Ok(()),
+            Step::Fatal(e) => {
+                handle.shutdown();
+                break Err(e.into());
             }
         }
     };
@@ -385,22 +406,26 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
-/// Records waiting for stdout; written when the queue behind them is empty or they pass
-/// 64 KiB, so a burst costs one write, and a quiet stream is never held back.
+/// Most records taken from the stream before writing and looking at signals again.
+const BATCH: usize = 1024;
+/// Most bytes of records held before writing.
+const FLUSH_BYTES: usize = 64 * 1024;
+
+/// How a batch ended.
+enum Step {
+    More,
+    End,
+    Fatal(holdline_client::ClientError),
+}
+
+/// Records waiting for stdout; written when the stream has nothing more ready or they pass
+/// [`FLUSH_BYTES`], so a burst costs one write, and a quiet stream is never held back.
 #[derive(Default)]
 struct Output {
     buf: Vec<u8>,
 }
 
 impl Output {
-    fn maybe_flush(&mut self, pending: usize) -> anyhow::Result<()> {
-        if pending == 0 || self.buf.len() >= 64 * 1024 {
-            self.flush()
-        } else {
-            Ok(())
-        }
-    }
-
     fn flush(&mut self) -> anyhow::Result<()> {
         if self.buf.is_empty() {
             return Ok(());

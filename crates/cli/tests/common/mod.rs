@@ -51,3 +51,18 @@ pub fn sim(extra: &[&str]) -> (Running, String) {
         .to_owned();
     (child, url)
 }
+
+/// Every stdout line of the child, as it comes.
+pub fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
