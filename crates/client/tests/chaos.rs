@@ -63,6 +63,9 @@ const KINDS: [&str; 14] = [
     "oversized_fatal",
 ];
 
+/// How long a stalled socket stays silent (losing what it is handed) before resuming.
+const STALL: Duration = Duration::from_millis(1500);
+
 fn fault(kind: &str, channel: String) -> Fault {
     let channel = Some(channel);
     match kind {
@@ -72,7 +75,10 @@ fn fault(kind: &str, channel: String) -> Fault {
             code: Some(1001),
             reason: Some("idle timeout".into()),
         },
-        "stall" => Fault::Stall { channel, ms: 1500 },
+        "stall" => Fault::Stall {
+            channel,
+            ms: STALL.as_millis() as u64,
+        },
         "socket_closing" => Fault::SocketClosing {
             channel,
             grace_ms: Some(300),
@@ -244,7 +250,12 @@ async fn soak(redundancy: usize) -> Outcome {
     let end = Instant::now() + Duration::from_secs(soak_secs());
     let mut round = 0;
     let slots = sockets;
+    // A stalled socket looks live to the client until its liveness rule notices, so the
+    // next fault waits for the stall to end: otherwise it would strike a second socket
+    // while the first is silently losing events, a double fault.
+    let mut stalled_until = Instant::now();
     while Instant::now() < end {
+        tokio::time::sleep_until(stalled_until).await;
         // Single-socket faults: every slot has been covering for longer than the gap
         // look-back, so the others cover whatever the struck one had in flight.
         let settle = fast_timings().gap_lookback + Duration::from_millis(150);
@@ -275,6 +286,9 @@ async fn soak(redundancy: usize) -> Outcome {
         round += 1;
         let target = connected[rng.below(connected.len())].clone();
         if sim.core().apply_fault(&fault(kind, target.clone())).is_ok() {
+            if kind == "stall" {
+                stalled_until = Instant::now() + STALL;
+            }
             *applied.entry(kind).or_default() += 1;
             log.push((SystemTime::now(), kind, target));
         }
