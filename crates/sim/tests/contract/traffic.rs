@@ -137,7 +137,10 @@ async fn a_paced_firehose_publishes_no_faster_than_its_rate_and_refuses_bad_rate
     assert_eq!(report["published"], 41);
     // Event i is due at i/rate: the 41st no sooner than 200 ms after the first.
     let elapsed = report["elapsed_ms"].as_f64().unwrap();
-    assert!(elapsed >= 199.0, "41 events at 200/s took only {elapsed} ms");
+    assert!(
+        elapsed >= 199.0,
+        "41 events at 200/s took only {elapsed} ms"
+    );
     let stamps: Vec<time::OffsetDateTime> = ledger(&sim)
         .await
         .iter()
