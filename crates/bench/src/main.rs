@@ -1,0 +1,311 @@
+//! `holdline-bench`: holdline side by side with the clients Genesys integrations use
+//! today, on one machine, against the embedded simulator in firehose mode.
+//!
+//! ```sh
+//! cargo run -p holdline-bench --release -- run --write docs/BENCHMARKS.md
+//! ```
+//!
+//! Throughput (every client, one warm-up then N runs, medians), end-to-end latency at
+//! fixed rates, and scaling over live sockets; each client's output is checked against
+//! the simulator's ledger before its run counts. Peers are installed into a scratch
+//! folder (npm, a Python venv); nothing is downloaded into the repository.
+
+mod clients;
+mod floor;
+mod harness;
+mod proc;
+mod report;
+mod stats;
+mod suites;
+mod verify;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::clients::{Client, Tools};
+use crate::report::{ClientRuns, Setup};
+use crate::suites::{Scale, Workload};
+
+#[derive(Parser)]
+#[command(name = "holdline-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the benchmarks and print the report (Markdown) on stdout.
+    Run(RunArgs),
+    /// The raw floor client (started by `run`): read frames from URI, discard them.
+    Floor {
+        #[arg(long)]
+        uri: String,
+        /// Print a report line after this many frames.
+        #[arg(long)]
+        expect: usize,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Suite {
+    Throughput,
+    Latency,
+    Scaling,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Events per throughput run.
+    #[arg(long, default_value_t = 100_000)]
+    events: usize,
+    /// Topics the events are spread over (half conversations, half presence).
+    #[arg(long, default_value_t = 200)]
+    topics: usize,
+    /// Measured runs per client, after one warm-up run.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Clients for the throughput table.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "holdline-r1,holdline-r2,node-ws,genesys-notifications,floor"
+    )]
+    clients: Vec<String>,
+    /// Publishing rates (events/s) for the latency table; empty to skip.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    latency_rates: Vec<f64>,
+    /// Seconds of publishing per latency rate.
+    #[arg(long, default_value_t = 10.0)]
+    latency_secs: f64,
+    /// Live-socket counts for the scaling table; empty to skip.
+    #[arg(long, value_delimiter = ',', default_value = "1,5,19")]
+    scaling: Vec<usize>,
+    /// Tables to leave out.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    skip: Vec<Suite>,
+    /// Where peers are installed and outputs written (default: /dev/shm/holdline-bench
+    /// when there is a /dev/shm, else the temp folder).
+    #[arg(long)]
+    scratch: Option<PathBuf>,
+    /// A built holdline binary (default: build this workspace's, release).
+    #[arg(long)]
+    holdline: Option<PathBuf>,
+    /// Also write the report to this file.
+    #[arg(long)]
+    write: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Floor { uri, expect } => {
+            // The floor is a separate, minimal process: one thread, nothing else.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            drop(runtime);
+            rt.block_on(floor::run(&uri, expect))
+        }
+        Command::Run(args) => runtime.block_on(run(args)),
+    }
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    if args.events == 0 || args.topics == 0 || args.runs == 0 {
+        bail!("--events, --topics and --runs must be at least 1");
+    }
+    let skip = |suite| args.skip.contains(&suite);
+    let clients = if skip(Suite::Throughput) {
+        Vec::new()
+    } else {
+        args.clients
+            .iter()
+            .map(|c| Client::parse(c))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let scratch = args.scratch.clone().unwrap_or_else(default_scratch);
+    let tools = Tools::prepare(scratch.clone(), args.holdline.clone(), &clients)?;
+
+    eprintln!(
+        "building {} events over {} topics",
+        args.events, args.topics
+    );
+    let work = Workload::build(&scratch, args.events, args.topics, None)?;
+    let mut throughput = Vec::new();
+    for &client in &clients {
+        throughput.push(measure(client, &tools, &work, args.runs).await);
+    }
+
+    let mut latency = Vec::new();
+    let rates: &[f64] = if skip(Suite::Latency) {
+        &[]
+    } else {
+        &args.latency_rates
+    };
+    for &rate in rates {
+        let events = (rate * args.latency_secs).round() as usize;
+        eprintln!("latency: {events} events at {rate} events/s");
+        let paced = Workload::build(&scratch, events.max(1), args.topics, Some(rate))?;
+        let l = suites::latency_run(&tools, &paced, rate, 1)
+            .await
+            .with_context(|| format!("latency at {rate} events/s"))?;
+        eprintln!(
+            "  p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            l.p50, l.p99, l.max
+        );
+        latency.push(l);
+    }
+
+    let mut scaling = Vec::new();
+    let counts: &[usize] = if skip(Suite::Scaling) {
+        &[]
+    } else {
+        &args.scaling
+    };
+    for &sockets in counts {
+        let k = suites::topics_for_shards(sockets);
+        eprintln!("scaling: {sockets} sockets over {k} topics");
+        let spread = Workload::build(&scratch, args.events, k, None)?;
+        let client = Client::Holdline { redundancy: 1 };
+        let mut runs = measure_sockets(client, &tools, &spread, args.runs, sockets).await?;
+        runs.sort_by(|a, b| a.events_per_second().total_cmp(&b.events_per_second()));
+        let median = runs.swap_remove(runs.len() / 2);
+        scaling.push(Scale {
+            sockets,
+            topics: k,
+            run: median,
+        });
+    }
+
+    let setup = Setup {
+        command: command_line(),
+        machine: machine(),
+        versions: tools.versions.clone(),
+        events: work.events(),
+        topics: args.topics,
+        bytes: work.firehose.bytes(),
+        runs: args.runs,
+    };
+    let md = report::render(&setup, &throughput, &latency, &scaling);
+    print!("{md}");
+    if let Some(path) = &args.write {
+        std::fs::write(path, &md).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// One warm-up and `runs` measured runs of `client`; failures are kept for the report.
+async fn measure(client: Client, tools: &Tools, work: &Workload, runs: usize) -> ClientRuns {
+    let mut all = ClientRuns {
+        client,
+        runs: Vec::new(),
+        failures: Vec::new(),
+    };
+    for i in 0..=runs {
+        let what = if i == 0 {
+            "warm-up".into()
+        } else {
+            format!("run {i}/{runs}")
+        };
+        match suites::throughput_run(client, tools, work, client.redundancy()).await {
+            Ok(run) => {
+                eprintln!(
+                    "{}: {what}: {:.0} events/s, {:.2} CPU s, peak {:.1} MiB; {}",
+                    client.label(),
+                    run.events_per_second(),
+                    run.cpu,
+                    run.peak_rss as f64 / 1048576.0,
+                    run.verdict.describe()
+                );
+                if i > 0 {
+                    all.runs.push(run);
+                }
+            }
+            Err(e) => {
+                eprintln!("{}: {what} failed: {e:#}", client.label());
+                if i > 0 {
+                    all.failures
+                        .push(format!("{e:#}").lines().next().unwrap_or("").to_owned());
+                }
+            }
+        }
+    }
+    all
+}
+
+/// Like [`measure`] for holdline over `sockets` shards; fails if a run fails.
+async fn measure_sockets(
+    client: Client,
+    tools: &Tools,
+    work: &Workload,
+    runs: usize,
+    sockets: usize,
+) -> Result<Vec<suites::Run>> {
+    let mut out = Vec::new();
+    for i in 0..=runs {
+        let run = suites::throughput_run(client, tools, work, sockets)
+            .await
+            .with_context(|| format!("holdline with {sockets} sockets"))?;
+        eprintln!(
+            "  {sockets} sockets: {:.0} events/s, idle {:.1} MiB, peak {:.1} MiB; {}",
+            run.events_per_second(),
+            run.idle_rss as f64 / 1048576.0,
+            run.peak_rss as f64 / 1048576.0,
+            run.verdict.describe()
+        );
+        if i > 0 {
+            out.push(run);
+        }
+    }
+    Ok(out)
+}
+
+fn default_scratch() -> PathBuf {
+    let shm = PathBuf::from("/dev/shm");
+    if shm.is_dir() {
+        shm.join("holdline-bench")
+    } else {
+        std::env::temp_dir().join("holdline-bench")
+    }
+}
+
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!(
+        "cargo run -p holdline-bench --release -- {}",
+        args.join(" ")
+    )
+}
+
+/// CPU model, cores, memory and kernel, from `/proc`.
+fn machine() -> Vec<(String, String)> {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("?".into(), |(_, m)| m.trim().to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or("?".into(), |kib| format!("{:.1} GiB", kib / 1048576.0));
+    let kernel = read("/proc/sys/kernel/osrelease").trim().to_owned();
+    let date = time::OffsetDateTime::now_utc().date().to_string();
+    vec![
+        ("CPU".into(), model),
+        ("cores available".into(), cores.to_string()),
+        ("memory".into(), mem),
+        ("kernel".into(), format!("Linux {kernel}")),
+        ("date".into(), date),
+    ]
+}

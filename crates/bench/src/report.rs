@@ -1,0 +1,305 @@
+//! The results as Markdown (docs/BENCHMARKS.md).
+
+use std::fmt::Write;
+
+use crate::clients::Client;
+use crate::stats::median;
+use crate::suites::{Latency, Run, Scale};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Every run of one client.
+pub struct ClientRuns {
+    pub client: Client,
+    pub runs: Vec<Run>,
+    /// Runs that did not count, with why.
+    pub failures: Vec<String>,
+}
+
+impl ClientRuns {
+    fn counted(&self) -> Vec<&Run> {
+        self.runs.iter().filter(|r| r.verdict.complete()).collect()
+    }
+
+    fn median_of(&self, f: impl Fn(&Run) -> f64) -> Option<f64> {
+        median(&self.counted().into_iter().map(f).collect::<Vec<_>>())
+    }
+
+    /// Median events per second over the runs that counted.
+    pub fn rate(&self) -> Option<f64> {
+        self.median_of(Run::events_per_second)
+    }
+}
+
+/// What the report says about the run itself.
+pub struct Setup {
+    pub command: String,
+    pub machine: Vec<(String, String)>,
+    pub versions: Vec<(String, String)>,
+    pub events: usize,
+    pub topics: usize,
+    pub bytes: usize,
+    pub runs: usize,
+}
+
+pub fn render(
+    setup: &Setup,
+    throughput: &[ClientRuns],
+    latency: &[Latency],
+    scaling: &[Scale],
+) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Produced by `holdline-bench`; every number below comes from the run described here. \
+         Re-run it on your machine with:\n\n```sh\n{}\n```\n",
+        setup.command
+    );
+    let _ = writeln!(md, "## Machine\n");
+    for (k, v) in &setup.machine {
+        let _ = writeln!(md, "- {k}: {v}");
+    }
+    let _ = writeln!(md, "\nSoftware measured:\n");
+    for (k, v) in &setup.versions {
+        let _ = writeln!(md, "- {k} {v}");
+    }
+    if !throughput.is_empty() {
+        throughput_section(&mut md, setup, throughput);
+    }
+    if !latency.is_empty() {
+        latency_section(&mut md, latency);
+    }
+    if !scaling.is_empty() {
+        scaling_section(&mut md, scaling);
+    }
+    targets_section(&mut md, throughput, latency, scaling);
+    md
+}
+
+fn throughput_section(md: &mut String, setup: &Setup, all: &[ClientRuns]) {
+    let avg = setup.bytes as f64 / setup.events.max(1) as f64;
+    let _ = writeln!(
+        md,
+        "\n## Throughput\n\n\
+         The simulator (in the runner's process) publishes {} pre-built events round robin over \
+         {} topics: conversation snapshots of 1–8 KB and presence events of about 400 B \
+         (average frame {avg:.0} B, {:.1} MB in all), with no heartbeats, as fast as the \
+         client's socket takes them. Each client runs once to warm up, then {} times; a run \
+         counts only if the client wrote every event exactly once (checked against the \
+         simulator's ledger; the floor only counts frames). Wall time runs from the first \
+         event published to the last one written; CPU is the client process's user+system \
+         time over that span; RSS is the process's peak.\n",
+        setup.events,
+        setup.topics,
+        setup.bytes as f64 / 1e6,
+        setup.runs
+    );
+    let base = all
+        .iter()
+        .find(|c| c.client == Client::Holdline { redundancy: 1 })
+        .and_then(ClientRuns::rate);
+    let _ = writeln!(
+        md,
+        "| client | events/s (median) | MB/s | wall s | CPU s | CPU µs/event | peak RSS MiB | vs holdline-r1 | runs counted |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for c in all {
+        let counted = c.counted().len();
+        let row =
+            |v: Option<f64>, digits: usize| v.map_or("—".into(), |v| format!("{v:.digits$}"));
+        let rate = c.rate();
+        let ratio = match (rate, base) {
+            (Some(r), Some(b)) => format!("{:.2}×", r / b),
+            _ => "—".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {counted}/{} |",
+            c.client.describe(),
+            row(rate, 0),
+            row(rate.map(|r| r * avg / 1e6), 1),
+            row(c.median_of(|r| r.wall), 3),
+            row(c.median_of(|r| r.cpu), 2),
+            row(c.median_of(|r| r.cpu / r.verdict.expected as f64 * 1e6), 2),
+            row(c.median_of(|r| r.peak_rss as f64 / MIB), 1),
+            ratio,
+            c.runs.len() + c.failures.len(),
+        );
+    }
+    let failures: Vec<String> = all
+        .iter()
+        .flat_map(|c| {
+            let label = c.client.label();
+            c.failures
+                .iter()
+                .map(move |f| format!("- {label}: {f}"))
+                .chain(
+                    c.runs
+                        .iter()
+                        .filter(|r| !r.verdict.complete())
+                        .map(move |r| format!("- {}: {}", c.client.label(), r.verdict.describe())),
+                )
+        })
+        .collect();
+    if !failures.is_empty() {
+        let _ = writeln!(md, "\nRuns that did not count:\n\n{}", failures.join("\n"));
+    }
+}
+
+fn latency_section(md: &mut String, all: &[Latency]) {
+    let _ = writeln!(
+        md,
+        "\n## Latency\n\n\
+         The simulator publishes at a fixed rate to `holdline listen` (redundancy 1); a thread \
+         blocked on holdline's stdout stamps each record as it arrives. *End to end* is from \
+         the simulator handing the event to the socket to the record leaving holdline \
+         (simulator write, loopback TCP, holdline, pipe); *holdline's share* is from \
+         holdline's `received_at` to the same moment.\n\n\
+         | rate (events/s) | events | p50 ms | p99 ms | p99.9 ms | max ms | holdline's share p50 ms | p99 ms | complete |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    for l in all {
+        let _ = writeln!(
+            md,
+            "| {:.0} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
+            l.rate,
+            l.events,
+            l.p50,
+            l.p99,
+            l.p999,
+            l.max,
+            l.own_p50,
+            l.own_p99,
+            if l.verdict.complete() {
+                "yes".into()
+            } else {
+                l.verdict.describe()
+            }
+        );
+    }
+}
+
+fn scaling_section(md: &mut String, all: &[Scale]) {
+    let _ = writeln!(
+        md,
+        "\n## Scaling over live sockets\n\n\
+         `holdline listen` (redundancy 1) with enough topics for 1, 5 and 19 shards, one \
+         socket each. 19 is the most one OAuth client can hold: the 20-channel budget keeps \
+         one spare channel so a rollover never evicts a live one. The same firehose is spread \
+         over every topic, so every socket carries traffic.\n\n\
+         | live sockets | topics | events/s | CPU µs/event | idle RSS MiB | peak RSS MiB | complete |\n\
+         |---:|---:|---:|---:|---:|---:|---|"
+    );
+    for s in all {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.0} | {:.2} | {:.1} | {:.1} | {} |",
+            s.sockets,
+            s.topics,
+            s.run.events_per_second(),
+            s.run.cpu / s.run.verdict.expected as f64 * 1e6,
+            s.run.idle_rss as f64 / MIB,
+            s.run.peak_rss as f64 / MIB,
+            if s.run.verdict.complete() {
+                "yes".into()
+            } else {
+                s.run.verdict.describe()
+            }
+        );
+    }
+    if let Some(per) = per_idle_socket(all) {
+        let _ = writeln!(
+            md,
+            "\nMemory per idle socket (slope of idle RSS from the fewest to the most sockets): \
+             {:.0} KiB.",
+            per / 1024.0
+        );
+    }
+}
+
+/// Idle RSS added per socket between the smallest and largest socket counts.
+pub fn per_idle_socket(all: &[Scale]) -> Option<f64> {
+    let lo = all.iter().min_by_key(|s| s.sockets)?;
+    let hi = all.iter().max_by_key(|s| s.sockets)?;
+    (hi.sockets > lo.sockets).then(|| {
+        (hi.run.idle_rss as f64 - lo.run.idle_rss as f64) / (hi.sockets - lo.sockets) as f64
+    })
+}
+
+fn targets_section(
+    md: &mut String,
+    throughput: &[ClientRuns],
+    latency: &[Latency],
+    scaling: &[Scale],
+) {
+    let rate = |c: Client| {
+        throughput
+            .iter()
+            .find(|r| r.client == c)
+            .and_then(ClientRuns::rate)
+    };
+    let holdline = rate(Client::Holdline { redundancy: 1 });
+    let mut rows = Vec::new();
+    let mut ratio = |name: &str, other: Option<f64>, want: f64| {
+        if let (Some(h), Some(o)) = (holdline, other) {
+            let got = h / o;
+            rows.push((
+                name.to_owned(),
+                format!("≥ {want}×"),
+                format!("{got:.2}×"),
+                got >= want,
+            ));
+        }
+    };
+    ratio("holdline events/s vs raw floor", rate(Client::Floor), 0.7);
+    ratio(
+        "holdline events/s vs genesys-notifications",
+        rate(Client::GenesysNotifications),
+        10.0,
+    );
+    ratio("holdline events/s vs Node `ws`", rate(Client::NodeWs), 3.0);
+    if let Some(l) = latency.iter().find(|l| (l.rate - 10_000.0).abs() < 1.0) {
+        rows.push((
+            "p99 end-to-end latency at 10k events/s".into(),
+            "< 1 ms".into(),
+            format!("{:.3} ms", l.p99),
+            l.p99 < 1.0,
+        ));
+    }
+    if let Some(r) = throughput
+        .iter()
+        .find(|r| r.client == Client::Holdline { redundancy: 1 })
+        && let Some(peak) = r.median_of(|r| r.peak_rss as f64 / MIB)
+    {
+        rows.push((
+            "peak RSS, one socket at full rate".into(),
+            "< 20 MiB".into(),
+            format!("{peak:.1} MiB"),
+            peak < 20.0,
+        ));
+    }
+    if let Some(s) = scaling.iter().max_by_key(|s| s.sockets) {
+        let peak = s.run.peak_rss as f64 / MIB;
+        rows.push((
+            format!("peak RSS, {} sockets", s.sockets),
+            "< 60 MiB".into(),
+            format!("{peak:.1} MiB"),
+            peak < 60.0,
+        ));
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n## Targets\n\n| target | wanted | measured | met |\n|---|---|---|---|"
+    );
+    for (name, want, got, met) in rows {
+        let _ = writeln!(
+            md,
+            "| {name} | {want} | {got} | {} |",
+            if met { "yes" } else { "**no**" }
+        );
+    }
+}
