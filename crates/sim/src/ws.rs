@@ -115,13 +115,9 @@ impl Socket {
                         return End::Closed;
                     }
                 }
-                // An event (or injected frame) to deliver; mpsc::recv is cancel-safe.
-                Some(out) = data.recv() => {
-                    if self.deliver(out, data).await.is_err() {
-                        return End::Closed;
-                    }
-                }
-                // A client message; WebSocket::recv is cancel-safe (it is StreamExt::next).
+                // A client message (pings above all) before more events: a server reads its
+                // sockets independently of what it is writing, so a busy socket still
+                // answers pings. WebSocket::recv is cancel-safe (it is StreamExt::next).
                 msg = self.ws.recv() => match msg {
                     Some(Ok(msg)) => if let Some(end) = self.client_message(msg).await { return end; },
                     Some(Err(e)) => {
@@ -133,6 +129,12 @@ impl Socket {
                     }
                     None => return End::Closed,
                 },
+                // An event (or injected frame) to deliver; mpsc::recv is cancel-safe.
+                Some(out) = data.recv() => {
+                    if self.deliver(out, data).await.is_err() {
+                        return End::Closed;
+                    }
+                }
             }
         }
     }
