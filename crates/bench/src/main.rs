@@ -195,7 +195,9 @@ async fn run(args: RunArgs) -> Result<()> {
     let md = report::render(&setup, &throughput, &latency, &scaling);
     print!("{md}");
     if let Some(path) = &args.write {
-        std::fs::write(path, &md).with_context(|| format!("writing {}", path.display()))?;
+        let old = std::fs::read_to_string(path).unwrap_or_default();
+        std::fs::write(path, report::splice(&old, &md))
+            .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

@@ -7,6 +7,20 @@ use crate::stats::median;
 use crate::suites::{Latency, Run, Scale};
 
 const MIB: f64 = 1024.0 * 1024.0;
+const BEGIN: &str = "<!-- holdline-bench results: begin -->";
+const END: &str = "<!-- holdline-bench results: end -->";
+
+/// Puts `results` between the markers in `doc`, keeping the text around them; a doc
+/// without markers becomes just the results.
+pub fn splice(doc: &str, results: &str) -> String {
+    let block = format!("{BEGIN}\n{}\n{END}", results.trim_end());
+    match (doc.find(BEGIN), doc.find(END)) {
+        (Some(b), Some(e)) if b < e => {
+            format!("{}{block}{}", &doc[..b], &doc[e + END.len()..])
+        }
+        _ => format!("{block}\n"),
+    }
+}
 
 /// Every run of one client.
 pub struct ClientRuns {
@@ -49,14 +63,13 @@ pub fn render(
     scaling: &[Scale],
 ) -> String {
     let mut md = String::new();
-    let _ = writeln!(md, "# Benchmarks\n");
     let _ = writeln!(
         md,
-        "Produced by `holdline-bench`; every number below comes from the run described here. \
-         Re-run it on your machine with:\n\n```sh\n{}\n```\n",
+        "Produced by `holdline-bench`; every number in this part comes from the run \
+         described here. Re-run it on your machine with:\n\n```sh\n{}\n```\n",
         setup.command
     );
-    let _ = writeln!(md, "## Machine\n");
+    let _ = writeln!(md, "### Machine\n");
     for (k, v) in &setup.machine {
         let _ = writeln!(md, "- {k}: {v}");
     }
@@ -81,7 +94,7 @@ fn throughput_section(md: &mut String, setup: &Setup, all: &[ClientRuns]) {
     let avg = setup.bytes as f64 / setup.events.max(1) as f64;
     let _ = writeln!(
         md,
-        "\n## Throughput\n\n\
+        "\n### Throughput\n\n\
          The simulator (in the runner's process) publishes {} pre-built events round robin over \
          {} topics: conversation snapshots of 1–8 KB and presence events of about 400 B \
          (average frame {avg:.0} B, {:.1} MB in all), with no heartbeats, as fast as the \
@@ -150,7 +163,7 @@ fn throughput_section(md: &mut String, setup: &Setup, all: &[ClientRuns]) {
 fn latency_section(md: &mut String, all: &[Latency]) {
     let _ = writeln!(
         md,
-        "\n## Latency\n\n\
+        "\n### Latency\n\n\
          The simulator publishes at a fixed rate to `holdline listen` (redundancy 1); a thread \
          blocked on holdline's stdout stamps each record as it arrives. *End to end* is from \
          the simulator handing the event to the socket to the record leaving holdline \
@@ -183,7 +196,7 @@ fn latency_section(md: &mut String, all: &[Latency]) {
 fn scaling_section(md: &mut String, all: &[Scale]) {
     let _ = writeln!(
         md,
-        "\n## Scaling over live sockets\n\n\
+        "\n### Scaling over live sockets\n\n\
          `holdline listen` (redundancy 1) with enough topics for 1, 5 and 19 shards, one \
          socket each. 19 is the most one OAuth client can hold: the 20-channel budget keeps \
          one spare channel so a rollover never evicts a live one. The same firehose is spread \
@@ -293,7 +306,7 @@ fn targets_section(
     }
     let _ = writeln!(
         md,
-        "\n## Targets\n\n| target | wanted | measured | met |\n|---|---|---|---|"
+        "\n### Targets\n\n| target | wanted | measured | met |\n|---|---|---|---|"
     );
     for (name, want, got, met) in rows {
         let _ = writeln!(
@@ -301,5 +314,26 @@ fn targets_section(
             "| {name} | {want} | {got} | {} |",
             if met { "yes" } else { "**no**" }
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_replace_only_the_marked_part() {
+        let doc = format!("# Title\n\nintro\n\n{BEGIN}\nold numbers\n{END}\n\n## Analysis\nkept\n");
+        let out = splice(&doc, "new numbers\n");
+        assert!(out.starts_with("# Title\n\nintro\n\n"));
+        assert!(out.contains("new numbers") && !out.contains("old numbers"));
+        assert!(out.ends_with("\n\n## Analysis\nkept\n"));
+        assert_eq!(splice(&out, "new numbers"), out, "idempotent");
+    }
+
+    #[test]
+    fn a_doc_without_markers_becomes_the_results() {
+        let out = splice("stray text", "numbers");
+        assert_eq!(out, format!("{BEGIN}\nnumbers\n{END}\n"));
     }
 }
