@@ -180,6 +180,10 @@ impl Tools {
             versions: Vec::new(),
         };
         let holdline_version = output(Command::new(&tools.holdline).arg("--version"))?;
+        let holdline_version = holdline_version
+            .strip_prefix("holdline ")
+            .unwrap_or(&holdline_version)
+            .to_owned();
         tools.versions.push(("holdline".into(), holdline_version));
         if clients.contains(&Client::NodeWs) {
             tools.setup_node()?;

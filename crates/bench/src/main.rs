@@ -183,6 +183,31 @@ async fn run(args: RunArgs) -> Result<()> {
         });
     }
 
+    let idle = if counts.len() >= 2 {
+        let mut points = Vec::new();
+        for &sockets in counts {
+            let client = Client::Holdline {
+                redundancy: sockets,
+            };
+            let rss = suites::idle_rss(client, &tools, &work)
+                .await
+                .with_context(|| format!("idle holdline with {sockets} sockets"))?;
+            eprintln!(
+                "idle: {sockets} sockets over {} topics: {:.1} MiB",
+                args.topics,
+                rss as f64 / 1048576.0
+            );
+            points.push((sockets, rss));
+        }
+        points.sort();
+        Some(report::IdleSockets {
+            topics: args.topics,
+            points,
+        })
+    } else {
+        None
+    };
+
     let setup = Setup {
         command: command_line(),
         machine: machine(),
@@ -192,7 +217,7 @@ async fn run(args: RunArgs) -> Result<()> {
         bytes: work.firehose.bytes(),
         runs: args.runs,
     };
-    let md = report::render(&setup, &throughput, &latency, &scaling);
+    let md = report::render(&setup, &throughput, &latency, &scaling, idle.as_ref());
     print!("{md}");
     if let Some(path) = &args.write {
         let old = std::fs::read_to_string(path).unwrap_or_default();

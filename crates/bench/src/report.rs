@@ -61,6 +61,7 @@ pub fn render(
     throughput: &[ClientRuns],
     latency: &[Latency],
     scaling: &[Scale],
+    idle: Option<&IdleSockets>,
 ) -> String {
     let mut md = String::new();
     let _ = writeln!(
@@ -85,6 +86,9 @@ pub fn render(
     }
     if !scaling.is_empty() {
         scaling_section(&mut md, scaling);
+    }
+    if let Some(idle) = idle {
+        idle_section(&mut md, idle);
     }
     targets_section(&mut md, throughput, latency, scaling);
     md
@@ -221,23 +225,43 @@ fn scaling_section(md: &mut String, all: &[Scale]) {
             }
         );
     }
-    if let Some(per) = per_idle_socket(all) {
-        let _ = writeln!(
-            md,
-            "\nMemory per idle socket (slope of idle RSS from the fewest to the most sockets): \
-             {:.0} KiB.",
-            per / 1024.0
-        );
+    let _ = writeln!(
+        md,
+        "\nIdle RSS grows with the topics as much as with the sockets (18,500 topics are \
+         planned, subscribed and tracked for coverage); the memory of a socket alone is \
+         measured below."
+    );
+}
+
+/// Idle RSS of holdline over the same topics with few and many sockets (redundancy).
+pub struct IdleSockets {
+    pub topics: usize,
+    /// (sockets, idle RSS bytes), fewest first.
+    pub points: Vec<(usize, u64)>,
+}
+
+impl IdleSockets {
+    /// RSS added per socket between the fewest and the most.
+    pub fn per_socket(&self) -> Option<f64> {
+        let (lo, hi) = (self.points.first()?, self.points.last()?);
+        (hi.0 > lo.0).then(|| (hi.1 as f64 - lo.1 as f64) / (hi.0 - lo.0) as f64)
     }
 }
 
-/// Idle RSS added per socket between the smallest and largest socket counts.
-pub fn per_idle_socket(all: &[Scale]) -> Option<f64> {
-    let lo = all.iter().min_by_key(|s| s.sockets)?;
-    let hi = all.iter().max_by_key(|s| s.sockets)?;
-    (hi.sockets > lo.sockets).then(|| {
-        (hi.run.idle_rss as f64 - lo.run.idle_rss as f64) / (hi.sockets - lo.sockets) as f64
-    })
+fn idle_section(md: &mut String, idle: &IdleSockets) {
+    let _ = writeln!(
+        md,
+        "\n### Memory per idle socket\n\n\
+         `holdline listen --redundancy N` over the same {} topics, subscribed and idle for \
+         a second before RSS is read.\n\n| sockets | idle RSS MiB |\n|---:|---:|",
+        idle.topics
+    );
+    for (sockets, rss) in &idle.points {
+        let _ = writeln!(md, "| {sockets} | {:.1} |", *rss as f64 / MIB);
+    }
+    if let Some(per) = idle.per_socket() {
+        let _ = writeln!(md, "\nEach idle socket adds {:.0} KiB.", per / 1024.0);
+    }
 }
 
 fn targets_section(

@@ -149,6 +149,29 @@ pub async fn throughput_run(
     })
 }
 
+/// Resident memory of `client` once subscribed and idle for a second.
+pub async fn idle_rss(client: Client, tools: &Tools, work: &Workload) -> Result<u64> {
+    let bed = Bed::start(sim_config(16)).await?;
+    let mut watched = client
+        .spawn(
+            &bed,
+            tools,
+            &work.topics_file,
+            &work.topics,
+            0,
+            Capture::Collect(0),
+        )
+        .await?;
+    let sockets = client.redundancy();
+    bed.wait_ready(&work.topics, sockets, sockets, &mut watched, READY_WITHIN)
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss = proc::rss(watched.pid())?;
+    watched.finish();
+    let _ = bed.sim.stop().await;
+    Ok(rss)
+}
+
 /// Latency percentiles, in milliseconds.
 #[derive(Debug, Clone)]
 pub struct Latency {
