@@ -137,9 +137,20 @@ async fn run(args: RunArgs) -> Result<()> {
         args.events, args.topics
     );
     let work = Workload::build(&scratch, args.events, args.topics, None)?;
-    let mut throughput = Vec::new();
-    for &client in &clients {
-        throughput.push(measure(client, &tools, &work, args.runs).await);
+    let mut throughput: Vec<ClientRuns> = clients
+        .iter()
+        .map(|&client| ClientRuns {
+            client,
+            runs: Vec::new(),
+            failures: Vec::new(),
+        })
+        .collect();
+    // Round by round (a warm-up round, then the measured ones), every client once per
+    // round, so a slow spell of a shared machine hits every client alike.
+    for round in 0..=args.runs {
+        for all in &mut throughput {
+            measure(all, &tools, &work, round, args.runs).await;
+        }
     }
 
     let mut latency = Vec::new();
@@ -228,43 +239,36 @@ async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// One warm-up and `runs` measured runs of `client`; failures are kept for the report.
-async fn measure(client: Client, tools: &Tools, work: &Workload, runs: usize) -> ClientRuns {
-    let mut all = ClientRuns {
-        client,
-        runs: Vec::new(),
-        failures: Vec::new(),
+/// One run of a client in `round` (0 is the warm-up); failures are kept for the report.
+async fn measure(all: &mut ClientRuns, tools: &Tools, work: &Workload, round: usize, runs: usize) {
+    let client = all.client;
+    let what = if round == 0 {
+        "warm-up".into()
+    } else {
+        format!("run {round}/{runs}")
     };
-    for i in 0..=runs {
-        let what = if i == 0 {
-            "warm-up".into()
-        } else {
-            format!("run {i}/{runs}")
-        };
-        match suites::throughput_run(client, tools, work, client.redundancy()).await {
-            Ok(run) => {
-                eprintln!(
-                    "{}: {what}: {:.0} events/s, {:.2} CPU s, peak {:.1} MiB; {}",
-                    client.label(),
-                    run.events_per_second(),
-                    run.cpu,
-                    run.peak_rss as f64 / 1048576.0,
-                    run.verdict.describe()
-                );
-                if i > 0 {
-                    all.runs.push(run);
-                }
+    match suites::throughput_run(client, tools, work, client.redundancy()).await {
+        Ok(run) => {
+            eprintln!(
+                "{}: {what}: {:.0} events/s, {:.2} CPU s, peak {:.1} MiB; {}",
+                client.label(),
+                run.events_per_second(),
+                run.cpu,
+                run.peak_rss as f64 / 1048576.0,
+                run.verdict.describe()
+            );
+            if round > 0 {
+                all.runs.push(run);
             }
-            Err(e) => {
-                eprintln!("{}: {what} failed: {e:#}", client.label());
-                if i > 0 {
-                    all.failures
-                        .push(format!("{e:#}").lines().next().unwrap_or("").to_owned());
-                }
+        }
+        Err(e) => {
+            eprintln!("{}: {what} failed: {e:#}", client.label());
+            if round > 0 {
+                all.failures
+                    .push(format!("{e:#}").lines().next().unwrap_or("").to_owned());
             }
         }
     }
-    all
 }
 
 /// Like [`measure`] for holdline over `sockets` shards; fails if a run fails.

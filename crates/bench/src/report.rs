@@ -102,7 +102,8 @@ fn throughput_section(md: &mut String, setup: &Setup, all: &[ClientRuns]) {
          The simulator (in the runner's process) publishes {} pre-built events round robin over \
          {} topics: conversation snapshots of 1–8 KB and presence events of about 400 B \
          (average frame {avg:.0} B, {:.1} MB in all), with no heartbeats, as fast as the \
-         client's socket takes them. Each client runs once to warm up, then {} times; a run \
+         client's socket takes them. Clients take turns, round by round: one warm-up round, \
+         then {} measured rounds; a run \
          counts only if the client wrote every event exactly once (checked against the \
          simulator's ledger; the floor only counts frames). Wall time runs from the first \
          event published to the last one written; CPU is the client process's user+system \
