@@ -1,18 +1,40 @@
-//! Logs go to stderr (stdout carries data), filtered by `RUST_LOG` (default `info`).
+//! Logs go to stderr (stdout carries data), filtered by `RUST_LOG` (default `info`), as
+//! text (coloured only on a terminal) or as one JSON object per line.
+//!
+//! Levels follow one rule: ERROR means data was lost or an operator must act (a gap, a
+//! fatal configuration or credential problem); WARN means holdline is working around
+//! something (a dropped socket, a retried call, a malformed frame); INFO is the life of
+//! channels and sockets; DEBUG is detail for diagnosing holdline itself.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (timestamp, level, message, fields).
+    Json,
+}
+
 /// Installs the stderr logger (`verbose`: debug for holdline's own crates).
-pub fn init(verbose: bool) {
+pub fn init(verbose: bool, format: Format) {
     let default = if verbose {
         "info,holdline=debug,holdline_client=debug,holdline_sim=debug"
     } else {
         "info"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        Format::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        Format::Json => builder.json().flatten_event(true).try_init(),
+    };
 }

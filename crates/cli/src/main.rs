@@ -15,6 +15,9 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr as text or as JSON objects (one per line); filter with RUST_LOG.
+    #[arg(long, global = true, value_enum, default_value_t = logging::Format::Text)]
+    log_format: logging::Format,
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,7 +48,7 @@ pub mod exit {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let verbose = matches!(&cli.command, Command::Listen(a) if a.verbose);
-    logging::init(verbose);
+    logging::init(verbose, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use crate::auth::{AuthError, Token, TokenSource, transport_detail};
 use crate::backoff::Backoff;
 use crate::config::Timings;
+use crate::stats::Stats;
 
 /// Retries of 5xx/transport failures per call.
 const RETRIES: u32 = 5;
@@ -112,6 +113,7 @@ pub struct Api {
     base: String,
     auth: Arc<TokenSource>,
     timings: Timings,
+    stats: Option<Arc<Stats>>,
 }
 
 /// The `Retry-After` header in seconds, if present.
@@ -139,7 +141,16 @@ impl Api {
             base,
             auth,
             timings,
+            stats: None,
         }
+    }
+
+    /// Counts calls (by what they did and their status) and 429 waits in `stats`, and
+    /// token requests too.
+    pub fn observed(mut self, stats: Arc<Stats>) -> Self {
+        self.auth.observe(stats.clone());
+        self.stats = Some(stats);
+        self
     }
 
     /// The token source.
@@ -172,17 +183,25 @@ impl Api {
             let (status, headers, text) = match req.send().await {
                 Ok(resp) => {
                     let status = resp.status();
+                    if let Some(stats) = &self.stats {
+                        stats.rest_call(what, status.as_u16());
+                    }
                     let headers = resp.headers().clone();
                     match resp.text().await {
                         Ok(text) => (status, headers, text),
                         Err(e) => (StatusCode::BAD_GATEWAY, headers, transport_detail(&e)),
                     }
                 }
-                Err(e) => (
-                    StatusCode::BAD_GATEWAY,
-                    HeaderMap::new(),
-                    transport_detail(&e),
-                ),
+                Err(e) => {
+                    if let Some(stats) = &self.stats {
+                        stats.rest_call(what, 0);
+                    }
+                    (
+                        StatusCode::BAD_GATEWAY,
+                        HeaderMap::new(),
+                        transport_detail(&e),
+                    )
+                }
             };
             let message = || error_message(&text);
             match status.as_u16() {
@@ -224,6 +243,9 @@ impl Api {
                         wait_s = wait.as_secs(),
                         "rate limited (429); waiting as told"
                     );
+                    if let Some(stats) = &self.stats {
+                        stats.rate_limited(wait);
+                    }
                     tokio::time::sleep(wait).await;
                 }
                 429 | 500..=599 if failures < RETRIES => {

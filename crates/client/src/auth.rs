@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::config::{Credentials, Endpoints, Secret, Timings};
+use crate::stats::Stats;
 
 /// Fraction of a token's life after which it is renewed.
 const RENEW_AT: f64 = 0.8;
@@ -150,6 +151,7 @@ pub struct TokenSource {
     credentials: Credentials,
     timings: Timings,
     cached: Mutex<Option<Token>>,
+    stats: std::sync::OnceLock<Arc<Stats>>,
 }
 
 impl TokenSource {
@@ -167,7 +169,13 @@ impl TokenSource {
             credentials,
             timings,
             cached: Mutex::new(None),
+            stats: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Counts token requests and their answers in `stats` from now on.
+    pub fn observe(&self, stats: Arc<Stats>) {
+        let _ = self.stats.set(stats);
     }
 
     /// The client id.
@@ -216,7 +224,12 @@ impl TokenSource {
                 tokio::time::sleep(backoff.next().unwrap_or_default()).await;
             }
             match self.request().await {
-                Ok(token) => return Ok(token),
+                Ok(token) => {
+                    if let Some(stats) = self.stats.get() {
+                        Stats::bump(&stats.tokens_fetched);
+                    }
+                    return Ok(token);
+                }
                 Err(Attempt::Fatal(err)) => return Err(err),
                 Err(Attempt::Retry { detail, wait }) => {
                     tracing::warn!(url = %self.url, attempt, %detail, "token request failed; retrying");
@@ -245,6 +258,10 @@ impl TokenSource {
             .timeout(self.timings.request_timeout)
             .send()
             .await;
+        let stats = self.stats.get();
+        if let (Some(stats), Err(_)) = (stats, &sent) {
+            stats.rest_call("request token", 0);
+        }
         let resp = sent.map_err(|e| match tls_failure(&e) {
             Some(detail) => Attempt::Fatal(AuthError::Tls {
                 url: self.url.clone(),
@@ -256,6 +273,9 @@ impl TokenSource {
             },
         })?;
         let status = resp.status().as_u16();
+        if let Some(stats) = stats {
+            stats.rest_call("request token", status);
+        }
         let retry_after = crate::api::retry_after(resp.headers());
         let text = resp.text().await.unwrap_or_default();
         match status {

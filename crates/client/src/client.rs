@@ -106,6 +106,7 @@ impl Client {
             .user_agent(concat!("holdline/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let stats = Arc::new(Stats::default());
         // One token per redundant slot: revoking one token takes down one socket per shard.
         let mut apis = Vec::with_capacity(redundancy);
         for _ in 0..redundancy {
@@ -115,13 +116,17 @@ impl Client {
                 config.credentials.clone(),
                 config.timings,
             );
+            auth.observe(stats.clone());
             auth.token().await?;
-            apis.push(Arc::new(Api::new(
-                http.clone(),
-                config.endpoints.api_base(),
-                auth,
-                config.timings,
-            )));
+            apis.push(Arc::new(
+                Api::new(
+                    http.clone(),
+                    config.endpoints.api_base(),
+                    auth,
+                    config.timings,
+                )
+                .observed(stats.clone()),
+            ));
         }
         let api = apis[0].clone();
         let tracked = crate::resolve::tracked_topics(&api, &config).await?;
@@ -139,7 +144,6 @@ impl Client {
         if let Some(err) = over_budget(&plan, redundancy, per_channel) {
             return Err(err);
         }
-        let stats = Arc::new(Stats::default());
         let (out, rx) = mpsc::channel(QUEUE);
         budget_notice(&api, &plan, redundancy, &out).await;
         let session = SessionConfig {
@@ -152,6 +156,8 @@ impl Client {
             max_frame_bytes: config.max_frame_bytes,
             tls,
             stats: stats.clone(),
+            shard: 0,
+            slot: 0,
         };
         let dedupe = Dedupe::new(config.dedupe_window, config.dedupe_max_ids);
         let stream = EventStream::new(rx, dedupe, config.timings.gap_lookback, stats.clone());

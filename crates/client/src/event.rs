@@ -39,6 +39,8 @@ pub struct Notification {
     pub received_at: SystemTime,
     /// The channel it arrived on.
     pub channel: Arc<str>,
+    /// The topic family's counter slot (see [`crate::stats::FAMILIES`]).
+    pub family: usize,
 }
 
 fn span_of(frame: &str, part: &str) -> Option<Range<usize>> {
@@ -75,6 +77,7 @@ impl Notification {
             id,
             received_at,
             channel,
+            family: crate::stats::FAMILIES.len(),
         }
     }
 

@@ -20,6 +20,7 @@ pub mod dedupe;
 mod error;
 pub mod event;
 pub mod liveness;
+pub mod metrics;
 pub mod plan;
 pub mod record;
 pub mod resolve;

@@ -5,6 +5,7 @@
 //! ended (close code and reason, dead, error). Malformed or oversized frames are counted
 //! and logged; they never end the process.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -20,7 +21,10 @@ use tokio_tungstenite::{Connector, connect_async_tls_with_config};
 
 use crate::event::Notification;
 use crate::liveness::{Dead, Liveness, LivenessConfig, Verdict};
-use crate::stats::Stats;
+use crate::stats::{Cause, SocketState, Stats, family_index};
+
+/// Most topics whose family a socket remembers (a channel holds at most 1,000).
+const FAMILY_CACHE: usize = 4096;
 use crate::stream::Inbound;
 
 /// How long a retired socket may take to finish its close handshake.
@@ -54,6 +58,8 @@ pub enum Report {
         session: u64,
         /// What the service said.
         why: String,
+        /// The kind of loss, for the reconnect counters.
+        cause: Cause,
     },
     /// The socket ended.
     Ended {
@@ -93,6 +99,18 @@ pub enum Ended {
     Retired,
 }
 
+impl Ended {
+    /// The kind of loss, for the reconnect counters.
+    pub fn cause(&self) -> Cause {
+        match self {
+            Ended::ConnectFailed { .. } => Cause::ConnectFailed,
+            Ended::Closed { .. } => Cause::Close,
+            Ended::Dropped(_) | Ended::Retired => Cause::Drop,
+            Ended::Dead(_) => Cause::Stall,
+        }
+    }
+}
+
 impl std::fmt::Display for Ended {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -121,6 +139,9 @@ pub struct SessionConfig {
     pub tls: Arc<rustls::ClientConfig>,
     /// Counters.
     pub stats: Arc<Stats>,
+    /// The shard and slot the sessions serve (for per-socket metrics).
+    pub shard: usize,
+    pub slot: usize,
 }
 
 /// The slot's handle on a running session.
@@ -169,6 +190,8 @@ pub fn spawn(
             last_frame: None,
             live: false,
             close: None,
+            ping_sent: None,
+            families: HashMap::new(),
         };
         let why = session.run(&connect_uri, retire_rx).await;
         if session.live {
@@ -177,6 +200,7 @@ pub fn spawn(
                 .stats
                 .sockets_live
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            session.cfg.stats.socket_gone(id);
         }
         let at = Instant::now();
         let _ = session.reports.send(Report::Ended {
@@ -202,6 +226,10 @@ struct Session {
     last_frame: Option<SystemTime>,
     live: bool,
     close: Option<(u16, String)>,
+    /// When the unanswered ping went out (for the round-trip histogram).
+    ping_sent: Option<Instant>,
+    /// Topic → family counter slot, so a topic is classified once per socket.
+    families: HashMap<Box<str>, usize>,
 }
 
 impl Session {
@@ -278,6 +306,7 @@ impl Session {
                             if let Err(e) = ws.send(Message::text(ClientFrame::Ping.to_json())).await {
                                 return Ended::Dropped(format!("ping failed: {e}"));
                             }
+                            self.ping_sent.get_or_insert_with(Instant::now);
                         }
                         Verdict::Dead(dead) => return Ended::Dead(dead),
                     }
@@ -293,11 +322,28 @@ impl Session {
         match ServerFrame::parse(text.as_str()) {
             Ok(ServerFrame::Notification(n)) => {
                 Stats::bump(&stats.frames);
-                let event = Notification::new(&text, &n, received_at, self.channel.clone());
+                let family = match self.families.get(&*n.topic) {
+                    Some(f) => *f,
+                    None => {
+                        let f = family_index(&n.topic);
+                        if self.families.len() < FAMILY_CACHE {
+                            self.families.insert(n.topic.as_ref().into(), f);
+                        }
+                        f
+                    }
+                };
+                Stats::bump(&stats.frames_by_family[family]);
+                let mut event = Notification::new(&text, &n, received_at, self.channel.clone());
+                event.family = family;
                 return self.out.send(Inbound::Event(event)).await.is_ok();
             }
-            Ok(ServerFrame::Heartbeat) => stats.heartbeat(),
-            Ok(ServerFrame::Pong) => Stats::bump(&stats.pongs),
+            Ok(ServerFrame::Heartbeat) => stats.heartbeat(self.id),
+            Ok(ServerFrame::Pong) => {
+                Stats::bump(&stats.pongs);
+                if let Some(sent) = self.ping_sent.take() {
+                    stats.ping_rtt.observe(sent.elapsed());
+                }
+            }
             Ok(ServerFrame::SocketClosing(_)) => {
                 Stats::bump(&stats.socket_closings);
                 let _ = self
@@ -313,6 +359,7 @@ impl Session {
                 let _ = self.reports.send(Report::ChannelGone {
                     session: self.id,
                     why,
+                    cause: Cause::Evicted,
                 });
             }
             Ok(ServerFrame::TokenRevoked(_)) => {
@@ -320,6 +367,7 @@ impl Session {
                 let _ = self.reports.send(Report::ChannelGone {
                     session: self.id,
                     why,
+                    cause: Cause::Revoked,
                 });
             }
             Ok(ServerFrame::ChannelGone { message }) => {
@@ -327,6 +375,7 @@ impl Session {
                 let _ = self.reports.send(Report::ChannelGone {
                     session: self.id,
                     why,
+                    cause: Cause::ChannelGone,
                 });
             }
             Ok(ServerFrame::OtherSystem(n)) => {
@@ -354,6 +403,16 @@ impl Session {
                 .stats
                 .sockets_live
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.cfg.stats.socket_live(
+                self.id,
+                SocketState {
+                    shard: self.cfg.shard,
+                    slot: self.cfg.slot,
+                    channel: self.channel.to_string(),
+                    since: now,
+                    last_heartbeat: now,
+                },
+            );
             let _ = self.reports.send(Report::Live {
                 session: self.id,
                 at: now,

@@ -25,7 +25,7 @@ use crate::config::Timings;
 use crate::error::ClientError;
 use crate::event::{StateChange, StateKind};
 use crate::session::{self, Ended, Report, SessionConfig, SessionHandle};
-use crate::stats::Stats;
+use crate::stats::{Cause, Stats};
 use crate::stream::{Coverage, Inbound};
 
 /// Orders from the client handle.
@@ -131,8 +131,12 @@ pub async fn run(ctx: SlotCtx, topics: Arc<[String]>, cmds: mpsc::UnboundedRecei
         spare: None,
         split: HashSet::new(),
         covering: false,
+        loss: None,
     };
+    slot.ctx.stats.slot_started(slot.ctx.shard);
     slot.run(reports, cmds).await;
+    let was_covering = std::mem::take(&mut slot.covering);
+    slot.ctx.stats.slot_stopped(slot.ctx.shard, was_covering);
 }
 
 struct Slot {
@@ -159,6 +163,8 @@ struct Slot {
     split: HashSet<String>,
     /// Whether this slot counts in the live-slot gauge.
     covering: bool,
+    /// Why the slot's last live socket was lost (counted when it is live again).
+    loss: Option<Cause>,
 }
 
 impl Slot {
@@ -243,8 +249,11 @@ impl Slot {
 
     fn spawn_session(&self, chan: &Chan) -> SessionHandle {
         let id = self.ctx.session_ids.fetch_add(1, Ordering::Relaxed);
+        let mut cfg = self.ctx.session.clone();
+        cfg.shard = self.ctx.shard;
+        cfg.slot = self.ctx.slot;
         session::spawn(
-            self.ctx.session.clone(),
+            cfg,
             id,
             chan.uri.clone(),
             chan.id.clone(),
@@ -275,9 +284,14 @@ impl Slot {
                     });
                 }
             }
-            Report::ChannelGone { session, why } => {
+            Report::ChannelGone {
+                session,
+                why,
+                cause,
+            } => {
                 let on_current = self.current.as_ref().is_some_and(|c| c.id == session);
                 if on_current {
+                    self.loss.get_or_insert(cause);
                     self.chan_dead = true;
                     let chan = self.chan.as_ref().map(|c| c.id.clone());
                     tracing::warn!(channel = ?chan, %why, "channel lost; replacing it");
@@ -350,7 +364,8 @@ impl Slot {
         }
         if !was_live {
             if self.ever_live {
-                Stats::bump(&self.ctx.stats.reconnects);
+                let cause = self.loss.take().unwrap_or(Cause::Drop);
+                self.ctx.stats.reconnect(cause);
             }
             self.ever_live = true;
             let chan = self.chan.as_ref().map(|c| c.id.clone());
@@ -443,6 +458,9 @@ impl Slot {
         }
         if was_current {
             self.current = None;
+            if was_live {
+                self.loss.get_or_insert(why.cause());
+            }
         }
         if was_next {
             let next = self.next.take();
@@ -498,6 +516,7 @@ impl Slot {
                 .stats
                 .slots_live
                 .fetch_add(if covering { 1 } else { -1 }, Ordering::Relaxed);
+            self.ctx.stats.slot_covering(self.ctx.shard, covering);
         }
     }
 
@@ -770,7 +789,7 @@ impl Slot {
 
     /// Closes every socket with 1000 and waits briefly for the closes to finish.
     async fn shutdown(&mut self, reports: &mut mpsc::UnboundedReceiver<Report>) {
-        if std::mem::take(&mut self.covering) {
+        if self.covering {
             self.ctx.stats.slots_live.fetch_sub(1, Ordering::Relaxed);
         }
         let held = [

@@ -132,7 +132,8 @@ impl EventStream {
     /// A gap waiting to be handed out, or the end of the stream.
     fn gap_or_end(&mut self) -> Option<Option<Result<Event, ClientError>>> {
         if let Some(gap) = self.gaps.pop_front() {
-            Stats::bump(&self.stats.gaps);
+            self.stats
+                .gap(gap.to.duration_since(gap.from).unwrap_or_default());
             tracing::error!(topics = gap.topics.len(), reason = %gap.reason, "gap: events in this window could not be received");
             return Some(Some(Ok(Event::Gap(gap))));
         }
@@ -171,6 +172,9 @@ impl EventStream {
             Inbound::Event(n) => {
                 if self.dedupe.first_time(n.id, Instant::now()) {
                     Stats::bump(&self.stats.emitted);
+                    if let Some(c) = self.stats.emitted_by_family.get(n.family) {
+                        Stats::bump(c);
+                    }
                     Some(Ok(Event::Notification(n)))
                 } else {
                     Stats::bump(&self.stats.duplicates);

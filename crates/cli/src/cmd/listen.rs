@@ -3,6 +3,7 @@
 //! environment variables Genesys' own tooling uses, or a TOML file, in that order.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::task::Poll;
@@ -106,6 +107,10 @@ pub struct ListenArgs {
     /// Label for the records' `org` field.
     #[arg(long)]
     org: Option<String>,
+    /// Serve Prometheus /metrics, /healthz and /readyz on this address (127.0.0.1:9464
+    /// when the flag has no value; off without the flag).
+    #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = super::observe::DEFAULT_ADDR)]
+    metrics_addr: Option<SocketAddr>,
     /// Debug logs (heartbeats, pongs, subscribe replies) on stderr.
     #[arg(long, short)]
     pub verbose: bool,
@@ -137,6 +142,7 @@ pub struct ListenFile {
     pub dedupe_max_ids: Option<usize>,
     pub ca_file: Option<PathBuf>,
     pub org: Option<String>,
+    pub metrics_addr: Option<SocketAddr>,
     pub ping_interval: Option<String>,
     pub pong_timeout: Option<String>,
     pub watchdog: Option<String>,
@@ -177,12 +183,21 @@ fn file_duration(value: &Option<String>, name: &str) -> anyhow::Result<Option<Du
 }
 
 impl ListenArgs {
+    fn file(&self) -> anyhow::Result<ListenFile> {
+        match &self.config {
+            Some(path) => read_file(path),
+            None => Ok(ListenFile::default()),
+        }
+    }
+
+    /// Where to serve metrics, if anywhere: the flag, else the file.
+    fn metrics_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        Ok(self.metrics_addr.or(self.file()?.metrics_addr))
+    }
+
     /// Layers defaults, the file, then environment and flags into a client configuration.
     fn client_config(&self) -> anyhow::Result<ClientConfig> {
-        let file = match &self.config {
-            Some(path) => read_file(path)?,
-            None => ListenFile::default(),
-        };
+        let file = self.file()?;
         let endpoints = self.endpoints(&file)?;
         let client_id = self
             .client_id
@@ -333,7 +348,11 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     let config = args.client_config()?;
     let org = config.org.clone();
     tracing::info!(endpoints = %config.endpoints, client_id = %config.credentials.client_id, topics = config.topics.len(), "starting");
+    let metrics_addr = args.metrics_addr()?;
     let (handle, mut stream) = Client::start(config).await?;
+    if let Some(addr) = metrics_addr {
+        super::observe::serve(addr, handle.stats().clone()).await?;
+    }
     let mut out = Output::default();
     let mut signal = pin!(interrupted());
     let deadline = args.duration.map(|d| Instant::now() + d);
@@ -450,4 +469,57 @@ fn summary(stats: &Stats) {
         malformed = g(&stats.malformed),
         "stopped"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        listen: ListenArgs,
+    }
+
+    fn parse(args: &[&str]) -> ListenArgs {
+        let argv = std::iter::once("listen").chain(args.iter().copied());
+        Wrapper::try_parse_from(argv).unwrap().listen
+    }
+
+    #[test]
+    fn metrics_are_off_unless_asked_and_loopback_when_asked_without_an_address() {
+        assert_eq!(parse(&[]).metrics_addr().unwrap(), None);
+        let default: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+        assert_eq!(
+            parse(&["--metrics-addr"]).metrics_addr().unwrap(),
+            Some(default)
+        );
+        let chosen: SocketAddr = "0.0.0.0:9999".parse().unwrap();
+        assert_eq!(
+            parse(&["--metrics-addr", "0.0.0.0:9999"])
+                .metrics_addr()
+                .unwrap(),
+            Some(chosen)
+        );
+        assert!(
+            Wrapper::try_parse_from(["listen", "--metrics-addr", "localhost"]).is_err(),
+            "an address needs a port"
+        );
+    }
+
+    #[test]
+    fn the_config_file_can_turn_metrics_on() {
+        let dir = std::env::temp_dir().join(format!("holdline-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("listen.toml");
+        std::fs::write(&path, "metrics_addr = \"127.0.0.1:9100\"\n").unwrap();
+        let args = parse(&["--config", path.to_str().unwrap()]);
+        assert_eq!(
+            args.metrics_addr().unwrap(),
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod listen;
+pub mod observe;
 pub mod sim;
 
 use std::time::Duration;

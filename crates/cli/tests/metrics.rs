@@ -1,0 +1,189 @@
+//! `holdline listen --metrics-addr`: the counters move as the simulator's faults dictate,
+//! `/readyz` follows the shards, and nothing secret is exposed.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::*;
+
+const SECRET: &str = "s3cr3t-m3trics-value";
+
+fn scrape(http: &reqwest::blocking::Client, base: &str) -> (String, HashMap<String, f64>) {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let series = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            let value = if value == "+Inf" {
+                f64::INFINITY
+            } else {
+                value.parse().ok()?
+            };
+            Some((name.to_owned(), value))
+        })
+        .collect();
+    (text, series)
+}
+
+fn ready(http: &reqwest::blocking::Client, base: &str) -> (u16, serde_json::Value) {
+    let resp = http.get(format!("{base}/readyz")).send().unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap())
+}
+
+fn until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn counters_follow_a_drop_and_readyz_turns_503_while_the_shard_is_down() {
+    let (_sim, url) = sim(&["--client", &format!("metrics-test:{SECRET}")]);
+    let mut child = Running(
+        Command::new(BIN)
+            .args([
+                "listen",
+                "--api-base",
+                &url,
+                "--queue",
+                "Support",
+                "--redundancy",
+                "1",
+            ])
+            .args(["--metrics-addr", "127.0.0.1:0", "--log-format", "json"])
+            .env("GENESYSCLOUD_OAUTHCLIENT_ID", "metrics-test")
+            .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", SECRET)
+            .env_remove("GENESYSCLOUD_REGION")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The bound address is in the log; every log line is one JSON object.
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let base = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("no metrics address logged");
+        let record: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        let message = record["message"].as_str().unwrap_or_default();
+        if let Some(rest) = message.strip_prefix("metrics on ") {
+            break rest.split("/metrics").next().unwrap().to_owned();
+        }
+    };
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    let http = reqwest::blocking::Client::new();
+    let health = http.get(format!("{base}/healthz")).send().unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+
+    until("readiness", Duration::from_secs(20), || {
+        ready(&http, &base).0 == 200
+    });
+    assert_eq!(ready(&http, &base).1["shards"], 1);
+    until("events", Duration::from_secs(20), || {
+        scrape(&http, &base).1[r#"holdline_events_emitted_total{family="queue.conversations"}"#]
+            > 0.0
+    });
+    let (_, before) = scrape(&http, &base);
+    assert_eq!(before[r#"holdline_reconnects_total{cause="drop"}"#], 0.0);
+    assert_eq!(before["holdline_gaps_total"], 0.0);
+    assert_eq!(before["holdline_shards"], 1.0);
+    assert_eq!(before["holdline_sockets_live"], 1.0);
+    assert!(before["holdline_tokens_fetched_total"] >= 1.0);
+    assert!(
+        before[r#"holdline_rest_requests_total{operation="create channel",status="200"}"#] >= 1.0
+    );
+
+    // Hold the next upgrade for 3 s, then reset the socket: the shard is down until the
+    // replacement is live.
+    let channels: Vec<serde_json::Value> = http
+        .get(format!("{url}/sim/channels"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let channel = channels
+        .iter()
+        .find(|c| c["connected"] == true)
+        .expect("a connected channel")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for fault in [
+        serde_json::json!({"kind": "slow_upgrade", "ms": 3000, "count": 1}),
+        serde_json::json!({"kind": "drop", "channel": channel}),
+    ] {
+        let resp = http
+            .post(format!("{url}/sim/faults"))
+            .json(&fault)
+            .send()
+            .unwrap();
+        assert!(resp.status().is_success(), "{fault}");
+    }
+    let mut down_body = serde_json::Value::Null;
+    until("readyz 503", Duration::from_secs(5), || {
+        let (status, body) = ready(&http, &base);
+        down_body = body;
+        status == 503
+    });
+    assert_eq!(
+        down_body["shards_down"],
+        serde_json::json!([0]),
+        "{down_body}"
+    );
+    assert!(
+        down_body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no socket receiving"),
+        "{down_body}"
+    );
+    until("readyz 200 again", Duration::from_secs(20), || {
+        ready(&http, &base).0 == 200
+    });
+
+    let (text, after) = scrape(&http, &base);
+    assert_eq!(
+        after[r#"holdline_reconnects_total{cause="drop"}"#], 1.0,
+        "{text}"
+    );
+    assert_eq!(after[r#"holdline_reconnects_total{cause="stall"}"#], 0.0);
+    until("the gap record", Duration::from_secs(5), || {
+        scrape(&http, &base).1["holdline_gaps_total"] >= 1.0
+    });
+    let (text, after) = scrape(&http, &base);
+    assert!(after["holdline_gap_seconds_total"] > 0.0, "{text}");
+    assert_eq!(after["holdline_shards_down"], 0.0);
+    assert!(
+        text.contains(
+            "holdline_socket_heartbeat_age_seconds{shard=\"0\",slot=\"0\",channel=\"streaming-"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains(SECRET), "the secret leaked into /metrics");
+}
