@@ -31,6 +31,9 @@ enum Command {
     Doctor(Box<doctor::DoctorArgs>),
     /// Start the embedded simulator and stream its contact centre through holdline.
     Demo(cmd::demo::DemoArgs),
+    /// Watch a running `holdline listen --metrics-addr`: sockets, heartbeat ages,
+    /// events per second by family, reconnects and gaps.
+    Top(cmd::top::TopArgs),
 }
 
 /// Exit codes (documented in the README).
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
             Command::Listen(args) => cmd::listen::run(*args).await,
             Command::Doctor(args) => doctor::run(*args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
+            Command::Top(args) => cmd::top::run(args).await,
         }
     });
     match result {

@@ -50,21 +50,14 @@ fn until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn counters_follow_a_drop_and_readyz_turns_503_while_the_shard_is_down() {
-    let (_sim, url) = sim(&["--client", &format!("metrics-test:{SECRET}")]);
+/// `holdline listen` on `url` serving metrics on a free port; returns it and the base URL
+/// it logged.
+fn listen_with_metrics(url: &str, extra: &[&str]) -> (Running, String) {
     let mut child = Running(
         Command::new(BIN)
-            .args([
-                "listen",
-                "--api-base",
-                &url,
-                "--queue",
-                "Support",
-                "--redundancy",
-                "1",
-            ])
+            .args(["listen", "--api-base", url, "--queue", "Support"])
             .args(["--metrics-addr", "127.0.0.1:0", "--log-format", "json"])
+            .args(extra)
             .env("GENESYSCLOUD_OAUTHCLIENT_ID", "metrics-test")
             .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", SECRET)
             .env_remove("GENESYSCLOUD_REGION")
@@ -96,6 +89,15 @@ fn counters_follow_a_drop_and_readyz_turns_503_while_the_shard_is_down() {
             break rest.split("/metrics").next().unwrap().to_owned();
         }
     };
+    // Keep draining the log so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in rx {});
+    (child, base)
+}
+
+#[test]
+fn counters_follow_a_drop_and_readyz_turns_503_while_the_shard_is_down() {
+    let (_sim, url) = sim(&["--client", &format!("metrics-test:{SECRET}")]);
+    let (_listen, base) = listen_with_metrics(&url, &["--redundancy", "1"]);
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
     let http = reqwest::blocking::Client::new();
     let health = http.get(format!("{base}/healthz")).send().unwrap();
@@ -186,4 +188,43 @@ fn counters_follow_a_drop_and_readyz_turns_503_while_the_shard_is_down() {
         "{text}"
     );
     assert!(!text.contains(SECRET), "the secret leaked into /metrics");
+}
+
+#[test]
+fn top_shows_a_running_listen_and_explains_an_unreachable_one() {
+    let (_sim, url) = sim(&["--client", &format!("metrics-test:{SECRET}")]);
+    let (_listen, base) = listen_with_metrics(&url, &[]);
+    let http = reqwest::blocking::Client::new();
+    until("readiness", Duration::from_secs(20), || {
+        ready(&http, &base).0 == 200
+    });
+    until("events", Duration::from_secs(20), || {
+        scrape(&http, &base).1[r#"holdline_events_emitted_total{family="queue.conversations"}"#]
+            > 0.0
+    });
+    let out = Command::new(BIN)
+        .args(["top", &base, "--once"])
+        .output()
+        .unwrap();
+    let view = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{view}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(view.contains("   ready"), "{view}");
+    assert!(view.contains("sockets live 2"), "{view}");
+    assert!(view.contains("queue.conversations"), "{view}");
+    assert_eq!(view.matches("streaming-").count(), 2, "{view}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let out = Command::new(BIN)
+        .args(["top", &format!("http://127.0.0.1:{port}"), "--once"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--metrics-addr"), "{stderr}");
 }

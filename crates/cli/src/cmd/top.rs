@@ -1,0 +1,325 @@
+//! `holdline top`: a live view of a running `holdline listen` from its `/metrics` and
+//! `/readyz`: readiness, events per second by family, sockets with their heartbeat
+//! ages, reconnects by cause and gaps. Refreshes in place on a terminal.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tokio::time::Instant;
+
+use super::{duration, interrupted};
+
+/// `holdline top` flags.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The metrics endpoint of a running `holdline listen --metrics-addr`.
+    #[arg(default_value = "http://127.0.0.1:9464")]
+    url: String,
+    /// Time between refreshes.
+    #[arg(long, value_parser = duration, default_value = "1s")]
+    interval: Duration,
+    /// Print one view and exit (for scripts).
+    #[arg(long)]
+    once: bool,
+}
+
+/// One scrape: series name with labels → value.
+#[derive(Debug, Default, Clone)]
+pub struct Scrape {
+    series: BTreeMap<String, f64>,
+}
+
+impl Scrape {
+    /// Parses the Prometheus text format (samples only; comments skipped).
+    pub fn parse(text: &str) -> Scrape {
+        let series = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                let value = match value {
+                    "+Inf" => f64::INFINITY,
+                    v => v.parse().ok()?,
+                };
+                Some((name.to_owned(), value))
+            })
+            .collect();
+        Scrape { series }
+    }
+
+    fn get(&self, name: &str) -> f64 {
+        self.series.get(name).copied().unwrap_or(0.0)
+    }
+
+    /// Samples of `metric` with their labels.
+    fn labelled(&self, metric: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        let prefix = format!("{metric}{{");
+        self.series
+            .iter()
+            .filter_map(|(k, v)| Some((labels(k.strip_prefix(&prefix)?.strip_suffix('}')?), *v)))
+            .collect()
+    }
+
+    fn sum(&self, metric: &str) -> f64 {
+        self.labelled(metric).iter().map(|(_, v)| v).sum()
+    }
+}
+
+/// `a="x",b="y"` → map (values are never escaped in holdline's own labels except quotes).
+fn labels(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut rest = text;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, n)) = chars.next() {
+                        value.push(if n == 'n' { '\n' } else { n });
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        out.insert(key.trim_start_matches(',').to_owned(), value);
+        rest = &after[end..];
+    }
+    out
+}
+
+/// Renders one view; rates are per second since `before` (none on the first view).
+pub fn render(url: &str, now: &Scrape, before: Option<(&Scrape, Duration)>, ready: &str) -> String {
+    let mut o = String::new();
+    let rate = |name: &str, value: f64| -> Option<f64> {
+        let (prev, dt) = before?;
+        Some((value - prev.get(name)).max(0.0) / dt.as_secs_f64().max(1e-3))
+    };
+    let _ = writeln!(o, "holdline top: {url}   {ready}");
+    let emitted = now.sum("holdline_events_emitted_total");
+    let received = now.sum("holdline_events_received_total");
+    let dups = now.get("holdline_duplicates_dropped_total");
+    match before {
+        Some((prev, dt)) => {
+            let per = |a: f64, b: f64| (a - b).max(0.0) / dt.as_secs_f64().max(1e-3);
+            let _ = writeln!(
+                o,
+                "events/s   emitted {:.1}   received {:.1}   duplicates dropped {:.1}",
+                per(emitted, prev.sum("holdline_events_emitted_total")),
+                per(received, prev.sum("holdline_events_received_total")),
+                per(dups, prev.get("holdline_duplicates_dropped_total")),
+            );
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "events     emitted {emitted:.0}   received {received:.0}   duplicates dropped {dups:.0}"
+            );
+        }
+    }
+    let causes: Vec<String> = now
+        .labelled("holdline_reconnects_total")
+        .into_iter()
+        .filter(|(_, v)| *v > 0.0)
+        .map(|(l, v)| format!("{} {v:.0}", l.get("cause").map_or("?", String::as_str)))
+        .collect();
+    let _ = writeln!(
+        o,
+        "sockets live {:.0}   shards {:.0} ({:.0} down)   channels {:.0}/{:.0}   rollovers {:.0}   socket_closing {:.0}",
+        now.get("holdline_sockets_live"),
+        now.get("holdline_shards"),
+        now.get("holdline_shards_down"),
+        now.get("holdline_channels_held"),
+        now.get("holdline_channel_budget"),
+        now.get("holdline_rollovers_total"),
+        now.get("holdline_socket_closing_total"),
+    );
+    let _ = writeln!(
+        o,
+        "reconnects {:.0}{}   gaps {:.0} ({:.1} s missed)   malformed {:.0}   oversized {:.0}",
+        now.sum("holdline_reconnects_total"),
+        if causes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", causes.join(", "))
+        },
+        now.get("holdline_gaps_total"),
+        now.get("holdline_gap_seconds_total"),
+        now.get("holdline_malformed_frames_total"),
+        now.get("holdline_oversized_frames_total"),
+    );
+    let pongs = now.get("holdline_ping_rtt_seconds_count");
+    if pongs > 0.0 {
+        let _ = writeln!(
+            o,
+            "ping round trip: mean {:.1} ms over {pongs:.0} pongs",
+            now.get("holdline_ping_rtt_seconds_sum") / pongs * 1000.0
+        );
+    }
+    let mut families: Vec<(String, f64, Option<f64>)> = now
+        .labelled("holdline_events_emitted_total")
+        .into_iter()
+        .filter(|(_, v)| *v > 0.0)
+        .map(|(l, v)| {
+            let family = l.get("family").cloned().unwrap_or_default();
+            let key = format!("holdline_events_emitted_total{{family=\"{family}\"}}");
+            let r = rate(&key, v);
+            (family, v, r)
+        })
+        .collect();
+    families.sort_by(|a, b| b.1.total_cmp(&a.1));
+    if !families.is_empty() {
+        let _ = writeln!(o, "\nby family           events   events/s");
+        for (family, total, r) in families {
+            let r = r.map_or("-".into(), |r| format!("{r:.1}"));
+            let _ = writeln!(o, "  {family:<17} {total:>8.0} {r:>10}");
+        }
+    }
+    let mut sockets = now.labelled("holdline_socket_heartbeat_age_seconds");
+    sockets.sort_by(|a, b| a.0.cmp(&b.0));
+    let _ = writeln!(
+        o,
+        "\nshard slot channel                                      heartbeat age"
+    );
+    if sockets.is_empty() {
+        let _ = writeln!(o, "  (no socket receiving)");
+    }
+    for (l, age) in sockets {
+        let get = |k: &str| l.get(k).map_or("?", String::as_str);
+        let _ = writeln!(
+            o,
+            "{:>5} {:>4} {:<44} {age:>8.1} s",
+            get("shard"),
+            get("slot"),
+            get("channel")
+        );
+    }
+    o
+}
+
+async fn fetch(http: &reqwest::Client, url: &str) -> anyhow::Result<(Scrape, String)> {
+    let base = url.trim_end_matches('/').trim_end_matches("/metrics");
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .with_context(|| {
+            format!(
+                "cannot read {base}/metrics; is `holdline listen --metrics-addr` running there?"
+            )
+        })?
+        .text()
+        .await?;
+    let ready = match http.get(format!("{base}/readyz")).send().await {
+        Ok(r) if r.status().is_success() => "ready".to_owned(),
+        Ok(r) => {
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            format!(
+                "NOT READY: {}",
+                body["reason"].as_str().unwrap_or("no reason given")
+            )
+        }
+        Err(e) => format!("readiness unknown ({e})"),
+    };
+    Ok((Scrape::parse(&text), ready))
+}
+
+/// Runs the view until interrupted (or once).
+pub async fn run(args: TopArgs) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let terminal = std::io::stdout().is_terminal();
+    let mut before: Option<(Scrape, Instant)> = None;
+    let mut signal = std::pin::pin!(interrupted());
+    loop {
+        let (scrape, ready) = fetch(&http, &args.url).await?;
+        let at = Instant::now();
+        let view = render(
+            &args.url,
+            &scrape,
+            before.as_ref().map(|(s, t)| (s, at - *t)),
+            &ready,
+        );
+        let mut out = std::io::stdout().lock();
+        if terminal && !args.once {
+            // Clear the screen and draw from the top.
+            write!(out, "\x1b[2J\x1b[H")?;
+        }
+        writeln!(out, "{view}")?;
+        out.flush()?;
+        drop(out);
+        if args.once {
+            return Ok(());
+        }
+        before = Some((scrape, at));
+        tokio::select! {
+            _ = &mut signal => return Ok(()),
+            _ = tokio::time::sleep(args.interval) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"# HELP holdline_events_emitted_total x
+# TYPE holdline_events_emitted_total counter
+holdline_events_emitted_total{family="presence"} 10
+holdline_events_emitted_total{family="queue.conversations"} 30
+holdline_events_emitted_total{family="other"} 0
+holdline_reconnects_total{cause="drop"} 2
+holdline_reconnects_total{cause="stall"} 0
+holdline_gaps_total 1
+holdline_gap_seconds_total 0.75
+holdline_sockets_live 2
+holdline_channel_budget 20
+holdline_socket_heartbeat_age_seconds{shard="0",slot="1",channel="streaming-0-a\"b"} 3.5
+"#;
+
+    #[test]
+    fn samples_and_labels_parse() {
+        let s = Scrape::parse(TEXT);
+        assert_eq!(s.get("holdline_gaps_total"), 1.0);
+        assert_eq!(s.sum("holdline_events_emitted_total"), 40.0);
+        let sockets = s.labelled("holdline_socket_heartbeat_age_seconds");
+        assert_eq!(sockets.len(), 1);
+        assert_eq!(sockets[0].0["channel"], "streaming-0-a\"b");
+        assert_eq!(sockets[0].0["slot"], "1");
+    }
+
+    #[test]
+    fn the_view_shows_totals_then_rates() {
+        let first = Scrape::parse(TEXT);
+        let view = render("http://x", &first, None, "ready");
+        assert!(view.contains("emitted 40"), "{view}");
+        assert!(view.contains("reconnects 2 (drop 2)"), "{view}");
+        assert!(view.contains("gaps 1 (0.8 s missed)"), "{view}");
+        assert!(view.contains("streaming-0-a\"b"), "{view}");
+        let later =
+            Scrape::parse(&TEXT.replace("family=\"presence\"} 10", "family=\"presence\"} 30"));
+        let view = render(
+            "http://x",
+            &later,
+            Some((&first, Duration::from_secs(2))),
+            "ready",
+        );
+        assert!(view.contains("emitted 10.0"), "{view}");
+        assert!(
+            view.lines()
+                .any(|l| l.contains("presence") && l.trim_end().ends_with("10.0")),
+            "{view}"
+        );
+    }
+}
