@@ -382,6 +382,38 @@ mod tests {
         assert_eq!(readiness(&stats), Ok(2));
     }
 
+    /// The alert rules and the dashboard in docs/ only use series that exist.
+    #[test]
+    fn the_docs_alerts_and_dashboard_name_real_series() {
+        let stats = Stats::default();
+        stats.rest_call("create channel", 200);
+        let text = render(&stats);
+        let known = |name: &str| {
+            ["", "_bucket", "_sum", "_count"].iter().any(|suffix| {
+                name.strip_suffix(suffix)
+                    .is_some_and(|base| text.contains(&format!("# TYPE {base} ")))
+            })
+        };
+        for (file, doc) in [
+            ("alerts.yml", include_str!("../../../docs/alerts.yml")),
+            ("grafana-dashboard.json", include_str!("../../../docs/grafana-dashboard.json")),
+        ] {
+            let mut names = 0;
+            for (i, _) in doc.match_indices("holdline_") {
+                let name: String = doc[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                names += 1;
+                assert!(known(&name), "{file} uses {name}, which /metrics does not serve");
+            }
+            assert!(names >= 8, "{file} names only {names} series");
+        }
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../../docs/grafana-dashboard.json")).unwrap();
+        assert!(dashboard["panels"].as_array().unwrap().len() >= 8);
+    }
+
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape(r#"a"b\c"#), r#"a\"b\\c"#);
