@@ -228,3 +228,58 @@ fn top_shows_a_running_listen_and_explains_an_unreachable_one() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--metrics-addr"), "{stderr}");
 }
+
+#[test]
+fn socket_closing_is_a_hand_over_and_an_eviction_a_reconnect_for_cause_evicted() {
+    let (_sim, url) = sim(&["--client", &format!("metrics-test:{SECRET}")]);
+    let (_listen, base) = listen_with_metrics(&url, &["--redundancy", "1"]);
+    let http = reqwest::blocking::Client::new();
+    until("readiness", Duration::from_secs(20), || {
+        ready(&http, &base).0 == 200
+    });
+    let fault = |body: serde_json::Value| {
+        let resp = http
+            .post(format!("{url}/sim/faults"))
+            .json(&body)
+            .send()
+            .unwrap();
+        assert!(resp.status().is_success(), "{body}");
+    };
+    fault(serde_json::json!({"kind": "socket_closing", "grace_ms": 300}));
+    until("the hand-over", Duration::from_secs(10), || {
+        let (_, m) = scrape(&http, &base);
+        m["holdline_socket_closing_total"] == 1.0 && m["holdline_sockets_live"] == 1.0
+    });
+    // Let the old socket's close arrive before judging.
+    until(
+        "readiness after the hand-over",
+        Duration::from_secs(10),
+        || ready(&http, &base).0 == 200,
+    );
+    let (text, m) = scrape(&http, &base);
+    assert_eq!(
+        m["holdline_gaps_total"], 0.0,
+        "a hand-over is no gap: {text}"
+    );
+    assert_eq!(
+        m.iter()
+            .filter(|(k, _)| k.starts_with("holdline_reconnects_total"))
+            .map(|(_, v)| v)
+            .sum::<f64>(),
+        0.0,
+        "{text}"
+    );
+
+    fault(serde_json::json!({"kind": "evict"}));
+    until("the eviction counted", Duration::from_secs(20), || {
+        scrape(&http, &base).1[r#"holdline_reconnects_total{cause="evicted"}"#] == 1.0
+    });
+    until(
+        "readiness after the eviction",
+        Duration::from_secs(20),
+        || ready(&http, &base).0 == 200,
+    );
+    let (_, m) = scrape(&http, &base);
+    assert_eq!(m[r#"holdline_reconnects_total{cause="drop"}"#], 0.0);
+    assert!(m[r#"holdline_rest_requests_total{operation="create channel",status="200"}"#] >= 2.0);
+}

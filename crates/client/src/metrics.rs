@@ -396,7 +396,10 @@ mod tests {
         };
         for (file, doc) in [
             ("alerts.yml", include_str!("../../../docs/alerts.yml")),
-            ("grafana-dashboard.json", include_str!("../../../docs/grafana-dashboard.json")),
+            (
+                "grafana-dashboard.json",
+                include_str!("../../../docs/grafana-dashboard.json"),
+            ),
         ] {
             let mut names = 0;
             for (i, _) in doc.match_indices("holdline_") {
@@ -405,7 +408,10 @@ mod tests {
                     .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                     .collect();
                 names += 1;
-                assert!(known(&name), "{file} uses {name}, which /metrics does not serve");
+                assert!(
+                    known(&name),
+                    "{file} uses {name}, which /metrics does not serve"
+                );
             }
             assert!(names >= 8, "{file} names only {names} series");
         }

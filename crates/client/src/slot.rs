@@ -363,9 +363,9 @@ impl Slot {
             self.backoff.reset();
         }
         if !was_live {
+            let cause = self.loss.take();
             if self.ever_live {
-                let cause = self.loss.take().unwrap_or(Cause::Drop);
-                self.ctx.stats.reconnect(cause);
+                self.ctx.stats.reconnect(cause.unwrap_or(Cause::Drop));
             }
             self.ever_live = true;
             let chan = self.chan.as_ref().map(|c| c.id.clone());
@@ -458,9 +458,6 @@ impl Slot {
         }
         if was_current {
             self.current = None;
-            if was_live {
-                self.loss.get_or_insert(why.cause());
-            }
         }
         if was_next {
             let next = self.next.take();
@@ -479,6 +476,10 @@ impl Slot {
                         && at - n.since < grace
                         && n.connected_at.is_none_or(|c| c <= at + KICK_WINDOW)
                 });
+            // The slot is down (no hand-over pending): remember why, for the reconnect.
+            if !kick_candidate && self.live.is_empty() && why != Ended::Retired {
+                self.loss.get_or_insert(why.cause());
+            }
             if kick_candidate {
                 // Decided when the replacement connects or goes live.
                 self.deferred = Some(Deferred {
