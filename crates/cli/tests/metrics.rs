@@ -50,9 +50,9 @@ fn until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// `holdline listen` on `url` serving metrics on a free port; returns it and the base URL
-/// it logged.
-fn listen_with_metrics(url: &str, extra: &[&str]) -> (Running, String) {
+/// `holdline listen` on `url` serving metrics on a free port; returns it, the base URL it
+/// logged and the rest of its log (one JSON object per line).
+fn listen_with_metrics(url: &str, extra: &[&str]) -> (Running, String, mpsc::Receiver<String>) {
     let mut child = Running(
         Command::new(BIN)
             .args(["listen", "--api-base", url, "--queue", "Support"])
@@ -89,15 +89,13 @@ fn listen_with_metrics(url: &str, extra: &[&str]) -> (Running, String) {
             break rest.split("/metrics").next().unwrap().to_owned();
         }
     };
-    // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in rx {});
-    (child, base)
+    (child, base, rx)
 }
 
 #[test]
 fn counters_follow_a_drop_and_readyz_turns_503_while_the_shard_is_down() {
     let (_sim, url) = sim(&["--client", &format!("metrics-test:{SECRET}")]);
-    let (_listen, base) = listen_with_metrics(&url, &["--redundancy", "1"]);
+    let (_listen, base, log) = listen_with_metrics(&url, &["--redundancy", "1"]);
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
     let http = reqwest::blocking::Client::new();
     let health = http.get(format!("{base}/healthz")).send().unwrap();
@@ -188,12 +186,42 @@ fn counters_follow_a_drop_and_readyz_turns_503_while_the_shard_is_down() {
         "{text}"
     );
     assert!(!text.contains(SECRET), "the secret leaked into /metrics");
+
+    // The same happenings are named events in the log, at the level the rule gives them.
+    let mut records: Vec<serde_json::Value> = Vec::new();
+    let mut named = |event: &str| -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(r) = records.iter().find(|r| r["event"] == event) {
+                return r.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = log
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {event} event in the log"));
+            records.push(serde_json::from_str(&line).unwrap());
+        }
+    };
+    let gap = named("gap");
+    assert_eq!(gap["level"], "ERROR", "{gap}");
+    let reconnected = named("reconnected");
+    assert_eq!(reconnected["cause"], "drop", "{reconnected}");
+    assert_eq!(named("socket_ended")["level"], "WARN");
+    let rest: Vec<String> = log.try_iter().collect();
+    assert!(
+        records
+            .iter()
+            .map(|r| r.to_string())
+            .chain(rest)
+            .all(|l| !l.contains(SECRET)),
+        "the secret leaked into the log"
+    );
 }
 
 #[test]
 fn top_shows_a_running_listen_and_explains_an_unreachable_one() {
     let (_sim, url) = sim(&["--client", &format!("metrics-test:{SECRET}")]);
-    let (_listen, base) = listen_with_metrics(&url, &[]);
+    let (_listen, base, _log) = listen_with_metrics(&url, &[]);
     let http = reqwest::blocking::Client::new();
     until("readiness", Duration::from_secs(20), || {
         ready(&http, &base).0 == 200
@@ -232,7 +260,7 @@ fn top_shows_a_running_listen_and_explains_an_unreachable_one() {
 #[test]
 fn socket_closing_is_a_hand_over_and_an_eviction_a_reconnect_for_cause_evicted() {
     let (_sim, url) = sim(&["--client", &format!("metrics-test:{SECRET}")]);
-    let (_listen, base) = listen_with_metrics(&url, &["--redundancy", "1"]);
+    let (_listen, base, _log) = listen_with_metrics(&url, &["--redundancy", "1"]);
     let http = reqwest::blocking::Client::new();
     until("readiness", Duration::from_secs(20), || {
         ready(&http, &base).0 == 200

@@ -238,20 +238,13 @@ impl Api {
                             detail: format!("rate limited for {wait:?}"),
                         });
                     }
-                    tracing::warn!(
-                        what,
-                        wait_s = wait.as_secs(),
-                        "rate limited (429); waiting as told"
-                    );
-                    if let Some(stats) = &self.stats {
-                        stats.rate_limited(wait);
-                    }
+                    crate::notable::rate_limited(self.stats.as_deref(), what, wait);
                     tokio::time::sleep(wait).await;
                 }
                 429 | 500..=599 if failures < RETRIES => {
                     failures += 1;
                     let wait = backoff.next().unwrap_or_default();
-                    tracing::warn!(what, status = status.as_u16(), detail = %short(&text), retry_in_ms = wait.as_millis() as u64, "REST call failed; retrying");
+                    crate::notable::rest_retry(what, status.as_u16(), &short(&text), wait);
                     tokio::time::sleep(wait).await;
                 }
                 code => {

@@ -225,14 +225,12 @@ impl TokenSource {
             }
             match self.request().await {
                 Ok(token) => {
-                    if let Some(stats) = self.stats.get() {
-                        Stats::bump(&stats.tokens_fetched);
-                    }
+                    crate::notable::token_fetched(self.stats.get().map(|s| &**s));
                     return Ok(token);
                 }
                 Err(Attempt::Fatal(err)) => return Err(err),
                 Err(Attempt::Retry { detail, wait }) => {
-                    tracing::warn!(url = %self.url, attempt, %detail, "token request failed; retrying");
+                    crate::notable::token_retry(&self.url, attempt, &detail);
                     if let Some(wait) = wait {
                         tokio::time::sleep(wait).await;
                     }

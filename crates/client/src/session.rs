@@ -345,7 +345,7 @@ impl Session {
                 }
             }
             Ok(ServerFrame::SocketClosing(_)) => {
-                Stats::bump(&stats.socket_closings);
+                crate::notable::socket_closing(stats, &self.channel);
                 let _ = self
                     .reports
                     .send(Report::SocketClosing { session: self.id });
@@ -384,11 +384,8 @@ impl Session {
             Ok(ServerFrame::SubscribeReply(r)) => {
                 tracing::debug!(channel = %self.channel, ok = r.is_ok(), "subscribe reply");
             }
-            Ok(ServerFrame::Unknown) => Stats::bump(&stats.unknown),
-            Err(e) => {
-                Stats::bump(&stats.malformed);
-                tracing::warn!(channel = %self.channel, bytes = text.len(), error = %e, "malformed frame skipped");
-            }
+            Ok(ServerFrame::Unknown) => crate::notable::unknown_frame(stats, &self.channel),
+            Err(e) => crate::notable::malformed_frame(stats, &self.channel, text.len(), &e),
         }
         true
     }
@@ -423,8 +420,12 @@ impl Session {
 
     fn error(&mut self, e: WsError, retired: bool) -> Ended {
         if let WsError::Capacity(detail) = &e {
-            Stats::bump(&self.cfg.stats.oversized);
-            tracing::error!(channel = %self.channel, %detail, limit = self.cfg.max_frame_bytes, "message over the size limit; socket abandoned");
+            crate::notable::oversized_message(
+                &self.cfg.stats,
+                &self.channel,
+                detail,
+                self.cfg.max_frame_bytes,
+            );
         }
         if retired {
             return Ended::Retired;

@@ -294,7 +294,7 @@ impl Slot {
                     self.loss.get_or_insert(cause);
                     self.chan_dead = true;
                     let chan = self.chan.as_ref().map(|c| c.id.clone());
-                    tracing::warn!(channel = ?chan, %why, "channel lost; replacing it");
+                    crate::notable::channel_lost(chan.as_deref(), cause, &why);
                     self.state(StateKind::ChannelLost, chan, why);
                     if let Some(current) = self.current.take() {
                         self.retire(current, "channel lost", false);
@@ -365,7 +365,12 @@ impl Slot {
         if !was_live {
             let cause = self.loss.take();
             if self.ever_live {
-                self.ctx.stats.reconnect(cause.unwrap_or(Cause::Drop));
+                crate::notable::reconnected(
+                    &self.ctx.stats,
+                    cause.unwrap_or(Cause::Drop),
+                    self.ctx.shard,
+                    self.ctx.slot,
+                );
             }
             self.ever_live = true;
             let chan = self.chan.as_ref().map(|c| c.id.clone());
@@ -421,7 +426,7 @@ impl Slot {
             }
         }
         if next.purpose == Purpose::Rollover {
-            Stats::bump(&self.ctx.stats.rollovers);
+            crate::notable::rollover(&self.ctx.stats, self.ctx.shard, self.ctx.slot);
             // The old channel is left to expire; it no longer counts as ours.
             self.held(-1);
             let old = self
@@ -454,7 +459,7 @@ impl Slot {
         self.retiring.retain(|s| s.id != session);
         self.overlapping.retain(|(s, _)| s.id != session);
         if why != Ended::Retired {
-            tracing::warn!(channel = ?self.chan.as_ref().map(|c| c.id.clone()), %why, "socket ended");
+            crate::notable::socket_ended(self.chan.as_ref().map(|c| &*c.id), &why);
         }
         if was_current {
             self.current = None;

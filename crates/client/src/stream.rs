@@ -132,9 +132,7 @@ impl EventStream {
     /// A gap waiting to be handed out, or the end of the stream.
     fn gap_or_end(&mut self) -> Option<Option<Result<Event, ClientError>>> {
         if let Some(gap) = self.gaps.pop_front() {
-            self.stats
-                .gap(gap.to.duration_since(gap.from).unwrap_or_default());
-            tracing::error!(topics = gap.topics.len(), reason = %gap.reason, "gap: events in this window could not be received");
+            crate::notable::gap(&self.stats, &gap);
             return Some(Some(Ok(Event::Gap(gap))));
         }
         self.finished.then_some(None)
