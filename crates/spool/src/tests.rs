@@ -1,0 +1,107 @@
+use super::*;
+
+fn records(range: std::ops::Range<u32>) -> Vec<Vec<u8>> {
+    range
+        .map(|i| format!("{{\"n\":{i}}}").into_bytes())
+        .collect()
+}
+
+#[test]
+fn records_come_back_in_order_after_the_cursor_and_acks_remove_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), Durability::Immediate).unwrap();
+    assert_eq!(spool.register("stdout").unwrap(), 0);
+    assert_eq!(spool.append(&records(0..5)).unwrap(), 5);
+    assert_eq!(spool.depth("stdout").unwrap(), 5);
+    let got = spool.pending("stdout", 3).unwrap();
+    assert_eq!(got.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(got[0].record, b"{\"n\":0}");
+    spool.ack("stdout", 3).unwrap();
+    assert_eq!(spool.depth("stdout").unwrap(), 2);
+    assert_eq!(spool.len().unwrap(), 2, "acknowledged records are removed");
+    let rest = spool.pending("stdout", 10).unwrap();
+    assert_eq!(rest.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![4, 5]);
+    // A cursor never moves back.
+    spool.ack("stdout", 1).unwrap();
+    assert_eq!(spool.depth("stdout").unwrap(), 2);
+}
+
+#[test]
+fn everything_after_the_cursor_is_delivered_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let spool = Spool::open(dir.path(), Durability::Immediate).unwrap();
+        spool.register("stdout").unwrap();
+        spool.append(&records(0..10)).unwrap();
+        spool.ack("stdout", 4).unwrap();
+        // Dropped without any shutdown: what was committed is what counts.
+    }
+    let spool = Spool::open(dir.path(), Durability::Immediate).unwrap();
+    assert_eq!(spool.register("stdout").unwrap(), 4, "the cursor survived");
+    let again = spool.pending("stdout", 100).unwrap();
+    assert_eq!(again.len(), 6);
+    assert_eq!(again[0].seq, 5);
+    assert_eq!(again[0].record, b"{\"n\":4}");
+    // Numbering carries on, even when every record was acknowledged.
+    spool.ack("stdout", 10).unwrap();
+    assert!(spool.is_empty().unwrap());
+    drop(spool);
+    let spool = Spool::open(dir.path(), Durability::Eventual).unwrap();
+    assert_eq!(spool.append(&records(0..1)).unwrap(), 11);
+}
+
+#[test]
+fn a_record_stays_until_every_sink_has_passed_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), Durability::Eventual).unwrap();
+    spool.register("fast").unwrap();
+    spool.register("slow").unwrap();
+    spool.append(&records(0..4)).unwrap();
+    spool.ack("fast", 4).unwrap();
+    assert_eq!(spool.len().unwrap(), 4, "slow has not confirmed any");
+    assert_eq!(spool.pending("slow", 10).unwrap().len(), 4);
+    spool.ack("slow", 2).unwrap();
+    assert_eq!(spool.len().unwrap(), 2);
+    assert!(matches!(
+        spool.ack("nobody", 1),
+        Err(SpoolError::UnknownSink(_))
+    ));
+}
+
+#[test]
+fn a_new_sink_starts_at_the_end_and_does_not_replay_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), Durability::Eventual).unwrap();
+    spool.register("first").unwrap();
+    spool.append(&records(0..3)).unwrap();
+    assert_eq!(spool.register("late").unwrap(), 3);
+    assert!(spool.pending("late", 10).unwrap().is_empty());
+}
+
+#[test]
+fn dropping_the_oldest_reports_them_and_moves_every_cursor_past() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), Durability::Eventual).unwrap();
+    spool.register("a").unwrap();
+    spool.register("b").unwrap();
+    spool.append(&records(0..6)).unwrap();
+    spool.ack("a", 1).unwrap();
+    let dropped = spool.drop_oldest(3).unwrap().unwrap();
+    assert_eq!((dropped.first, dropped.last), (1, 3));
+    assert_eq!(dropped.records[0], b"{\"n\":0}");
+    assert_eq!(spool.pending("a", 10).unwrap()[0].seq, 4);
+    assert_eq!(spool.pending("b", 10).unwrap()[0].seq, 4);
+    assert_eq!(spool.len().unwrap(), 3);
+    spool.ack("a", 6).unwrap();
+    spool.ack("b", 6).unwrap();
+    assert_eq!(spool.drop_oldest(3).unwrap(), None);
+}
+
+#[test]
+fn an_unusable_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Spool::open(&file, Durability::Immediate).err().unwrap();
+    assert!(err.to_string().contains("cannot open the spool"), "{err}");
+}
