@@ -319,6 +319,11 @@ impl ClientHandle {
         &self.api
     }
 
+    /// Every single topic held now.
+    pub fn topics(&self) -> Vec<String> {
+        self.lock().plan.topics()
+    }
+
     /// Shards that hold topics now.
     pub fn shards(&self) -> usize {
         self.lock().plan.live_shards()

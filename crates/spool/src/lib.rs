@@ -27,7 +27,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
-/// `last`: the highest sequence number ever given out (records may be gone).
+/// `last`: the highest sequence number ever given out (records may be gone);
+/// `received`: when the newest spooled event was received (unix microseconds);
+/// `running`: 1 from [`Spool::begin_run`] until [`Spool::end_run`].
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// When a commit counts as done.
@@ -126,9 +128,53 @@ impl Spool {
         Ok(cursor)
     }
 
+    /// Starts a run. Returns when the newest event of the previous run was received
+    /// (unix microseconds) if that run did not end cleanly: events from then until this
+    /// run receives again were missed, and the caller must say so with a gap.
+    pub fn begin_run(&self) -> Result<Option<u64>, SpoolError> {
+        let txn = self.write()?;
+        let unclean = {
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            let running = meta.get("running").map_err(storage)?.map(|v| v.value()) == Some(1);
+            let received = meta.get("received").map_err(storage)?.map(|v| v.value());
+            meta.insert("running", 1).map_err(storage)?;
+            if running { received } else { None }
+        };
+        txn.commit().map_err(storage)?;
+        Ok(unclean)
+    }
+
+    /// Ends a run cleanly (every event received was spooled).
+    pub fn end_run(&self) -> Result<(), SpoolError> {
+        let txn = self.write()?;
+        txn.open_table(META)
+            .map_err(storage)?
+            .insert("running", 0)
+            .map_err(storage)?;
+        txn.commit().map_err(storage)?;
+        Ok(())
+    }
+
+    /// [`Spool::append`], also noting when the newest event in `records` was received.
+    pub fn append_received<R: AsRef<[u8]>>(
+        &self,
+        records: &[R],
+        received: Option<u64>,
+    ) -> Result<u64, SpoolError> {
+        self.append_inner(records, received)
+    }
+
     /// Appends `records` in one transaction (group commit) and returns the sequence number
     /// of the last one; returns once the commit is durable.
     pub fn append<R: AsRef<[u8]>>(&self, records: &[R]) -> Result<u64, SpoolError> {
+        self.append_inner(records, None)
+    }
+
+    fn append_inner<R: AsRef<[u8]>>(
+        &self,
+        records: &[R],
+        received: Option<u64>,
+    ) -> Result<u64, SpoolError> {
         let txn = self.write()?;
         let last = {
             let mut meta = txn.open_table(META).map_err(storage)?;
@@ -139,6 +185,9 @@ impl Spool {
                 events.insert(seq, record.as_ref()).map_err(storage)?;
             }
             meta.insert("last", seq).map_err(storage)?;
+            if let Some(at) = received {
+                meta.insert("received", at).map_err(storage)?;
+            }
             seq
         };
         txn.commit().map_err(storage)?;

@@ -105,3 +105,25 @@ fn an_unusable_directory_is_a_clear_error() {
     let err = Spool::open(&file, Durability::Immediate).err().unwrap();
     assert!(err.to_string().contains("cannot open the spool"), "{err}");
 }
+
+#[test]
+fn a_run_that_did_not_end_cleanly_reports_its_last_received_event() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let spool = Spool::open(dir.path(), Durability::Immediate).unwrap();
+        assert_eq!(spool.begin_run().unwrap(), None, "a fresh spool had no run");
+        spool.append_received(&records(0..2), Some(1_000)).unwrap();
+        spool.append_received(&records(2..3), Some(2_000)).unwrap();
+        // Killed: no end_run.
+    }
+    let spool = Spool::open(dir.path(), Durability::Immediate).unwrap();
+    assert_eq!(spool.begin_run().unwrap(), Some(2_000));
+    spool.end_run().unwrap();
+    drop(spool);
+    let spool = Spool::open(dir.path(), Durability::Immediate).unwrap();
+    assert_eq!(
+        spool.begin_run().unwrap(),
+        None,
+        "the last run ended cleanly"
+    );
+}

@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::Args;
 use holdline_client::record::{write_event, write_gap};
 use holdline_client::{
-    Client, ClientConfig, Credentials, Endpoints, Event, Secret, Stats, Timings,
+    Client, ClientConfig, Credentials, Endpoints, Event, Secret, StateKind, Stats, Timings,
 };
 use holdline_proto::Region;
 use serde::Deserialize;
@@ -111,6 +111,11 @@ pub struct ListenArgs {
     /// when the flag has no value; off without the flag).
     #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = super::observe::DEFAULT_ADDR)]
     metrics_addr: Option<SocketAddr>,
+    /// Spool records durably in this folder before writing them to stdout; after a crash
+    /// the next run delivers what stdout had not confirmed and reports the time no run
+    /// was receiving as a gap.
+    #[arg(long, value_name = "DIR")]
+    spool: Option<PathBuf>,
     /// Debug logs (heartbeats, pongs, subscribe replies) on stderr.
     #[arg(long, short)]
     pub verbose: bool,
@@ -143,6 +148,7 @@ pub struct ListenFile {
     pub ca_file: Option<PathBuf>,
     pub org: Option<String>,
     pub metrics_addr: Option<SocketAddr>,
+    pub spool: Option<PathBuf>,
     pub ping_interval: Option<String>,
     pub pong_timeout: Option<String>,
     pub watchdog: Option<String>,
@@ -188,6 +194,11 @@ impl ListenArgs {
             Some(path) => read_file(path),
             None => Ok(ListenFile::default()),
         }
+    }
+
+    /// Where to spool, if anywhere: the flag, else the file.
+    fn spool_dir(&self) -> anyhow::Result<Option<PathBuf>> {
+        Ok(self.spool.clone().or(self.file()?.spool))
     }
 
     /// Where to serve metrics, if anywhere: the flag, else the file.
@@ -349,11 +360,20 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     let org = config.org.clone();
     tracing::info!(endpoints = %config.endpoints, client_id = %config.credentials.client_id, topics = config.topics.len(), "starting");
     let metrics_addr = args.metrics_addr()?;
+    let lookback = config.timings.gap_lookback;
+    let spooled = match args.spool_dir()? {
+        Some(dir) => Some(super::spooled::Spooled::open(&dir)?),
+        None => None,
+    };
+    let mut unclean_since = spooled.as_ref().and_then(|s| s.unclean_since);
     let (handle, mut stream) = Client::start(config).await?;
     if let Some(addr) = metrics_addr {
         super::observe::serve(addr, handle.stats().clone()).await?;
     }
-    let mut out = Output::default();
+    let mut out = Output {
+        spooled,
+        ..Output::default()
+    };
     let mut signal = pin!(interrupted());
     let deadline = args.duration.map(|d| Instant::now() + d);
     let mut stopping = false;
@@ -382,10 +402,23 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         let step = loop {
             match item {
                 None => break Step::End,
-                Some(Ok(Event::Notification(n))) => write_event(&mut out.buf, &n, &org),
-                Some(Ok(Event::Gap(gap))) => write_gap(&mut out.buf, &gap),
+                Some(Ok(Event::Notification(n))) => {
+                    write_event(&mut out.buf, &n, &org);
+                    out.ended(Some(n.received_at));
+                }
+                Some(Ok(Event::Gap(gap))) => {
+                    write_gap(&mut out.buf, &gap);
+                    out.ended(None);
+                }
                 Some(Ok(Event::State(change))) => {
                     tracing::info!(kind = ?change.kind, channel = change.channel.as_deref().unwrap_or("-"), "{}", change.detail);
+                    if change.kind == StateKind::Live
+                        && let Some(since) = unclean_since.take()
+                    {
+                        let gap = restart_gap(&handle, since, lookback);
+                        write_gap(&mut out.buf, &gap);
+                        out.ended(None);
+                    }
                 }
                 Some(Err(e)) => break Step::Fatal(e),
             }
@@ -410,7 +443,10 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let flushed = out.flush();
+    let flushed = out.flush().and_then(|()| match out.spooled.take() {
+        Some(spooled) => spooled.close(),
+        None => Ok(()),
+    });
     summary(handle.stats());
     match (result, flushed) {
         (Err(e), _) if is_broken_pipe(&e) => Ok(()),
@@ -442,19 +478,73 @@ enum Step {
 #[derive(Default)]
 struct Output {
     buf: Vec<u8>,
+    /// Where each record in `buf` ends.
+    ends: Vec<usize>,
+    /// When the newest event in `buf` was received.
+    newest: Option<std::time::SystemTime>,
+    /// With `--spool`, records go there and a thread delivers them to stdout.
+    spooled: Option<super::spooled::Spooled>,
 }
 
 impl Output {
+    /// A record was written into `buf`.
+    fn ended(&mut self, received: Option<std::time::SystemTime>) {
+        self.ends.push(self.buf.len());
+        if received.is_some() {
+            self.newest = self.newest.max(received);
+        }
+    }
+
     fn flush(&mut self) -> anyhow::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let mut stdout = std::io::stdout().lock();
-        stdout.write_all(&self.buf).context("writing to stdout")?;
-        stdout.flush().context("writing to stdout")?;
+        if let Some(spooled) = &self.spooled {
+            let mut start = 0;
+            let records: Vec<&[u8]> = self
+                .ends
+                .iter()
+                .map(|&end| {
+                    let r = &self.buf[start..end];
+                    start = end;
+                    r
+                })
+                .collect();
+            spooled.append(&records, self.newest)?;
+        } else {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&self.buf).context("writing to stdout")?;
+            stdout.flush().context("writing to stdout")?;
+        }
         self.buf.clear();
+        self.ends.clear();
+        self.newest = None;
         Ok(())
     }
+}
+
+/// The gap after a run that stopped without closing its spool: nothing was receiving
+/// from the newest event it spooled (less the look-back, for events still in flight)
+/// until now.
+fn restart_gap(
+    handle: &holdline_client::ClientHandle,
+    since: std::time::SystemTime,
+    lookback: Duration,
+) -> holdline_client::Gap {
+    let from = since.checked_sub(lookback).unwrap_or(since);
+    let to = std::time::SystemTime::now().max(from);
+    let gap = holdline_client::Gap {
+        topics: handle.topics().into(),
+        from,
+        to,
+        reason: "holdline was not running: the previous run stopped without closing its spool"
+            .into(),
+    };
+    handle
+        .stats()
+        .gap(to.duration_since(from).unwrap_or_default());
+    tracing::error!(event = "gap", topics = gap.topics.len(), reason = %gap.reason, "gap: events in this window could not be received");
+    gap
 }
 
 fn summary(stats: &Stats) {

@@ -4,6 +4,7 @@ pub mod demo;
 pub mod listen;
 pub mod observe;
 pub mod sim;
+pub mod spooled;
 pub mod top;
 
 use std::time::Duration;

@@ -1,0 +1,279 @@
+//! `holdline listen --spool`: killed with SIGKILL mid-stream and restarted on the same
+//! spool, every event the simulator published reaches stdout at least once, or falls in
+//! the gap the restarted run reports for the time no run was receiving.
+
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant, SystemTime};
+
+mod common;
+
+use common::*;
+
+const TOPIC: &str = "v2.users.2b7f3c10-5d4e-4a8b-9c1d-0e6f7a8b9c0d.presence";
+
+fn listen(url: &str, spool: &std::path::Path) -> Running {
+    listen_with(url, spool, &[], Stdio::null())
+}
+
+fn listen_with(url: &str, spool: &std::path::Path, extra: &[&str], stderr: Stdio) -> Running {
+    Running(
+        Command::new(BIN)
+            .args(["listen", "--api-base", url, "--topic", TOPIC])
+            .args(["--redundancy", "1", "--spool"])
+            .arg(spool)
+            .args(extra)
+            .env("GENESYSCLOUD_OAUTHCLIENT_ID", "holdline-demo")
+            .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", "holdline-demo")
+            .env_remove("GENESYSCLOUD_REGION")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The metrics base URL a listen started with `--metrics-addr 127.0.0.1:0` logged.
+fn metrics_base(child: &mut Running) -> String {
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split("metrics on ").nth(1) {
+                let _ = tx.send(rest.split("/metrics").next().unwrap().to_owned());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("no metrics address logged")
+}
+
+fn emitted(http: &reqwest::blocking::Client, base: &str) -> f64 {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("holdline_events_emitted_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+fn wait_subscribed(http: &reqwest::blocking::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let channels: Vec<serde_json::Value> = http
+            .get(format!("{url}/sim/channels"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if channels
+            .iter()
+            .any(|c| c["connected"] == true && !c["topics"].as_array().unwrap().is_empty())
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "listen never subscribed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn firehose(http: &reqwest::blocking::Client, url: &str, count: usize) {
+    let resp = http
+        .post(format!("{url}/sim/firehose"))
+        .json(&serde_json::json!({ "count": count, "topics": [TOPIC] }))
+        .send()
+        .unwrap();
+    assert!(resp.status().is_success());
+}
+
+/// Ledger entries: (id, published_at).
+fn ledger(http: &reqwest::blocking::Client, url: &str) -> Vec<(String, SystemTime)> {
+    http.get(format!("{url}/sim/ledger?limit=100000"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).unwrap();
+            let at = humantime::parse_rfc3339(e["published_at"].as_str().unwrap()).unwrap();
+            (e["id"].as_str().unwrap().to_owned(), at)
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Seen {
+    ids: HashSet<String>,
+    gaps: Vec<(SystemTime, SystemTime, String)>,
+}
+
+impl Seen {
+    fn take(&mut self, lines: &Receiver<String>) {
+        for line in lines.try_iter() {
+            self.add(&line);
+        }
+    }
+
+    fn add(&mut self, line: &str) {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        match r["kind"].as_str() {
+            Some("event") => {
+                self.ids.insert(r["id"].as_str().unwrap().to_owned());
+            }
+            Some("gap") => {
+                let t = |k: &str| humantime::parse_rfc3339(r[k].as_str().unwrap()).unwrap();
+                self.gaps
+                    .push((t("from"), t("to"), r["reason"].as_str().unwrap().to_owned()));
+            }
+            other => panic!("unexpected record {other:?}: {line}"),
+        }
+    }
+
+    /// Ledger events neither printed nor inside a gap.
+    fn unaccounted(&self, ledger: &[(String, SystemTime)]) -> usize {
+        ledger
+            .iter()
+            .filter(|(id, at)| {
+                !self.ids.contains(id) && !self.gaps.iter().any(|(f, t, _)| f <= at && at <= t)
+            })
+            .count()
+    }
+}
+
+#[test]
+fn a_killed_run_loses_nothing_silently_and_the_next_run_delivers_the_spool() {
+    let mut sim_child = Running(
+        Command::new(BIN)
+            .args(["sim", "--port", "0", "--quiet", "--rate", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = first_line(&mut sim_child.0)
+        .strip_prefix("holdline-sim listening on ")
+        .unwrap()
+        .to_owned();
+    let dir = std::env::temp_dir().join(format!("holdline-spool-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let http = reqwest::blocking::Client::new();
+    let mut seen = Seen::default();
+
+    // Run 1: its stdout is not read, so the pipe fills and the events pile up in the
+    // spool; once it has taken all 3,000 it is killed with SIGKILL.
+    let mut first = listen_with(
+        &url,
+        &dir,
+        &["--metrics-addr", "127.0.0.1:0"],
+        Stdio::piped(),
+    );
+    let base = metrics_base(&mut first);
+    let held_stdout = first.0.stdout.take().unwrap();
+    wait_subscribed(&http, &url);
+    firehose(&http, &url, 3000);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while emitted(&http, &base) < 3000.0 {
+        assert!(Instant::now() < deadline, "run 1 did not take the events");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let printed_by_first = {
+        use std::io::BufRead;
+        let mut n = 0;
+        for line in std::io::BufReader::new(held_stdout).lines() {
+            let Ok(line) = line else { break };
+            // A record cut by the kill is not a record.
+            if line.ends_with('}') {
+                seen.add(&line);
+                n += 1;
+            }
+        }
+        n
+    };
+    assert!(printed_by_first < 3000, "stdout was meant to be blocked");
+    let after_kill = seen.ids.clone();
+
+    // Run 2 on the same spool: delivers what run 1 spooled, reports the outage.
+    let mut second = listen(&url, &dir);
+    let lines = lines_of(&mut second.0);
+    wait_subscribed(&http, &url);
+    firehose(&http, &url, 1000);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        seen.take(&lines);
+        let ledger = ledger(&http, &url);
+        assert_eq!(ledger.len(), 4000);
+        let missing = seen.unaccounted(&ledger);
+        if missing == 0 && !seen.gaps.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} events neither printed nor in a gap; {} printed, gaps {:?}",
+            seen.ids.len(),
+            seen.gaps
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Run 2 delivered what run 1 had spooled but not printed (all but at most the batch
+    // in flight when it was killed).
+    let from_spool = ledger(&http, &url)[..3000]
+        .iter()
+        .filter(|(id, _)| !after_kill.contains(id) && seen.ids.contains(id))
+        .count();
+    assert!(
+        from_spool + printed_by_first + 1024 >= 3000,
+        "run 2 delivered only {from_spool} of run 1's events ({printed_by_first} printed by run 1)"
+    );
+    assert_eq!(seen.gaps.len(), 1, "{:?}", seen.gaps);
+    assert!(seen.gaps[0].2.contains("not running"), "{:?}", seen.gaps);
+    // The gap reaches back no further than run 1's last spooled event (less the look-back),
+    // so run 1's printed events are not all swallowed by it.
+    let ledger = ledger(&http, &url);
+    let inside = ledger
+        .iter()
+        .filter(|(_, at)| seen.gaps.iter().any(|(f, t, _)| f <= at && at <= t))
+        .count();
+    assert!(inside < 4000, "the gap covers every event");
+
+    // A clean stop delivers everything and marks the spool closed: no gap next time.
+    let status = Command::new("kill")
+        .args(["-TERM", &second.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = second.0.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "listen did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0));
+    let mut third = listen(&url, &dir);
+    let lines = lines_of(&mut third.0);
+    wait_subscribed(&http, &url);
+    firehose(&http, &url, 10);
+    let mut records = Vec::new();
+    while records.len() < 10 {
+        let line = lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("run 3 printed its events");
+        records.push(line);
+    }
+    assert!(
+        records.iter().all(|l| l.starts_with(r#"{"kind":"event""#)),
+        "no gap after a clean stop: {records:?}"
+    );
+    drop(third);
+    let _ = std::fs::remove_dir_all(&dir);
+}
