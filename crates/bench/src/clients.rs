@@ -22,6 +22,8 @@ pub const GENESYS_NOTIFICATIONS: &str = "genesys-notifications==1.3";
 pub enum Client {
     /// `holdline listen` with this redundancy.
     Holdline { redundancy: usize },
+    /// `holdline listen --spool` (redundancy 1) with the spool on the temp folder's disk.
+    HoldlineSpool,
     /// Node.js `ws`: connect, keepalive every 15 s, print every message.
     NodeWs,
     /// PyPI genesys-notifications 1.3 on one channel.
@@ -35,6 +37,7 @@ impl Client {
     pub fn parse(name: &str) -> Result<Client> {
         Ok(match name {
             "holdline" | "holdline-r1" => Client::Holdline { redundancy: 1 },
+            "holdline-spool" => Client::HoldlineSpool,
             "node-ws" | "node" => Client::NodeWs,
             "genesys-notifications" | "python" => Client::GenesysNotifications,
             "floor" => Client::Floor,
@@ -43,7 +46,7 @@ impl Client {
                     Client::Holdline { redundancy }
                 }
                 _ => bail!(
-                    "unknown client {other:?}: pick from holdline, holdline-r2 (any -rN up to 19), \
+                    "unknown client {other:?}: pick from holdline, holdline-r2 (any -rN up to 19), holdline-spool, \
                      node-ws, genesys-notifications, floor"
                 ),
             },
@@ -54,6 +57,7 @@ impl Client {
     pub fn label(&self) -> String {
         match self {
             Client::Holdline { redundancy } => format!("holdline-r{redundancy}"),
+            Client::HoldlineSpool => "holdline-spool".into(),
             Client::NodeWs => "node-ws".into(),
             Client::GenesysNotifications => "genesys-notifications".into(),
             Client::Floor => "floor".into(),
@@ -69,6 +73,9 @@ impl Client {
             Client::Holdline { redundancy } => format!(
                 "`holdline listen --redundancy {redundancy}`, {redundancy} sockets, de-duplicated"
             ),
+            Client::HoldlineSpool => {
+                "`holdline listen --spool`, fsync per batch, then stdout".into()
+            }
             Client::NodeWs => {
                 "Node.js `ws`: keepalive every 15 s, `console.log` per message".into()
             }
@@ -111,6 +118,22 @@ impl Client {
                 cmd.args(["listen", "--api-base", bed.url(), "--topics-file"])
                     .arg(topics_file)
                     .args(["--redundancy", &redundancy.to_string()])
+                    .env("GENESYSCLOUD_OAUTHCLIENT_ID", CLIENT_ID)
+                    .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", CLIENT_SECRET)
+                    .env_remove("GENESYSCLOUD_REGION")
+                    .env_remove("RUST_LOG");
+                cmd
+            }
+            Client::HoldlineSpool => {
+                // On disk (not the tmpfs scratch), where an fsync costs what it costs.
+                let dir = std::env::temp_dir()
+                    .join(format!("holdline-bench-spool-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&dir);
+                let mut cmd = Command::new(&tools.holdline);
+                cmd.args(["listen", "--api-base", bed.url(), "--topics-file"])
+                    .arg(topics_file)
+                    .args(["--redundancy", "1", "--spool"])
+                    .arg(&dir)
                     .env("GENESYSCLOUD_OAUTHCLIENT_ID", CLIENT_ID)
                     .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", CLIENT_SECRET)
                     .env_remove("GENESYSCLOUD_REGION")
@@ -317,6 +340,7 @@ mod tests {
         for name in [
             "holdline-r1",
             "holdline-r2",
+            "holdline-spool",
             "node-ws",
             "genesys-notifications",
             "floor",

@@ -71,7 +71,7 @@ struct RunArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "holdline-r1,holdline-r2,node-ws,genesys-notifications,floor"
+        default_value = "holdline-r1,holdline-r2,holdline-spool,node-ws,genesys-notifications,floor"
     )]
     clients: Vec<String>,
     /// Publishing rates (events/s) for the latency table; empty to skip.
