@@ -278,3 +278,103 @@ fn a_killed_run_loses_nothing_silently_and_the_next_run_delivers_the_spool() {
     drop(third);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn metric(http: &reqwest::blocking::Client, base: &str, name: &str) -> f64 {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_full_spool_holds_back_then_drops_the_oldest_and_reports_them_as_a_gap() {
+    let mut sim_child = Running(
+        Command::new(BIN)
+            .args(["sim", "--port", "0", "--quiet", "--rate", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = first_line(&mut sim_child.0)
+        .strip_prefix("holdline-sim listening on ")
+        .unwrap()
+        .to_owned();
+    let dir = std::env::temp_dir().join(format!("holdline-spool-full-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let http = reqwest::blocking::Client::new();
+    // stdout is not read: the pipe fills, then the spool (100 kB), then holdline holds
+    // back for 300 ms at a time before dropping.
+    let mut run = listen_with(
+        &url,
+        &dir,
+        &[
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--spool-max-bytes",
+            "100000",
+            "--spool-full-wait",
+            "300ms",
+        ],
+        Stdio::piped(),
+    );
+    let base = metrics_base(&mut run);
+    let held_stdout = run.0.stdout.take().unwrap();
+    wait_subscribed(&http, &url);
+    firehose(&http, &url, 3000);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&http, &base, "holdline_events_emitted_total") < 3000.0 {
+        assert!(
+            Instant::now() < deadline,
+            "holdline did not take every event"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dropped = metric(&http, &base, "holdline_spool_dropped_total");
+    assert!(dropped > 0.0, "nothing was dropped from a 100 kB spool");
+    assert!(metric(&http, &base, "holdline_spool_bytes") <= 100_000.0);
+
+    // Now stdout is read: everything left comes out, and the drops are a gap.
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(held_stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Seen::default();
+    let ledger = ledger(&http, &url);
+    assert_eq!(ledger.len(), 3000);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        seen.take(&lines);
+        let missing = seen.unaccounted(&ledger);
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} events neither printed nor in a gap ({} printed, gaps {:?})",
+            seen.ids.len(),
+            seen.gaps
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(seen.ids.len() < 3000, "some events were dropped");
+    assert!(
+        seen.gaps.iter().all(|g| g.2.contains("spool was full")),
+        "{:?}",
+        seen.gaps
+    );
+    assert!(metric(&http, &base, "holdline_gaps_total") >= seen.gaps.len() as f64);
+    drop(run);
+    let _ = std::fs::remove_dir_all(&dir);
+}

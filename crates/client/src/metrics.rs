@@ -248,6 +248,24 @@ pub fn render(stats: &Stats) -> String {
         stats.shards_down().len() as f64,
     );
     o.one(
+        "holdline_spool_depth",
+        "gauge",
+        "Records in the spool not yet delivered (with --spool).",
+        gauge(&stats.spool_depth),
+    );
+    o.one(
+        "holdline_spool_bytes",
+        "gauge",
+        "Bytes of records held in the spool.",
+        gauge(&stats.spool_bytes),
+    );
+    o.one(
+        "holdline_spool_dropped_total",
+        "counter",
+        "Records dropped from a full spool after back-pressure (each reported in a gap).",
+        counter(&stats.spool_dropped),
+    );
+    o.one(
         "holdline_malformed_frames_total",
         "counter",
         "Frames that were not valid notification JSON (skipped).",

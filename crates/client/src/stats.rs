@@ -209,6 +209,12 @@ pub struct Stats {
     pub channels_held: AtomicI64,
     /// Unix milliseconds of the last heartbeat (0: none yet).
     pub last_heartbeat_ms: AtomicU64,
+    /// Gauge: records in the spool not yet delivered to stdout (`--spool`).
+    pub spool_depth: AtomicI64,
+    /// Gauge: bytes of records held in the spool.
+    pub spool_bytes: AtomicI64,
+    /// Records dropped from a full spool (each reported in a gap record).
+    pub spool_dropped: AtomicU64,
     /// REST calls by what they did and the status answered (0: no answer).
     pub rest_calls: Mutex<BTreeMap<(&'static str, u16), u64>>,
     /// Per shard: slots and covering slots.

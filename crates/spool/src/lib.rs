@@ -29,7 +29,8 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 /// `last`: the highest sequence number ever given out (records may be gone);
 /// `received`: when the newest spooled event was received (unix microseconds);
-/// `running`: 1 from [`Spool::begin_run`] until [`Spool::end_run`].
+/// `running`: 1 from [`Spool::begin_run`] until [`Spool::end_run`];
+/// `bytes`: the bytes of the records held.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// When a commit counts as done.
@@ -180,11 +181,15 @@ impl Spool {
             let mut meta = txn.open_table(META).map_err(storage)?;
             let mut events = txn.open_table(EVENTS).map_err(storage)?;
             let mut seq = last_given(&meta)?;
+            let mut added = 0u64;
             for record in records {
                 seq += 1;
+                added += record.as_ref().len() as u64;
                 events.insert(seq, record.as_ref()).map_err(storage)?;
             }
             meta.insert("last", seq).map_err(storage)?;
+            let held = meta_value(&meta, "bytes")?;
+            meta.insert("bytes", held + added).map_err(storage)?;
             if let Some(at) = received {
                 meta.insert("received", at).map_err(storage)?;
             }
@@ -235,10 +240,27 @@ impl Spool {
                 lowest = lowest.min(c.value());
             }
             let mut events = txn.open_table(EVENTS).map_err(storage)?;
-            events.retain_in(..=lowest, |_, _| false).map_err(storage)?;
+            let mut removed = 0u64;
+            events
+                .retain_in(..=lowest, |_, v| {
+                    removed += v.len() as u64;
+                    false
+                })
+                .map_err(storage)?;
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            let held = meta_value(&meta, "bytes")?;
+            meta.insert("bytes", held.saturating_sub(removed))
+                .map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
         Ok(())
+    }
+
+    /// Bytes of the records held.
+    pub fn held_bytes(&self) -> Result<u64, SpoolError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let meta = txn.open_table(META).map_err(storage)?;
+        meta_value(&meta, "bytes")
     }
 
     /// Records waiting for `sink`.
@@ -301,8 +323,13 @@ impl Spool {
                     for name in names {
                         cursors.insert(name.as_str(), last).map_err(storage)?;
                     }
+                    let removed: u64 = records.iter().map(|r| r.len() as u64).sum();
                     events
                         .retain_in(first..=last, |_, _| false)
+                        .map_err(storage)?;
+                    let mut meta = txn.open_table(META).map_err(storage)?;
+                    let held = meta_value(&meta, "bytes")?;
+                    meta.insert("bytes", held.saturating_sub(removed))
                         .map_err(storage)?;
                     Some(Dropped {
                         first,
@@ -319,7 +346,11 @@ impl Spool {
 }
 
 fn last_given(meta: &impl ReadableTable<&'static str, u64>) -> Result<u64, SpoolError> {
-    Ok(meta.get("last").map_err(storage)?.map_or(0, |v| v.value()))
+    meta_value(meta, "last")
+}
+
+fn meta_value(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, SpoolError> {
+    Ok(meta.get(key).map_err(storage)?.map_or(0, |v| v.value()))
 }
 
 #[cfg(test)]

@@ -127,3 +127,25 @@ fn a_run_that_did_not_end_cleanly_reports_its_last_received_event() {
         "the last run ended cleanly"
     );
 }
+
+#[test]
+fn held_bytes_follow_appends_acks_and_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), Durability::Eventual).unwrap();
+    spool.register("s").unwrap();
+    let batch = records(0..10); // each record is 7 or 8 bytes
+    let total: u64 = batch.iter().map(|r| r.len() as u64).sum();
+    spool.append(&batch).unwrap();
+    assert_eq!(spool.held_bytes().unwrap(), total);
+    spool.ack("s", 2).unwrap();
+    let first_two = (batch[0].len() + batch[1].len()) as u64;
+    assert_eq!(spool.held_bytes().unwrap(), total - first_two);
+    let dropped = spool.drop_oldest(3).unwrap().unwrap();
+    let dropped_bytes: u64 = dropped.records.iter().map(|r| r.len() as u64).sum();
+    assert_eq!(
+        spool.held_bytes().unwrap(),
+        total - first_two - dropped_bytes
+    );
+    spool.ack("s", 10).unwrap();
+    assert_eq!(spool.held_bytes().unwrap(), 0);
+}

@@ -116,6 +116,13 @@ pub struct ListenArgs {
     /// was receiving as a gap.
     #[arg(long, value_name = "DIR")]
     spool: Option<PathBuf>,
+    /// Most bytes of records the spool holds before holding back (default 1 GiB).
+    #[arg(long, value_name = "BYTES")]
+    spool_max_bytes: Option<u64>,
+    /// How long to hold back while the spool is full before dropping its oldest records
+    /// (reported as a gap; default 30s).
+    #[arg(long, value_parser = duration)]
+    spool_full_wait: Option<Duration>,
     /// Debug logs (heartbeats, pongs, subscribe replies) on stderr.
     #[arg(long, short)]
     pub verbose: bool,
@@ -149,6 +156,8 @@ pub struct ListenFile {
     pub org: Option<String>,
     pub metrics_addr: Option<SocketAddr>,
     pub spool: Option<PathBuf>,
+    pub spool_max_bytes: Option<u64>,
+    pub spool_full_wait: Option<String>,
     pub ping_interval: Option<String>,
     pub pong_timeout: Option<String>,
     pub watchdog: Option<String>,
@@ -196,9 +205,36 @@ impl ListenArgs {
         }
     }
 
-    /// Where to spool, if anywhere: the flag, else the file.
-    fn spool_dir(&self) -> anyhow::Result<Option<PathBuf>> {
-        Ok(self.spool.clone().or(self.file()?.spool))
+    /// Where to spool, if anywhere, and its limits: flags, else the file, else defaults.
+    fn spool(
+        &self,
+        lookback: Duration,
+    ) -> anyhow::Result<Option<(PathBuf, super::spooled::Limits)>> {
+        let file = self.file()?;
+        let Some(dir) = self.spool.clone().or(file.spool) else {
+            return Ok(None);
+        };
+        let full_wait = match (self.spool_full_wait, file.spool_full_wait) {
+            (Some(d), _) => d,
+            (None, Some(text)) => duration(&text)
+                .map_err(|e| usage(format!("spool_full_wait in the config file: {e}")))?,
+            (None, None) => Duration::from_secs(30),
+        };
+        let max_bytes = self
+            .spool_max_bytes
+            .or(file.spool_max_bytes)
+            .unwrap_or(1 << 30);
+        if max_bytes < 64 * 1024 {
+            return Err(usage("--spool-max-bytes must be at least 65536"));
+        }
+        Ok(Some((
+            dir,
+            super::spooled::Limits {
+                max_bytes,
+                full_wait,
+                lookback,
+            },
+        )))
     }
 
     /// Where to serve metrics, if anywhere: the flag, else the file.
@@ -361,14 +397,17 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     tracing::info!(endpoints = %config.endpoints, client_id = %config.credentials.client_id, topics = config.topics.len(), "starting");
     let metrics_addr = args.metrics_addr()?;
     let lookback = config.timings.gap_lookback;
-    let spooled = match args.spool_dir()? {
-        Some(dir) => Some(super::spooled::Spooled::open(&dir)?),
+    let spooled = match args.spool(lookback)? {
+        Some((dir, limits)) => Some(super::spooled::Spooled::open(&dir, limits)?),
         None => None,
     };
     let mut unclean_since = spooled.as_ref().and_then(|s| s.unclean_since);
     let (handle, mut stream) = Client::start(config).await?;
     if let Some(addr) = metrics_addr {
         super::observe::serve(addr, handle.stats().clone()).await?;
+    }
+    if let Some(spooled) = &spooled {
+        spooled.observe(handle.stats().clone());
     }
     let mut out = Output {
         spooled,
@@ -431,7 +470,7 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
                 Poll::Pending => break Step::More,
             }
         };
-        if let Err(e) = out.flush() {
+        if let Err(e) = out.flush().await {
             break Err(e);
         }
         match step {
@@ -443,10 +482,13 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let flushed = out.flush().and_then(|()| match out.spooled.take() {
-        Some(spooled) => spooled.close(),
-        None => Ok(()),
-    });
+    let flushed = match out.flush().await {
+        Ok(()) => match out.spooled.take() {
+            Some(spooled) => spooled.close(),
+            None => Ok(()),
+        },
+        Err(e) => Err(e),
+    };
     summary(handle.stats());
     match (result, flushed) {
         (Err(e), _) if is_broken_pipe(&e) => Ok(()),
@@ -495,7 +537,7 @@ impl Output {
         }
     }
 
-    fn flush(&mut self) -> anyhow::Result<()> {
+    async fn flush(&mut self) -> anyhow::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -510,7 +552,7 @@ impl Output {
                     r
                 })
                 .collect();
-            spooled.append(&records, self.newest)?;
+            spooled.append(&records, self.newest).await?;
         } else {
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(&self.buf).context("writing to stdout")?;
