@@ -1,0 +1,106 @@
+//! Where holdline delivers events from its spool.
+//!
+//! Every sink has the same shape: a configuration parsed from a `--sink` URL (or a
+//! `[[sink]]` table), and [`Sink::deliver`], which returns only once the destination has
+//! confirmed every record it was given. The spool advances the sink's cursor only after
+//! that, so a record is delivered at least once whatever fails in between; a repeat is
+//! byte-for-byte the same record, with the same event id.
+
+pub mod file;
+
+use std::time::Duration;
+
+/// Why a delivery failed; the service retries with backoff, the spool keeps the records.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{sink}: {detail}")]
+    Failed { sink: String, detail: String },
+}
+
+/// A destination for records (each one JSON object ending in a newline).
+pub trait Sink: Send {
+    /// A stable name: the spool keeps this sink's cursor under it.
+    fn name(&self) -> &str;
+    /// Delivers `records` in order; returns once the destination confirmed all of them.
+    fn deliver(&mut self, records: &[&[u8]]) -> Result<(), SinkError>;
+}
+
+/// A sink as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkConfig {
+    /// JSON lines on stdout.
+    Stdout,
+    /// JSON lines in a file, rotated by size and/or age.
+    File(file::FileConfig),
+}
+
+impl SinkConfig {
+    /// Parses the `--sink` URL form: `stdout`, `file:///path/events.jsonl?max_bytes=N&rotate=1h`.
+    pub fn parse(url: &str) -> Result<SinkConfig, String> {
+        if url == "stdout" || url == "-" {
+            return Ok(SinkConfig::Stdout);
+        }
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(format!(
+                "sink {url:?} is not a URL; use stdout or file:///path/events.jsonl"
+            ));
+        };
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let params = parse_query(query)?;
+        match scheme {
+            "file" => file::FileConfig::from_parts(path, &params).map(SinkConfig::File),
+            "nats" | "redis" | "kafka" | "http" | "https" => Err(format!(
+                "the {scheme} sink is not available yet; use stdout or file:///…"
+            )),
+            other => Err(format!(
+                "unknown sink scheme {other:?}; use stdout or file:///path/events.jsonl"
+            )),
+        }
+    }
+}
+
+fn parse_query(query: &str) -> Result<Vec<(String, String)>, String> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| format!("sink option {p:?} needs a value (name=value)"))
+        })
+        .collect()
+}
+
+/// Parses a duration option like `1h` or `90s`.
+fn duration_option(name: &str, value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value)
+        .map_err(|e| format!("sink option {name}={value}: {e} (examples: 90s, 15m, 1h)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_into_sinks_and_bad_ones_say_what_to_do() {
+        assert_eq!(SinkConfig::parse("stdout").unwrap(), SinkConfig::Stdout);
+        let SinkConfig::File(f) =
+            SinkConfig::parse("file:///var/log/h/events.jsonl?max_bytes=1048576&rotate=1h")
+                .unwrap()
+        else {
+            panic!("not a file sink");
+        };
+        assert_eq!(f.path, std::path::PathBuf::from("/var/log/h/events.jsonl"));
+        assert_eq!(f.max_bytes, Some(1_048_576));
+        assert_eq!(f.rotate_every, Some(Duration::from_secs(3600)));
+        let err = SinkConfig::parse("events.jsonl").unwrap_err();
+        assert!(err.contains("file:///"), "{err}");
+        let err = SinkConfig::parse("file:///x?rotate=soon").unwrap_err();
+        assert!(err.contains("examples"), "{err}");
+        let err = SinkConfig::parse("file:///x?colour=red").unwrap_err();
+        assert!(err.contains("max_bytes"), "{err}");
+        let err = SinkConfig::parse("ftp://host/x").unwrap_err();
+        assert!(err.contains("unknown sink scheme"), "{err}");
+        assert!(SinkConfig::parse("file://relative/x").is_err());
+    }
+}
