@@ -378,3 +378,85 @@ fn a_full_spool_holds_back_then_drops_the_oldest_and_reports_them_as_a_gap() {
     drop(run);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sinks_deliver_from_the_spool_to_a_file_and_stdout_alike() {
+    let mut sim_child = Running(
+        Command::new(BIN)
+            .args(["sim", "--port", "0", "--quiet", "--rate", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = first_line(&mut sim_child.0)
+        .strip_prefix("holdline-sim listening on ")
+        .unwrap()
+        .to_owned();
+    let dir = std::env::temp_dir().join(format!("holdline-sinks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let file = dir.join("out/events.jsonl");
+    let file_url = format!("file://{}?max_bytes=200000", file.display());
+    let http = reqwest::blocking::Client::new();
+    let mut run = listen_with(
+        &url,
+        &dir.join("spool"),
+        &["--sink", &file_url, "--sink", "stdout"],
+        Stdio::null(),
+    );
+    let lines = lines_of(&mut run.0);
+    wait_subscribed(&http, &url);
+    firehose(&http, &url, 1000);
+    let ledger: HashSet<String> = ledger(&http, &url).into_iter().map(|(id, _)| id).collect();
+    let mut seen = Seen::default();
+    let read_files = || -> HashSet<String> {
+        let mut ids = HashSet::new();
+        for entry in std::fs::read_dir(dir.join("out")).into_iter().flatten() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+            for line in text.lines() {
+                let r: serde_json::Value = serde_json::from_str(line).unwrap();
+                ids.insert(r["id"].as_str().unwrap().to_owned());
+            }
+        }
+        ids
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        seen.take(&lines);
+        let in_files = read_files();
+        if seen.ids == ledger && in_files == ledger {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stdout has {} and the files {} of {} events",
+            seen.ids.len(),
+            in_files.len(),
+            ledger.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rotated = std::fs::read_dir(dir.join("out")).unwrap().count();
+    assert!(rotated > 1, "1,000 events over 200 kB files rotate");
+
+    // A sink without a spool is a usage error that says what to do.
+    let out = Command::new(BIN)
+        .args([
+            "listen",
+            "--api-base",
+            &url,
+            "--topic",
+            TOPIC,
+            "--sink",
+            &file_url,
+        ])
+        .env("GENESYSCLOUD_OAUTHCLIENT_ID", "holdline-demo")
+        .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", "holdline-demo")
+        .env_remove("GENESYSCLOUD_REGION")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--spool"));
+    drop(run);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,14 +7,38 @@
 //! byte-for-byte the same record, with the same event id.
 
 pub mod file;
+pub mod stdout;
 
 use std::time::Duration;
 
-/// Why a delivery failed; the service retries with backoff, the spool keeps the records.
+/// Why a delivery failed; the spool keeps the records either way.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    /// Worth retrying with backoff (the destination may come back).
     #[error("{sink}: {detail}")]
     Failed { sink: String, detail: String },
+    /// Retrying cannot help (stdout closed).
+    #[error("{sink}: {detail}")]
+    Fatal {
+        sink: String,
+        detail: String,
+        broken_pipe: bool,
+    },
+}
+
+impl SinkError {
+    /// Whether the service should stop delivering to this sink.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, SinkError::Fatal { .. })
+    }
+}
+
+/// Opens the sink `config` describes.
+pub fn open(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
+    Ok(match config {
+        SinkConfig::Stdout => Box::new(stdout::StdoutSink),
+        SinkConfig::File(f) => Box::new(file::FileSink::open(f.clone())?),
+    })
 }
 
 /// A destination for records (each one JSON object ending in a newline).

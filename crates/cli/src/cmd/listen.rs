@@ -16,6 +16,7 @@ use holdline_client::{
     Client, ClientConfig, Credentials, Endpoints, Event, Secret, StateKind, Stats, Timings,
 };
 use holdline_proto::Region;
+use holdline_sinks::SinkConfig;
 use serde::Deserialize;
 use tokio::time::{Instant, sleep_until};
 
@@ -116,6 +117,10 @@ pub struct ListenArgs {
     /// was receiving as a gap.
     #[arg(long, value_name = "DIR")]
     spool: Option<PathBuf>,
+    /// Deliver from the spool to this sink instead of stdout (repeatable; needs --spool):
+    /// stdout, file:///path/events.jsonl?max_bytes=N&rotate=1h.
+    #[arg(long = "sink", value_name = "URL")]
+    sinks: Vec<String>,
     /// Most bytes of records the spool holds before holding back (default 1 GiB).
     #[arg(long, value_name = "BYTES")]
     spool_max_bytes: Option<u64>,
@@ -126,6 +131,13 @@ pub struct ListenArgs {
     /// Debug logs (heartbeats, pongs, subscribe replies) on stderr.
     #[arg(long, short)]
     pub verbose: bool,
+}
+
+/// A `[[sink]]` table of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkTable {
+    pub url: String,
 }
 
 /// The `--config` file.
@@ -156,6 +168,8 @@ pub struct ListenFile {
     pub org: Option<String>,
     pub metrics_addr: Option<SocketAddr>,
     pub spool: Option<PathBuf>,
+    #[serde(default)]
+    pub sink: Vec<SinkTable>,
     pub spool_max_bytes: Option<u64>,
     pub spool_full_wait: Option<String>,
     pub ping_interval: Option<String>,
@@ -209,11 +223,28 @@ impl ListenArgs {
     fn spool(
         &self,
         lookback: Duration,
-    ) -> anyhow::Result<Option<(PathBuf, super::spooled::Limits)>> {
+    ) -> anyhow::Result<Option<(PathBuf, super::spooled::Limits, Vec<SinkConfig>)>> {
         let file = self.file()?;
+        let urls: Vec<String> = if self.sinks.is_empty() {
+            file.sink.iter().map(|s| s.url.clone()).collect()
+        } else {
+            self.sinks.clone()
+        };
+        let mut sinks = urls
+            .iter()
+            .map(|u| SinkConfig::parse(u).map_err(usage))
+            .collect::<Result<Vec<_>, _>>()?;
         let Some(dir) = self.spool.clone().or(file.spool) else {
+            if !sinks.is_empty() {
+                return Err(usage(
+                    "--sink needs --spool DIR: sinks deliver from the durable spool",
+                ));
+            }
             return Ok(None);
         };
+        if sinks.is_empty() {
+            sinks.push(SinkConfig::Stdout);
+        }
         let full_wait = match (self.spool_full_wait, file.spool_full_wait) {
             (Some(d), _) => d,
             (None, Some(text)) => duration(&text)
@@ -234,6 +265,7 @@ impl ListenArgs {
                 full_wait,
                 lookback,
             },
+            sinks,
         )))
     }
 
@@ -398,7 +430,13 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     let metrics_addr = args.metrics_addr()?;
     let lookback = config.timings.gap_lookback;
     let spooled = match args.spool(lookback)? {
-        Some((dir, limits)) => Some(super::spooled::Spooled::open(&dir, limits)?),
+        Some((dir, limits, sinks)) => {
+            let opened = sinks
+                .iter()
+                .map(holdline_sinks::open)
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(super::spooled::Spooled::open(&dir, limits, opened)?)
+        }
         None => None,
     };
     let mut unclean_since = spooled.as_ref().and_then(|s| s.unclean_since);

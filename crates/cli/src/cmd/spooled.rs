@@ -1,6 +1,7 @@
 //! `listen --spool DIR`: records go into the durable spool first (one commit per batch),
-//! and a delivery thread writes them to stdout and acknowledges them only once written
-//! and flushed. After a crash (even `kill -9`) the next run delivers everything the spool
+//! and one delivery thread per sink (stdout unless `--sink` says otherwise) delivers them
+//! and acknowledges them only once the destination confirmed. A failing sink is retried
+//! with backoff while the spool keeps its records; each sink has its own cursor. After a crash (even `kill -9`) the next run delivers everything the spool
 //! had committed but stdout had not confirmed, and writes a gap record for the time no
 //! run was receiving, from the newest event the crashed run spooled (less the look-back)
 //! to the moment the new run is receiving again.
@@ -10,7 +11,6 @@
 //! still full it drops the oldest undelivered records, logs an ERROR and writes a gap
 //! record covering them. Never silent loss.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -21,12 +21,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use holdline_client::Stats;
 use holdline_client::record::write_gap;
+use holdline_sinks::{Sink, SinkError};
 use holdline_spool::{Dropped, Durability, Spool};
 
-/// The sink name of stdout in the spool.
-const STDOUT: &str = "stdout";
 /// Most records delivered per write and acknowledgement.
 const DELIVER_BATCH: usize = 1024;
+/// Retry delays for a failing sink.
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// How full the spool may get, and how long to hold back before dropping.
 #[derive(Debug, Clone, Copy)]
@@ -37,7 +39,7 @@ pub struct Limits {
     pub lookback: Duration,
 }
 
-/// The spool and its stdout delivery thread.
+/// The spool and its delivery threads.
 pub struct Spooled {
     spool: Arc<Spool>,
     limits: Limits,
@@ -45,42 +47,71 @@ pub struct Spooled {
     /// When the spool last became full (cleared once a batch fits): events received
     /// since may have waited that long in the network while the sockets were held back.
     full_since: std::sync::Mutex<Option<SystemTime>>,
-    wake: mpsc::Sender<()>,
+    sinks: Arc<Vec<String>>,
+    wake: Vec<mpsc::Sender<()>>,
     stop: Arc<AtomicBool>,
-    delivery: Option<JoinHandle<anyhow::Result<()>>>,
+    delivery: std::sync::Mutex<Vec<JoinHandle<anyhow::Result<()>>>>,
     /// When the crashed previous run last received an event, if it crashed.
     pub unclean_since: Option<SystemTime>,
 }
 
 impl Spooled {
-    /// Opens the spool in `dir` and starts delivering what it holds.
-    pub fn open(dir: &Path, limits: Limits) -> anyhow::Result<Spooled> {
+    /// Opens the spool in `dir` and starts delivering what it holds to `sinks`.
+    pub fn open(dir: &Path, limits: Limits, sinks: Vec<Box<dyn Sink>>) -> anyhow::Result<Spooled> {
         let spool = Arc::new(Spool::open(dir, Durability::Immediate)?);
-        spool.register(STDOUT)?;
+        let names: Arc<Vec<String>> = Arc::new(sinks.iter().map(|s| s.name().to_owned()).collect());
+        for name in names.iter() {
+            spool.register(name)?;
+        }
         let unclean_since = spool
             .begin_run()?
             .map(|micros| UNIX_EPOCH + Duration::from_micros(micros));
-        let pending = spool.depth(STDOUT)?;
-        tracing::info!(dir = %dir.display(), pending, "spool open");
-        let (wake, woken) = mpsc::channel();
+        for name in names.iter() {
+            tracing::info!(dir = %dir.display(), sink = %name, pending = spool.depth(name)?, "spool open");
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let stats: Arc<OnceLock<Arc<Stats>>> = Arc::default();
-        let delivery = {
-            let (spool, stop, stats) = (spool.clone(), stop.clone(), stats.clone());
-            std::thread::Builder::new()
-                .name("spool-stdout".into())
-                .spawn(move || deliver(&spool, &woken, &stop, &stats))?
-        };
+        let mut wake = Vec::new();
+        let mut delivery = Vec::new();
+        for sink in sinks {
+            let (tx, woken) = mpsc::channel();
+            wake.push(tx);
+            let (spool, stop, stats, names) =
+                (spool.clone(), stop.clone(), stats.clone(), names.clone());
+            delivery.push(
+                std::thread::Builder::new()
+                    .name(format!("sink-{}", sink.name()))
+                    .spawn(move || deliver(&spool, sink, &woken, &stop, &stats, &names))?,
+            );
+        }
         Ok(Spooled {
             spool,
             limits,
             stats,
             full_since: std::sync::Mutex::new(None),
+            sinks: names,
             wake,
             stop,
-            delivery: Some(delivery),
+            delivery: std::sync::Mutex::new(delivery),
             unclean_since,
         })
+    }
+
+    fn wake_all(&self) {
+        for w in &self.wake {
+            let _ = w.send(());
+        }
+    }
+
+    /// An error if a sink stopped for good (stdout closed): the caller ends the run.
+    fn check_sinks(&self) -> anyhow::Result<()> {
+        let mut threads = self.delivery.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = threads.iter().position(|t| t.is_finished()) {
+            let done = threads.swap_remove(i);
+            done.join()
+                .map_err(|_| anyhow::anyhow!("a sink delivery thread panicked"))??;
+        }
+        Ok(())
     }
 
     /// Reports spool depth, bytes and drops in `stats` from now on.
@@ -98,6 +129,7 @@ impl Spooled {
         if records.is_empty() {
             return Ok(());
         }
+        self.check_sinks()?;
         let incoming: u64 = records.iter().map(|r| r.len() as u64).sum();
         let mut gap_record = Vec::new();
         let full = self.held()? + incoming > self.limits.max_bytes;
@@ -137,7 +169,7 @@ impl Spooled {
         tokio::task::block_in_place(|| self.spool.append_received(&all, received))
             .context("writing to the spool")?;
         self.gauges();
-        let _ = self.wake.send(());
+        self.wake_all();
         Ok(())
     }
 
@@ -186,20 +218,26 @@ impl Spooled {
     }
 
     fn gauges(&self) {
-        gauges(&self.spool, &self.stats);
+        gauges(&self.spool, &self.stats, &self.sinks);
     }
 
     /// Delivers everything spooled, then marks the run as ended cleanly.
-    pub fn close(mut self) -> anyhow::Result<()> {
+    pub fn close(self) -> anyhow::Result<()> {
         self.stop.store(true, Ordering::Release);
-        let _ = self.wake.send(());
-        if let Some(delivery) = self.delivery.take() {
-            delivery
+        self.wake_all();
+        let threads = std::mem::take(&mut *self.delivery.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut result = Ok(());
+        for t in threads {
+            let done = t
                 .join()
-                .map_err(|_| anyhow::anyhow!("the spool delivery thread panicked"))??;
+                .map_err(|_| anyhow::anyhow!("a sink delivery thread panicked"))
+                .and_then(|r| r);
+            if result.is_ok() {
+                result = done;
+            }
         }
         self.spool.end_run()?;
-        Ok(())
+        result
     }
 }
 
@@ -248,25 +286,35 @@ fn gap_for(records: &[&[u8]], lookback: Duration) -> Option<holdline_client::Gap
     })
 }
 
-fn gauges(spool: &Spool, stats: &OnceLock<Arc<Stats>>) {
+/// Depth is the deepest sink's backlog.
+fn gauges(spool: &Spool, stats: &OnceLock<Arc<Stats>>, sinks: &[String]) {
     if let Some(stats) = stats.get() {
-        let depth = spool.depth(STDOUT).unwrap_or_default();
+        let depth = sinks
+            .iter()
+            .map(|s| spool.depth(s).unwrap_or_default())
+            .max()
+            .unwrap_or_default();
         let bytes = spool.held_bytes().unwrap_or_default();
         stats.spool_depth.store(depth as i64, Ordering::Relaxed);
         stats.spool_bytes.store(bytes as i64, Ordering::Relaxed);
     }
 }
 
-/// Writes pending records to stdout, flushes, acknowledges; until stopped and drained.
+/// Delivers pending records to `sink` and acknowledges them, retrying a failing sink with
+/// backoff; until stopped and drained (or, when stopping, until the sink fails: its
+/// records stay in the spool for the next run). A fatal sink error ends the thread.
 fn deliver(
     spool: &Spool,
+    mut sink: Box<dyn Sink>,
     woken: &mpsc::Receiver<()>,
     stop: &AtomicBool,
     stats: &OnceLock<Arc<Stats>>,
+    sinks: &[String],
 ) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
+    let name = sink.name().to_owned();
+    let mut retry = RETRY_FIRST;
     loop {
-        let batch = spool.pending(STDOUT, DELIVER_BATCH)?;
+        let batch = spool.pending(&name, DELIVER_BATCH)?;
         let Some(last) = batch.last().map(|r| r.seq) else {
             if stop.load(Ordering::Acquire) {
                 return Ok(());
@@ -274,11 +322,30 @@ fn deliver(
             let _ = woken.recv_timeout(Duration::from_millis(200));
             continue;
         };
-        for r in &batch {
-            stdout.write_all(&r.record).context("writing to stdout")?;
+        let records: Vec<&[u8]> = batch.iter().map(|r| r.record.as_slice()).collect();
+        match sink.deliver(&records) {
+            Ok(()) => {
+                spool.ack(&name, last)?;
+                gauges(spool, stats, sinks);
+                retry = RETRY_FIRST;
+            }
+            Err(SinkError::Fatal {
+                broken_pipe: true, ..
+            }) => {
+                // The reader went away; the records stay in the spool, and the run ends
+                // as it does without a spool.
+                return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe).into());
+            }
+            Err(e) if e.is_fatal() => return Err(e.into()),
+            Err(e) => {
+                if stop.load(Ordering::Acquire) {
+                    tracing::warn!(event = "sink_undelivered", sink = %name, pending = spool.depth(&name)?, error = %e, "stopping with records undelivered; the next run delivers them");
+                    return Ok(());
+                }
+                tracing::warn!(event = "sink_retry", sink = %name, error = %e, retry_in_ms = retry.as_millis() as u64, "sink failed; retrying");
+                let _ = woken.recv_timeout(retry);
+                retry = (retry * 2).min(RETRY_MAX);
+            }
         }
-        stdout.flush().context("writing to stdout")?;
-        spool.ack(STDOUT, last)?;
-        gauges(spool, stats);
     }
 }
