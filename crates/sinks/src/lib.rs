@@ -8,6 +8,7 @@
 
 pub mod file;
 pub mod stdout;
+pub mod webhook;
 
 use std::time::Duration;
 
@@ -38,6 +39,7 @@ pub fn open(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
     Ok(match config {
         SinkConfig::Stdout => Box::new(stdout::StdoutSink),
         SinkConfig::File(f) => Box::new(file::FileSink::open(f.clone())?),
+        SinkConfig::Webhook(w) => Box::new(webhook::WebhookSink::new(w.clone())),
     })
 }
 
@@ -47,6 +49,17 @@ pub trait Sink: Send {
     fn name(&self) -> &str;
     /// Delivers `records` in order; returns once the destination confirmed all of them.
     fn deliver(&mut self, records: &[&[u8]]) -> Result<(), SinkError>;
+    /// Tries per batch before it goes to [`Sink::dead_letter`] (`None`: retry forever).
+    fn attempts(&self) -> Option<u32> {
+        None
+    }
+    /// Keeps a batch that kept failing somewhere it is not lost.
+    fn dead_letter(&mut self, _records: &[&[u8]]) -> Result<(), SinkError> {
+        Err(SinkError::Failed {
+            sink: self.name().to_owned(),
+            detail: "this sink has no dead-letter file".into(),
+        })
+    }
 }
 
 /// A sink as configured.
@@ -56,6 +69,8 @@ pub enum SinkConfig {
     Stdout,
     /// JSON lines in a file, rotated by size and/or age.
     File(file::FileConfig),
+    /// HTTP POST of each batch, signed.
+    Webhook(webhook::WebhookConfig),
 }
 
 impl SinkConfig {
@@ -73,7 +88,10 @@ impl SinkConfig {
         let params = parse_query(query)?;
         match scheme {
             "file" => file::FileConfig::from_parts(path, &params).map(SinkConfig::File),
-            "nats" | "redis" | "kafka" | "http" | "https" => Err(format!(
+            "http" | "https" => {
+                webhook::WebhookConfig::from_parts(scheme, path, &params).map(SinkConfig::Webhook)
+            }
+            "nats" | "redis" | "kafka" => Err(format!(
                 "the {scheme} sink is not available yet; use stdout or file:///…"
             )),
             other => Err(format!(

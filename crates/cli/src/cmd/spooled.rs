@@ -313,6 +313,7 @@ fn deliver(
 ) -> anyhow::Result<()> {
     let name = sink.name().to_owned();
     let mut retry = RETRY_FIRST;
+    let mut failures = 0u32;
     loop {
         let batch = spool.pending(&name, DELIVER_BATCH)?;
         let Some(last) = batch.last().map(|r| r.seq) else {
@@ -328,6 +329,7 @@ fn deliver(
                 spool.ack(&name, last)?;
                 gauges(spool, stats, sinks);
                 retry = RETRY_FIRST;
+                failures = 0;
             }
             Err(SinkError::Fatal {
                 broken_pipe: true, ..
@@ -337,13 +339,32 @@ fn deliver(
                 return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe).into());
             }
             Err(e) if e.is_fatal() => return Err(e.into()),
+            Err(e) if sink.attempts().is_some_and(|n| failures + 1 >= n) => {
+                // Tried enough: keep the batch in the dead-letter file, not in the way.
+                sink.dead_letter(&records)?;
+                spool.ack(&name, last)?;
+                gauges(spool, stats, sinks);
+                tracing::error!(event = "sink_dead_letter", sink = %name, records = records.len(), error = %e, "batch kept failing; written to the dead-letter file");
+                failures = 0;
+                retry = RETRY_FIRST;
+            }
             Err(e) => {
+                failures += 1;
                 if stop.load(Ordering::Acquire) {
                     tracing::warn!(event = "sink_undelivered", sink = %name, pending = spool.depth(&name)?, error = %e, "stopping with records undelivered; the next run delivers them");
                     return Ok(());
                 }
                 tracing::warn!(event = "sink_retry", sink = %name, error = %e, retry_in_ms = retry.as_millis() as u64, "sink failed; retrying");
-                let _ = woken.recv_timeout(retry);
+                // Wait the whole backoff (new records must not hammer a failing sink),
+                // but notice a stop.
+                let until = std::time::Instant::now() + retry;
+                while !stop.load(Ordering::Acquire) {
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    let _ = woken.recv_timeout(left.min(Duration::from_millis(100)));
+                }
                 retry = (retry * 2).min(RETRY_MAX);
             }
         }

@@ -1,0 +1,235 @@
+//! The webhook sink: each batch is one HTTP POST of JSON lines
+//! (`application/x-ndjson`), signed with HMAC-SHA256 over the body in
+//! `X-Holdline-Signature: sha256=<hex>` when a secret is configured. Any 2xx confirms the
+//! batch; anything else (or a timeout) is retried by the service with backoff. After
+//! `attempts` failed tries a batch is written to the dead-letter file (when configured)
+//! and counts as handled, so one poisoned batch cannot block the stream forever.
+//!
+//! `https://host/path?secret_env=NAME&attempts=10&dead_letter=/var/lib/holdline/dead.jsonl&timeout=10s`
+//! The secret is read from the environment variable NAME, never from the URL.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_lc_rs::hmac;
+
+use crate::{Sink, SinkError, duration_option};
+
+/// Webhook settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// Where to POST (the query holdline's options were taken from is removed).
+    pub url: String,
+    /// The signing secret (from the environment variable named by `secret_env`).
+    pub secret: Option<String>,
+    /// Tries per batch before it is dead-lettered (needs `dead_letter`).
+    pub attempts: Option<u32>,
+    /// JSON-lines file for batches that kept failing.
+    pub dead_letter: Option<PathBuf>,
+    /// Per request.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("attempts", &self.attempts)
+            .field("dead_letter", &self.dead_letter)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl WebhookConfig {
+    pub(crate) fn from_parts(
+        scheme: &str,
+        rest: &str,
+        params: &[(String, String)],
+    ) -> Result<Self, String> {
+        let mut config = WebhookConfig {
+            url: format!("{scheme}://{rest}"),
+            secret: None,
+            attempts: None,
+            dead_letter: None,
+            timeout: Duration::from_secs(10),
+        };
+        for (k, v) in params {
+            match k.as_str() {
+                "secret_env" => {
+                    let secret = std::env::var(v).map_err(|_| {
+                        format!("webhook secret_env={v}: set the environment variable {v} to the signing secret")
+                    })?;
+                    config.secret = Some(secret);
+                }
+                "attempts" => {
+                    let n: u32 =
+                        v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                            format!("webhook attempts={v} must be a number above 0")
+                        })?;
+                    config.attempts = Some(n);
+                }
+                "dead_letter" => config.dead_letter = Some(PathBuf::from(v)),
+                "timeout" => config.timeout = duration_option(k, v)?,
+                other => {
+                    return Err(format!(
+                        "unknown webhook option {other:?}; the options are secret_env, attempts, dead_letter and timeout"
+                    ));
+                }
+            }
+        }
+        if config.attempts.is_some() && config.dead_letter.is_none() {
+            return Err("webhook attempts=N needs dead_letter=/path/file.jsonl for the batches that keep failing".into());
+        }
+        Ok(config)
+    }
+}
+
+/// The webhook sink. Its HTTP client is made on the delivery thread, at first use.
+pub struct WebhookSink {
+    config: WebhookConfig,
+    name: String,
+    key: Option<hmac::Key>,
+    client: Option<reqwest::blocking::Client>,
+    dead: Option<File>,
+}
+
+impl WebhookSink {
+    pub fn new(config: WebhookConfig) -> WebhookSink {
+        let key = config
+            .secret
+            .as_ref()
+            .map(|s| hmac::Key::new(hmac::HMAC_SHA256, s.as_bytes()));
+        WebhookSink {
+            name: format!("webhook:{}", config.url),
+            config,
+            key,
+            client: None,
+            dead: None,
+        }
+    }
+
+    fn fail(&self, detail: impl std::fmt::Display) -> SinkError {
+        SinkError::Failed {
+            sink: self.name.clone(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// `sha256=<hex>` of `body` under `key`.
+pub fn signature(key: &hmac::Key, body: &[u8]) -> String {
+    let tag = hmac::sign(key, body);
+    let mut out = String::from("sha256=");
+    for b in tag.as_ref() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+impl Sink for WebhookSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn deliver(&mut self, records: &[&[u8]]) -> Result<(), SinkError> {
+        if self.client.is_none() {
+            let client = reqwest::blocking::Client::builder()
+                .timeout(self.config.timeout)
+                .user_agent(concat!("holdline/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| self.fail(e))?;
+            self.client = Some(client);
+        }
+        let body: Vec<u8> = records.concat();
+        let mut req = self
+            .client
+            .as_ref()
+            .expect("made above")
+            .post(&self.config.url)
+            .header("content-type", "application/x-ndjson")
+            .header("x-holdline-records", records.len().to_string());
+        if let Some(key) = &self.key {
+            req = req.header("x-holdline-signature", signature(key, &body));
+        }
+        let resp = req.body(body).send().map_err(|e| self.fail(e))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(self.fail(format!("HTTP {}", resp.status())))
+        }
+    }
+
+    fn attempts(&self) -> Option<u32> {
+        self.config.attempts
+    }
+
+    fn dead_letter(&mut self, records: &[&[u8]]) -> Result<(), SinkError> {
+        let Some(path) = self.config.dead_letter.clone() else {
+            return Err(self.fail("no dead_letter file configured"));
+        };
+        if self.dead.is_none() {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| self.fail(e))?;
+            }
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| self.fail(format!("cannot open {}: {e}", path.display())))?;
+            self.dead = Some(file);
+        }
+        let file = self.dead.as_mut().expect("opened above");
+        let result = records
+            .iter()
+            .try_for_each(|r| file.write_all(r))
+            .and_then(|()| file.sync_data());
+        result.map_err(|e| self.fail(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_hex_hmac_sha256() {
+        // RFC 4231 test case 2.
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"Jefe");
+        assert_eq!(
+            signature(&key, b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn options_parse_and_the_secret_stays_out_of_debug() {
+        // SAFETY: tests in this module do not read this variable concurrently.
+        unsafe { std::env::set_var("HOLDLINE_TEST_HOOK_SECRET", "s3cr3t-hook") };
+        let params = vec![
+            (
+                "secret_env".to_owned(),
+                "HOLDLINE_TEST_HOOK_SECRET".to_owned(),
+            ),
+            ("attempts".to_owned(), "3".to_owned()),
+            ("dead_letter".to_owned(), "/tmp/dead.jsonl".to_owned()),
+        ];
+        let c = WebhookConfig::from_parts("https", "example.com/hook", &params).unwrap();
+        assert_eq!(c.url, "https://example.com/hook");
+        assert_eq!(c.attempts, Some(3));
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        let err = WebhookConfig::from_parts("https", "x", &[("attempts".into(), "3".into())])
+            .unwrap_err();
+        assert!(err.contains("dead_letter"), "{err}");
+        let err = WebhookConfig::from_parts(
+            "https",
+            "x",
+            &[("secret_env".into(), "HOLDLINE_NO_SUCH_VAR".into())],
+        )
+        .unwrap_err();
+        assert!(err.contains("HOLDLINE_NO_SUCH_VAR"), "{err}");
+    }
+}
