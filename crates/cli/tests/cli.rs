@@ -347,18 +347,7 @@ fn listen_trusts_the_simulators_tls_certificate_with_ca_file() {
 /// be written at once, not held back until some later event comes along.
 #[test]
 fn the_end_of_a_burst_is_written_at_once_with_redundant_sockets() {
-    let mut sim_child = Running(
-        Command::new(BIN)
-            .args(["sim", "--port", "0", "--quiet", "--rate", "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = first_line(&mut sim_child.0)
-        .strip_prefix("holdline-sim listening on ")
-        .unwrap()
-        .to_owned();
+    let (_sim, url) = quiet_sim();
     let topic = "v2.users.6f1c1e52-9b7e-4c57-8a8f-2f1f5d0a3b11.presence";
     let mut child = Running(
         listen(
@@ -373,35 +362,10 @@ fn the_end_of_a_burst_is_written_at_once_with_redundant_sockets() {
     );
     let lines = lines_of(&mut child.0);
     let http = reqwest::blocking::Client::new();
+    wait_subscribed(&http, &url, 2);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let channels: Vec<serde_json::Value> = http
-            .get(format!("{url}/sim/channels"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        let live = channels
-            .iter()
-            .filter(|c| c["connected"] == true && !c["topics"].as_array().unwrap().is_empty())
-            .count();
-        if live >= 2 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "2 sockets never subscribed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
     const EVENTS: usize = 3000;
-    let fired: serde_json::Value = http
-        .post(format!("{url}/sim/firehose"))
-        .json(&serde_json::json!({ "count": EVENTS, "topics": [topic] }))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let fired = firehose(&http, &url, topic, EVENTS);
     assert_eq!(fired["frames"], 2 * EVENTS, "{fired}");
     let mut ids = std::collections::HashSet::new();
     while ids.len() < EVENTS {

@@ -51,63 +51,6 @@ fn metrics_base(child: &mut Running) -> String {
         .expect("no metrics address logged")
 }
 
-fn emitted(http: &reqwest::blocking::Client, base: &str) -> f64 {
-    http.get(format!("{base}/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap()
-        .lines()
-        .filter(|l| l.starts_with("holdline_events_emitted_total{"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
-
-fn wait_subscribed(http: &reqwest::blocking::Client, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let channels: Vec<serde_json::Value> = http
-            .get(format!("{url}/sim/channels"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        if channels
-            .iter()
-            .any(|c| c["connected"] == true && !c["topics"].as_array().unwrap().is_empty())
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "listen never subscribed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn firehose(http: &reqwest::blocking::Client, url: &str, count: usize) {
-    let resp = http
-        .post(format!("{url}/sim/firehose"))
-        .json(&serde_json::json!({ "count": count, "topics": [TOPIC] }))
-        .send()
-        .unwrap();
-    assert!(resp.status().is_success());
-}
-
-/// Ledger entries: (id, published_at).
-fn ledger(http: &reqwest::blocking::Client, url: &str) -> Vec<(String, SystemTime)> {
-    http.get(format!("{url}/sim/ledger?limit=100000"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let e: serde_json::Value = serde_json::from_str(l).unwrap();
-            let at = humantime::parse_rfc3339(e["published_at"].as_str().unwrap()).unwrap();
-            (e["id"].as_str().unwrap().to_owned(), at)
-        })
-        .collect()
-}
-
 #[derive(Default)]
 struct Seen {
     ids: HashSet<String>,
@@ -149,18 +92,7 @@ impl Seen {
 
 #[test]
 fn a_killed_run_loses_nothing_silently_and_the_next_run_delivers_the_spool() {
-    let mut sim_child = Running(
-        Command::new(BIN)
-            .args(["sim", "--port", "0", "--quiet", "--rate", "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = first_line(&mut sim_child.0)
-        .strip_prefix("holdline-sim listening on ")
-        .unwrap()
-        .to_owned();
+    let (_sim, url) = quiet_sim();
     let dir = std::env::temp_dir().join(format!("holdline-spool-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let http = reqwest::blocking::Client::new();
@@ -176,10 +108,10 @@ fn a_killed_run_loses_nothing_silently_and_the_next_run_delivers_the_spool() {
     );
     let base = metrics_base(&mut first);
     let held_stdout = first.0.stdout.take().unwrap();
-    wait_subscribed(&http, &url);
-    firehose(&http, &url, 3000);
+    wait_subscribed(&http, &url, 1);
+    firehose(&http, &url, TOPIC, 3000);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while emitted(&http, &base) < 3000.0 {
+    while metric(&http, &base, "holdline_events_emitted_total") < 3000.0 {
         assert!(Instant::now() < deadline, "run 1 did not take the events");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -204,8 +136,8 @@ fn a_killed_run_loses_nothing_silently_and_the_next_run_delivers_the_spool() {
     // Run 2 on the same spool: delivers what run 1 spooled, reports the outage.
     let mut second = listen(&url, &dir);
     let lines = lines_of(&mut second.0);
-    wait_subscribed(&http, &url);
-    firehose(&http, &url, 1000);
+    wait_subscribed(&http, &url, 1);
+    firehose(&http, &url, TOPIC, 1000);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         seen.take(&lines);
@@ -262,8 +194,8 @@ fn a_killed_run_loses_nothing_silently_and_the_next_run_delivers_the_spool() {
     assert_eq!(code, Some(0));
     let mut third = listen(&url, &dir);
     let lines = lines_of(&mut third.0);
-    wait_subscribed(&http, &url);
-    firehose(&http, &url, 10);
+    wait_subscribed(&http, &url, 1);
+    firehose(&http, &url, TOPIC, 10);
     let mut records = Vec::new();
     while records.len() < 10 {
         let line = lines
@@ -293,18 +225,7 @@ fn metric(http: &reqwest::blocking::Client, base: &str, name: &str) -> f64 {
 
 #[test]
 fn a_full_spool_holds_back_then_drops_the_oldest_and_reports_them_as_a_gap() {
-    let mut sim_child = Running(
-        Command::new(BIN)
-            .args(["sim", "--port", "0", "--quiet", "--rate", "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = first_line(&mut sim_child.0)
-        .strip_prefix("holdline-sim listening on ")
-        .unwrap()
-        .to_owned();
+    let (_sim, url) = quiet_sim();
     let dir = std::env::temp_dir().join(format!("holdline-spool-full-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let http = reqwest::blocking::Client::new();
@@ -325,8 +246,8 @@ fn a_full_spool_holds_back_then_drops_the_oldest_and_reports_them_as_a_gap() {
     );
     let base = metrics_base(&mut run);
     let held_stdout = run.0.stdout.take().unwrap();
-    wait_subscribed(&http, &url);
-    firehose(&http, &url, 3000);
+    wait_subscribed(&http, &url, 1);
+    firehose(&http, &url, TOPIC, 3000);
     let deadline = Instant::now() + Duration::from_secs(30);
     while metric(&http, &base, "holdline_events_emitted_total") < 3000.0 {
         assert!(
@@ -381,18 +302,7 @@ fn a_full_spool_holds_back_then_drops_the_oldest_and_reports_them_as_a_gap() {
 
 #[test]
 fn sinks_deliver_from_the_spool_to_a_file_and_stdout_alike() {
-    let mut sim_child = Running(
-        Command::new(BIN)
-            .args(["sim", "--port", "0", "--quiet", "--rate", "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = first_line(&mut sim_child.0)
-        .strip_prefix("holdline-sim listening on ")
-        .unwrap()
-        .to_owned();
+    let (_sim, url) = quiet_sim();
     let dir = std::env::temp_dir().join(format!("holdline-sinks-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let file = dir.join("out/events.jsonl");
@@ -405,8 +315,8 @@ fn sinks_deliver_from_the_spool_to_a_file_and_stdout_alike() {
         Stdio::null(),
     );
     let lines = lines_of(&mut run.0);
-    wait_subscribed(&http, &url);
-    firehose(&http, &url, 1000);
+    wait_subscribed(&http, &url, 1);
+    firehose(&http, &url, TOPIC, 1000);
     let ledger: HashSet<String> = ledger(&http, &url).into_iter().map(|(id, _)| id).collect();
     let mut seen = Seen::default();
     let read_files = || -> HashSet<String> {

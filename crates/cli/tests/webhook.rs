@@ -87,22 +87,6 @@ fn serve(receiver: Arc<Receiver>) -> SocketAddr {
     rx.recv().unwrap()
 }
 
-fn sim() -> (Running, String) {
-    let mut child = Running(
-        Command::new(BIN)
-            .args(["sim", "--port", "0", "--quiet", "--rate", "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = first_line(&mut child.0)
-        .strip_prefix("holdline-sim listening on ")
-        .unwrap()
-        .to_owned();
-    (child, url)
-}
-
 fn listen(url: &str, spool: &std::path::Path, sink: &str) -> Running {
     Running(
         Command::new(BIN)
@@ -134,40 +118,9 @@ fn publish_when_subscribed(
     url: &str,
     count: usize,
 ) -> HashSet<String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let channels: Vec<serde_json::Value> = http
-            .get(format!("{url}/sim/channels"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        if channels
-            .iter()
-            .any(|c| c["connected"] == true && !c["topics"].as_array().unwrap().is_empty())
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "listen never subscribed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let resp = http
-        .post(format!("{url}/sim/firehose"))
-        .json(&serde_json::json!({ "count": count, "topics": [TOPIC] }))
-        .send()
-        .unwrap();
-    assert!(resp.status().is_success());
-    http.get(format!("{url}/sim/ledger?limit=100000"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let e: serde_json::Value = serde_json::from_str(l).unwrap();
-            e["id"].as_str().unwrap().to_owned()
-        })
-        .collect()
+    wait_subscribed(http, url, 1);
+    firehose(http, url, TOPIC, count);
+    ledger(http, url).into_iter().map(|(id, _)| id).collect()
 }
 
 #[test]
@@ -177,7 +130,7 @@ fn a_failing_receiver_gets_every_event_signed_once_it_recovers() {
         ..Receiver::default()
     });
     let addr = serve(receiver.clone());
-    let (_sim, url) = sim();
+    let (_sim, url) = quiet_sim();
     let dir = std::env::temp_dir().join(format!("holdline-webhook-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let _run = listen(
@@ -213,7 +166,7 @@ fn batches_that_keep_failing_go_to_the_dead_letter_file() {
         ..Receiver::default()
     });
     let addr = serve(receiver.clone());
-    let (_sim, url) = sim();
+    let (_sim, url) = quiet_sim();
     let dir = std::env::temp_dir().join(format!("holdline-webhook-dead-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let dead = dir.join("dead.jsonl");

@@ -33,11 +33,20 @@ pub fn first_line(child: &mut Child) -> String {
         .expect("no first line within 10 s")
 }
 
-/// A `holdline sim` child on a free port; returns it and its URL.
+/// A `holdline sim` child on a free port generating traffic; returns it and its URL.
 pub fn sim(extra: &[&str]) -> (Running, String) {
+    sim_at_rate("100", extra)
+}
+
+/// A `holdline sim` child that publishes only what a test asks for (firehose, publish).
+pub fn quiet_sim() -> (Running, String) {
+    sim_at_rate("0", &[])
+}
+
+fn sim_at_rate(rate: &str, extra: &[&str]) -> (Running, String) {
     let mut child = Running(
         Command::new(BIN)
-            .args(["sim", "--port", "0", "--quiet", "--rate", "100"])
+            .args(["sim", "--port", "0", "--quiet", "--rate", rate])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -65,4 +74,62 @@ pub fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
         }
     });
     rx
+}
+
+/// Waits (up to 20 s) until `sockets` connected sockets of the simulator at `url` are
+/// subscribed to something.
+pub fn wait_subscribed(http: &reqwest::blocking::Client, url: &str, sockets: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let channels: Vec<serde_json::Value> = http
+            .get(format!("{url}/sim/channels"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let live = channels
+            .iter()
+            .filter(|c| c["connected"] == true && !c["topics"].as_array().unwrap().is_empty())
+            .count();
+        if live >= sockets {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{live} of {sockets} sockets subscribed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Publishes `count` firehose events on `topic`; returns the simulator's report.
+pub fn firehose(
+    http: &reqwest::blocking::Client,
+    url: &str,
+    topic: &str,
+    count: usize,
+) -> serde_json::Value {
+    let resp = http
+        .post(format!("{url}/sim/firehose"))
+        .json(&serde_json::json!({ "count": count, "topics": [topic] }))
+        .send()
+        .unwrap();
+    assert!(resp.status().is_success());
+    resp.json().unwrap()
+}
+
+/// The simulator's ledger: (event id, published at), oldest first.
+pub fn ledger(http: &reqwest::blocking::Client, url: &str) -> Vec<(String, std::time::SystemTime)> {
+    http.get(format!("{url}/sim/ledger?limit=100000"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).unwrap();
+            let at = humantime::parse_rfc3339(e["published_at"].as_str().unwrap()).unwrap();
+            (e["id"].as_str().unwrap().to_owned(), at)
+        })
+        .collect()
 }
