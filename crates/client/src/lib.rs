@@ -21,7 +21,7 @@ mod error;
 pub mod event;
 pub mod liveness;
 pub mod metrics;
-mod notable;
+pub mod notable;
 pub mod plan;
 pub mod record;
 pub mod resolve;

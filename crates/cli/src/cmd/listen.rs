@@ -620,10 +620,7 @@ fn restart_gap(
         reason: "holdline was not running: the previous run stopped without closing its spool"
             .into(),
     };
-    handle
-        .stats()
-        .gap(to.duration_since(from).unwrap_or_default());
-    tracing::error!(event = "gap", topics = gap.topics.len(), reason = %gap.reason, "gap: events in this window could not be received");
+    holdline_client::notable::gap(handle.stats(), &gap);
     gap
 }
 

@@ -201,10 +201,10 @@ impl Spooled {
             .unwrap_or(full_since);
         gap.from = gap.from.min(held_back_from);
         if let Some(stats) = self.stats.get() {
-            stats.gap(gap.to.duration_since(gap.from).unwrap_or_default());
             stats
                 .spool_dropped
                 .fetch_add(records.len() as u64, Ordering::Relaxed);
+            holdline_client::notable::gap(stats, &gap);
         }
         tracing::error!(
             event = "spool_dropped",
