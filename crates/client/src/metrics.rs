@@ -345,7 +345,6 @@ mod tests {
                 shard: 0,
                 slot: 1,
                 channel: "streaming-0-abc".into(),
-                since: SystemTime::now(),
                 last_heartbeat: SystemTime::now(),
             },
         );

@@ -406,7 +406,6 @@ impl Session {
                     shard: self.cfg.shard,
                     slot: self.cfg.slot,
                     channel: self.channel.to_string(),
-                    since: now,
                     last_heartbeat: now,
                 },
             );

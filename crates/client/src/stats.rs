@@ -153,8 +153,7 @@ pub struct SocketState {
     pub shard: usize,
     pub slot: usize,
     pub channel: String,
-    pub since: SystemTime,
-    /// The last heartbeat, or `since` when none came yet.
+    /// The last heartbeat, or when the socket went live if none came yet.
     pub last_heartbeat: SystemTime,
 }
 
