@@ -114,30 +114,15 @@ impl Client {
     ) -> Result<Watched> {
         let cmd = match self {
             Client::Holdline { redundancy } => {
-                let mut cmd = Command::new(&tools.holdline);
-                cmd.args(["listen", "--api-base", bed.url(), "--topics-file"])
-                    .arg(topics_file)
-                    .args(["--redundancy", &redundancy.to_string()])
-                    .env("GENESYSCLOUD_OAUTHCLIENT_ID", CLIENT_ID)
-                    .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", CLIENT_SECRET)
-                    .env_remove("GENESYSCLOUD_REGION")
-                    .env_remove("RUST_LOG");
-                cmd
+                holdline_listen(tools, bed, topics_file, *redundancy)
             }
             Client::HoldlineSpool => {
                 // On disk (not the tmpfs scratch), where an fsync costs what it costs.
                 let dir = std::env::temp_dir()
                     .join(format!("holdline-bench-spool-{}", std::process::id()));
                 let _ = std::fs::remove_dir_all(&dir);
-                let mut cmd = Command::new(&tools.holdline);
-                cmd.args(["listen", "--api-base", bed.url(), "--topics-file"])
-                    .arg(topics_file)
-                    .args(["--redundancy", "1", "--spool"])
-                    .arg(&dir)
-                    .env("GENESYSCLOUD_OAUTHCLIENT_ID", CLIENT_ID)
-                    .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", CLIENT_SECRET)
-                    .env_remove("GENESYSCLOUD_REGION")
-                    .env_remove("RUST_LOG");
+                let mut cmd = holdline_listen(tools, bed, topics_file, 1);
+                cmd.arg("--spool").arg(&dir);
                 cmd
             }
             Client::NodeWs => {
@@ -168,6 +153,19 @@ impl Client {
         };
         Watched::spawn(&self.label(), cmd, &tools.scratch, capture)
     }
+}
+
+/// `holdline listen` on the bed's simulator with these topics and redundancy.
+fn holdline_listen(tools: &Tools, bed: &Bed, topics_file: &Path, redundancy: usize) -> Command {
+    let mut cmd = Command::new(&tools.holdline);
+    cmd.args(["listen", "--api-base", bed.url(), "--topics-file"])
+        .arg(topics_file)
+        .args(["--redundancy", &redundancy.to_string()])
+        .env("GENESYSCLOUD_OAUTHCLIENT_ID", CLIENT_ID)
+        .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", CLIENT_SECRET)
+        .env_remove("GENESYSCLOUD_REGION")
+        .env_remove("RUST_LOG");
+    cmd
 }
 
 /// Where each client's program is, and the versions measured.
