@@ -222,9 +222,9 @@ impl ListenArgs {
     /// Where to spool, if anywhere, and its limits: flags, else the file, else defaults.
     fn spool(
         &self,
+        file: &ListenFile,
         lookback: Duration,
     ) -> anyhow::Result<Option<(PathBuf, super::spooled::Limits, Vec<SinkConfig>)>> {
-        let file = self.file()?;
         let urls: Vec<String> = if self.sinks.is_empty() {
             file.sink.iter().map(|s| s.url.clone()).collect()
         } else {
@@ -234,7 +234,7 @@ impl ListenArgs {
             .iter()
             .map(|u| SinkConfig::parse(u).map_err(usage))
             .collect::<Result<Vec<_>, _>>()?;
-        let Some(dir) = self.spool.clone().or(file.spool) else {
+        let Some(dir) = self.spool.clone().or_else(|| file.spool.clone()) else {
             if !sinks.is_empty() {
                 return Err(usage(
                     "--sink needs --spool DIR: sinks deliver from the durable spool",
@@ -245,9 +245,9 @@ impl ListenArgs {
         if sinks.is_empty() {
             sinks.push(SinkConfig::Stdout);
         }
-        let full_wait = match (self.spool_full_wait, file.spool_full_wait) {
+        let full_wait = match (self.spool_full_wait, &file.spool_full_wait) {
             (Some(d), _) => d,
-            (None, Some(text)) => duration(&text)
+            (None, Some(text)) => duration(text)
                 .map_err(|e| usage(format!("spool_full_wait in the config file: {e}")))?,
             (None, None) => Duration::from_secs(30),
         };
@@ -270,14 +270,13 @@ impl ListenArgs {
     }
 
     /// Where to serve metrics, if anywhere: the flag, else the file.
-    fn metrics_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
-        Ok(self.metrics_addr.or(self.file()?.metrics_addr))
+    fn metrics_addr(&self, file: &ListenFile) -> Option<SocketAddr> {
+        self.metrics_addr.or(file.metrics_addr)
     }
 
     /// Layers defaults, the file, then environment and flags into a client configuration.
-    fn client_config(&self) -> anyhow::Result<ClientConfig> {
-        let file = self.file()?;
-        let endpoints = self.endpoints(&file)?;
+    fn client_config(&self, file: &ListenFile) -> anyhow::Result<ClientConfig> {
+        let endpoints = self.endpoints(file)?;
         let client_id = self
             .client_id
             .clone()
@@ -330,7 +329,7 @@ impl ListenArgs {
             .clone()
             .or(file.org.clone())
             .unwrap_or_else(|| "default".to_owned());
-        config.timings = self.timings(&file)?;
+        config.timings = self.timings(file)?;
         Ok(config)
     }
 
@@ -424,12 +423,13 @@ impl ListenArgs {
 
 /// Runs `listen` until `--duration`, a signal, or a fatal error.
 pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
-    let config = args.client_config()?;
+    let file = args.file()?;
+    let config = args.client_config(&file)?;
     let org = config.org.clone();
     tracing::info!(endpoints = %config.endpoints, client_id = %config.credentials.client_id, topics = config.topics.len(), "starting");
-    let metrics_addr = args.metrics_addr()?;
+    let metrics_addr = args.metrics_addr(&file);
     let lookback = config.timings.gap_lookback;
-    let spooled = match args.spool(lookback)? {
+    let spooled = match args.spool(&file, lookback)? {
         Some((dir, limits, sinks)) => {
             let opened = sinks
                 .iter()
@@ -650,6 +650,11 @@ mod tests {
         listen: ListenArgs,
     }
 
+    /// The metrics address the flags and their config file give.
+    fn metrics(args: &ListenArgs) -> Option<SocketAddr> {
+        args.metrics_addr(&args.file().unwrap())
+    }
+
     fn parse(args: &[&str]) -> ListenArgs {
         let argv = std::iter::once("listen").chain(args.iter().copied());
         Wrapper::try_parse_from(argv).unwrap().listen
@@ -657,17 +662,12 @@ mod tests {
 
     #[test]
     fn metrics_are_off_unless_asked_and_loopback_when_asked_without_an_address() {
-        assert_eq!(parse(&[]).metrics_addr().unwrap(), None);
+        assert_eq!(metrics(&parse(&[])), None);
         let default: SocketAddr = "127.0.0.1:9464".parse().unwrap();
-        assert_eq!(
-            parse(&["--metrics-addr"]).metrics_addr().unwrap(),
-            Some(default)
-        );
+        assert_eq!(metrics(&parse(&["--metrics-addr"])), Some(default));
         let chosen: SocketAddr = "0.0.0.0:9999".parse().unwrap();
         assert_eq!(
-            parse(&["--metrics-addr", "0.0.0.0:9999"])
-                .metrics_addr()
-                .unwrap(),
+            metrics(&parse(&["--metrics-addr", "0.0.0.0:9999"])),
             Some(chosen)
         );
         assert!(
@@ -683,10 +683,7 @@ mod tests {
         let path = dir.join("listen.toml");
         std::fs::write(&path, "metrics_addr = \"127.0.0.1:9100\"\n").unwrap();
         let args = parse(&["--config", path.to_str().unwrap()]);
-        assert_eq!(
-            args.metrics_addr().unwrap(),
-            Some("127.0.0.1:9100".parse().unwrap())
-        );
+        assert_eq!(metrics(&args), Some("127.0.0.1:9100".parse().unwrap()));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
