@@ -74,14 +74,15 @@ pub enum SinkConfig {
 }
 
 impl SinkConfig {
-    /// Parses the `--sink` URL form: `stdout`, `file:///path/events.jsonl?max_bytes=N&rotate=1h`.
+    /// Parses the `--sink` URL form: `stdout`, `file:///path/events.jsonl?max_bytes=N&rotate=1h`,
+    /// `https://host/path?secret_env=NAME`.
     pub fn parse(url: &str) -> Result<SinkConfig, String> {
         if url == "stdout" || url == "-" {
             return Ok(SinkConfig::Stdout);
         }
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(format!(
-                "sink {url:?} is not a URL; use stdout or file:///path/events.jsonl"
+                "sink {url:?} is not a URL; use stdout, file:///path/events.jsonl or https://host/path"
             ));
         };
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -92,10 +93,10 @@ impl SinkConfig {
                 webhook::WebhookConfig::from_parts(scheme, path, &params).map(SinkConfig::Webhook)
             }
             "nats" | "redis" | "kafka" => Err(format!(
-                "the {scheme} sink is not available yet; use stdout or file:///…"
+                "the {scheme} sink is not available yet; use stdout, file:///… or https://…"
             )),
             other => Err(format!(
-                "unknown sink scheme {other:?}; use stdout or file:///path/events.jsonl"
+                "unknown sink scheme {other:?}; use stdout, file:///path/events.jsonl or https://host/path"
             )),
         }
     }
