@@ -7,7 +7,12 @@
 //! byte-for-byte the same record, with the same event id.
 
 pub mod file;
+pub mod nats;
+pub mod record;
+pub mod redis;
 pub mod stdout;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod webhook;
 
 use std::time::Duration;
@@ -40,6 +45,8 @@ pub fn open(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
         SinkConfig::Stdout => Box::new(stdout::StdoutSink),
         SinkConfig::File(f) => Box::new(file::FileSink::open(f.clone())?),
         SinkConfig::Webhook(w) => Box::new(webhook::WebhookSink::new(w.clone())),
+        SinkConfig::Nats(n) => Box::new(nats::NatsSink::new(n.clone())),
+        SinkConfig::Redis(r) => Box::new(redis::RedisSink::new(r.clone())),
     })
 }
 
@@ -71,19 +78,24 @@ pub enum SinkConfig {
     File(file::FileConfig),
     /// HTTP POST of each batch, signed.
     Webhook(webhook::WebhookConfig),
+    /// JetStream publish per record, de-duplicated by the server on the event id.
+    Nats(nats::NatsConfig),
+    /// XADD per record to a capped stream.
+    Redis(redis::RedisConfig),
 }
+
+const FORMS: &str = "stdout, file:///path/events.jsonl, https://host/path, nats://host:4222/subject or redis://host:6379/stream";
 
 impl SinkConfig {
     /// Parses the `--sink` URL form: `stdout`, `file:///path/events.jsonl?max_bytes=N&rotate=1h`,
-    /// `https://host/path?secret_env=NAME`.
+    /// `https://host/path?secret_env=NAME`, `nats://host:4222/subject?stream=NAME`,
+    /// `redis://host:6379/stream?maxlen=N`.
     pub fn parse(url: &str) -> Result<SinkConfig, String> {
         if url == "stdout" || url == "-" {
             return Ok(SinkConfig::Stdout);
         }
         let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(format!(
-                "sink {url:?} is not a URL; use stdout, file:///path/events.jsonl or https://host/path"
-            ));
+            return Err(format!("sink {url:?} is not a URL; use {FORMS}"));
         };
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let params = parse_query(query)?;
@@ -92,12 +104,10 @@ impl SinkConfig {
             "http" | "https" => {
                 webhook::WebhookConfig::from_parts(scheme, path, &params).map(SinkConfig::Webhook)
             }
-            "nats" | "redis" | "kafka" => Err(format!(
-                "the {scheme} sink is not available yet; use stdout, file:///… or https://…"
-            )),
-            other => Err(format!(
-                "unknown sink scheme {other:?}; use stdout, file:///path/events.jsonl or https://host/path"
-            )),
+            "nats" => nats::NatsConfig::from_parts(path, &params).map(SinkConfig::Nats),
+            "redis" => redis::RedisConfig::from_parts(path, &params).map(SinkConfig::Redis),
+            "kafka" => Err(format!("the kafka sink is not available yet; use {FORMS}")),
+            other => Err(format!("unknown sink scheme {other:?}; use {FORMS}")),
         }
     }
 }
@@ -112,6 +122,22 @@ fn parse_query(query: &str) -> Result<Vec<(String, String)>, String> {
                 .ok_or_else(|| format!("sink option {p:?} needs a value (name=value)"))
         })
         .collect()
+}
+
+/// Splits `host[:port]`, with `default` for a missing port.
+fn host_port(authority: &str, default: u16, form: &str) -> Result<(String, u16), String> {
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse()
+                .map_err(|_| format!("{authority:?}: the port must be a number ({form})"))?,
+        ),
+        None => (authority, default),
+    };
+    if host.is_empty() {
+        return Err(format!("{authority:?} has no host name ({form})"));
+    }
+    Ok((host.to_owned(), port))
 }
 
 /// Parses a duration option like `1h` or `90s`.

@@ -118,7 +118,8 @@ pub struct ListenArgs {
     #[arg(long, value_name = "DIR")]
     spool: Option<PathBuf>,
     /// Deliver from the spool to this sink instead of stdout (repeatable; needs --spool):
-    /// stdout, file:///path/events.jsonl?max_bytes=N&rotate=1h, https://host/path?secret_env=NAME.
+    /// stdout, file:///path/events.jsonl?max_bytes=N&rotate=1h, https://host/path?secret_env=NAME,
+    /// nats://host:4222/subject?stream=NAME, redis://host:6379/stream?maxlen=N.
     #[arg(long = "sink", value_name = "URL")]
     sinks: Vec<String>,
     /// Most bytes of records the spool holds before holding back (default 1 GiB).

