@@ -71,6 +71,14 @@ fn number(v: f64) -> String {
     }
 }
 
+/// A per-sink series: name, type, help, and how to read it.
+type SinkSeries = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::stats::SinkHealth) -> u64,
+);
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -250,9 +258,42 @@ pub fn render(stats: &Stats) -> String {
     o.one(
         "holdline_spool_depth",
         "gauge",
-        "Records in the spool not yet delivered (with --spool).",
+        "Records in the spool not yet delivered to the slowest sink (with --spool).",
         gauge(&stats.spool_depth),
     );
+    let sinks = stats.sinks_snapshot();
+    let per_sink: [SinkSeries; 4] = [
+        (
+            "holdline_sink_delivered_total",
+            "counter",
+            "Records the sink confirmed.",
+            |h| h.delivered,
+        ),
+        (
+            "holdline_sink_failures_total",
+            "counter",
+            "Deliveries the sink did not confirm (retried with backoff).",
+            |h| h.failures,
+        ),
+        (
+            "holdline_sink_dead_lettered_total",
+            "counter",
+            "Records written to the sink's dead-letter file after its attempts.",
+            |h| h.dead_lettered,
+        ),
+        (
+            "holdline_sink_pending",
+            "gauge",
+            "Records in the spool the sink has not confirmed yet.",
+            |h| h.pending,
+        ),
+    ];
+    for (name, kind, help, value) in per_sink {
+        o.family(name, kind, help);
+        for (sink, health) in &sinks {
+            o.sample(name, &[("sink", sink)], value(health) as f64);
+        }
+    }
     o.one(
         "holdline_spool_bytes",
         "gauge",
@@ -348,6 +389,9 @@ mod tests {
                 last_heartbeat: SystemTime::now(),
             },
         );
+        stats.sink_delivered("redis:h:6379/s", 100, 5);
+        stats.sink_failed("redis:h:6379/s", 40);
+        stats.sink_dead_lettered("webhook:https://h/x", 7, 0);
         let text = render(&stats);
         let all = samples(&text);
         let get = |name: &str| {
@@ -371,6 +415,19 @@ mod tests {
         assert_eq!(get(r#"holdline_ping_rtt_seconds_bucket{le="0.005"}"#), 1.0);
         assert_eq!(get(r#"holdline_ping_rtt_seconds_bucket{le="+Inf"}"#), 1.0);
         assert_eq!(get("holdline_shards_down"), 1.0);
+        assert_eq!(
+            get(r#"holdline_sink_delivered_total{sink="redis:h:6379/s"}"#),
+            100.0
+        );
+        assert_eq!(
+            get(r#"holdline_sink_failures_total{sink="redis:h:6379/s"}"#),
+            1.0
+        );
+        assert_eq!(get(r#"holdline_sink_pending{sink="redis:h:6379/s"}"#), 40.0);
+        assert_eq!(
+            get(r#"holdline_sink_dead_lettered_total{sink="webhook:https://h/x"}"#),
+            7.0
+        );
         assert_eq!(get("holdline_channel_budget"), 20.0);
         assert!(
             text.contains(r#"holdline_socket_heartbeat_age_seconds{shard="0",slot="1",channel="streaming-0-abc"}"#),

@@ -7,6 +7,8 @@
 //! byte-for-byte the same record, with the same event id.
 
 pub mod file;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod nats;
 pub mod record;
 pub mod redis;
@@ -47,6 +49,8 @@ pub fn open(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
         SinkConfig::Webhook(w) => Box::new(webhook::WebhookSink::new(w.clone())),
         SinkConfig::Nats(n) => Box::new(nats::NatsSink::new(n.clone())),
         SinkConfig::Redis(r) => Box::new(redis::RedisSink::new(r.clone())),
+        #[cfg(feature = "kafka")]
+        SinkConfig::Kafka(k) => Box::new(kafka::KafkaSink::new(k.clone())),
     })
 }
 
@@ -82,14 +86,17 @@ pub enum SinkConfig {
     Nats(nats::NatsConfig),
     /// XADD per record to a capped stream.
     Redis(redis::RedisConfig),
+    /// Idempotent produce per record, keyed by the entity the topic is about.
+    #[cfg(feature = "kafka")]
+    Kafka(kafka::KafkaConfig),
 }
 
-const FORMS: &str = "stdout, file:///path/events.jsonl, https://host/path, nats://host:4222/subject or redis://host:6379/stream";
+const FORMS: &str = "stdout, file:///path/events.jsonl, https://host/path, nats://host:4222/subject, redis://host:6379/stream or kafka://host:9092/topic";
 
 impl SinkConfig {
     /// Parses the `--sink` URL form: `stdout`, `file:///path/events.jsonl?max_bytes=N&rotate=1h`,
     /// `https://host/path?secret_env=NAME`, `nats://host:4222/subject?stream=NAME`,
-    /// `redis://host:6379/stream?maxlen=N`.
+    /// `redis://host:6379/stream?maxlen=N`, `kafka://host:9092/topic?compression=zstd`.
     pub fn parse(url: &str) -> Result<SinkConfig, String> {
         if url == "stdout" || url == "-" {
             return Ok(SinkConfig::Stdout);
@@ -106,7 +113,13 @@ impl SinkConfig {
             }
             "nats" => nats::NatsConfig::from_parts(path, &params).map(SinkConfig::Nats),
             "redis" => redis::RedisConfig::from_parts(path, &params).map(SinkConfig::Redis),
-            "kafka" => Err(format!("the kafka sink is not available yet; use {FORMS}")),
+            #[cfg(feature = "kafka")]
+            "kafka" => kafka::KafkaConfig::from_parts(path, &params).map(SinkConfig::Kafka),
+            #[cfg(not(feature = "kafka"))]
+            "kafka" => Err(
+                "this holdline was built without the kafka sink; build it with --features kafka"
+                    .into(),
+            ),
             other => Err(format!("unknown sink scheme {other:?}; use {FORMS}")),
         }
     }

@@ -231,7 +231,20 @@ impl Sink for NatsSink {
             self.js = Some(js);
         }
         let js = self.js.as_ref().expect("connected above");
-        match rt.block_on(Self::publish(js, &self.config.subject, records)) {
+        // Each acknowledgement waits at most the timeout, and the first failure ends the
+        // batch; the bound here also covers a publish stuck behind a full send buffer.
+        let publish = Self::publish(js, &self.config.subject, records);
+        let bounded = async {
+            tokio::time::timeout(self.config.timeout * 2, publish)
+                .await
+                .unwrap_or_else(|_| {
+                    Err((
+                        PublishErrorKind::TimedOut,
+                        "no acknowledgement in time".into(),
+                    ))
+                })
+        };
+        match rt.block_on(bounded) {
             Ok(()) => Ok(()),
             Err((PublishErrorKind::StreamNotFound, _)) => Err(self.fail(format!(
                 "no JetStream stream captures subject {:?}: create one (nats stream add) or add stream=NAME to the sink URL",

@@ -175,23 +175,24 @@ impl Sink for RedisSink {
                 .arg("record")
                 .arg(rec.strip_suffix(b"\n").unwrap_or(rec));
         }
+        // Sent and read by hand: the client's own pipeline reading waits out the read
+        // timeout once per command when the server stops answering; this gives up at the
+        // first failure, so a silent server costs one timeout per batch.
         let conn = self.conn.as_mut().expect("connected above");
-        let result: Result<Vec<String>, _> = pipe.query(conn);
-        match result {
-            Ok(ids) if ids.len() == records.len() => Ok(()),
-            Ok(ids) => {
-                self.conn = None;
-                Err(self.fail(format!(
-                    "redis answered {} of {} XADDs",
-                    ids.len(),
-                    records.len()
-                )))
-            }
-            Err(e) => {
-                self.conn = None;
-                Err(self.fail(e))
-            }
-        }
+        let outcome = conn
+            .send_packed_command(&pipe.get_packed_pipeline())
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                (0..records.len()).try_for_each(|_| match conn.recv_response() {
+                    Ok(redis::Value::ServerError(e)) => Err(format!("redis refused XADD: {e}")),
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                })
+            });
+        outcome.map_err(|e| {
+            self.conn = None;
+            self.fail(e)
+        })
     }
 }
 

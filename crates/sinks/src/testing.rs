@@ -25,6 +25,24 @@ impl Server {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is answered.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Undoes [`Server::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {sig} {self:?}");
+    }
+
     /// Stops the server now (an outage); [`nats_on`] or [`redis_on`] bring it back.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

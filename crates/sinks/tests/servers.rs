@@ -167,3 +167,50 @@ fn nats_without_a_stream_says_how_to_make_one() {
     let err = sink.deliver(&[&recs[0]]).unwrap_err().to_string();
     assert!(err.contains("stream=NAME"), "{err}");
 }
+
+#[test]
+fn redis_that_stops_answering_fails_within_the_timeout() {
+    let server = testing::redis();
+    let url = format!("redis://{}/genesys?timeout=1s", server.addr());
+    let mut sink = open(&SinkConfig::parse(&url).unwrap()).unwrap();
+    deliver_all(sink.as_mut(), &records(10, 0));
+    server.pause();
+    let started = std::time::Instant::now();
+    let recs = records(100, 10);
+    let refs: Vec<&[u8]> = recs.iter().map(Vec::as_slice).collect();
+    let result = sink.deliver(&refs);
+    let took = started.elapsed();
+    server.resume();
+    let err = result.unwrap_err();
+    assert!(!err.is_fatal(), "{err}");
+    assert!(took < Duration::from_secs(5), "took {took:?}: {err}");
+    sink.deliver(&refs)
+        .expect("delivered once redis answers again");
+}
+
+#[test]
+fn nats_that_stops_answering_fails_within_the_timeout() {
+    let store = tempfile::tempdir().unwrap();
+    let server = testing::nats(store.path());
+    let url = format!(
+        "nats://{}/genesys.events?stream=GENESYS&timeout=1s",
+        server.addr()
+    );
+    let mut sink = open(&SinkConfig::parse(&url).unwrap()).unwrap();
+    deliver_all(sink.as_mut(), &records(10, 0));
+    server.pause();
+    let started = std::time::Instant::now();
+    let recs = records(500, 10);
+    let refs: Vec<&[u8]> = recs.iter().map(Vec::as_slice).collect();
+    let result = sink.deliver(&refs);
+    let took = started.elapsed();
+    server.resume();
+    let err = result.unwrap_err();
+    assert!(!err.is_fatal(), "{err}");
+    assert!(took < Duration::from_secs(5), "took {took:?}: {err}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while let Err(e) = sink.deliver(&refs) {
+        assert!(std::time::Instant::now() < deadline, "{e}");
+    }
+    assert_eq!(nats_count(&server.addr(), "GENESYS"), 510);
+}

@@ -147,7 +147,7 @@ impl Spooled {
             tracing::warn!(
                 event = "spool_full",
                 max_bytes = self.limits.max_bytes,
-                "spool full; holding back until stdout takes records"
+                "spool full; holding back until the sinks take records"
             );
             while self.held()? + incoming > self.limits.max_bytes
                 && tokio::time::Instant::now() < until
@@ -210,7 +210,7 @@ impl Spooled {
             event = "spool_dropped",
             records = records.len(),
             topics = gap.topics.len(),
-            "spool full and stdout not taking records: dropped the oldest, reported as a gap"
+            "spool full and the sinks not taking records: dropped the oldest, reported as a gap"
         );
         let mut out = Vec::new();
         write_gap(&mut out, &gap);
@@ -280,7 +280,7 @@ fn gap_for(records: &[&[u8]], lookback: Duration) -> Option<holdline_client::Gap
         from: from?,
         to: to?,
         reason: format!(
-            "the spool was full and stdout was not taking records: {} records dropped",
+            "the spool was full and the sinks were not taking records: {} records dropped",
             records.len()
         ),
     })
@@ -324,10 +324,14 @@ fn deliver(
             continue;
         };
         let records: Vec<&[u8]> = batch.iter().map(|r| r.record.as_slice()).collect();
+        let health = |spool: &Spool| stats.get().map(|s| (s, spool.depth(&name).unwrap_or(0)));
         match sink.deliver(&records) {
             Ok(()) => {
                 spool.ack(&name, last)?;
                 gauges(spool, stats, sinks);
+                if let Some((s, pending)) = health(spool) {
+                    s.sink_delivered(&name, records.len(), pending);
+                }
                 retry = RETRY_FIRST;
                 failures = 0;
             }
@@ -344,12 +348,19 @@ fn deliver(
                 sink.dead_letter(&records)?;
                 spool.ack(&name, last)?;
                 gauges(spool, stats, sinks);
+                if let Some((s, pending)) = health(spool) {
+                    s.sink_failed(&name, pending);
+                    s.sink_dead_lettered(&name, records.len(), pending);
+                }
                 tracing::error!(event = "sink_dead_letter", sink = %name, records = records.len(), error = %e, "batch kept failing; written to the dead-letter file");
                 failures = 0;
                 retry = RETRY_FIRST;
             }
             Err(e) => {
                 failures += 1;
+                if let Some((s, pending)) = health(spool) {
+                    s.sink_failed(&name, pending);
+                }
                 if stop.load(Ordering::Acquire) {
                     tracing::warn!(event = "sink_undelivered", sink = %name, pending = spool.depth(&name)?, error = %e, "stopping with records undelivered; the next run delivers them");
                     return Ok(());
