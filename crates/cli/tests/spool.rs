@@ -491,10 +491,19 @@ fn a_nats_outage_loses_nothing_and_the_spool_depth_shows_the_backlog() {
         nats.addr()
     );
     let http = reqwest::blocking::Client::new();
+    // Time compressed 25×: retries double from 200 ms up to 400 ms instead of 10 s, so
+    // eight failed tries (a 30 s outage at the defaults) take seconds, not half a minute.
     let mut run = listen_with(
         &url,
         &dir,
-        &["--sink", &sink, "--metrics-addr", "127.0.0.1:0"],
+        &[
+            "--sink",
+            &sink,
+            "--sink-retry-max",
+            "400ms",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
         Stdio::piped(),
     );
     let base = metrics_base(&mut run);
@@ -503,14 +512,14 @@ fn a_nats_outage_loses_nothing_and_the_spool_depth_shows_the_backlog() {
     wait_metric(&http, &base, "holdline_sink_delivered_total", 500.0);
 
     // The server goes away. Events keep arriving and wait in the spool while the sink
-    // fails and backs off (200 ms doubling); the outage lasts five failed attempts.
+    // fails and backs off; the outage lasts eight failed tries (at 10 s a try, 30 s).
     nats.kill();
     firehose(&http, &url, TOPIC, 1000);
     wait_metric(&http, &base, "holdline_sink_failures_total", 2.0);
     firehose(&http, &url, TOPIC, 1000);
     wait_metric(&http, &base, "holdline_events_emitted_total", 2500.0);
     wait_metric(&http, &base, "holdline_spool_depth", 2000.0);
-    wait_metric(&http, &base, "holdline_sink_failures_total", 5.0);
+    wait_metric(&http, &base, "holdline_sink_failures_total", 8.0);
     assert_eq!(metric(&http, &base, "holdline_spool_depth"), 2000.0);
     assert_eq!(metric(&http, &base, "holdline_sink_pending"), 2000.0);
     assert_eq!(metric(&http, &base, "holdline_gaps_total"), 0.0);

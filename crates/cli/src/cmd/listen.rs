@@ -119,7 +119,8 @@ pub struct ListenArgs {
     spool: Option<PathBuf>,
     /// Deliver from the spool to this sink instead of stdout (repeatable; needs --spool):
     /// stdout, file:///path/events.jsonl?max_bytes=N&rotate=1h, https://host/path?secret_env=NAME,
-    /// nats://host:4222/subject?stream=NAME, redis://host:6379/stream?maxlen=N.
+    /// nats://host:4222/subject?stream=NAME, redis://host:6379/stream?maxlen=N,
+    /// kafka://host:9092/topic.
     #[arg(long = "sink", value_name = "URL")]
     sinks: Vec<String>,
     /// Most bytes of records the spool holds before holding back (default 1 GiB).
@@ -129,6 +130,10 @@ pub struct ListenArgs {
     /// (reported as a gap; default 30s).
     #[arg(long, value_parser = duration)]
     spool_full_wait: Option<Duration>,
+    /// Longest wait between tries of a failing sink (the wait doubles from 200ms up to
+    /// this; default 10s).
+    #[arg(long, value_parser = duration)]
+    sink_retry_max: Option<Duration>,
     /// Debug logs (heartbeats, pongs, subscribe replies) on stderr.
     #[arg(long, short)]
     pub verbose: bool,
@@ -173,6 +178,7 @@ pub struct ListenFile {
     pub sink: Vec<SinkTable>,
     pub spool_max_bytes: Option<u64>,
     pub spool_full_wait: Option<String>,
+    pub sink_retry_max: Option<String>,
     pub ping_interval: Option<String>,
     pub pong_timeout: Option<String>,
     pub watchdog: Option<String>,
@@ -252,6 +258,12 @@ impl ListenArgs {
                 .map_err(|e| usage(format!("spool_full_wait in the config file: {e}")))?,
             (None, None) => Duration::from_secs(30),
         };
+        let retry_max = match (self.sink_retry_max, &file.sink_retry_max) {
+            (Some(d), _) => d,
+            (None, Some(text)) => duration(text)
+                .map_err(|e| usage(format!("sink_retry_max in the config file: {e}")))?,
+            (None, None) => Duration::from_secs(10),
+        };
         let max_bytes = self
             .spool_max_bytes
             .or(file.spool_max_bytes)
@@ -265,6 +277,7 @@ impl ListenArgs {
                 max_bytes,
                 full_wait,
                 lookback,
+                retry_max,
             },
             sinks,
         )))

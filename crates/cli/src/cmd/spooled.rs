@@ -26,9 +26,8 @@ use holdline_spool::{Dropped, Durability, Spool};
 
 /// Most records delivered per write and acknowledgement.
 const DELIVER_BATCH: usize = 1024;
-/// Retry delays for a failing sink.
+/// The first retry delay for a failing sink; it doubles up to `Limits::retry_max`.
 const RETRY_FIRST: Duration = Duration::from_millis(200);
-const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// How full the spool may get, and how long to hold back before dropping.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +36,8 @@ pub struct Limits {
     pub full_wait: Duration,
     /// The gap look-back, for the window of dropped records.
     pub lookback: Duration,
+    /// Longest wait between tries of a failing sink.
+    pub retry_max: Duration,
 }
 
 /// The spool and its delivery threads.
@@ -81,7 +82,17 @@ impl Spooled {
             delivery.push(
                 std::thread::Builder::new()
                     .name(format!("sink-{}", sink.name()))
-                    .spawn(move || deliver(&spool, sink, &woken, &stop, &stats, &names))?,
+                    .spawn(move || {
+                        deliver(
+                            &spool,
+                            sink,
+                            &woken,
+                            &stop,
+                            &stats,
+                            &names,
+                            limits.retry_max,
+                        )
+                    })?,
             );
         }
         Ok(Spooled {
@@ -310,6 +321,7 @@ fn deliver(
     stop: &AtomicBool,
     stats: &OnceLock<Arc<Stats>>,
     sinks: &[String],
+    retry_max: Duration,
 ) -> anyhow::Result<()> {
     let name = sink.name().to_owned();
     let mut retry = RETRY_FIRST;
@@ -376,7 +388,7 @@ fn deliver(
                     }
                     let _ = woken.recv_timeout(left.min(Duration::from_millis(100)));
                 }
-                retry = (retry * 2).min(RETRY_MAX);
+                retry = (retry * 2).min(retry_max.max(RETRY_FIRST));
             }
         }
     }
