@@ -367,6 +367,30 @@ fn sinks_deliver_from_the_spool_to_a_file_and_stdout_alike() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--spool"));
+
+    // Each broker sink is built in, and a secret in its URL is refused, not logged.
+    for (bad, says) in [
+        (
+            "kafka://127.0.0.1:9/t?kafka.sasl.password=hunter2",
+            "password_env",
+        ),
+        ("redis://127.0.0.1:9", "stream name"),
+        ("nats://127.0.0.1:9/a.*", "wildcards"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["listen", "--api-base", &url, "--topic", TOPIC, "--spool"])
+            .arg(dir.join("spool"))
+            .args(["--sink", bad])
+            .env("GENESYSCLOUD_OAUTHCLIENT_ID", "holdline-demo")
+            .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", "holdline-demo")
+            .env_remove("GENESYSCLOUD_REGION")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains(says), "{bad}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
     drop(run);
     let _ = std::fs::remove_dir_all(&dir);
 }

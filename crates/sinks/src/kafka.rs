@@ -98,6 +98,13 @@ impl KafkaConfig {
                     })?);
                 }
                 other => match other.strip_prefix("kafka.") {
+                    Some(property)
+                        if property.contains("password") || property.contains("secret") =>
+                    {
+                        return Err(format!(
+                            "kafka sink option {other}: keep secrets out of the URL (it is logged and shown in errors); use password_env=VARIABLE for sasl.password"
+                        ));
+                    }
                     Some(property) if !property.is_empty() => set(property, v),
                     _ => {
                         return Err(format!(
@@ -329,6 +336,9 @@ mod tests {
         for bad in ["b1", "b1/", "b1/a b", "u:p@b1/t", "b1:x/t"] {
             assert!(KafkaConfig::from_parts(bad, &[]).is_err(), "{bad}");
         }
+        let err = KafkaConfig::from_parts("b/t", &[("kafka.sasl.password".into(), "x".into())])
+            .unwrap_err();
+        assert!(err.contains("password_env"), "{err}");
         let err = KafkaConfig::from_parts("b/t", &[("acks".into(), "1".into())]).unwrap_err();
         assert!(err.contains("kafka.<librdkafka property>"), "{err}");
     }
