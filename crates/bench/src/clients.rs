@@ -30,11 +30,25 @@ pub enum Client {
     GenesysNotifications,
     /// Reads frames and discards them unparsed.
     Floor,
+    /// `holdline listen` from another build (`holdline-r1@/path/to/holdline`), to compare
+    /// two builds round by round in one run.
+    Build {
+        redundancy: usize,
+        binary: &'static Path,
+    },
 }
 
 impl Client {
     /// Parses `holdline`, `holdline-r2`, `node-ws`, `genesys-notifications`, `floor`.
     pub fn parse(name: &str) -> Result<Client> {
+        if let Some((client, binary)) = name.split_once('@') {
+            let Client::Holdline { redundancy } = Client::parse(client)? else {
+                bail!("{name:?}: only holdline-rN@/path/to/holdline names another build");
+            };
+            // Clients are small Copy values; a path named once per run is leaked to stay one.
+            let binary: &'static Path = Box::leak(PathBuf::from(binary).into_boxed_path());
+            return Ok(Client::Build { redundancy, binary });
+        }
         Ok(match name {
             "holdline" | "holdline-r1" => Client::Holdline { redundancy: 1 },
             "holdline-spool" => Client::HoldlineSpool,
@@ -61,6 +75,10 @@ impl Client {
             Client::NodeWs => "node-ws".into(),
             Client::GenesysNotifications => "genesys-notifications".into(),
             Client::Floor => "floor".into(),
+            Client::Build { redundancy, binary } => format!(
+                "holdline-r{redundancy}@{}",
+                binary.file_name().unwrap_or_default().to_string_lossy()
+            ),
         }
     }
 
@@ -83,13 +101,17 @@ impl Client {
                 "PyPI genesys-notifications 1.3, one JSON line per notification".into()
             }
             Client::Floor => "raw floor: Rust, reads frames and discards them unparsed".into(),
+            Client::Build { redundancy, binary } => format!(
+                "`holdline listen --redundancy {redundancy}` built at `{}`",
+                binary.display()
+            ),
         }
     }
 
     /// Sockets per topic once ready.
     pub fn redundancy(&self) -> usize {
         match self {
-            Client::Holdline { redundancy } => *redundancy,
+            Client::Holdline { redundancy } | Client::Build { redundancy, .. } => *redundancy,
             _ => 1,
         }
     }
@@ -114,14 +136,17 @@ impl Client {
     ) -> Result<Watched> {
         let cmd = match self {
             Client::Holdline { redundancy } => {
-                holdline_listen(tools, bed, topics_file, *redundancy)
+                holdline_listen(&tools.holdline, bed, topics_file, *redundancy)
+            }
+            Client::Build { redundancy, binary } => {
+                holdline_listen(binary, bed, topics_file, *redundancy)
             }
             Client::HoldlineSpool => {
                 // On disk (not the tmpfs scratch), where an fsync costs what it costs.
                 let dir = std::env::temp_dir()
                     .join(format!("holdline-bench-spool-{}", std::process::id()));
                 let _ = std::fs::remove_dir_all(&dir);
-                let mut cmd = holdline_listen(tools, bed, topics_file, 1);
+                let mut cmd = holdline_listen(&tools.holdline, bed, topics_file, 1);
                 cmd.arg("--spool").arg(&dir);
                 cmd
             }
@@ -156,8 +181,8 @@ impl Client {
 }
 
 /// `holdline listen` on the bed's simulator with these topics and redundancy.
-fn holdline_listen(tools: &Tools, bed: &Bed, topics_file: &Path, redundancy: usize) -> Command {
-    let mut cmd = Command::new(&tools.holdline);
+fn holdline_listen(binary: &Path, bed: &Bed, topics_file: &Path, redundancy: usize) -> Command {
+    let mut cmd = Command::new(binary);
     cmd.args(["listen", "--api-base", bed.url(), "--topics-file"])
         .arg(topics_file)
         .args(["--redundancy", &redundancy.to_string()])
