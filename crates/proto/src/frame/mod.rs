@@ -6,12 +6,13 @@
 
 mod client;
 mod lenient;
+mod scan;
 mod server;
 
 pub use client::{ClientFrame, ClientFrameError};
 pub use server::{
-    FrameError, HEARTBEAT_MESSAGE, Notification, PONG_MESSAGE, ServerFrame, SubscribeReply,
-    SystemNotice, SystemNoticeBody, notification_json,
+    FrameError, HEARTBEAT_MESSAGE, Notification, PONG_MESSAGE, RawJson, ServerFrame,
+    SubscribeReply, SystemNotice, SystemNoticeBody, notification_json,
 };
 
 /// Appends `text` to `out` as a JSON string literal (quotes and escapes included).

@@ -19,11 +19,11 @@ pub const HEARTBEAT_MESSAGE: &str = "WebSocket Heartbeat";
 /// The `eventBody.message` of the reply to `{"message":"ping"}`.
 pub const PONG_MESSAGE: &str = "pong";
 
-const METADATA_TOPIC: &str = "channel.metadata";
+pub(crate) const METADATA_TOPIC: &str = "channel.metadata";
 const SOCKET_CLOSING_TOPIC: &str = "v2.system.socket_closing";
 const NO_LONGER_SUBSCRIBED_PREFIX: &str = "v2.system.no_longer_subscribed";
 const TOKEN_REVOKED_PREFIX: &str = "v2.system.token_revoked";
-const SYSTEM_PREFIX: &str = "v2.system.";
+pub(crate) const SYSTEM_PREFIX: &str = "v2.system.";
 
 /// One frame from the service.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,7 +63,23 @@ pub struct Notification<'a> {
     /// `metadata.CorrelationId`, unique per event.
     pub correlation_id: Option<Cow<'a, str>>,
     /// The `eventBody` exactly as it appeared in the frame.
-    pub body: &'a RawValue,
+    pub body: RawJson<'a>,
+}
+
+/// A span of a frame that holds one valid JSON value, as it appeared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawJson<'a>(&'a str);
+
+impl<'a> RawJson<'a> {
+    /// Only the parsers make one, after validating the text.
+    pub(crate) fn validated(json: &'a str) -> Self {
+        RawJson(json)
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &'a str {
+        self.0
+    }
 }
 
 impl PartialEq for Notification<'_> {
@@ -71,7 +87,7 @@ impl PartialEq for Notification<'_> {
         self.topic == other.topic
             && self.version == other.version
             && self.correlation_id == other.correlation_id
-            && self.body.get() == other.body.get()
+            && self.body == other.body
     }
 }
 
@@ -205,6 +221,14 @@ impl<'a> ServerFrame<'a> {
     /// Parses one text message. Never panics; anything that is valid JSON but unfamiliar
     /// comes back as [`ServerFrame::Unknown`].
     pub fn parse(text: &'a str) -> Result<Self, FrameError> {
+        if let Some(n) = super::scan::notification(text) {
+            return Ok(ServerFrame::Notification(n));
+        }
+        Self::parse_with_serde(text)
+    }
+
+    /// The general parser: every shape, lenient about the envelope's field types.
+    pub(crate) fn parse_with_serde(text: &'a str) -> Result<Self, FrameError> {
         if !text.trim_start().starts_with('{') {
             return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
                 Ok(_) => Err(FrameError::NotAnObject),
@@ -292,7 +316,7 @@ fn classify_topic<'a>(
             topic,
             version,
             correlation_id,
-            body,
+            body: RawJson::validated(body.get()),
         })),
         None => Err(FrameError::MissingEventBody {
             topic: topic.into_owned(),

@@ -183,7 +183,7 @@ fn encoded_frames_parse_back_to_themselves() {
             topic: "v2.users.x.presence".into(),
             version: Some("2".into()),
             correlation_id: Some("c-1".into()),
-            body: &body,
+            body: RawJson::validated(body.get()),
         }),
         ServerFrame::SocketClosing(SystemNotice {
             topic: "v2.system.socket_closing".into(),
@@ -233,6 +233,69 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
     })
 }
 
+/// An envelope-like frame: envelope keys and others, in any order, repeated sometimes,
+/// with values of any type, compact or pretty.
+fn envelope_text() -> impl Strategy<Value = String> {
+    let key = prop_oneof![
+        Just("topicName".to_owned()),
+        Just("version".to_owned()),
+        Just("eventBody".to_owned()),
+        Just("metadata".to_owned()),
+        Just("correlationId".to_owned()),
+        Just("result".to_owned()),
+        Just("CorrelationId".to_owned()),
+        "\\PC{0,6}",
+    ];
+    let value = prop_oneof![
+        json_value(),
+        "v2\\.(users|system|routing)\\.[a-z0-9\\-]{1,20}(\\.presence)?"
+            .prop_map(serde_json::Value::from),
+        Just(serde_json::Value::from("channel.metadata")),
+        prop::collection::btree_map(
+            prop_oneof![Just("CorrelationId".to_owned()), "\\PC{0,4}"],
+            json_value(),
+            0..3
+        )
+        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+    ];
+    (prop::collection::vec((key, value), 0..7), any::<bool>()).prop_map(|(fields, pretty)| {
+        let (sep, colon) = if pretty { (",\n  ", " : ") } else { (",", ":") };
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| {
+                let v = if pretty {
+                    serde_json::to_string_pretty(v).unwrap()
+                } else {
+                    v.to_string()
+                };
+                format!("{}{colon}{v}", serde_json::Value::from(k.as_str()))
+            })
+            .collect();
+        format!("{{{}}}", body.join(sep))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #[test]
+    fn the_fast_path_and_serde_agree_on_every_frame(text in envelope_text()) {
+        prop_assert_eq!(ServerFrame::parse(&text), ServerFrame::parse_with_serde(&text), "{}", text);
+    }
+
+    #[test]
+    fn the_fast_path_and_serde_agree_on_damaged_frames(
+        cut in 0usize..CONVERSATION.len(),
+        at in 0usize..CONVERSATION.len(),
+        byte in prop_oneof![Just(b'"'), Just(b'\\'), Just(b'}'), Just(b','), Just(b'1'), Just(b' '), Just(0x01u8)],
+    ) {
+        let mut bytes = CONVERSATION.as_bytes().to_vec();
+        bytes[at] = byte;
+        for text in [&CONVERSATION[..cut], std::str::from_utf8(&bytes).unwrap_or("")] {
+            prop_assert_eq!(ServerFrame::parse(text), ServerFrame::parse_with_serde(text), "{}", text);
+        }
+    }
+}
+
 proptest! {
     #[test]
     fn parse_never_panics_on_arbitrary_text(text in "\\PC{0,200}") {
@@ -263,5 +326,26 @@ proptest! {
     fn truncated_frames_are_errors_not_panics(cut in 0usize..CONVERSATION.len()) {
         let text = &CONVERSATION[..cut];
         prop_assert!(ServerFrame::parse(text).is_err());
+    }
+}
+
+#[test]
+fn plain_notifications_take_the_fast_path() {
+    assert!(crate::frame::scan::notification(CONVERSATION).is_some());
+    let presence = notification_json(
+        "v2.users.0e185c02-aca1-4a72-82ea-2e78684e2c89.presence",
+        r#"{"presenceDefinition":{"id":"x","systemPresence":"Available"},"modifiedDate":"2026-11-27T10:00:00.000Z"}"#,
+        "corr-1",
+    );
+    assert!(crate::frame::scan::notification(&presence).is_some());
+    // Escapes in the topic, a numeric version and system topics go the serde way.
+    for text in [
+        r#"{"topicName":"v2.users.x\u002epresence","eventBody":{}}"#,
+        r#"{"topicName":"v2.users.x.presence","version":2,"eventBody":{}}"#,
+        r#"{"topicName":"v2.system.socket_closing","eventBody":{}}"#,
+        r#"{"topicName":"channel.metadata","eventBody":{"message":"pong"}}"#,
+    ] {
+        assert!(crate::frame::scan::notification(text).is_none(), "{text}");
+        assert!(ServerFrame::parse(text).is_ok(), "{text}");
     }
 }

@@ -1,0 +1,421 @@
+//! The fast path for the frame that carries nearly all traffic: a notification envelope
+//! (`topicName`, `version`, `eventBody`, `metadata.CorrelationId`) with plain strings.
+//!
+//! It validates the whole frame as strict JSON (RFC 8259) in one pass without building
+//! anything, which is what the serde envelope spent most of its time on, and finds the
+//! body's span on the way. Strings are skipped eight bytes at a time. Whenever the frame
+//! is anything other than that plain shape (escapes in a key or in a field it returns,
+//! a number where a string is expected, a repeated envelope field, a system or metadata
+//! topic, nesting deeper than serde_json's limit, invalid JSON) it returns `None` and the
+//! serde path decides, so the two can never disagree: a test checks they agree on
+//! generated frames.
+
+use std::borrow::Cow;
+
+use super::server::{METADATA_TOPIC, Notification, RawJson, SYSTEM_PREFIX};
+
+/// serde_json's default recursion limit; deeper frames go to the serde path (which
+/// rejects them).
+const MAX_DEPTH: usize = 128;
+
+/// The notification in `text`, if it has the plain shape.
+pub(crate) fn notification(text: &str) -> Option<Notification<'_>> {
+    let mut s = Scanner {
+        b: text.as_bytes(),
+        i: 0,
+    };
+    let mut topic = None;
+    let mut version = None;
+    let mut body = None;
+    let mut correlation_id: Option<&str> = None;
+    // Envelope fields seen: serde rejects a repeated one, so the fast path leaves it.
+    let mut seen = 0u16;
+    s.ws();
+    s.eat(b'{')?;
+    s.ws();
+    if s.peek()? == b'}' {
+        return None;
+    }
+    loop {
+        s.ws();
+        let key = s.plain_string()?;
+        s.ws();
+        s.eat(b':')?;
+        s.ws();
+        let field = match key {
+            "topicName" => 0,
+            "version" => 1,
+            "eventBody" => 2,
+            "metadata" => 3,
+            "correlationId" => 4,
+            "topics" => 5,
+            "result" => 6,
+            "status" => 7,
+            "message" => 8,
+            _ => 9,
+        };
+        if field < 9 {
+            if seen & (1 << field) != 0 {
+                return None;
+            }
+            seen |= 1 << field;
+        }
+        match field {
+            0 => topic = Some(s.plain_string_value()?),
+            1 => version = Some(s.plain_string_value()?),
+            2 => {
+                let start = s.i;
+                s.value(0)?;
+                body = Some(&text[start..s.i]);
+            }
+            3 => correlation_id = s.metadata()?,
+            _ => s.value(0)?,
+        }
+        s.ws();
+        match s.next()? {
+            b',' => continue,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    s.ws();
+    if s.i != s.b.len() {
+        return None;
+    }
+    let topic = topic?;
+    if topic == METADATA_TOPIC || topic.starts_with(SYSTEM_PREFIX) {
+        return None;
+    }
+    Some(Notification {
+        topic: Cow::Borrowed(topic),
+        version: version.map(Cow::Borrowed),
+        correlation_id: correlation_id.map(Cow::Borrowed),
+        body: RawJson::validated(body?),
+    })
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of every byte of `w` (little-endian) that is `"`, `\` or a control
+/// character (below 0x20). Bytes above a flagged one may be flagged wrongly (borrows run
+/// upward), but the lowest flagged byte is always a real one, and none is ever missed.
+#[inline]
+fn special(w: u64) -> u64 {
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let quote = zero(w ^ (ONES * u64::from(b'"')));
+    let backslash = zero(w ^ (ONES * u64::from(b'\\')));
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+    quote | backslash | control
+}
+
+impl<'a> Scanner<'a> {
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    #[inline]
+    fn next(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        self.i += 1;
+        Some(c)
+    }
+
+    #[inline]
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.next()? == c).then_some(())
+    }
+
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    /// Skips a string (at its opening quote); true if it held an escape.
+    fn string(&mut self) -> Option<bool> {
+        self.eat(b'"')?;
+        let mut escaped = false;
+        loop {
+            // Jump to the next quote, backslash or control character, eight bytes at a time.
+            loop {
+                if let Some(chunk) = self.b.get(self.i..self.i + 8) {
+                    let w = u64::from_le_bytes(chunk.try_into().ok()?);
+                    let mask = special(w);
+                    if mask != 0 {
+                        self.i += (mask.trailing_zeros() / 8) as usize;
+                        break;
+                    }
+                    self.i += 8;
+                } else {
+                    while let Some(&c) = self.b.get(self.i) {
+                        if c == b'"' || c == b'\\' || c < 0x20 {
+                            break;
+                        }
+                        self.i += 1;
+                    }
+                    break;
+                }
+            }
+            match self.next()? {
+                b'"' => return Some(escaped),
+                b'\\' => {
+                    escaped = true;
+                    match self.next()? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                        b'u' => {
+                            let hex = self.b.get(self.i..self.i + 4)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return None;
+                            }
+                            self.i += 4;
+                        }
+                        _ => return None,
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string without escapes, as text (the input is a `str`, so any span between
+    /// ASCII quotes is valid UTF-8).
+    fn plain_string(&mut self) -> Option<&'a str> {
+        let start = self.i + 1;
+        if self.string()? {
+            return None;
+        }
+        std::str::from_utf8(&self.b[start..self.i - 1]).ok()
+    }
+
+    /// A field that must be a plain string for the fast path.
+    fn plain_string_value(&mut self) -> Option<&'a str> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        self.plain_string()
+    }
+
+    /// `metadata`: an object; its first `CorrelationId` must be a plain string.
+    fn metadata(&mut self) -> Option<Option<&'a str>> {
+        if self.peek()? != b'{' {
+            return None;
+        }
+        self.i += 1;
+        self.ws();
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(None);
+        }
+        let mut found = None;
+        loop {
+            self.ws();
+            let key = self.plain_string()?;
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            if key == "CorrelationId" && found.is_none() {
+                found = Some(self.plain_string_value()?);
+            } else {
+                self.value(1)?;
+            }
+            self.ws();
+            match self.next()? {
+                b',' => continue,
+                b'}' => return Some(found),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Skips one JSON value, validating it.
+    fn value(&mut self, depth: usize) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' => self.object(depth + 1),
+            b'[' => self.array(depth + 1),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.i += 1;
+        self.ws();
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            self.ws();
+            if self.peek()? != b'"' {
+                return None;
+            }
+            self.string()?;
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            self.value(depth)?;
+            self.ws();
+            match self.next()? {
+                b',' => continue,
+                b'}' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.i += 1;
+        self.ws();
+        if self.peek()? == b']' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            self.ws();
+            self.value(depth)?;
+            self.ws();
+            match self.next()? {
+                b',' => continue,
+                b']' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        if self.b.get(self.i..self.i + word.len())? != word {
+            return None;
+        }
+        self.i += word.len();
+        Some(())
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    fn number(&mut self) -> Option<()> {
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.next()? {
+            b'0' => {}
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            self.some_digits()?;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            self.some_digits()?;
+        }
+        Some(())
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    fn some_digits(&mut self) -> Option<()> {
+        let start = self.i;
+        self.digits();
+        (self.i > start).then_some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid(json: &str) -> bool {
+        let mut s = Scanner {
+            b: json.as_bytes(),
+            i: 0,
+        };
+        s.ws();
+        s.value(0).is_some() && {
+            s.ws();
+            s.i == json.len()
+        }
+    }
+
+    #[test]
+    fn the_validator_agrees_with_serde_json() {
+        let cases = [
+            r#"{"a":[1,-2.5e+3,0,true,false,null,"x\"y\u00e9\n"],"b":{}}"#,
+            r#"  [ ]  "#,
+            r#""plain text long enough to take the eight-byte path, and some more""#,
+            r#""é ü 中文 and 😀 in a string""#,
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":.5}"#,
+            r#"{"a":-}"#,
+            r#"{"a":1e}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":"\x"}"#,
+            r#"{"a":"\u12g4"}"#,
+            "{\"a\":\"tab\there\"}",
+            "{\"a\":\"line\nbreak in a long string value\"}",
+            r#"{"a":1,}"#,
+            r#"[1,]"#,
+            r#"{"a" 1}"#,
+            r#"{a:1}"#,
+            r#"{"a":1}}"#,
+            r#"{"a":[1,2}"#,
+            r#""unterminated"#,
+            r#"nul"#,
+            "",
+        ];
+        for case in cases {
+            let serde_ok = serde_json::from_str::<serde::de::IgnoredAny>(case).is_ok();
+            assert_eq!(valid(case), serde_ok, "{case:?}");
+        }
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert!(
+            !valid(&deep),
+            "deeper than serde_json's limit goes to serde"
+        );
+    }
+
+    #[test]
+    fn the_special_byte_mask_points_at_the_first_special_byte() {
+        for pos in 0..8 {
+            for c in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+                for later in [b'a', b'"', 0x01, 0xff] {
+                    let mut w = *b"abcdefgh";
+                    w[pos] = c;
+                    if pos < 7 {
+                        w[7] = later;
+                    }
+                    let mask = special(u64::from_le_bytes(w));
+                    assert_eq!(mask.trailing_zeros() / 8, pos as u32, "{c:#x} at {pos}");
+                }
+            }
+        }
+        assert_eq!(special(u64::from_le_bytes(*b"ab cd/ef")), 0);
+        let utf8 = [0xc3, 0xa9, 0x20, 0x7f, 0x80, 0xff, 0x21, 0x5b];
+        assert_eq!(special(u64::from_le_bytes(utf8)), 0);
+    }
+}
