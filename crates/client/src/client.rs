@@ -28,11 +28,12 @@ use crate::stream::{EventStream, Inbound};
 pub const CHANNEL_BUDGET: usize = 20;
 /// Channels kept free for rollovers (rollovers are staggered, so one at a time).
 pub const ROLLOVER_SPARES: usize = 1;
-/// Frames queued between the sockets and the stream's consumer. A full queue holds the
-/// sockets back (TCP pushes back on the server) rather than growing memory: at 512
-/// frames of up to 8 KB, a few MiB at most. 4,096 let a firehose push peak RSS to 50 MiB
-/// with no gain in events/s.
-const QUEUE: usize = 512;
+/// Messages queued between the sockets and the stream's consumer; each is one batch of
+/// up to [`crate::session::BATCH_MAX`] notifications, or a coverage or state change. A
+/// full queue holds the sockets back (TCP pushes back on the server) rather than growing
+/// memory: at 8 × 64 frames of up to 8 KB, a few MiB at most. (4,096 single frames let a
+/// firehose push peak RSS to 50 MiB with no gain in events/s.)
+const QUEUE: usize = 8;
 
 /// Starts clients.
 pub struct Client;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use holdline_proto::{ClientFrame, ServerFrame};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -192,6 +192,7 @@ pub fn spawn(
             close: None,
             ping_sent: None,
             families: HashMap::new(),
+            batch: Vec::new(),
         };
         let why = session.run(&connect_uri, retire_rx).await;
         if session.live {
@@ -230,7 +231,14 @@ struct Session {
     ping_sent: Option<Instant>,
     /// Topic → family counter slot, so a topic is classified once per socket.
     families: HashMap<Box<str>, usize>,
+    /// Notifications read and not yet handed to the stream.
+    batch: Vec<Notification>,
 }
+
+/// Most notifications handed to the stream in one message.
+pub(crate) const BATCH_MAX: usize = 64;
+/// Most frames read in one go before looking at timers and the retire signal again.
+const DRAIN_MAX: usize = 256;
 
 impl Session {
     async fn run(&mut self, uri: &str, mut retire: oneshot::Receiver<&'static str>) -> Ended {
@@ -276,25 +284,30 @@ impl Session {
                     return Ended::Retired;
                 }
                 // The next message, before the liveness check; StreamExt::next is cancel-safe.
+                // Everything already buffered is read in one go and its notifications
+                // handed over as one batch: one queue message and at most one wake-up of
+                // the consumer per burst, not per event.
                 msg = ws.next() => {
-                    let now = Instant::now();
-                    match msg {
-                        Some(Ok(Message::Text(text))) => {
-                            liveness.on_frame(now);
-                            if !self.text(text).await {
-                                return Ended::Dropped("the event stream was closed".into());
-                            }
+                    let mut msg = msg;
+                    let mut read = 0;
+                    let ended = loop {
+                        if let Some(end) = self.message(msg, &mut liveness, retired_at.is_some()).await {
+                            break Some(end);
                         }
-                        Some(Ok(Message::Close(frame))) => {
-                            self.close = Some(frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string())));
+                        read += 1;
+                        if read >= DRAIN_MAX {
+                            break None;
                         }
-                        Some(Ok(_)) => {
-                            // Binary, ping and pong frames prove the socket alive too.
-                            liveness.on_frame(now);
-                            self.seen();
+                        match ws.next().now_or_never() {
+                            Some(next) => msg = next,
+                            None => break None,
                         }
-                        Some(Err(e)) => return self.error(e, retired_at.is_some()),
-                        None => return self.finished(retired_at.is_some()),
+                    };
+                    if !self.hand_over().await {
+                        return Ended::Dropped("the event stream was closed".into());
+                    }
+                    if let Some(end) = ended {
+                        return end;
                     }
                 }
                 // Liveness: a ping is due, a pong is overdue, or the socket went silent. After the
@@ -315,11 +328,56 @@ impl Session {
         }
     }
 
+    /// Handles one message from the socket; `Some` when the socket is done.
+    async fn message(
+        &mut self,
+        msg: Option<Result<Message, WsError>>,
+        liveness: &mut Liveness,
+        retired: bool,
+    ) -> Option<Ended> {
+        let now = Instant::now();
+        match msg {
+            Some(Ok(Message::Text(text))) => {
+                liveness.on_frame(now);
+                if !self.text(text).await {
+                    return Some(Ended::Dropped("the event stream was closed".into()));
+                }
+            }
+            Some(Ok(Message::Close(frame))) => {
+                self.close = Some(frame.map_or((1005, String::new()), |f| {
+                    (u16::from(f.code), f.reason.to_string())
+                }));
+            }
+            Some(Ok(_)) => {
+                // Binary, ping and pong frames prove the socket alive too.
+                liveness.on_frame(now);
+                self.seen();
+            }
+            Some(Err(e)) => return Some(self.error(e, retired)),
+            None => return Some(self.finished(retired)),
+        }
+        None
+    }
+
+    /// Hands the notifications read so far to the stream; false when its consumer is gone.
+    async fn hand_over(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_MAX));
+        self.out.send(Inbound::Events(batch)).await.is_ok()
+    }
+
     /// Handles a text frame; false when the stream's consumer is gone.
     async fn text(&mut self, text: Utf8Bytes) -> bool {
         let received_at = self.seen();
+        let frame = ServerFrame::parse(text.as_str());
+        // Events read before a notice reach the stream before anything the notice causes.
+        if !matches!(frame, Ok(ServerFrame::Notification(_))) && !self.hand_over().await {
+            return false;
+        }
         let stats = &self.cfg.stats;
-        match ServerFrame::parse(text.as_str()) {
+        match frame {
             Ok(ServerFrame::Notification(n)) => {
                 Stats::bump(&stats.frames);
                 let family = match self.families.get(&*n.topic) {
@@ -335,7 +393,11 @@ impl Session {
                 Stats::bump(&stats.frames_by_family[family]);
                 let mut event = Notification::new(&text, &n, received_at, self.channel.clone());
                 event.family = family;
-                return self.out.send(Inbound::Event(event)).await.is_ok();
+                self.batch.push(event);
+                if self.batch.len() >= BATCH_MAX {
+                    return self.hand_over().await;
+                }
+                return true;
             }
             Ok(ServerFrame::Heartbeat) => stats.heartbeat(self.id),
             Ok(ServerFrame::Pong) => {

@@ -45,8 +45,8 @@ pub enum Coverage {
 /// What the tasks send to the stream.
 #[derive(Debug)]
 pub enum Inbound {
-    /// A notification as received (maybe a duplicate).
-    Event(Notification),
+    /// Notifications as received, in order (maybe duplicates).
+    Events(Vec<Notification>),
     /// A socket's coverage changed.
     Coverage {
         /// Shard index.
@@ -70,6 +70,8 @@ pub struct EventStream {
     finished: bool,
     /// Gaps found and not yet handed out.
     gaps: VecDeque<Gap>,
+    /// The rest of the batch being handed out.
+    batch: std::vec::IntoIter<Notification>,
 }
 
 impl EventStream {
@@ -87,6 +89,7 @@ impl EventStream {
             stats,
             finished: false,
             gaps: VecDeque::new(),
+            batch: Vec::new().into_iter(),
         }
     }
 
@@ -96,6 +99,9 @@ impl EventStream {
         loop {
             if let Some(done) = self.gap_or_end() {
                 return done;
+            }
+            if let Some(out) = self.next_in_batch() {
+                return Some(out);
             }
             let Some(inbound) = self.rx.recv().await else {
                 self.finish();
@@ -115,6 +121,9 @@ impl EventStream {
             if let Some(done) = self.gap_or_end() {
                 return Poll::Ready(done);
             }
+            if let Some(out) = self.next_in_batch() {
+                return Poll::Ready(Some(out));
+            }
             let inbound = match self.rx.try_recv() {
                 Ok(inbound) => inbound,
                 Err(TryRecvError::Empty) => return Poll::Pending,
@@ -127,6 +136,22 @@ impl EventStream {
                 return Poll::Ready(Some(out));
             }
         }
+    }
+
+    /// The next notification of the current batch that is not a duplicate.
+    fn next_in_batch(&mut self) -> Option<Result<Event, ClientError>> {
+        let now = Instant::now();
+        for n in self.batch.by_ref() {
+            if self.dedupe.first_time(n.id, now) {
+                Stats::bump(&self.stats.emitted);
+                if let Some(c) = self.stats.emitted_by_family.get(n.family) {
+                    Stats::bump(c);
+                }
+                return Some(Ok(Event::Notification(n)));
+            }
+            Stats::bump(&self.stats.duplicates);
+        }
+        None
     }
 
     /// A gap waiting to be handed out, or the end of the stream.
@@ -157,7 +182,7 @@ impl EventStream {
 
     /// Items waiting to be handled (a writer flushes when this reaches zero).
     pub fn pending(&self) -> usize {
-        self.rx.len() + self.gaps.len()
+        self.rx.len() + self.gaps.len() + self.batch.len()
     }
 
     /// The counters.
@@ -167,17 +192,9 @@ impl EventStream {
 
     fn handle(&mut self, inbound: Inbound) -> Option<Result<Event, ClientError>> {
         match inbound {
-            Inbound::Event(n) => {
-                if self.dedupe.first_time(n.id, Instant::now()) {
-                    Stats::bump(&self.stats.emitted);
-                    if let Some(c) = self.stats.emitted_by_family.get(n.family) {
-                        Stats::bump(c);
-                    }
-                    Some(Ok(Event::Notification(n)))
-                } else {
-                    Stats::bump(&self.stats.duplicates);
-                    None
-                }
+            Inbound::Events(batch) => {
+                self.batch = batch.into_iter();
+                self.next_in_batch()
             }
             Inbound::Coverage { shard, change } => {
                 // Shards appear as the supervisor plans them.
