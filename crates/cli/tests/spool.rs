@@ -368,15 +368,17 @@ fn sinks_deliver_from_the_spool_to_a_file_and_stdout_alike() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--spool"));
 
-    // Each broker sink is built in, and a secret in its URL is refused, not logged.
-    for (bad, says) in [
+    // A bad broker sink URL is a usage error that says what to change, and a secret in it
+    // is refused, not echoed. (Kafka is a build feature: without it the error says so.)
+    let cases: [(&str, &[&str]); 3] = [
         (
             "kafka://127.0.0.1:9/t?kafka.sasl.password=hunter2",
-            "password_env",
+            &["password_env", "--features kafka"],
         ),
-        ("redis://127.0.0.1:9", "stream name"),
-        ("nats://127.0.0.1:9/a.*", "wildcards"),
-    ] {
+        ("redis://127.0.0.1:9", &["stream name"]),
+        ("nats://127.0.0.1:9/a.*", &["wildcards"]),
+    ];
+    for (bad, says) in cases {
         let out = Command::new(BIN)
             .args(["listen", "--api-base", &url, "--topic", TOPIC, "--spool"])
             .arg(dir.join("spool"))
@@ -388,7 +390,7 @@ fn sinks_deliver_from_the_spool_to_a_file_and_stdout_alike() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
-        assert!(stderr.contains(says), "{bad}: {stderr}");
+        assert!(says.iter().any(|s| stderr.contains(s)), "{bad}: {stderr}");
         assert!(!stderr.contains("hunter2"), "{stderr}");
     }
     drop(run);
