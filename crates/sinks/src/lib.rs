@@ -58,6 +58,11 @@ pub fn open(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
 pub trait Sink: Send {
     /// A stable name: the spool keeps this sink's cursor under it.
     fn name(&self) -> &str;
+    /// How logs, errors and metrics name the sink: nothing secret in it (a webhook leaves
+    /// out its path, which some services use as a token).
+    fn label(&self) -> String {
+        self.name().to_owned()
+    }
     /// Delivers `records` in order; returns once the destination confirmed all of them.
     fn deliver(&mut self, records: &[&[u8]]) -> Result<(), SinkError>;
     /// Tries per batch before it goes to [`Sink::dead_letter`] (`None`: retry forever).

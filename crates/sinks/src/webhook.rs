@@ -92,6 +92,7 @@ impl WebhookConfig {
 pub struct WebhookSink {
     config: WebhookConfig,
     name: String,
+    label: String,
     key: Option<hmac::Key>,
     client: Option<reqwest::blocking::Client>,
     dead: Option<File>,
@@ -103,8 +104,11 @@ impl WebhookSink {
             .secret
             .as_ref()
             .map(|s| hmac::Key::new(hmac::HMAC_SHA256, s.as_bytes()));
+        let (scheme, rest) = config.url.split_once("://").unwrap_or(("", &config.url));
+        let host = rest.split(['/', '?']).next().unwrap_or_default();
         WebhookSink {
             name: format!("webhook:{}", config.url),
+            label: format!("webhook:{scheme}://{host}/…"),
             config,
             key,
             client: None,
@@ -114,7 +118,7 @@ impl WebhookSink {
 
     fn fail(&self, detail: impl std::fmt::Display) -> SinkError {
         SinkError::Failed {
-            sink: self.name.clone(),
+            sink: self.label.clone(),
             detail: detail.to_string(),
         }
     }
@@ -133,6 +137,10 @@ pub fn signature(key: &hmac::Key, body: &[u8]) -> String {
 impl Sink for WebhookSink {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn label(&self) -> String {
+        self.label.clone()
     }
 
     fn deliver(&mut self, records: &[&[u8]]) -> Result<(), SinkError> {
@@ -155,7 +163,10 @@ impl Sink for WebhookSink {
         if let Some(key) = &self.key {
             req = req.header("x-holdline-signature", signature(key, &body));
         }
-        let resp = req.body(body).send().map_err(|e| self.fail(e))?;
+        let resp = req
+            .body(body)
+            .send()
+            .map_err(|e| self.fail(e.without_url()))?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -231,5 +242,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("HOLDLINE_NO_SUCH_VAR"), "{err}");
+    }
+
+    #[test]
+    fn logs_and_metrics_name_the_hook_without_its_path() {
+        let c =
+            WebhookConfig::from_parts("https", "hooks.example.com/services/T0/B0/s3cr3tpath", &[])
+                .unwrap();
+        let sink = WebhookSink::new(c);
+        assert_eq!(sink.label(), "webhook:https://hooks.example.com/…");
+        assert!(
+            sink.name().contains("s3cr3tpath"),
+            "the spool cursor keeps the full name"
+        );
+        // Nothing listens on port 9 (discard): the error names the label only.
+        let mut sink9 = WebhookSink::new(
+            WebhookConfig::from_parts("http", "127.0.0.1:9/s3cr3tpath?x=1", &[]).unwrap(),
+        );
+        let err = sink9.deliver(&[b"{}\n"]).unwrap_err().to_string();
+        assert!(!err.contains("s3cr3t"), "{err}");
     }
 }

@@ -64,11 +64,12 @@ impl Spooled {
         for name in names.iter() {
             spool.register(name)?;
         }
+        let labels: Vec<String> = sinks.iter().map(|s| s.label()).collect();
         let unclean_since = spool
             .begin_run()?
             .map(|micros| UNIX_EPOCH + Duration::from_micros(micros));
-        for name in names.iter() {
-            tracing::info!(dir = %dir.display(), sink = %name, pending = spool.depth(name)?, "spool open");
+        for (name, label) in names.iter().zip(&labels) {
+            tracing::info!(dir = %dir.display(), sink = %label, pending = spool.depth(name)?, "spool open");
         }
         let stop = Arc::new(AtomicBool::new(false));
         let stats: Arc<OnceLock<Arc<Stats>>> = Arc::default();
@@ -81,7 +82,7 @@ impl Spooled {
                 (spool.clone(), stop.clone(), stats.clone(), names.clone());
             delivery.push(
                 std::thread::Builder::new()
-                    .name(format!("sink-{}", sink.name()))
+                    .name(format!("sink-{}", sink.label()))
                     .spawn(move || {
                         deliver(
                             &spool,
@@ -324,6 +325,7 @@ fn deliver(
     retry_max: Duration,
 ) -> anyhow::Result<()> {
     let name = sink.name().to_owned();
+    let label = sink.label();
     let mut retry = RETRY_FIRST;
     let mut failures = 0u32;
     loop {
@@ -342,7 +344,7 @@ fn deliver(
                 spool.ack(&name, last)?;
                 gauges(spool, stats, sinks);
                 if let Some((s, pending)) = health(spool) {
-                    s.sink_delivered(&name, records.len(), pending);
+                    s.sink_delivered(&label, records.len(), pending);
                 }
                 retry = RETRY_FIRST;
                 failures = 0;
@@ -361,23 +363,23 @@ fn deliver(
                 spool.ack(&name, last)?;
                 gauges(spool, stats, sinks);
                 if let Some((s, pending)) = health(spool) {
-                    s.sink_failed(&name, pending);
-                    s.sink_dead_lettered(&name, records.len(), pending);
+                    s.sink_failed(&label, pending);
+                    s.sink_dead_lettered(&label, records.len(), pending);
                 }
-                tracing::error!(event = "sink_dead_letter", sink = %name, records = records.len(), error = %e, "batch kept failing; written to the dead-letter file");
+                tracing::error!(event = "sink_dead_letter", sink = %label, records = records.len(), error = %e, "batch kept failing; written to the dead-letter file");
                 failures = 0;
                 retry = RETRY_FIRST;
             }
             Err(e) => {
                 failures += 1;
                 if let Some((s, pending)) = health(spool) {
-                    s.sink_failed(&name, pending);
+                    s.sink_failed(&label, pending);
                 }
                 if stop.load(Ordering::Acquire) {
-                    tracing::warn!(event = "sink_undelivered", sink = %name, pending = spool.depth(&name)?, error = %e, "stopping with records undelivered; the next run delivers them");
+                    tracing::warn!(event = "sink_undelivered", sink = %label, pending = spool.depth(&name)?, error = %e, "stopping with records undelivered; the next run delivers them");
                     return Ok(());
                 }
-                tracing::warn!(event = "sink_retry", sink = %name, error = %e, retry_in_ms = retry.as_millis() as u64, "sink failed; retrying");
+                tracing::warn!(event = "sink_retry", sink = %label, error = %e, retry_in_ms = retry.as_millis() as u64, "sink failed; retrying");
                 // Wait the whole backoff (new records must not hammer a failing sink),
                 // but notice a stop.
                 let until = std::time::Instant::now() + retry;
