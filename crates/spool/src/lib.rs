@@ -203,11 +203,7 @@ impl Spool {
     pub fn pending(&self, sink: &str, max: usize) -> Result<Vec<Spooled>, SpoolError> {
         let txn = self.db.begin_read().map_err(storage)?;
         let cursors = txn.open_table(CURSORS).map_err(storage)?;
-        let cursor = cursors
-            .get(sink)
-            .map_err(storage)?
-            .map(|v| v.value())
-            .ok_or_else(|| SpoolError::UnknownSink(sink.to_owned()))?;
+        let cursor = cursor_of(&cursors, sink)?;
         let events = txn.open_table(EVENTS).map_err(storage)?;
         let mut out = Vec::new();
         for entry in events.range(cursor + 1..).map_err(storage)?.take(max) {
@@ -226,11 +222,7 @@ impl Spool {
         let txn = self.write()?;
         {
             let mut cursors = txn.open_table(CURSORS).map_err(storage)?;
-            let current = cursors
-                .get(sink)
-                .map_err(storage)?
-                .map(|v| v.value())
-                .ok_or_else(|| SpoolError::UnknownSink(sink.to_owned()))?;
+            let current = cursor_of(&cursors, sink)?;
             if seq > current {
                 cursors.insert(sink, seq).map_err(storage)?;
             }
@@ -267,11 +259,7 @@ impl Spool {
     pub fn depth(&self, sink: &str) -> Result<u64, SpoolError> {
         let txn = self.db.begin_read().map_err(storage)?;
         let cursors = txn.open_table(CURSORS).map_err(storage)?;
-        let cursor = cursors
-            .get(sink)
-            .map_err(storage)?
-            .map(|v| v.value())
-            .ok_or_else(|| SpoolError::UnknownSink(sink.to_owned()))?;
+        let cursor = cursor_of(&cursors, sink)?;
         let meta = txn.open_table(META).map_err(storage)?;
         Ok(last_given(&meta)?.saturating_sub(cursor))
     }
@@ -343,6 +331,18 @@ impl Spool {
         txn.commit().map_err(storage)?;
         Ok(dropped)
     }
+}
+
+/// `sink`'s cursor: the sequence number of the last record it acknowledged.
+fn cursor_of(
+    cursors: &impl ReadableTable<&'static str, u64>,
+    sink: &str,
+) -> Result<u64, SpoolError> {
+    cursors
+        .get(sink)
+        .map_err(storage)?
+        .map(|v| v.value())
+        .ok_or_else(|| SpoolError::UnknownSink(sink.to_owned()))
 }
 
 fn last_given(meta: &impl ReadableTable<&'static str, u64>) -> Result<u64, SpoolError> {
