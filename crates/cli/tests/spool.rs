@@ -410,27 +410,6 @@ fn wait_metric(http: &reqwest::blocking::Client, base: &str, name: &str, at_leas
     }
 }
 
-/// Every entry of a Redis stream: (id field, kind field, record field).
-fn redis_entries(addr: &str, stream: &str) -> Vec<(String, String, String)> {
-    let mut conn = redis::Client::open(format!("redis://{addr}/"))
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg("-")
-        .arg("+")
-        .query(&mut conn)
-        .unwrap();
-    entries
-        .into_iter()
-        .map(|(_, mut f)| {
-            let mut take = |k: &str| f.remove(k).unwrap_or_default();
-            (take("id"), take("kind"), take("record"))
-        })
-        .collect()
-}
-
 #[test]
 fn killed_while_redis_is_not_answering_every_event_still_reaches_the_stream() {
     let (_sim, url) = quiet_sim();
@@ -469,7 +448,7 @@ fn killed_while_redis_is_not_answering_every_event_still_reaches_the_stream() {
     assert_eq!(ledger.len(), 3000);
     let deadline = Instant::now() + Duration::from_secs(30);
     let entries = loop {
-        let entries = redis_entries(&redis.addr(), "genesys");
+        let entries = holdline_sinks::testing::redis_entries(&redis.addr(), "genesys");
         let ids: HashSet<&String> = entries.iter().map(|(id, _, _)| id).collect();
         let missing = ledger.iter().filter(|id| !ids.contains(id)).count();
         if missing == 0 {
@@ -482,10 +461,10 @@ fn killed_while_redis_is_not_answering_every_event_still_reaches_the_stream() {
         std::thread::sleep(Duration::from_millis(100));
     };
     // At least once: a repeat is the same record under the same id.
-    let mut by_id: HashMap<&str, &str> = HashMap::new();
+    let mut by_id: HashMap<&str, &[u8]> = HashMap::new();
     for (id, kind, record) in &entries {
         if kind == "event" {
-            let r: serde_json::Value = serde_json::from_str(record).unwrap();
+            let r: serde_json::Value = serde_json::from_slice(record).unwrap();
             assert_eq!(r["id"].as_str(), Some(id.as_str()));
             if let Some(prev) = by_id.insert(id, record) {
                 assert_eq!(prev, record, "event {id} repeated with other content");
@@ -498,7 +477,10 @@ fn killed_while_redis_is_not_answering_every_event_still_reaches_the_stream() {
         1,
         "one gap for the time no run was receiving: {gaps:?}"
     );
-    assert!(gaps[0].2.contains("not running"), "{gaps:?}");
+    assert!(
+        String::from_utf8_lossy(&gaps[0].2).contains("not running"),
+        "{gaps:?}"
+    );
     drop(second);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -560,32 +542,18 @@ fn a_nats_outage_loses_nothing_and_the_spool_depth_shows_the_backlog() {
     }
     let ledger: HashSet<String> = ledger(&http, &url).into_iter().map(|(id, _)| id).collect();
     assert_eq!(ledger.len(), 2500);
-    let stored = nats_ids(&format!("127.0.0.1:{port}"), "GENESYS");
+    let stored: Vec<String> =
+        holdline_sinks::testing::nats_payloads(&format!("127.0.0.1:{port}"), "GENESYS")
+            .iter()
+            .map(|p| {
+                let r: serde_json::Value = serde_json::from_slice(p).unwrap();
+                r["id"].as_str().unwrap().to_owned()
+            })
+            .collect();
     assert_eq!(stored.len(), 2500, "every event stored once");
     let stored: HashSet<String> = stored.into_iter().collect();
     assert_eq!(stored, ledger);
     drop(run);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&store);
-}
-
-/// The event id of every message in a JetStream stream, in order.
-fn nats_ids(addr: &str, stream: &str) -> Vec<String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = async_nats::connect(addr).await.unwrap();
-        let js = async_nats::jetstream::new(client);
-        let mut s = js.get_stream(stream).await.unwrap();
-        let last = s.info().await.unwrap().state.last_sequence;
-        let mut ids = Vec::new();
-        for seq in 1..=last {
-            let m = s.get_raw_message(seq).await.unwrap();
-            let r: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-            ids.push(r["id"].as_str().unwrap().to_owned());
-        }
-        ids
-    })
 }

@@ -187,3 +187,46 @@ fn from_wheel(name: &str, wheel: &str) -> PathBuf {
     }
     bin
 }
+
+/// Every entry of a Redis stream, oldest first: its `id`, `kind` and `record` fields.
+pub fn redis_entries(addr: &str, stream: &str) -> Vec<(String, String, Vec<u8>)> {
+    let mut conn = redis::Client::open(format!("redis://{addr}/"))
+        .and_then(|c| c.get_connection())
+        .expect("connect to the test redis");
+    let entries: Vec<(String, std::collections::HashMap<String, Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .expect("XRANGE");
+    entries
+        .into_iter()
+        .map(|(_, mut f)| {
+            let mut take = |k: &str| f.remove(k).unwrap_or_default();
+            let text = |v: Vec<u8>| String::from_utf8(v).expect("UTF-8 field");
+            (text(take("id")), text(take("kind")), take("record"))
+        })
+        .collect()
+}
+
+/// The payload of every message in a JetStream stream, oldest first.
+pub fn nats_payloads(addr: &str, stream: &str) -> Vec<Vec<u8>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(addr)
+            .await
+            .expect("connect to the test nats");
+        let js = async_nats::jetstream::new(client);
+        let mut s = js.get_stream(stream).await.expect("the stream");
+        let last = s.info().await.expect("stream info").state.last_sequence;
+        let mut out = Vec::new();
+        for seq in 1..=last {
+            let m = s.get_raw_message(seq).await.expect("a stored message");
+            out.push(m.payload.to_vec());
+        }
+        out
+    })
+}

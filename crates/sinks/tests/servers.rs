@@ -27,9 +27,6 @@ fn deliver_all(sink: &mut dyn Sink, recs: &[Vec<u8>]) {
     }
 }
 
-/// One stream entry's field/value pairs.
-type Fields = Vec<(String, Vec<u8>)>;
-
 const GAP: &[u8] =
     b"{\"kind\":\"gap\",\"topics\":[\"v2.a\"],\"from\":\"2026-11-27T10:00:00.000000Z\",\"to\":\"2026-11-27T10:00:01.000000Z\",\"reason\":\"r\"}\n";
 
@@ -42,29 +39,14 @@ fn redis_stores_every_record_with_its_id_and_comes_back_after_an_outage() {
     deliver_all(sink.as_mut(), &recs);
     sink.deliver(&[GAP]).unwrap();
 
-    let client = redis::Client::open(format!("redis://{}/", server.addr())).unwrap();
-    let mut conn = client.get_connection().unwrap();
-    let entries: Vec<(String, Fields)> = redis::cmd("XRANGE")
-        .arg("genesys")
-        .arg("-")
-        .arg("+")
-        .query(&mut conn)
-        .unwrap();
+    let entries = testing::redis_entries(&server.addr(), "genesys");
     assert_eq!(entries.len(), 1001);
-    for (i, (_, fields)) in entries.iter().take(1000).enumerate() {
-        let field = |name: &str| {
-            fields
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_else(|| panic!("entry {i} has no {name}"))
-        };
-        assert_eq!(field("id"), format!("{i:016x}").into_bytes());
-        assert_eq!(field("kind"), b"event");
-        assert_eq!(&field("record")[..], &recs[i][..recs[i].len() - 1]);
+    for (i, (id, kind, record)) in entries.iter().take(1000).enumerate() {
+        assert_eq!(*id, format!("{i:016x}"));
+        assert_eq!(kind, "event");
+        assert_eq!(&record[..], &recs[i][..recs[i].len() - 1]);
     }
-    let gap_kind = &entries[1000].1.iter().find(|(k, _)| k == "kind").unwrap().1;
-    assert_eq!(gap_kind, b"gap");
+    assert_eq!(entries[1000].1, "gap");
 
     // The server goes away: delivery fails (the spool keeps the batch); it comes back on
     // the same port and the sink reconnects by itself.
@@ -101,16 +83,23 @@ fn redis_caps_the_stream_near_maxlen() {
 }
 
 fn nats_count(addr: &str, stream: &str) -> u64 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = async_nats::connect(addr).await.unwrap();
-        let js = async_nats::jetstream::new(client);
-        let mut s = js.get_stream(stream).await.unwrap();
-        s.info().await.unwrap().state.messages
-    })
+    testing::nats_payloads(addr, stream).len() as u64
+}
+
+/// Delivers `records` while `server` is frozen (SIGSTOP): the error, and how long the sink
+/// took to give up.
+fn deliver_frozen(
+    server: &testing::Server,
+    sink: &mut dyn Sink,
+    records: &[Vec<u8>],
+) -> (holdline_sinks::SinkError, Duration) {
+    let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+    server.pause();
+    let started = std::time::Instant::now();
+    let result = sink.deliver(&refs);
+    let took = started.elapsed();
+    server.resume();
+    (result.expect_err("a frozen server cannot confirm"), took)
 }
 
 #[test]
@@ -174,18 +163,11 @@ fn redis_that_stops_answering_fails_within_the_timeout() {
     let url = format!("redis://{}/genesys?timeout=1s", server.addr());
     let mut sink = open(&SinkConfig::parse(&url).unwrap()).unwrap();
     deliver_all(sink.as_mut(), &records(10, 0));
-    server.pause();
-    let started = std::time::Instant::now();
     let recs = records(100, 10);
-    let refs: Vec<&[u8]> = recs.iter().map(Vec::as_slice).collect();
-    let result = sink.deliver(&refs);
-    let took = started.elapsed();
-    server.resume();
-    let err = result.unwrap_err();
+    let (err, took) = deliver_frozen(&server, sink.as_mut(), &recs);
     assert!(!err.is_fatal(), "{err}");
     assert!(took < Duration::from_secs(5), "took {took:?}: {err}");
-    sink.deliver(&refs)
-        .expect("delivered once redis answers again");
+    deliver_all(sink.as_mut(), &recs);
 }
 
 #[test]
@@ -198,15 +180,10 @@ fn nats_that_stops_answering_fails_within_the_timeout() {
     );
     let mut sink = open(&SinkConfig::parse(&url).unwrap()).unwrap();
     deliver_all(sink.as_mut(), &records(10, 0));
-    server.pause();
-    let started = std::time::Instant::now();
     let recs = records(500, 10);
-    let refs: Vec<&[u8]> = recs.iter().map(Vec::as_slice).collect();
-    let result = sink.deliver(&refs);
-    let took = started.elapsed();
-    server.resume();
-    let err = result.unwrap_err();
+    let (err, took) = deliver_frozen(&server, sink.as_mut(), &recs);
     assert!(!err.is_fatal(), "{err}");
+    let refs: Vec<&[u8]> = recs.iter().map(Vec::as_slice).collect();
     assert!(took < Duration::from_secs(5), "took {took:?}: {err}");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while let Err(e) = sink.deliver(&refs) {
