@@ -23,6 +23,7 @@ pub mod liveness;
 pub mod metrics;
 pub mod notable;
 pub mod plan;
+mod readahead;
 pub mod record;
 pub mod resolve;
 mod session;

@@ -14,10 +14,10 @@ use holdline_proto::{ClientFrame, ServerFrame};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant, sleep_until, timeout};
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use tokio_tungstenite::{Connector, connect_async_tls_with_config};
 
 use crate::event::Notification;
 use crate::liveness::{Dead, Liveness, LivenessConfig, Verdict};
@@ -246,7 +246,7 @@ impl Session {
             .max_message_size(Some(self.cfg.max_frame_bytes))
             .max_frame_size(Some(self.cfg.max_frame_bytes));
         let connector = Connector::Rustls(self.cfg.tls.clone());
-        let connect = connect_async_tls_with_config(uri, Some(ws_config), true, Some(connector));
+        let connect = crate::readahead::connect(uri, ws_config, connector);
         let mut ws = match timeout(self.cfg.connect_timeout, connect).await {
             Err(_) => {
                 let detail = format!("no connection within {:?}", self.cfg.connect_timeout);
@@ -256,7 +256,7 @@ impl Session {
                 };
             }
             Ok(Err(e)) => return connect_failed(e),
-            Ok(Ok((ws, _))) => ws,
+            Ok(Ok(ws)) => ws,
         };
         let _ = self.reports.send(Report::Connected {
             session: self.id,

@@ -1,0 +1,231 @@
+//! A read-ahead buffer between the WebSocket and its TCP stream.
+//!
+//! The WebSocket reader only asks the stream for as many bytes as its buffer has room
+//! left, and that room shrinks with every frame it hands out; under load most reads asked
+//! for a few kilobytes while far more sat in the socket, so a socket made one `recv` (and
+//! one window update, which on loopback also runs the sender's acknowledgement work) per
+//! two or three frames. Here one `recv` takes up to [`READ_AHEAD`] bytes and the reader's
+//! small reads are served from memory; a read with room for the whole buffer goes straight
+//! to the socket.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::UrlError;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream, client_async_tls_with_config};
+
+/// Most bytes taken from the socket in one read.
+pub(crate) const READ_AHEAD: usize = 64 * 1024;
+
+/// `inner` with reads taken [`READ_AHEAD`] bytes at a time; writes pass through.
+pub(crate) struct ReadAhead<S> {
+    inner: S,
+    /// Bytes read and not yet handed out are `buf[start..]`. Allocated on the first read;
+    /// once it is empty the next read starts at its front again, so a quiet socket only
+    /// ever touches its first page.
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl<S> ReadAhead<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        ReadAhead {
+            inner,
+            buf: Vec::new(),
+            start: 0,
+        }
+    }
+}
+
+/// Opens the WebSocket at `uri` (TLS for `wss://`) over a TCP stream with Nagle off and
+/// reads taken through [`ReadAhead`].
+pub(crate) async fn connect(
+    uri: &str,
+    config: WebSocketConfig,
+    connector: Connector,
+) -> Result<Socket, WsError> {
+    let request = uri.into_client_request()?;
+    let host = request
+        .uri()
+        .host()
+        .ok_or(WsError::Url(UrlError::NoHostName))?;
+    let port = match (request.uri().port_u16(), request.uri().scheme_str()) {
+        (Some(port), _) => port,
+        (None, Some("wss")) => 443,
+        (None, Some("ws")) => 80,
+        _ => return Err(WsError::Url(UrlError::UnsupportedUrlScheme)),
+    };
+    // An IPv6 host keeps its brackets, so "[::1]:443" parses as an address.
+    let tcp = TcpStream::connect(format!("{host}:{port}")).await?;
+    tcp.set_nodelay(true)?;
+    let (ws, _) =
+        client_async_tls_with_config(request, ReadAhead::new(tcp), Some(config), Some(connector))
+            .await?;
+    Ok(ws)
+}
+
+/// A connected WebSocket as [`connect`] returns it.
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<ReadAhead<TcpStream>>>;
+
+impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if out.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if this.start == this.buf.len() {
+            if out.remaining() >= READ_AHEAD {
+                return Pin::new(&mut this.inner).poll_read(cx, out);
+            }
+            this.buf.clear();
+            this.start = 0;
+            if this.buf.capacity() < READ_AHEAD {
+                this.buf.reserve_exact(READ_AHEAD);
+            }
+            let mut spare = ReadBuf::uninit(this.buf.spare_capacity_mut());
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut spare))?;
+            let filled = spare.filled().len();
+            // SAFETY: `filled` bytes at the start of the spare capacity were written by the
+            // read (ReadBuf only counts initialised bytes as filled), and filled <= capacity.
+            unsafe { this.buf.set_len(filled) };
+            if filled == 0 {
+                return Poll::Ready(Ok(()));
+            }
+        }
+        let n = out.remaining().min(this.buf.len() - this.start);
+        out.put_slice(&this.buf[this.start..this.start + n]);
+        this.start += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A stream that hands out its bytes in the pieces it was given, counting reads.
+    struct Pieces {
+        pieces: Vec<Vec<u8>>,
+        reads: usize,
+    }
+
+    impl AsyncRead for Pieces {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            out: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            this.reads += 1;
+            if let Some(piece) = this.pieces.first_mut() {
+                let n = out.remaining().min(piece.len());
+                out.put_slice(&piece[..n]);
+                piece.drain(..n);
+                if piece.is_empty() {
+                    this.pieces.remove(0);
+                }
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn small_reads_are_served_from_one_large_read_and_nothing_is_lost() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let pieces = vec![data[..150_000].to_vec(), data[150_000..].to_vec()];
+        let mut r = ReadAhead::new(Pieces { pieces, reads: 0 });
+        let mut got = Vec::new();
+        let mut small = [0u8; 3000];
+        loop {
+            let n = r.read(&mut small).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&small[..n]);
+        }
+        assert_eq!(got, data);
+        // 200,000 bytes in 64 KiB reads (plus the read that saw the end), not 67 reads of
+        // 3,000 bytes.
+        assert!(r.inner.reads <= 6, "{} reads", r.inner.reads);
+    }
+
+    #[tokio::test]
+    async fn a_read_with_room_for_the_whole_buffer_bypasses_it() {
+        let data = vec![7u8; 100_000];
+        let mut r = ReadAhead::new(Pieces {
+            pieces: vec![data.clone()],
+            reads: 0,
+        });
+        let mut big = vec![0u8; 128 * 1024];
+        let n = r.read(&mut big).await.unwrap();
+        assert_eq!(&big[..n], &data[..]);
+        assert_eq!(r.buf.capacity(), 0, "the buffer was never needed");
+    }
+
+    #[tokio::test]
+    async fn bytes_arrive_in_order_over_a_real_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let sent = data.clone();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            for chunk in sent.chunks(10_007) {
+                s.write_all(chunk).await.unwrap();
+            }
+        });
+        let mut r = ReadAhead::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+        let mut got = Vec::new();
+        let mut small = [0u8; 2048];
+        loop {
+            let n = r.read(&mut small).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&small[..n]);
+        }
+        server.await.unwrap();
+        assert_eq!(got, data);
+    }
+}
