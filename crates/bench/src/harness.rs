@@ -193,8 +193,8 @@ pub enum Capture {
     Raw,
 }
 
-/// Smallest free space the collector reads into; it grows the buffer below that.
-const MIN_READ: usize = 1 << 20;
+/// Least the collector's buffer grows by when a client wrote more than expected.
+const GROW_MIN: usize = 1 << 20;
 
 /// A buffer of `len` bytes whose pages are all mapped, so writing into it later
 /// costs no page faults.
@@ -248,8 +248,10 @@ impl Watched {
                     let mut all = buffer;
                     let mut len = 0;
                     loop {
-                        if all.len() - len < MIN_READ {
-                            all.resize(all.len() * 2 + MIN_READ, 0);
+                        if len == all.len() {
+                            // Only when the estimate was short: growing zero-fills (and
+                            // faults in) the new part while the client runs.
+                            all.resize(all.len() + all.len() / 2 + GROW_MIN, 0);
                         }
                         match stdout.read(&mut all[len..]) {
                             Ok(0) | Err(_) => break,

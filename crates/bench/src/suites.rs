@@ -85,7 +85,8 @@ pub async fn throughput_run(
 ) -> Result<Run> {
     let events = work.events();
     let bed = Bed::start(sim_config(events + 16)).await?;
-    let capacity = work.firehose.bytes() + events * 256;
+    // Every event's frame plus room for the record's own fields (about 200 bytes).
+    let capacity = work.firehose.bytes() + events * 512;
     let mut watched = client
         .spawn(
             &bed,
