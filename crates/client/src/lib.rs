@@ -28,6 +28,7 @@ pub mod record;
 pub mod resolve;
 mod session;
 mod slot;
+mod spent;
 pub mod stats;
 mod stream;
 pub mod tls;

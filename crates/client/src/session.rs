@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use crate::event::Notification;
 use crate::liveness::{Dead, Liveness, LivenessConfig, Verdict};
+use crate::spent::Spent;
 use crate::stats::{Cause, SocketState, Stats, family_index};
 
 /// Most topics whose family a socket remembers (a channel holds at most 1,000).
@@ -193,6 +194,7 @@ pub fn spawn(
             ping_sent: None,
             families: HashMap::new(),
             batch: Vec::new(),
+            spent: Spent::default(),
         };
         let why = session.run(&connect_uri, retire_rx).await;
         if session.live {
@@ -233,6 +235,8 @@ struct Session {
     families: HashMap<Box<str>, usize>,
     /// Notifications read and not yet handed to the stream.
     batch: Vec<Notification>,
+    /// The read buffers behind frames still on their way out.
+    spent: Spent,
 }
 
 /// Most notifications handed to the stream in one message.
@@ -371,6 +375,7 @@ impl Session {
     /// Handles a text frame; false when the stream's consumer is gone.
     async fn text(&mut self, text: Utf8Bytes) -> bool {
         let received_at = self.seen();
+        self.spent.saw(&text);
         let frame = ServerFrame::parse(text.as_str());
         // Events read before a notice reach the stream before anything the notice causes.
         if !matches!(frame, Ok(ServerFrame::Notification(_))) && !self.hand_over().await {
