@@ -26,9 +26,10 @@ pub(crate) const READ_AHEAD: usize = 64 * 1024;
 /// `inner` with reads taken [`READ_AHEAD`] bytes at a time; writes pass through.
 pub(crate) struct ReadAhead<S> {
     inner: S,
-    /// Bytes read and not yet handed out are `buf[start..]`. Allocated on the first read;
-    /// once it is empty the next read starts at its front again, so a quiet socket only
-    /// ever touches its first page.
+    /// Bytes read and not yet handed out are `buf[start..]`. Allocated when a small read
+    /// needs it, refilled from its front once empty, and let go when a read has room
+    /// for more than it holds (as the reader's does between bursts), so an idle socket
+    /// keeps none.
     buf: Vec<u8>,
     start: usize,
 }
@@ -85,6 +86,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
         }
         if this.start == this.buf.len() {
             if out.remaining() >= READ_AHEAD {
+                // Nothing to gain from the buffer; an idle socket does not keep one.
+                this.buf = Vec::new();
+                this.start = 0;
                 return Pin::new(&mut this.inner).poll_read(cx, out);
             }
             this.buf.clear();
@@ -201,6 +205,24 @@ mod tests {
         let n = r.read(&mut big).await.unwrap();
         assert_eq!(&big[..n], &data[..]);
         assert_eq!(r.buf.capacity(), 0, "the buffer was never needed");
+    }
+
+    #[tokio::test]
+    async fn the_buffer_is_let_go_once_drained_reads_bypass_it() {
+        let mut r = ReadAhead::new(Pieces {
+            pieces: vec![vec![1u8; 100], vec![2u8; 100]],
+            reads: 0,
+        });
+        let mut small = [0u8; 100];
+        assert_eq!(r.read(&mut small).await.unwrap(), 100);
+        assert!(
+            r.buf.capacity() >= READ_AHEAD,
+            "a small read filled the buffer"
+        );
+        let mut big = vec![0u8; READ_AHEAD];
+        assert_eq!(r.read(&mut big).await.unwrap(), 100);
+        assert_eq!(&big[..100], &[2u8; 100][..]);
+        assert_eq!(r.buf.capacity(), 0, "an idle socket keeps no buffer");
     }
 
     #[tokio::test]
