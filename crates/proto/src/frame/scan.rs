@@ -195,6 +195,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Skips a string (at its opening quote); true if it held an escape.
+    #[inline(always)]
     fn string(&mut self) -> Option<bool> {
         self.eat(b'"')?;
         let mut escaped = false;
@@ -285,6 +286,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    #[inline(always)]
     fn object(&mut self, depth: usize) -> Option<()> {
         if depth > MAX_DEPTH {
             return None;
