@@ -174,20 +174,26 @@ mod tests {
         }
     }
 
+    /// Everything `r` yields, read `piece` bytes at a time as the WebSocket reader does
+    /// (not `read_to_end`, whose large reads would bypass the buffer).
+    async fn read_in_pieces<S: AsyncRead + Unpin>(r: &mut ReadAhead<S>, piece: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut small = vec![0u8; piece];
+        loop {
+            let n = r.read(&mut small).await.unwrap();
+            if n == 0 {
+                return got;
+            }
+            got.extend_from_slice(&small[..n]);
+        }
+    }
+
     #[tokio::test]
     async fn small_reads_are_served_from_one_large_read_and_nothing_is_lost() {
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let pieces = vec![data[..150_000].to_vec(), data[150_000..].to_vec()];
         let mut r = ReadAhead::new(Pieces { pieces, reads: 0 });
-        let mut got = Vec::new();
-        let mut small = [0u8; 3000];
-        loop {
-            let n = r.read(&mut small).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&small[..n]);
-        }
+        let got = read_in_pieces(&mut r, 3000).await;
         assert_eq!(got, data);
         // 200,000 bytes in 64 KiB reads (plus the read that saw the end), not 67 reads of
         // 3,000 bytes.
@@ -238,15 +244,7 @@ mod tests {
             }
         });
         let mut r = ReadAhead::new(tokio::net::TcpStream::connect(addr).await.unwrap());
-        let mut got = Vec::new();
-        let mut small = [0u8; 2048];
-        loop {
-            let n = r.read(&mut small).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&small[..n]);
-        }
+        let got = read_in_pieces(&mut r, 2048).await;
         server.await.unwrap();
         assert_eq!(got, data);
     }
