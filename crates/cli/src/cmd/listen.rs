@@ -575,7 +575,8 @@ enum Step {
 }
 
 /// Records waiting for stdout; written when the stream has nothing more ready or they pass
-/// [`FLUSH_BYTES`] ([`SPOOL_FLUSH_BYTES`] into the spool), so a burst costs one write, and a quiet stream is never held back.
+/// [`FLUSH_BYTES`] ([`SPOOL_FLUSH_BYTES`] into the spool), so a burst costs one write,
+/// and a quiet stream is never held back.
 #[derive(Default)]
 struct Output {
     buf: Vec<u8>,
