@@ -22,6 +22,8 @@ pub const GENESYS_NOTIFICATIONS: &str = "genesys-notifications==1.3";
 pub enum Client {
     /// `holdline listen` with this redundancy.
     Holdline { redundancy: usize },
+    /// `holdline listen` (redundancy 1) writing to /dev/null, counted from its `/metrics`.
+    HoldlineDevNull,
     /// `holdline listen --spool` (redundancy 1) with the spool on the temp folder's disk.
     HoldlineSpool,
     /// Node.js `ws`: connect, keepalive every 15 s, print every message.
@@ -51,6 +53,7 @@ impl Client {
         }
         Ok(match name {
             "holdline" | "holdline-r1" => Client::Holdline { redundancy: 1 },
+            "holdline-null" => Client::HoldlineDevNull,
             "holdline-spool" => Client::HoldlineSpool,
             "node-ws" | "node" => Client::NodeWs,
             "genesys-notifications" | "python" => Client::GenesysNotifications,
@@ -60,7 +63,7 @@ impl Client {
                     Client::Holdline { redundancy }
                 }
                 _ => bail!(
-                    "unknown client {other:?}: pick from holdline, holdline-r2 (any -rN up to 19), holdline-spool, \
+                    "unknown client {other:?}: pick from holdline, holdline-r2 (any -rN up to 19), holdline-null, holdline-spool, \
                      node-ws, genesys-notifications, floor"
                 ),
             },
@@ -71,6 +74,7 @@ impl Client {
     pub fn label(&self) -> String {
         match self {
             Client::Holdline { redundancy } => format!("holdline-r{redundancy}"),
+            Client::HoldlineDevNull => "holdline-null".into(),
             Client::HoldlineSpool => "holdline-spool".into(),
             Client::NodeWs => "node-ws".into(),
             Client::GenesysNotifications => "genesys-notifications".into(),
@@ -91,6 +95,10 @@ impl Client {
             Client::Holdline { redundancy } => format!(
                 "`holdline listen --redundancy {redundancy}`, {redundancy} sockets, de-duplicated"
             ),
+            Client::HoldlineDevNull => {
+                "`holdline listen > /dev/null`, JSON lines nobody reads, counted from its /metrics"
+                    .into()
+            }
             Client::HoldlineSpool => {
                 "`holdline listen --spool`, fsync per batch, then stdout".into()
             }
@@ -114,6 +122,12 @@ impl Client {
             Client::Holdline { redundancy } | Client::Build { redundancy, .. } => *redundancy,
             _ => 1,
         }
+    }
+
+    /// Timed and checked by its own counters (its output goes to /dev/null), not by
+    /// reading what it writes.
+    pub fn counted_by_metrics(&self) -> bool {
+        *self == Client::HoldlineDevNull
     }
 
     /// Output lines that mean it received all `events`.
@@ -140,6 +154,11 @@ impl Client {
             }
             Client::Build { redundancy, binary } => {
                 holdline_listen(binary, bed, topics_file, *redundancy)
+            }
+            Client::HoldlineDevNull => {
+                let mut cmd = holdline_listen(&tools.holdline, bed, topics_file, 1);
+                cmd.args(["--metrics-addr", "127.0.0.1:0"]);
+                cmd
             }
             Client::HoldlineSpool => {
                 // On disk (not the tmpfs scratch), where an fsync costs what it costs.

@@ -191,6 +191,8 @@ pub enum Capture {
     Collect(usize),
     /// Left piped for the caller to take from `child.stdout`.
     Raw,
+    /// Sent to /dev/null: nothing reads it (holdline is then counted from its `/metrics`).
+    Discard,
 }
 
 /// Least the collector's buffer grows by when a client wrote more than expected.
@@ -230,17 +232,21 @@ impl Watched {
         // on the client being measured.
         let buffer = match capture {
             Capture::Collect(capacity) => prefaulted(capacity),
-            Capture::Raw => Vec::new(),
+            Capture::Raw | Capture::Discard => Vec::new(),
+        };
+        let stdout = match capture {
+            Capture::Discard => Stdio::null(),
+            _ => Stdio::piped(),
         };
         let mut child = cmd
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(File::create(&err)?)
             .spawn()
             .with_context(|| format!("starting {name}: {cmd:?}"))?;
         let lines = Arc::new(AtomicUsize::new(0));
         let collector = match capture {
-            Capture::Raw => None,
+            Capture::Raw | Capture::Discard => None,
             Capture::Collect(_) => {
                 let mut stdout = child.stdout.take().context("piped stdout")?;
                 let counter = lines.clone();
@@ -318,6 +324,15 @@ impl Watched {
             }
             tick.tick().await;
         }
+    }
+
+    /// The metrics URL `holdline listen --metrics-addr` logged on stderr, once it has.
+    pub fn metrics_url(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.err).ok()?;
+        let after = text.find("metrics on ")? + "metrics on ".len();
+        let start = after + text[after..].find("http://")?;
+        let end = start + text[start..].find("/metrics")? + "/metrics".len();
+        Some(text[start..end].to_owned())
     }
 
     /// The last lines of stderr.

@@ -11,6 +11,7 @@
 //! folder (npm, a Python venv); nothing is downloaded into the repository.
 
 mod clients;
+mod counters;
 mod floor;
 mod harness;
 mod proc;
@@ -71,7 +72,7 @@ struct RunArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "holdline-r1,holdline-r2,holdline-spool,node-ws,genesys-notifications,floor"
+        default_value = "holdline-r1,holdline-r2,holdline-null,holdline-spool,node-ws,genesys-notifications,floor"
     )]
     clients: Vec<String>,
     /// Publishing rates (events/s) for the latency table; empty to skip.

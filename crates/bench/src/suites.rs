@@ -14,6 +14,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio::time::Instant;
 
 use crate::clients::{Client, Tools};
+use crate::counters::Counters;
 use crate::harness::{Bed, Capture, sim_config, topics};
 use crate::verify::{self, Verdict};
 use crate::{floor, proc, stats};
@@ -87,6 +88,11 @@ pub async fn throughput_run(
     let bed = Bed::start(sim_config(events + 16)).await?;
     // Every event's frame plus room for the record's own fields (about 200 bytes).
     let capacity = work.firehose.bytes() + events * 512;
+    let capture = if client.counted_by_metrics() {
+        Capture::Discard
+    } else {
+        Capture::Collect(capacity)
+    };
     let mut watched = client
         .spawn(
             &bed,
@@ -94,7 +100,7 @@ pub async fn throughput_run(
             &work.topics_file,
             &work.topics,
             events,
-            Capture::Collect(capacity),
+            capture,
         )
         .await?;
     bed.wait_ready(
@@ -105,6 +111,11 @@ pub async fn throughput_run(
         READY_WITHIN,
     )
     .await?;
+    let counters = if client.counted_by_metrics() {
+        Some(Counters::find(&mut watched, READY_WITHIN).await?)
+    } else {
+        None
+    };
     let pid = watched.pid();
     let idle_rss = proc::rss(pid)?;
     let cpu_before = proc::cpu_seconds(pid)?;
@@ -114,15 +125,26 @@ pub async fn throughput_run(
     let publisher = tokio::spawn(async move { firehose.publish(&core, None).await });
     // Generous: the slowest peer manages a few thousand events per second.
     let within = Duration::from_secs(120).max(Duration::from_millis(events as u64));
-    let done = watched
-        .wait_lines(client.lines_when_done(events), within)
-        .await;
+    let (done, totals) = match &counters {
+        Some(counters) => match counters.wait_emitted(events, &mut watched, within).await {
+            Ok((done, totals)) => (Ok(done), Some(totals)),
+            Err(e) => (Err(e), None),
+        },
+        None => (
+            watched
+                .wait_lines(client.lines_when_done(events), within)
+                .await,
+            None,
+        ),
+    };
     let cpu = proc::cpu_seconds(pid)? - cpu_before;
     let peak_rss = proc::peak_rss(pid)?;
     let done = done?;
     let report = publisher.await.context("the firehose task failed")?;
     let output = watched.finish();
-    let verdict = if client == Client::Floor {
+    let verdict = if let Some(totals) = totals {
+        totals.verdict(events)
+    } else if client == Client::Floor {
         let text = String::from_utf8_lossy(&output);
         let frames = text
             .lines()

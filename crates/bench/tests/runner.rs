@@ -114,7 +114,7 @@ fn a_small_run_produces_every_table_with_every_run_counted() {
             "--runs",
             "1",
             "--clients",
-            "holdline-r1,holdline-r2,holdline-spool,floor",
+            "holdline-r1,holdline-r2,holdline-null,holdline-spool,floor",
             "--latency-rates",
             "500",
             "--latency-secs",
@@ -132,7 +132,7 @@ fn a_small_run_produces_every_table_with_every_run_counted() {
     );
 
     let throughput = table(&report, "| client |");
-    assert_eq!(throughput.len(), 4, "one row per client:\n{report}");
+    assert_eq!(throughput.len(), 5, "one row per client:\n{report}");
     for row in &throughput {
         assert_eq!(
             row.last(),
@@ -147,7 +147,12 @@ fn a_small_run_produces_every_table_with_every_run_counted() {
         "{:?}",
         throughput[0]
     );
-    assert!(throughput[3][0].contains("floor"), "{:?}", throughput[3]);
+    assert!(
+        throughput[2][0].contains("/dev/null"),
+        "{:?}",
+        throughput[2]
+    );
+    assert!(throughput[4][0].contains("floor"), "{:?}", throughput[4]);
 
     let latency = table(&report, "| rate (events/s) |");
     assert_eq!(latency.len(), 1, "{report}");
@@ -169,10 +174,15 @@ fn a_small_run_produces_every_table_with_every_run_counted() {
     assert_eq!(idle.len(), 2, "{report}");
 
     let targets = table(&report, "| target |");
-    assert!(
-        targets.iter().any(|r| r[0].contains("raw floor")),
-        "the floor target is reported: {targets:?}"
-    );
+    for name in [
+        "holdline events/s vs raw floor",
+        "holdline > /dev/null events/s vs raw floor",
+    ] {
+        assert!(
+            targets.iter().any(|r| r[0] == name),
+            "{name:?} is reported: {targets:?}"
+        );
+    }
 
     let written = std::fs::read_to_string(&doc).unwrap();
     assert!(written.starts_with("# Kept above\n"), "{written}");
