@@ -182,16 +182,20 @@ async fn run(args: RunArgs) -> Result<()> {
     };
     for &sockets in counts {
         let k = suites::topics_for_shards(sockets);
-        eprintln!("scaling: {sockets} sockets over {k} topics");
+        eprintln!("scaling: {} over {k} topics", plural(sockets, "socket"));
         let spread = Workload::build(&scratch, args.events, k, None)?;
         let client = Client::Holdline { redundancy: 1 };
         let mut runs = measure_sockets(client, &tools, &spread, args.runs, sockets).await?;
+        let complete = runs.iter().filter(|r| r.verdict.complete()).count();
+        let measured = runs.len();
         runs.sort_by(|a, b| a.events_per_second().total_cmp(&b.events_per_second()));
-        let median = runs.swap_remove(runs.len() / 2);
+        let median = runs.swap_remove(measured / 2);
         scaling.push(Scale {
             sockets,
             topics: k,
             run: median,
+            runs: measured,
+            complete,
         });
     }
 
@@ -203,9 +207,10 @@ async fn run(args: RunArgs) -> Result<()> {
             };
             let rss = suites::idle_rss(client, &tools, &work)
                 .await
-                .with_context(|| format!("idle holdline with {sockets} sockets"))?;
+                .with_context(|| format!("idle holdline with {}", plural(sockets, "socket")))?;
             eprintln!(
-                "idle: {sockets} sockets over {} topics: {:.1} MiB",
+                "idle: {} over {} topics: {:.1} MiB",
+                plural(sockets, "socket"),
                 args.topics,
                 rss as f64 / 1048576.0
             );
@@ -284,9 +289,10 @@ async fn measure_sockets(
     for i in 0..=runs {
         let run = suites::throughput_run(client, tools, work, sockets)
             .await
-            .with_context(|| format!("holdline with {sockets} sockets"))?;
+            .with_context(|| format!("holdline with {}", plural(sockets, "socket")))?;
         eprintln!(
-            "  {sockets} sockets: {:.0} events/s, idle {:.1} MiB, peak {:.1} MiB; {}",
+            "  {}: {:.0} events/s, idle {:.1} MiB, peak {:.1} MiB; {}",
+            plural(sockets, "socket"),
             run.events_per_second(),
             run.idle_rss as f64 / 1048576.0,
             run.peak_rss as f64 / 1048576.0,
@@ -297,6 +303,15 @@ async fn measure_sockets(
         }
     }
     Ok(out)
+}
+
+/// `1 socket`, `5 sockets`.
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 fn default_scratch() -> PathBuf {

@@ -343,7 +343,11 @@ fn sample(line: &[u8], written: SystemTime) -> Option<Sample> {
 pub struct Scale {
     pub sockets: usize,
     pub topics: usize,
+    /// The run with the median rate.
     pub run: Run,
+    /// Measured runs, and how many of them were complete.
+    pub runs: usize,
+    pub complete: usize,
 }
 
 /// Topics that make `sockets` shards of at most 1,000 topics.

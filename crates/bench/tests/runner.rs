@@ -167,8 +167,12 @@ fn a_small_run_produces_every_table_with_every_run_counted() {
     let sockets: Vec<&str> = scaling.iter().map(|r| r[0]).collect();
     assert_eq!(sockets, ["1", "2"], "{report}");
     for row in &scaling {
-        assert_eq!(row.last(), Some(&"yes"), "{row:?}");
+        assert_eq!(row.last(), Some(&"1/1"), "every run complete: {row:?}");
     }
+    assert!(
+        report.contains("enough topics for 1, 2 shards") && report.contains("(1,500 topics"),
+        "the text names the counts measured:\n{report}"
+    );
 
     let idle = table(&report, "| sockets | idle RSS MiB |");
     assert_eq!(idle.len(), 2, "{report}");
