@@ -254,7 +254,8 @@ async fn measure(all: &mut ClientRuns, tools: &Tools, work: &Workload, round: us
         format!("run {round}/{runs}")
     };
     match suites::throughput_run(client, tools, work, client.redundancy()).await {
-        Ok(run) => {
+        Ok(mut run) => {
+            run.round = round;
             eprintln!(
                 "{}: {what}: {:.0} events/s, {:.2} CPU s, peak {:.1} MiB; {}",
                 client.label(),

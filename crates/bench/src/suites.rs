@@ -61,6 +61,8 @@ impl Workload {
 /// One measured run.
 #[derive(Debug, Clone)]
 pub struct Run {
+    /// The round it ran in (clients take turns round by round; 0 is the warm-up).
+    pub round: usize,
     pub wall: f64,
     pub cpu: f64,
     pub peak_rss: u64,
@@ -164,6 +166,7 @@ pub async fn throughput_run(
     }
     let _ = bed.sim.stop().await;
     Ok(Run {
+        round: 0,
         wall: (done - start).as_secs_f64(),
         cpu,
         peak_rss,
