@@ -143,6 +143,11 @@ pub async fn throughput_run(
     let peak_rss = proc::peak_rss(pid)?;
     let done = done?;
     let report = publisher.await.context("the firehose task failed")?;
+    // Anything counted after the last event (a late gap, one event too many) still counts.
+    let totals = match (&counters, totals) {
+        (Some(counters), Some(seen)) => Some(counters.read().await.unwrap_or(seen)),
+        (_, totals) => totals,
+    };
     let output = watched.finish();
     let verdict = if let Some(totals) = totals {
         totals.verdict(events)
