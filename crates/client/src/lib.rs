@@ -32,6 +32,7 @@ mod spent;
 pub mod stats;
 mod stream;
 pub mod tls;
+mod wire;
 
 pub use client::{
     CHANNEL_BUDGET, Client, ClientHandle, ROLLOVER_SPARES, channels_needed, validate_topics,

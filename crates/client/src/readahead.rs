@@ -1,24 +1,17 @@
-//! A read-ahead buffer between the WebSocket and its TCP stream.
+//! A read-ahead buffer between the TLS layer and its TCP stream.
 //!
-//! The WebSocket reader only asks the stream for as many bytes as its buffer has room
-//! left, and that room shrinks with every frame it hands out; under load most reads asked
-//! for a few kilobytes while far more sat in the socket, so a socket made one `recv` (and
-//! one window update, which on loopback also runs the sender's acknowledgement work) per
-//! two or three frames. Here one `recv` takes up to [`READ_AHEAD`] bytes and the reader's
-//! small reads are served from memory; a read with room for the whole buffer goes straight
-//! to the socket.
+//! A reader that asks the stream for less than [`READ_AHEAD`] at a time (the TLS layer
+//! under `wss://` reads a record's worth at a time) would make one `recv`, and one window
+//! update, which on loopback also runs the sender's acknowledgement work, per small read.
+//! Here one `recv` takes up to [`READ_AHEAD`] bytes and small reads are served from
+//! memory; a read with room for the whole buffer (the WebSocket reader's over plain TCP)
+//! goes straight to the socket.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::error::UrlError;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream, client_async_tls_with_config};
 
 /// Most bytes taken from the socket in one read.
 pub(crate) const READ_AHEAD: usize = 64 * 1024;
@@ -43,36 +36,6 @@ impl<S> ReadAhead<S> {
         }
     }
 }
-
-/// Opens the WebSocket at `uri` (TLS for `wss://`) over a TCP stream with Nagle off and
-/// reads taken through [`ReadAhead`].
-pub(crate) async fn connect(
-    uri: &str,
-    config: WebSocketConfig,
-    connector: Connector,
-) -> Result<Socket, WsError> {
-    let request = uri.into_client_request()?;
-    let host = request
-        .uri()
-        .host()
-        .ok_or(WsError::Url(UrlError::NoHostName))?;
-    let port = match (request.uri().port_u16(), request.uri().scheme_str()) {
-        (Some(port), _) => port,
-        (None, Some("wss")) => 443,
-        (None, Some("ws")) => 80,
-        _ => return Err(WsError::Url(UrlError::UnsupportedUrlScheme)),
-    };
-    // An IPv6 host keeps its brackets, so "[::1]:443" parses as an address.
-    let tcp = TcpStream::connect(format!("{host}:{port}")).await?;
-    tcp.set_nodelay(true)?;
-    let (ws, _) =
-        client_async_tls_with_config(request, ReadAhead::new(tcp), Some(config), Some(connector))
-            .await?;
-    Ok(ws)
-}
-
-/// A connected WebSocket as [`connect`] returns it.
-pub(crate) type Socket = WebSocketStream<MaybeTlsStream<ReadAhead<TcpStream>>>;
 
 impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
     fn poll_read(

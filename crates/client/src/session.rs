@@ -9,20 +9,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::FutureExt;
 use holdline_proto::{ClientFrame, ServerFrame};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant, sleep_until, timeout};
-use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Utf8Bytes};
 
 use crate::event::Notification;
 use crate::liveness::{Dead, Liveness, LivenessConfig, Verdict};
 use crate::spent::Spent;
 use crate::stats::{Cause, SocketState, Stats, family_index};
+use crate::wire::{self, Incoming, Socket, WireError};
 
 /// Most topics whose family a socket remembers (a channel holds at most 1,000).
 const FAMILY_CACHE: usize = 4096;
@@ -246,11 +245,7 @@ const DRAIN_MAX: usize = 256;
 
 impl Session {
     async fn run(&mut self, uri: &str, mut retire: oneshot::Receiver<&'static str>) -> Ended {
-        let ws_config = WebSocketConfig::default()
-            .max_message_size(Some(self.cfg.max_frame_bytes))
-            .max_frame_size(Some(self.cfg.max_frame_bytes));
-        let connector = Connector::Rustls(self.cfg.tls.clone());
-        let connect = crate::readahead::connect(uri, ws_config, connector);
+        let connect = wire::connect(uri, self.cfg.tls.clone(), self.cfg.max_frame_bytes);
         let mut ws = match timeout(self.cfg.connect_timeout, connect).await {
             Err(_) => {
                 let detail = format!("no connection within {:?}", self.cfg.connect_timeout);
@@ -278,8 +273,7 @@ impl Session {
                 reason = &mut retire, if retired_at.is_none() => {
                     retired_at = Some(Instant::now());
                     let reason = reason.unwrap_or("client stopped");
-                    let frame = CloseFrame { code: CloseCode::Normal, reason: reason.into() };
-                    if ws.close(Some(frame)).await.is_err() {
+                    if ws.close(CloseCode::Normal, reason).await.is_err() {
                         return Ended::Retired;
                     }
                 }
@@ -291,18 +285,18 @@ impl Session {
                 // Everything already buffered is read in one go and its notifications
                 // handed over as one batch: one queue message and at most one wake-up of
                 // the consumer per burst, not per event.
-                msg = ws.next() => {
+                msg = ws.recv() => {
                     let mut msg = msg;
                     let mut read = 0;
                     let ended = loop {
-                        if let Some(end) = self.message(msg, &mut liveness, retired_at.is_some()).await {
+                        if let Some(end) = self.message(&mut ws, msg, &mut liveness, retired_at.is_some()).await {
                             break Some(end);
                         }
                         read += 1;
                         if read >= DRAIN_MAX {
                             break None;
                         }
-                        match ws.next().now_or_never() {
+                        match ws.recv().now_or_never() {
                             Some(next) => msg = next,
                             None => break None,
                         }
@@ -320,7 +314,7 @@ impl Session {
                     match liveness.on_tick(Instant::now()) {
                         Verdict::Alive => {}
                         Verdict::SendPing => {
-                            if let Err(e) = ws.send(Message::text(ClientFrame::Ping.to_json())).await {
+                            if let Err(e) = ws.send_text(&ClientFrame::Ping.to_json()).await {
                                 return Ended::Dropped(format!("ping failed: {e}"));
                             }
                             self.ping_sent.get_or_insert_with(Instant::now);
@@ -335,30 +329,40 @@ impl Session {
     /// Handles one message from the socket; `Some` when the socket is done.
     async fn message(
         &mut self,
-        msg: Option<Result<Message, WsError>>,
+        ws: &mut Socket,
+        msg: Result<Incoming, WireError>,
         liveness: &mut Liveness,
         retired: bool,
     ) -> Option<Ended> {
         let now = Instant::now();
         match msg {
-            Some(Ok(Message::Text(text))) => {
+            Ok(Incoming::Text(text)) => {
                 liveness.on_frame(now);
                 if !self.text(text).await {
                     return Some(Ended::Dropped("the event stream was closed".into()));
                 }
             }
-            Some(Ok(Message::Close(frame))) => {
-                self.close = Some(frame.map_or((1005, String::new()), |f| {
-                    (u16::from(f.code), f.reason.to_string())
-                }));
+            Ok(Incoming::Close(code, reason)) => {
+                self.close = Some((code, reason));
+                // The server ends the connection once its close is answered; it may
+                // already have, and its close frame is what counts either way.
+                let _ = ws.answer_close(code).await;
+                return Some(self.finished(retired));
             }
-            Some(Ok(_)) => {
-                // Binary, ping and pong frames prove the socket alive too.
+            Ok(Incoming::Ping(payload)) => {
+                liveness.on_frame(now);
+                self.seen();
+                if let Err(e) = ws.pong(payload).await {
+                    return Some(self.error(e.into(), retired));
+                }
+            }
+            Ok(Incoming::Binary | Incoming::Pong) => {
+                // Binary and pong frames prove the socket alive too.
                 liveness.on_frame(now);
                 self.seen();
             }
-            Some(Err(e)) => return Some(self.error(e, retired)),
-            None => return Some(self.finished(retired)),
+            Err(WireError::Eof) => return Some(self.finished(retired)),
+            Err(e) => return Some(self.error(e, retired)),
         }
         None
     }
@@ -484,12 +488,12 @@ impl Session {
         now
     }
 
-    fn error(&mut self, e: WsError, retired: bool) -> Ended {
-        if let WsError::Capacity(detail) = &e {
+    fn error(&mut self, e: WireError, retired: bool) -> Ended {
+        if let WireError::TooLong { .. } = &e {
             crate::notable::oversized_message(
                 &self.cfg.stats,
                 &self.channel,
-                detail,
+                &e,
                 self.cfg.max_frame_bytes,
             );
         }
