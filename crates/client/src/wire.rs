@@ -78,6 +78,8 @@ pub(crate) struct Socket {
     buf: BytesMut,
     /// A fragmented message being put together: text or not, and its parts so far.
     partial: Option<(bool, BytesMut)>,
+    /// Bytes the frame at the front of `buf` needs in all (0 when it is whole or unknown).
+    want: usize,
     max_message: usize,
     /// holdline sent its close frame.
     close_sent: bool,
@@ -140,6 +142,7 @@ pub(crate) async fn connect(
         io,
         buf: early,
         partial: None,
+        want: 0,
         max_message,
         close_sent: false,
     })
@@ -153,9 +156,12 @@ impl Socket {
             if let Some(message) = self.parse()? {
                 return Ok(message);
             }
-            if self.buf.capacity() - self.buf.len() < READ_ROOM {
-                self.buf
-                    .reserve(BUFFER.max(self.buf.len() + READ_ROOM) - self.buf.len());
+            // Room for the frame being read and for a full read, made in one step: a
+            // buffer still shared with messages on their way out is replaced, and only
+            // the unread bytes are copied.
+            let need = self.want.max(self.buf.len() + READ_ROOM);
+            if self.buf.capacity() < need {
+                self.buf.reserve(need.max(BUFFER) - self.buf.len());
             }
             if self.io.read_buf(&mut self.buf).await? == 0 {
                 return Err(WireError::Eof);
@@ -232,10 +238,10 @@ impl Socket {
                 return Err(WireError::Protocol("masked frame from the server"));
             }
             if self.buf.len() - head < len {
-                // Room for the whole frame before the next read.
-                self.buf.reserve(head + len - self.buf.len());
+                self.want = head + len;
                 return Ok(None);
             }
+            self.want = 0;
             self.buf.advance(head);
             let payload = self.buf.split_to(len).freeze();
             match header.opcode {
