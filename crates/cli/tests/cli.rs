@@ -379,3 +379,61 @@ fn the_end_of_a_burst_is_written_at_once_with_redundant_sockets() {
         );
     }
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn stdout_gets_a_wide_pipe_except_with_the_spool() {
+    use std::io::{BufRead, BufReader};
+    use std::os::fd::AsRawFd;
+
+    // What holdline's request for 1 MiB gets here: above pipe-max-size an unprivileged
+    // process is refused and keeps the default 64 KiB.
+    let max: i64 = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let wide = if root || max >= 1 << 20 {
+        1 << 20
+    } else {
+        64 * 1024
+    };
+
+    let (_sim, url) = sim(&[]);
+    let spool = std::env::temp_dir().join(format!("holdline-pipe-spool-{}", std::process::id()));
+    let spool_arg = spool.to_str().unwrap().to_owned();
+    for (extra, want) in [
+        (vec![], wide),
+        (vec!["--spool", spool_arg.as_str()], 64 * 1024),
+    ] {
+        let mut args = vec!["--queue", "Support"];
+        args.extend(&extra);
+        let mut child = Running(
+            listen(&url, "holdline-demo", &args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let stdout = child.0.stdout.take().unwrap();
+        let fd = stdout.as_raw_fd();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next().and_then(Result::ok).unwrap_or_default());
+            for _ in lines {}
+        });
+        // Streaming means holdline is past its start-up, where it sizes the pipe.
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a record within 20 s");
+        assert!(line.contains(r#""kind":"event""#), "{line}");
+        // SAFETY: `fd` is the read end the thread above still holds open (until the child
+        // is killed at the end of this iteration); F_GETPIPE_SZ only reads its size.
+        let size = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
+        assert_eq!(size, want, "pipe buffer with {extra:?}");
+        drop(child);
+    }
+    let _ = std::fs::remove_dir_all(&spool);
+}
