@@ -189,7 +189,6 @@ pub fn spawn(
             out,
             last_frame: None,
             live: false,
-            close: None,
             ping_sent: None,
             families: HashMap::new(),
             batch: Vec::new(),
@@ -227,7 +226,6 @@ struct Session {
     out: mpsc::Sender<Inbound>,
     last_frame: Option<SystemTime>,
     live: bool,
-    close: Option<(u16, String)>,
     /// When the unanswered ping went out (for the round-trip histogram).
     ping_sent: Option<Instant>,
     /// Topic → family counter slot, so a topic is classified once per socket.
@@ -343,11 +341,14 @@ impl Session {
                 }
             }
             Ok(Incoming::Close(code, reason)) => {
-                self.close = Some((code, reason));
                 // The server ends the connection once its close is answered; it may
                 // already have, and its close frame is what counts either way.
                 let _ = ws.answer_close(code).await;
-                return Some(self.finished(retired));
+                return Some(if retired {
+                    Ended::Retired
+                } else {
+                    Ended::Closed { code, reason }
+                });
             }
             Ok(Incoming::Ping(payload)) => {
                 liveness.on_frame(now);
@@ -361,7 +362,6 @@ impl Session {
                 liveness.on_frame(now);
                 self.seen();
             }
-            Err(WireError::Eof) => return Some(self.finished(retired)),
             Err(e) => return Some(self.error(e, retired)),
         }
         None
@@ -500,18 +500,7 @@ impl Session {
         if retired {
             return Ended::Retired;
         }
-        match self.close.take() {
-            Some((code, reason)) => Ended::Closed { code, reason },
-            None => Ended::Dropped(e.to_string()),
-        }
-    }
-
-    fn finished(&mut self, retired: bool) -> Ended {
-        match (retired, self.close.take()) {
-            (true, _) => Ended::Retired,
-            (false, Some((code, reason))) => Ended::Closed { code, reason },
-            (false, None) => Ended::Dropped("connection closed without a close frame".into()),
-        }
+        Ended::Dropped(e.to_string())
     }
 }
 

@@ -18,9 +18,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::{TlsError, UrlError};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Utf8Bytes};
 
 use crate::readahead::ReadAhead;
@@ -128,16 +128,14 @@ pub(crate) async fn connect(
     // Frames the server sends right behind its upgrade response stay here, not in the
     // handshake's buffer, which is let go with it.
     let mut early = BytesMut::new();
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message));
     let upgrade = UpToHeaders {
         io: &mut io,
         early: &mut early,
         seen: 0,
         done: false,
     };
-    tokio_tungstenite::client_async_with_config(request, upgrade, Some(config)).await?;
+    // The handshake's WebSocket reads no frames, so its limits do not matter; ours do.
+    tokio_tungstenite::client_async(request, upgrade).await?;
     Ok(Socket {
         io,
         buf: early,
