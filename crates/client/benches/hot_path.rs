@@ -79,6 +79,19 @@ fn pipeline(c: &mut Criterion, name: &str, make: fn(u64) -> String) {
         let frame = &frames[0];
         b.iter(|| black_box(ServerFrame::parse(black_box(frame.as_str())).is_ok()));
     });
+    // A text message's payload as it comes off the socket, checked as UTF-8 in the parse
+    // (what holdline does), and checked first, then parsed (the separate pass it replaced).
+    group.bench_function("parse_payload", |b| {
+        let payload = frames[0].as_bytes();
+        b.iter(|| black_box(ServerFrame::parse_payload(black_box(payload)).is_ok()));
+    });
+    group.bench_function("utf8_then_parse", |b| {
+        let payload = frames[0].as_bytes();
+        b.iter(|| {
+            let text = std::str::from_utf8(black_box(payload)).unwrap();
+            black_box(ServerFrame::parse(text).is_ok())
+        });
+    });
     group.bench_function("event_id", |b| {
         let ServerFrame::Notification(n) = ServerFrame::parse(frames[0].as_str()).unwrap() else {
             unreachable!()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures_util::FutureExt;
-use holdline_proto::{ClientFrame, ServerFrame};
+use holdline_proto::{ClientFrame, FrameError, ServerFrame};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant, sleep_until, timeout};
@@ -336,7 +336,11 @@ impl Session {
         match msg {
             Ok(Incoming::Text(text)) => {
                 liveness.on_frame(now);
-                if !self.text(text).await {
+                let (text, frame) = match text.parse() {
+                    Ok((text, (_, frame))) => (text, frame),
+                    Err(e) => return Some(self.error(e, retired)),
+                };
+                if !self.text(&text, frame).await {
                     return Some(Ended::Dropped("the event stream was closed".into()));
                 }
             }
@@ -376,11 +380,10 @@ impl Session {
         self.out.send(Inbound::Events(batch)).await.is_ok()
     }
 
-    /// Handles a text frame; false when the stream's consumer is gone.
-    async fn text(&mut self, text: Utf8Bytes) -> bool {
+    /// Handles a text frame and what it parsed to; false when the stream's consumer is gone.
+    async fn text(&mut self, text: &Utf8Bytes, frame: Result<ServerFrame<'_>, FrameError>) -> bool {
         let received_at = self.seen();
-        self.spent.saw(&text);
-        let frame = ServerFrame::parse(text.as_str());
+        self.spent.saw(text);
         // Events read before a notice reach the stream before anything the notice causes.
         if !matches!(frame, Ok(ServerFrame::Notification(_))) && !self.hand_over().await {
             return false;
@@ -400,7 +403,7 @@ impl Session {
                     }
                 };
                 Stats::bump(&stats.frames_by_family[family]);
-                let mut event = Notification::new(&text, &n, received_at, self.channel.clone());
+                let mut event = Notification::new(text, &n, received_at, self.channel.clone());
                 event.family = family;
                 self.batch.push(event);
                 if self.batch.len() >= BATCH_MAX {

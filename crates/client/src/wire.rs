@@ -23,6 +23,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::tungstenite::{Error as WsError, Utf8Bytes};
 
+use holdline_proto::frame::{Parsed, ServerFrame};
+
 use crate::readahead::ReadAhead;
 
 /// The byte stream under the WebSocket.
@@ -40,8 +42,8 @@ const CONTROL_MAX: usize = 125;
 /// A message from the server.
 #[derive(Debug)]
 pub(crate) enum Incoming {
-    /// A text message (valid UTF-8), a view into the read buffer when it came whole.
-    Text(Utf8Bytes),
+    /// A text message, a view into the read buffer when it came whole.
+    Text(Text),
     /// A binary message; the service sends none, so only its arrival matters.
     Binary,
     /// A WebSocket ping, to be answered with [`Socket::pong`].
@@ -51,6 +53,23 @@ pub(crate) enum Incoming {
     /// The server's close frame (code and reason; 1005 without a code), to be answered
     /// with [`Socket::answer_close`].
     Close(u16, String),
+}
+
+/// A text message whose payload is not yet checked as UTF-8: [`Text::parse`] checks it
+/// in the same pass that parses the frame, so the bytes are walked once, not twice.
+#[derive(Debug)]
+pub(crate) struct Text(Bytes);
+
+impl Text {
+    /// The message as text and the frame it holds; [`WireError::Utf8`] when the payload
+    /// is not UTF-8, which ends the socket (RFC 6455, 8.1).
+    pub(crate) fn parse(&self) -> Result<(Utf8Bytes, Parsed<'_>), WireError> {
+        let parsed = ServerFrame::parse_payload(&self.0).map_err(|_| WireError::Utf8)?;
+        debug_assert_eq!(parsed.0.as_bytes(), &self.0[..]);
+        // SAFETY: `parse_payload` handed back the payload as a `str`, so it is UTF-8.
+        let text = unsafe { Utf8Bytes::from_bytes_unchecked(self.0.clone()) };
+        Ok((text, parsed))
+    }
 }
 
 /// Why the socket cannot be read any further.
@@ -254,7 +273,7 @@ impl Socket {
                         self.partial = Some((text, BytesMut::from(payload)));
                         continue;
                     }
-                    return message(text, payload).map(Some);
+                    return Ok(Some(message(text, payload)));
                 }
                 OpCode::Data(Data::Continue) => {
                     let Some((_, parts)) = &mut self.partial else {
@@ -270,7 +289,7 @@ impl Socket {
                     if header.is_final
                         && let Some((text, parts)) = self.partial.take()
                     {
-                        return message(text, parts.freeze()).map(Some);
+                        return Ok(Some(message(text, parts.freeze())));
                     }
                 }
                 OpCode::Control(control) => {
@@ -294,12 +313,12 @@ impl Socket {
     }
 }
 
-fn message(text: bool, payload: Bytes) -> Result<Incoming, WireError> {
-    if !text {
-        return Ok(Incoming::Binary);
+fn message(text: bool, payload: Bytes) -> Incoming {
+    if text {
+        Incoming::Text(Text(payload))
+    } else {
+        Incoming::Binary
     }
-    let text = Utf8Bytes::try_from(payload).map_err(|_| WireError::Utf8)?;
-    Ok(Incoming::Text(text))
 }
 
 fn close(payload: &[u8]) -> Result<Incoming, WireError> {
@@ -475,7 +494,7 @@ mod tests {
 
     fn text(message: Incoming) -> String {
         match message {
-            Incoming::Text(t) => t.as_str().to_owned(),
+            Incoming::Text(t) => t.parse().unwrap().0.as_str().to_owned(),
             other => panic!("expected text, got {other:?}"),
         }
     }
@@ -587,6 +606,17 @@ mod tests {
             (frame(true, 1, &[0xc3, 0x28]), |e| {
                 matches!(e, WireError::Utf8)
             }),
+            (
+                [
+                    frame(false, 1, b"{\"a\":\"\xc3"),
+                    frame(true, 0, b"\xc3\"}"),
+                ]
+                .concat(),
+                |e| matches!(e, WireError::Utf8),
+            ),
+            (frame(true, 8, &[0x03, 0xe8, 0xc3, 0x28]), |e| {
+                matches!(e, WireError::Utf8)
+            }),
             (frame(true, 0, b"orphan"), |e| {
                 matches!(e, WireError::Protocol(_))
             }),
@@ -609,11 +639,16 @@ mod tests {
         ];
         for (i, (bytes, expected)) in cases.into_iter().enumerate() {
             let (mut ws, _server) = pair(bytes, 1000).await;
-            let got = recv(&mut ws).await;
-            match got {
-                Err(e) => assert!(expected(&e), "case {i}: {e}"),
+            let error = match recv(&mut ws).await {
+                Err(e) => e,
+                // A text message's UTF-8 is checked as it is parsed.
+                Ok(Incoming::Text(text)) => match text.parse() {
+                    Err(e) => e,
+                    Ok((text, _)) => panic!("case {i}: expected an error, got {text:?}"),
+                },
                 Ok(m) => panic!("case {i}: expected an error, got {m:?}"),
-            }
+            };
+            assert!(expected(&error), "case {i}: {error}");
         }
     }
 }

@@ -11,7 +11,7 @@ mod server;
 
 pub use client::{ClientFrame, ClientFrameError};
 pub use server::{
-    FrameError, HEARTBEAT_MESSAGE, Notification, PONG_MESSAGE, RawJson, ServerFrame,
+    FrameError, HEARTBEAT_MESSAGE, Notification, PONG_MESSAGE, Parsed, RawJson, ServerFrame,
     SubscribeReply, SystemNotice, SystemNoticeBody, notification_json,
 };
 

@@ -3,7 +3,10 @@
 //!
 //! It validates the whole frame as strict JSON (RFC 8259) in one pass without building
 //! anything, which is what the serde envelope spent most of its time on, and finds the
-//! body's span on the way. Strings are skipped eight bytes at a time. Whenever the frame
+//! body's span on the way. It also checks the frame is UTF-8 in that pass (bytes above
+//! 0x7f may only appear inside strings, where each sequence is checked as it is met), so
+//! a text message's payload needs no separate UTF-8 pass before it. Strings are skipped
+//! sixteen bytes at a time where SSE2 is there, else eight. Whenever the frame
 //! is anything other than that plain shape (escapes in a key or in a field it returns,
 //! a number where a string is expected, a repeated envelope field, a system or metadata
 //! topic, nesting deeper than serde_json's limit, invalid JSON) it returns `None` and the
@@ -11,6 +14,7 @@
 //! generated frames.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use super::server::{METADATA_TOPIC, Notification, RawJson, SYSTEM_PREFIX};
 
@@ -18,16 +22,42 @@ use super::server::{METADATA_TOPIC, Notification, RawJson, SYSTEM_PREFIX};
 /// rejects them).
 const MAX_DEPTH: usize = 128;
 
-/// The notification in `text`, if it has the plain shape.
-pub(crate) fn notification(text: &str) -> Option<Notification<'_>> {
-    let mut s = Scanner {
-        b: text.as_bytes(),
-        i: 0,
+/// The notification in `payload`, if it has the plain shape (which includes being
+/// UTF-8), and the payload as text.
+pub(crate) fn notification(payload: &[u8]) -> Option<(&str, Notification<'_>)> {
+    let found = envelope(payload)?;
+    // SAFETY: `envelope` returns only after reading every byte of `payload`: outside
+    // strings it accepts nothing but ASCII, inside strings every byte above 0x7f starts a
+    // sequence `Scanner::utf8_char` checked by UTF-8's rules (as `str::from_utf8` does).
+    let text = unsafe { std::str::from_utf8_unchecked(payload) };
+    let topic = &text[found.topic];
+    if topic == METADATA_TOPIC || topic.starts_with(SYSTEM_PREFIX) {
+        return None;
+    }
+    let notification = Notification {
+        topic: Cow::Borrowed(topic),
+        version: found.version.map(|r| Cow::Borrowed(&text[r])),
+        correlation_id: found.correlation_id.map(|r| Cow::Borrowed(&text[r])),
+        body: RawJson::validated(&text[found.body]),
     };
+    Some((text, notification))
+}
+
+/// Where the envelope's fields lie in the payload.
+struct Envelope {
+    topic: Range<usize>,
+    version: Option<Range<usize>>,
+    correlation_id: Option<Range<usize>>,
+    body: Range<usize>,
+}
+
+/// Scans the whole payload; `Some` only for the plain shape, valid JSON and UTF-8.
+fn envelope(payload: &[u8]) -> Option<Envelope> {
+    let mut s = Scanner { b: payload, i: 0 };
     let mut topic = None;
     let mut version = None;
     let mut body = None;
-    let mut correlation_id: Option<&str> = None;
+    let mut correlation_id = None;
     // Envelope fields seen: serde rejects a repeated one, so the fast path leaves it.
     let mut seen = 0u16;
     s.ws();
@@ -42,16 +72,16 @@ pub(crate) fn notification(text: &str) -> Option<Notification<'_>> {
         s.ws();
         s.eat(b':')?;
         s.ws();
-        let field = match key {
-            "topicName" => 0,
-            "version" => 1,
-            "eventBody" => 2,
-            "metadata" => 3,
-            "correlationId" => 4,
-            "topics" => 5,
-            "result" => 6,
-            "status" => 7,
-            "message" => 8,
+        let field = match &payload[key] {
+            b"topicName" => 0,
+            b"version" => 1,
+            b"eventBody" => 2,
+            b"metadata" => 3,
+            b"correlationId" => 4,
+            b"topics" => 5,
+            b"result" => 6,
+            b"status" => 7,
+            b"message" => 8,
             _ => 9,
         };
         if field < 9 {
@@ -66,7 +96,7 @@ pub(crate) fn notification(text: &str) -> Option<Notification<'_>> {
             2 => {
                 let start = s.i;
                 s.value(0)?;
-                body = Some(&text[start..s.i]);
+                body = Some(start..s.i);
             }
             3 => correlation_id = s.metadata()?,
             _ => s.value(0)?,
@@ -82,15 +112,11 @@ pub(crate) fn notification(text: &str) -> Option<Notification<'_>> {
     if s.i != s.b.len() {
         return None;
     }
-    let topic = topic?;
-    if topic == METADATA_TOPIC || topic.starts_with(SYSTEM_PREFIX) {
-        return None;
-    }
-    Some(Notification {
-        topic: Cow::Borrowed(topic),
-        version: version.map(Cow::Borrowed),
-        correlation_id: correlation_id.map(Cow::Borrowed),
-        body: RawJson::validated(body?),
+    Some(Envelope {
+        topic: topic?,
+        version,
+        correlation_id,
+        body: body?,
     })
 }
 
@@ -102,16 +128,17 @@ struct Scanner<'a> {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// The high bit of every byte of `w` (little-endian) that is `"`, `\` or a control
-/// character (below 0x20). Bytes above a flagged one may be flagged wrongly (borrows run
-/// upward), but the lowest flagged byte is always a real one, and none is ever missed.
+/// The high bit of every byte of `w` (little-endian) that is `"`, `\`, a control
+/// character (below 0x20) or not ASCII (above 0x7f). Bytes above a flagged one may be
+/// flagged wrongly (borrows run upward), but the lowest flagged byte is always a real
+/// one, and none is ever missed.
 #[inline]
 fn special(w: u64) -> u64 {
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
     let quote = zero(w ^ (ONES * u64::from(b'"')));
     let backslash = zero(w ^ (ONES * u64::from(b'\\')));
     let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
-    quote | backslash | control
+    quote | backslash | control | (w & HIGHS)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -121,7 +148,7 @@ mod sse2 {
         _mm_set1_epi8,
     };
 
-    /// A bit for every byte of `chunk` that is `"`, `\` or below 0x20 (exact).
+    /// A bit for every byte of `chunk` that is `"`, `\`, below 0x20 or above 0x7f (exact).
     #[inline]
     pub(super) fn special(chunk: &[u8; 16]) -> u32 {
         // SAFETY: SSE2 is part of the x86-64 baseline; the load is unaligned and reads
@@ -133,7 +160,9 @@ mod sse2 {
             // Unsigned x <= 0x1f  <=>  max(x, 0x1f) == 0x1f.
             let low = _mm_set1_epi8(0x1f);
             let control = _mm_cmpeq_epi8(_mm_max_epu8(v, low), low);
-            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
+            // The sign bit of each byte is the non-ASCII one.
+            let special = _mm_or_si128(_mm_or_si128(quote, backslash), _mm_or_si128(control, v));
+            _mm_movemask_epi8(special) as u32
         }
     }
 }
@@ -163,8 +192,8 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Moves to the next quote, backslash or control character (or the end): sixteen bytes
-    /// at a time where SSE2 is there (every x86-64), else eight.
+    /// Moves to the next quote, backslash, control character or non-ASCII byte (or the
+    /// end): sixteen bytes at a time where SSE2 is there (every x86-64), else eight.
     #[inline]
     fn skip_plain(&mut self) {
         #[cfg(target_arch = "x86_64")]
@@ -187,7 +216,7 @@ impl<'a> Scanner<'a> {
             self.i += 8;
         }
         while let Some(&c) = self.b.get(self.i) {
-            if c == b'"' || c == b'\\' || c < 0x20 {
+            if c == b'"' || c == b'\\' || !(0x20..0x80).contains(&c) {
                 return;
             }
             self.i += 1;
@@ -217,23 +246,48 @@ impl<'a> Scanner<'a> {
                         _ => return None,
                     }
                 }
+                0x80.. => {
+                    self.i -= 1;
+                    self.utf8_char()?;
+                }
                 _ => return None,
             }
         }
     }
 
-    /// A string without escapes, as text (the input is a `str`, so any span between
-    /// ASCII quotes is valid UTF-8).
-    fn plain_string(&mut self) -> Option<&'a str> {
+    /// Steps over the UTF-8 sequence at a non-ASCII byte, checking it as
+    /// `str::from_utf8` does: no overlong forms, no surrogates, nothing above U+10FFFF.
+    #[inline]
+    fn utf8_char(&mut self) -> Option<()> {
+        let (len, second) = match self.b[self.i] {
+            0xc2..=0xdf => (2, 0x80..=0xbf),
+            0xe0 => (3, 0xa0..=0xbf),
+            0xe1..=0xec | 0xee..=0xef => (3, 0x80..=0xbf),
+            0xed => (3, 0x80..=0x9f),
+            0xf0 => (4, 0x90..=0xbf),
+            0xf1..=0xf3 => (4, 0x80..=0xbf),
+            0xf4 => (4, 0x80..=0x8f),
+            _ => return None,
+        };
+        let seq = self.b.get(self.i..self.i + len)?;
+        if !second.contains(&seq[1]) || seq[2..].iter().any(|&c| c & 0xc0 != 0x80) {
+            return None;
+        }
+        self.i += len;
+        Some(())
+    }
+
+    /// The span of a string without escapes, quotes left out.
+    fn plain_string(&mut self) -> Option<Range<usize>> {
         let start = self.i + 1;
         if self.string()? {
             return None;
         }
-        std::str::from_utf8(&self.b[start..self.i - 1]).ok()
+        Some(start..self.i - 1)
     }
 
     /// A field that must be a plain string for the fast path.
-    fn plain_string_value(&mut self) -> Option<&'a str> {
+    fn plain_string_value(&mut self) -> Option<Range<usize>> {
         if self.peek()? != b'"' {
             return None;
         }
@@ -241,7 +295,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// `metadata`: an object; its first `CorrelationId` must be a plain string.
-    fn metadata(&mut self) -> Option<Option<&'a str>> {
+    fn metadata(&mut self) -> Option<Option<Range<usize>>> {
         if self.peek()? != b'{' {
             return None;
         }
@@ -258,7 +312,7 @@ impl<'a> Scanner<'a> {
             self.ws();
             self.eat(b':')?;
             self.ws();
-            if key == "CorrelationId" && found.is_none() {
+            if &self.b[key] == b"CorrelationId" && found.is_none() {
                 found = Some(self.plain_string_value()?);
             } else {
                 self.value(1)?;
@@ -453,15 +507,22 @@ mod tests {
             }
         }
         assert_eq!(special(u64::from_le_bytes(*b"ab cd/ef")), 0);
+        assert_eq!(special(u64::from_le_bytes(*b"~ }{\x7f]!a")), 0);
+        for pos in 0..8 {
+            for c in [0x80, 0xc3, 0xff] {
+                let mut w = *b"abcdefgh";
+                w[pos] = c;
+                let mask = special(u64::from_le_bytes(w));
+                assert_eq!(mask.trailing_zeros() / 8, pos as u32, "{c:#x} at {pos}");
+            }
+        }
         #[cfg(target_arch = "x86_64")]
         for pos in 0..16 {
-            for c in [b'"', b'\\', 0x00, 0x1f] {
-                let mut w = *b"abcdefgh\xc3\xa9 \x7f\x80\xff!]";
+            for c in [b'"', b'\\', 0x00, 0x1f, 0x80, 0xc3, 0xff] {
+                let mut w = *b"abcdefgh ~\x7f{}[]!";
                 w[pos] = c;
                 assert_eq!(sse2::special(&w), 1 << pos, "{c:#x} at {pos}");
             }
         }
-        let utf8 = [0xc3, 0xa9, 0x20, 0x7f, 0x80, 0xff, 0x21, 0x5b];
-        assert_eq!(special(u64::from_le_bytes(utf8)), 0);
     }
 }

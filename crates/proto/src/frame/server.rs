@@ -8,6 +8,7 @@
 //! accepted) so that a cosmetic difference never costs an event.
 
 use std::borrow::Cow;
+use std::str::Utf8Error;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -217,14 +218,30 @@ struct MetadataBody<'a> {
     message: Option<Cow<'a, str>>,
 }
 
+/// A text message's payload as text, and the frame it holds.
+pub type Parsed<'a> = (&'a str, Result<ServerFrame<'a>, FrameError>);
+
 impl<'a> ServerFrame<'a> {
     /// Parses one text message. Never panics; anything that is valid JSON but unfamiliar
     /// comes back as [`ServerFrame::Unknown`].
     pub fn parse(text: &'a str) -> Result<Self, FrameError> {
-        if let Some(n) = super::scan::notification(text) {
+        if let Some((_, n)) = super::scan::notification(text.as_bytes()) {
             return Ok(ServerFrame::Notification(n));
         }
         Self::parse_with_serde(text)
+    }
+
+    /// Parses a text message's payload that is not yet known to be UTF-8: the payload as
+    /// text and what [`ServerFrame::parse`] makes of it. The frames nearly all traffic is
+    /// made of are checked as UTF-8 in the same pass that parses them, the rest first.
+    /// The error is a payload that is not UTF-8, which RFC 6455 (8.1) counts as a failed
+    /// connection rather than a bad frame.
+    pub fn parse_payload(payload: &'a [u8]) -> Result<Parsed<'a>, Utf8Error> {
+        if let Some((text, n)) = super::scan::notification(payload) {
+            return Ok((text, Ok(ServerFrame::Notification(n))));
+        }
+        let text = std::str::from_utf8(payload)?;
+        Ok((text, Self::parse_with_serde(text)))
     }
 
     /// The general parser: every shape, lenient about the envelope's field types.

@@ -296,6 +296,99 @@ proptest! {
     }
 }
 
+/// What a payload must parse to: not UTF-8, or its text and what the serde path makes
+/// of it.
+fn expected(payload: &[u8]) -> Result<Parsed<'_>, std::str::Utf8Error> {
+    std::str::from_utf8(payload).map(|text| (text, ServerFrame::parse_with_serde(text)))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #[test]
+    fn payloads_are_checked_as_utf8_as_std_checks_them(
+        at in 0usize..CONVERSATION.len(),
+        bytes in prop::collection::vec(prop_oneof![
+            4 => 0x80u8..=0xff,
+            1 => Just(b'a'),
+            1 => Just(b'"'),
+        ], 1..6),
+    ) {
+        let mut payload = CONVERSATION.as_bytes().to_vec();
+        payload.splice(at..at, bytes);
+        prop_assert_eq!(ServerFrame::parse_payload(&payload), expected(&payload));
+    }
+
+    #[test]
+    fn utf8_payloads_parse_as_their_text_does(text in envelope_text()) {
+        let payload = text.as_bytes();
+        prop_assert_eq!(ServerFrame::parse_payload(payload), Ok((text.as_str(), ServerFrame::parse(&text))));
+    }
+}
+
+#[test]
+fn every_kind_of_broken_utf8_is_caught_wherever_it_lies_in_a_string() {
+    let broken: [&[u8]; 14] = [
+        b"\x80",
+        b"\xbf",
+        b"\xc0\xaf",
+        b"\xc1\xbf",
+        b"\xc3",
+        b"\xc3\x28",
+        b"\xe0\x80\xaf",
+        b"\xe2\x82",
+        b"\xed\xa0\x80",
+        b"\xef\xbf",
+        b"\xf0\x8f\xbf\xbf",
+        b"\xf4\x90\x80\x80",
+        b"\xf5\x80\x80\x80",
+        b"\xff",
+    ];
+    let fine: [&[u8]; 6] = [
+        "é".as_bytes(),
+        "€".as_bytes(),
+        "\u{d7ff}".as_bytes(),
+        "\u{e000}".as_bytes(),
+        "😀".as_bytes(),
+        "\u{10ffff}".as_bytes(),
+    ];
+    // Every offset inside a long string value, so each check meets the bytes in the
+    // sixteen-byte, the eight-byte and the byte-by-byte steps, and at the string's end.
+    let before = r#"{"topicName":"v2.users.x.presence","eventBody":{"message":""#;
+    for pad in 0..40 {
+        for (seq, ok) in broken
+            .iter()
+            .map(|s| (s, false))
+            .chain(fine.iter().map(|s| (s, true)))
+        {
+            let mut payload = before.as_bytes().to_vec();
+            payload.extend(std::iter::repeat_n(b'a', pad));
+            payload.extend_from_slice(seq);
+            let after = payload.len();
+            payload.extend_from_slice(br#""}}"#);
+            let parsed = ServerFrame::parse_payload(&payload);
+            assert_eq!(parsed.is_ok(), ok, "{seq:x?} after {pad} bytes");
+            assert_eq!(parsed, expected(&payload), "{seq:x?} after {pad} bytes");
+            if ok {
+                assert!(crate::frame::scan::notification(&payload).is_some());
+            }
+            // Cut off inside or right after the sequence: still no panic, still agreed.
+            for cut in after - seq.len()..=after {
+                assert_eq!(
+                    ServerFrame::parse_payload(&payload[..cut]),
+                    expected(&payload[..cut])
+                );
+            }
+        }
+    }
+    // Outside strings no byte above 0x7f belongs in JSON at all.
+    let outside = b"{\"topicName\":\"v2.users.x.presence\",\"eventBody\":{}\xc3\xa9}";
+    assert!(crate::frame::scan::notification(outside).is_none());
+    assert!(matches!(
+        ServerFrame::parse_payload(outside),
+        Ok((_, Err(FrameError::NotJson(_))))
+    ));
+}
+
 proptest! {
     #[test]
     fn parse_never_panics_on_arbitrary_text(text in "\\PC{0,200}") {
@@ -331,13 +424,13 @@ proptest! {
 
 #[test]
 fn plain_notifications_take_the_fast_path() {
-    assert!(crate::frame::scan::notification(CONVERSATION).is_some());
+    assert!(crate::frame::scan::notification(CONVERSATION.as_bytes()).is_some());
     let presence = notification_json(
         "v2.users.0e185c02-aca1-4a72-82ea-2e78684e2c89.presence",
         r#"{"presenceDefinition":{"id":"x","systemPresence":"Available"},"modifiedDate":"2026-11-27T10:00:00.000Z"}"#,
         "corr-1",
     );
-    assert!(crate::frame::scan::notification(&presence).is_some());
+    assert!(crate::frame::scan::notification(presence.as_bytes()).is_some());
     // Escapes in the topic, a numeric version and system topics go the serde way.
     for text in [
         r#"{"topicName":"v2.users.x\u002epresence","eventBody":{}}"#,
@@ -345,7 +438,10 @@ fn plain_notifications_take_the_fast_path() {
         r#"{"topicName":"v2.system.socket_closing","eventBody":{}}"#,
         r#"{"topicName":"channel.metadata","eventBody":{"message":"pong"}}"#,
     ] {
-        assert!(crate::frame::scan::notification(text).is_none(), "{text}");
+        assert!(
+            crate::frame::scan::notification(text.as_bytes()).is_none(),
+            "{text}"
+        );
         assert!(ServerFrame::parse(text).is_ok(), "{text}");
     }
 }
