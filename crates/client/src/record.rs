@@ -7,16 +7,20 @@
 //! {"kind":"gap","topics":["…"],"from":"…","to":"…","reason":"…"}
 //! ```
 
+use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::event::{Gap, Notification};
 
 /// Appends one event record and a newline.
 pub fn write_event(out: &mut Vec<u8>, n: &Notification, org: &str) {
+    // One reservation for the record (the fixed text is under 160 bytes).
+    let (topic, corr) = (n.topic(), n.correlation_id().unwrap_or_default());
+    out.reserve(160 + n.body().len() + topic.len() + org.len() + n.channel.len() + corr.len());
     out.extend_from_slice(br#"{"kind":"event","id":""#);
     out.extend_from_slice(&n.id.to_hex());
     out.extend_from_slice(br#"","topic":"#);
-    write_str(out, n.topic());
+    write_str(out, topic);
     out.extend_from_slice(br#","received_at":""#);
     write_rfc3339(out, n.received_at);
     out.extend_from_slice(br#"","org":"#);
@@ -52,7 +56,7 @@ pub fn write_gap(out: &mut Vec<u8>, gap: &Gap) {
 
 /// Writes a JSON string literal (fast path for text without escapes).
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if plain(s.as_bytes()) {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
@@ -62,34 +66,74 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// True when `s` needs no escape inside a JSON string: no `"`, `\\` or control character.
+/// Eight bytes at a time: topics, channel ids and correlation ids are 36–80 bytes.
+fn plain(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS != 0;
+    let mut words = s.chunks_exact(8);
+    for word in &mut words {
+        let w = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        // Each test is exact about whether some byte matches (borrows only ever run
+        // upward from a byte that really does).
+        if has_zero(w ^ (ONES * u64::from(b'"')))
+            || has_zero(w ^ (ONES * u64::from(b'\\')))
+            || w.wrapping_sub(ONES * 0x20) & !w & HIGHS != 0
+        {
+            return false;
+        }
+    }
+    words.remainder().iter().all(|&b| plain_byte(b))
+}
+
+fn plain_byte(b: u8) -> bool {
+    b >= 0x20 && b != b'"' && b != b'\\'
+}
+
 /// Writes `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC, microseconds).
 pub fn write_rfc3339(out: &mut Vec<u8>, at: SystemTime) {
+    thread_local! {
+        /// The last second written and its text: events come thousands to the second.
+        static SECOND: Cell<Option<(u64, [u8; 20])>> = const { Cell::new(None) };
+    }
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    let mut buf = [0u8; 27];
-    let put = |buf: &mut [u8], at: usize, width: usize, mut v: u64| {
-        for i in (0..width).rev() {
-            buf[at + i] = b'0' + (v % 10) as u8;
-            v /= 10;
+    let secs = since.as_secs();
+    let head = SECOND.with(|last| match last.get() {
+        Some((s, head)) if s == secs => head,
+        _ => {
+            let head = second(secs);
+            last.set(Some((secs, head)));
+            head
         }
-    };
-    put(&mut buf, 0, 4, y as u64);
-    buf[4] = b'-';
-    put(&mut buf, 5, 2, m as u64);
-    buf[7] = b'-';
-    put(&mut buf, 8, 2, d as u64);
-    buf[10] = b'T';
-    put(&mut buf, 11, 2, (rem / 3600) as u64);
-    buf[13] = b':';
-    put(&mut buf, 14, 2, (rem % 3600 / 60) as u64);
-    buf[16] = b':';
-    put(&mut buf, 17, 2, (rem % 60) as u64);
-    buf[19] = b'.';
-    put(&mut buf, 20, 6, u64::from(since.subsec_micros()));
+    });
+    let mut buf = [0u8; 27];
+    buf[..20].copy_from_slice(&head);
+    put_digits(&mut buf[20..26], u64::from(since.subsec_micros()));
     buf[26] = b'Z';
     out.extend_from_slice(&buf);
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` for `secs` since the epoch.
+fn second(secs: u64) -> [u8; 20] {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    let mut buf = *b"0000-00-00T00:00:00.";
+    put_digits(&mut buf[0..4], y as u64);
+    put_digits(&mut buf[5..7], u64::from(m));
+    put_digits(&mut buf[8..10], u64::from(d));
+    put_digits(&mut buf[11..13], rem / 3600);
+    put_digits(&mut buf[14..16], rem % 3600 / 60);
+    put_digits(&mut buf[17..19], rem % 60);
+    buf
+}
+
+/// Fills `slot` with the low decimal digits of `v`, zero-padded.
+fn put_digits(slot: &mut [u8], mut v: u64) {
+    for digit in slot.iter_mut().rev() {
+        *digit = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Hinnant's algorithm).
@@ -125,6 +169,23 @@ mod tests {
         assert_eq!(rfc(at), "2024-05-02T09:15:01.120456Z");
     }
 
+    #[test]
+    fn the_remembered_second_is_only_reused_within_that_second() {
+        let base = UNIX_EPOCH + Duration::from_secs(1_714_641_301);
+        let cases = [
+            (0, 120_456, "2024-05-02T09:15:01.120456Z"),
+            (0, 999_999, "2024-05-02T09:15:01.999999Z"),
+            (1, 0, "2024-05-02T09:15:02.000000Z"),
+            (0, 5, "2024-05-02T09:15:01.000005Z"),
+            (86_400, 7, "2024-05-03T09:15:01.000007Z"),
+            (86_400, 8, "2024-05-03T09:15:01.000008Z"),
+        ];
+        for (secs, micros, expected) in cases {
+            let at = base + Duration::from_secs(secs) + Duration::from_micros(micros);
+            assert_eq!(rfc(at), expected);
+        }
+    }
+
     proptest! {
         #[test]
         fn timestamps_agree_with_the_time_crate(secs in 0i64..8_000_000_000, micros in 0u32..1_000_000) {
@@ -141,6 +202,15 @@ mod tests {
             let mut out = Vec::new();
             write_str(&mut out, &s);
             prop_assert_eq!(serde_json::from_slice::<String>(&out).unwrap(), s);
+        }
+
+        #[test]
+        fn the_plain_test_is_exact(
+            s in prop::collection::vec(prop_oneof![
+                8 => 0x20u8..0x7f, 1 => 0u8..0x20, 1 => Just(b'"'), 1 => Just(b'\\'), 2 => 0x80u8..=0xff,
+            ], 0..40)
+        ) {
+            prop_assert_eq!(plain(&s), s.iter().all(|&b| plain_byte(b)), "{:x?}", s);
         }
     }
 
