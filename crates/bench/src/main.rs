@@ -65,7 +65,8 @@ struct RunArgs {
     /// Topics the events are spread over (half conversations, half presence).
     #[arg(long, default_value_t = 200)]
     topics: usize,
-    /// Measured runs per client, after one warm-up run.
+    /// Measured runs per client, after one warm-up run (and readings of idle memory per
+    /// socket count).
     #[arg(long, default_value_t = 5)]
     runs: usize,
     /// Clients for the throughput table.
@@ -200,25 +201,37 @@ async fn run(args: RunArgs) -> Result<()> {
     }
 
     let idle = if counts.len() >= 2 {
-        let mut points = Vec::new();
-        for &sockets in counts {
-            let client = Client::Holdline {
-                redundancy: sockets,
-            };
-            let rss = suites::idle_rss(client, &tools, &work)
-                .await
-                .with_context(|| format!("idle holdline with {}", plural(sockets, "socket")))?;
-            eprintln!(
-                "idle: {} over {} topics: {:.1} MiB",
-                plural(sockets, "socket"),
-                args.topics,
-                rss as f64 / 1048576.0
-            );
-            points.push((sockets, rss));
+        // One reading moves by tens of KiB per socket between runs, so each count is read
+        // once per round, the counts taking turns, and the median is kept.
+        let mut readings: Vec<(usize, Vec<f64>)> =
+            counts.iter().map(|&n| (n, Vec::new())).collect();
+        for round in 1..=args.runs {
+            for (sockets, rss_of) in &mut readings {
+                let client = Client::Holdline {
+                    redundancy: *sockets,
+                };
+                let rss = suites::idle_rss(client, &tools, &work)
+                    .await
+                    .with_context(|| {
+                        format!("idle holdline with {}", plural(*sockets, "socket"))
+                    })?;
+                eprintln!(
+                    "idle, round {round}: {} over {} topics: {:.1} MiB",
+                    plural(*sockets, "socket"),
+                    args.topics,
+                    rss as f64 / 1048576.0
+                );
+                rss_of.push(rss as f64);
+            }
         }
+        let mut points: Vec<(usize, u64)> = readings
+            .iter()
+            .filter_map(|(sockets, rss)| Some((*sockets, stats::median(rss)? as u64)))
+            .collect();
         points.sort();
         Some(report::IdleSockets {
             topics: args.topics,
+            readings: args.runs,
             points,
         })
     } else {

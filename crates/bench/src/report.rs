@@ -262,7 +262,9 @@ fn thousands(n: usize) -> String {
 /// Idle RSS of holdline over the same topics with few and many sockets (redundancy).
 pub struct IdleSockets {
     pub topics: usize,
-    /// (sockets, idle RSS bytes), fewest first.
+    /// Readings per socket count.
+    pub readings: usize,
+    /// (sockets, median idle RSS bytes), fewest first.
     pub points: Vec<(usize, u64)>,
 }
 
@@ -279,8 +281,14 @@ fn idle_section(md: &mut String, idle: &IdleSockets) {
         md,
         "\n### Memory per idle socket\n\n\
          `holdline listen --redundancy N` over the same {} topics, subscribed and idle for \
-         a second before RSS is read.\n\n| sockets | idle RSS MiB |\n|---:|---:|",
-        idle.topics
+         a second before RSS is read; the median of {}, the socket counts taking \
+         turns.\n\n| sockets | idle RSS MiB |\n|---:|---:|",
+        idle.topics,
+        if idle.readings == 1 {
+            "one reading".to_owned()
+        } else {
+            format!("{} readings", idle.readings)
+        }
     );
     for (sockets, rss) in &idle.points {
         let _ = writeln!(md, "| {sockets} | {:.1} |", *rss as f64 / MIB);

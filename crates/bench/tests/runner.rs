@@ -176,6 +176,7 @@ fn a_small_run_produces_every_table_with_every_run_counted() {
 
     let idle = table(&report, "| sockets | idle RSS MiB |");
     assert_eq!(idle.len(), 2, "{report}");
+    assert!(report.contains("the median of one reading"), "{report}");
 
     let targets = table(&report, "| target |");
     for name in [
