@@ -6,6 +6,7 @@
 //! and logged; they never end the process.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -190,7 +191,8 @@ pub fn spawn(
             last_frame: None,
             live: false,
             ping_sent: None,
-            families: HashMap::new(),
+            families: HashMap::default(),
+            arrival: None,
             batch: Vec::new(),
             spent: Spent::default(),
         };
@@ -229,7 +231,11 @@ struct Session {
     /// When the unanswered ping went out (for the round-trip histogram).
     ping_sent: Option<Instant>,
     /// Topic → family counter slot, so a topic is classified once per socket.
-    families: HashMap<Box<str>, usize>,
+    families: HashMap<Box<str>, usize, TopicHash>,
+    /// The socket read the latest frames came in, and when it was taken: every frame of
+    /// one read arrived at the same moment, so the clocks are read once per read (and
+    /// again after each hand-over, which may have waited).
+    arrival: Option<(u64, Instant, SystemTime)>,
     /// Notifications read and not yet handed to the stream.
     batch: Vec<Notification>,
     /// The read buffers behind frames still on their way out.
@@ -332,7 +338,7 @@ impl Session {
         liveness: &mut Liveness,
         retired: bool,
     ) -> Option<Ended> {
-        let now = Instant::now();
+        let (now, at) = self.arrival(ws.reads());
         match msg {
             Ok(Incoming::Text(text)) => {
                 liveness.on_frame(now);
@@ -340,7 +346,7 @@ impl Session {
                     Ok((text, (_, frame))) => (text, frame),
                     Err(e) => return Some(self.error(e, retired)),
                 };
-                if !self.text(&text, frame).await {
+                if !self.text(&text, frame, at).await {
                     return Some(Ended::Dropped("the event stream was closed".into()));
                 }
             }
@@ -356,7 +362,7 @@ impl Session {
             }
             Ok(Incoming::Ping(payload)) => {
                 liveness.on_frame(now);
-                self.seen();
+                self.seen(at);
                 if let Err(e) = ws.pong(payload).await {
                     return Some(self.error(e.into(), retired));
                 }
@@ -364,7 +370,7 @@ impl Session {
             Ok(Incoming::Binary | Incoming::Pong) => {
                 // Binary and pong frames prove the socket alive too.
                 liveness.on_frame(now);
-                self.seen();
+                self.seen(at);
             }
             Err(e) => return Some(self.error(e, retired)),
         }
@@ -377,12 +383,21 @@ impl Session {
             return true;
         }
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_MAX));
-        self.out.send(Inbound::Events(batch)).await.is_ok()
+        let sent = self.out.send(Inbound::Events(batch)).await.is_ok();
+        // A slow consumer may have held the send: frames handled after it are stamped
+        // afresh, as proof of life for the liveness check too.
+        self.arrival = None;
+        sent
     }
 
     /// Handles a text frame and what it parsed to; false when the stream's consumer is gone.
-    async fn text(&mut self, text: &Utf8Bytes, frame: Result<ServerFrame<'_>, FrameError>) -> bool {
-        let received_at = self.seen();
+    async fn text(
+        &mut self,
+        text: &Utf8Bytes,
+        frame: Result<ServerFrame<'_>, FrameError>,
+        received_at: SystemTime,
+    ) -> bool {
+        self.seen(received_at);
         self.spent.saw(text);
         // Events read before a notice reach the stream before anything the notice causes.
         if !matches!(frame, Ok(ServerFrame::Notification(_))) && !self.hand_over().await {
@@ -464,9 +479,20 @@ impl Session {
         true
     }
 
-    /// Notes that a frame arrived; the first one makes the socket live.
-    fn seen(&mut self) -> SystemTime {
-        let now = SystemTime::now();
+    /// When the frames of the socket's latest read arrived (monotonic, and wall clock).
+    fn arrival(&mut self, reads: u64) -> (Instant, SystemTime) {
+        match self.arrival {
+            Some((read, now, at)) if read == reads => (now, at),
+            _ => {
+                let (now, at) = (Instant::now(), SystemTime::now());
+                self.arrival = Some((reads, now, at));
+                (now, at)
+            }
+        }
+    }
+
+    /// Notes that a frame arrived at `now`; the first one makes the socket live.
+    fn seen(&mut self, now: SystemTime) {
         self.last_frame = Some(now);
         if !self.live {
             self.live = true;
@@ -488,7 +514,6 @@ impl Session {
                 at: now,
             });
         }
-        now
     }
 
     fn error(&mut self, e: WireError, retired: bool) -> Ended {
@@ -504,6 +529,34 @@ impl Session {
             return Ended::Retired;
         }
         Ended::Dropped(e.to_string())
+    }
+}
+
+/// Hashes topic names for the family cache with one-shot xxh3: std's SipHash cost more
+/// per event than the lookup it serves. The cache is bounded, so even topics made to
+/// collide could only slow lookups within it.
+#[derive(Debug, Default, Clone, Copy)]
+struct TopicHash;
+
+impl BuildHasher for TopicHash {
+    type Hasher = TopicHasher;
+    fn build_hasher(&self) -> TopicHasher {
+        TopicHasher(0)
+    }
+}
+
+struct TopicHasher(u64);
+
+impl Hasher for TopicHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+    fn write_u8(&mut self, byte: u8) {
+        // A str's hash ends with one 0xff byte.
+        self.0 ^= u64::from(byte);
+    }
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

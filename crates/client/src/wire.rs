@@ -102,6 +102,8 @@ pub(crate) struct Socket {
     max_message: usize,
     /// holdline sent its close frame.
     close_sent: bool,
+    /// Reads that brought bytes: frames that came in the same read arrived together.
+    reads: u64,
 }
 
 /// Opens the WebSocket at `uri` (TLS for `wss://`) over a TCP stream with Nagle off and
@@ -162,6 +164,7 @@ pub(crate) async fn connect(
         want: 0,
         max_message,
         close_sent: false,
+        reads: 0,
     })
 }
 
@@ -183,7 +186,13 @@ impl Socket {
             if self.io.read_buf(&mut self.buf).await? == 0 {
                 return Err(WireError::Eof);
             }
+            self.reads += 1;
         }
+    }
+
+    /// How many reads have brought bytes so far.
+    pub(crate) fn reads(&self) -> u64 {
+        self.reads
     }
 
     /// Sends a text message.
@@ -538,6 +547,22 @@ mod tests {
 
         drop(server);
         assert!(matches!(recv(&mut ws).await, Err(WireError::Eof)));
+    }
+
+    #[tokio::test]
+    async fn frames_that_came_in_one_read_share_its_count() {
+        let (mut ws, mut server) = pair(Vec::new(), 1 << 20).await;
+        let before = ws.reads();
+        let two = [frame(true, 1, b"a"), frame(true, 1, b"b")].concat();
+        server.write_all(&two).await.unwrap();
+        assert_eq!(text(recv(&mut ws).await.unwrap()), "a");
+        let first = ws.reads();
+        assert_eq!(first, before + 1);
+        assert_eq!(text(recv(&mut ws).await.unwrap()), "b");
+        assert_eq!(ws.reads(), first, "the second frame came in the same read");
+        server.write_all(&frame(true, 1, b"c")).await.unwrap();
+        assert_eq!(text(recv(&mut ws).await.unwrap()), "c");
+        assert_eq!(ws.reads(), first + 1);
     }
 
     #[tokio::test]
