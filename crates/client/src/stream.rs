@@ -72,6 +72,8 @@ pub struct EventStream {
     gaps: VecDeque<Gap>,
     /// The rest of the batch being handed out.
     batch: std::vec::IntoIter<Notification>,
+    /// When the batch was taken in: the de-duplication window's clock for all of it.
+    batch_at: Instant,
 }
 
 impl EventStream {
@@ -90,6 +92,7 @@ impl EventStream {
             finished: false,
             gaps: VecDeque::new(),
             batch: Vec::new().into_iter(),
+            batch_at: Instant::now(),
         }
     }
 
@@ -140,9 +143,8 @@ impl EventStream {
 
     /// The next notification of the current batch that is not a duplicate.
     fn next_in_batch(&mut self) -> Option<Result<Event, ClientError>> {
-        let now = Instant::now();
         for n in self.batch.by_ref() {
-            if self.dedupe.first_time(n.id, now) {
+            if self.dedupe.first_time(n.id, self.batch_at) {
                 Stats::bump(&self.stats.emitted);
                 if let Some(c) = self.stats.emitted_by_family.get(n.family) {
                     Stats::bump(c);
@@ -194,6 +196,7 @@ impl EventStream {
         match inbound {
             Inbound::Events(batch) => {
                 self.batch = batch.into_iter();
+                self.batch_at = Instant::now();
                 self.next_in_batch()
             }
             Inbound::Coverage { shard, change } => {
