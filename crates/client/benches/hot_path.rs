@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use holdline_client::dedupe::Dedupe;
-use holdline_client::event::Notification;
-use holdline_client::record::write_event;
+use holdline_client::stream::dedupe::Dedupe;
+use holdline_client::stream::event::Notification;
+use holdline_client::stream::record::write_event;
 use holdline_proto::{EventId, ServerFrame};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use holdline_client::dedupe::Dedupe;
+use holdline_client::stream::dedupe::Dedupe;
 use holdline_client::{Client, ClientConfig, Credentials, Endpoints, Event, Secret};
 use holdline_proto::EventId;
 

@@ -1,7 +1,7 @@
 //! Errors that stop the client, sorted by what the user must fix.
 
-use crate::api::ApiError;
-use crate::auth::AuthError;
+use crate::rest::api::ApiError;
+use crate::rest::auth::AuthError;
 
 /// The client cannot go on.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -7,38 +7,26 @@
 //! across sockets) and a [`Gap`] record for every window in which a shard of topics could
 //! not have been received.
 //!
-//! Inside: `auth` (tokens), `api` (REST with retries), `session` (one socket, liveness in
-//! `liveness`), `slot` (one channel's life), `coverage` (gaps), `dedupe`, `stream`.
+//! One folder per concept: `rest` (tokens and REST calls), `socket` (one WebSocket and
+//! its liveness), `channel` (one channel's life), `supervisor` (shards, the channel
+//! budget, the tasks), `stream` (coverage and gaps, de-duplication, the records) and
+//! `telemetry` (counters, metrics, named events).
 
-pub mod api;
-pub mod auth;
-pub mod backoff;
-mod client;
+pub mod channel;
 pub mod config;
-mod coverage;
-pub mod dedupe;
 mod error;
-pub mod event;
-pub mod liveness;
-pub mod metrics;
-pub mod notable;
-pub mod plan;
-mod readahead;
-pub mod record;
-pub mod resolve;
-mod session;
-mod slot;
-mod spent;
-pub mod stats;
-mod stream;
+pub mod rest;
+pub mod socket;
+pub mod stream;
+pub mod supervisor;
+pub mod telemetry;
 pub mod tls;
-mod wire;
 
-pub use client::{
-    CHANNEL_BUDGET, Client, ClientHandle, ROLLOVER_SPARES, channels_needed, validate_topics,
-};
 pub use config::{ClientConfig, Credentials, Endpoints, Secret, Timings};
 pub use error::ClientError;
-pub use event::{Event, Gap, Notification, StateChange, StateKind};
-pub use stats::Stats;
 pub use stream::EventStream;
+pub use stream::event::{Event, Gap, Notification, StateChange, StateKind};
+pub use supervisor::client::{
+    CHANNEL_BUDGET, Client, ClientHandle, ROLLOVER_SPARES, channels_needed, validate_topics,
+};
+pub use telemetry::stats::Stats;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use holdline_client::record::{write_event, write_gap};
+use holdline_client::stream::record::{write_event, write_gap};
 use holdline_client::{
     Client, ClientConfig, Credentials, Endpoints, Event, Secret, StateKind, Stats, Timings,
 };
@@ -677,7 +677,7 @@ fn restart_gap(
         reason: "holdline was not running: the previous run stopped without closing its spool"
             .into(),
     };
-    holdline_client::notable::gap(handle.stats(), &gap);
+    holdline_client::telemetry::notable::gap(handle.stats(), &gap);
     gap
 }
 

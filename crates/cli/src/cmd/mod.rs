@@ -31,7 +31,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
     match err.downcast_ref::<ClientError>() {
         Some(ClientError::Config(_)) => crate::exit::USAGE,
-        Some(ClientError::Auth(holdline_client::auth::AuthError::Tls { .. })) => crate::exit::USAGE,
+        Some(ClientError::Auth(holdline_client::rest::auth::AuthError::Tls { .. })) => {
+            crate::exit::USAGE
+        }
         Some(ClientError::Auth(a)) if a.is_fatal() => crate::exit::AUTH,
         Some(ClientError::Permission(_)) => crate::exit::PERMISSION,
         _ => crate::exit::OTHER,

@@ -12,7 +12,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use holdline_client::Stats;
-use holdline_client::metrics::{self, NotReady};
+use holdline_client::telemetry::metrics::{self, NotReady};
 use tokio::net::TcpListener;
 
 /// Where `--metrics-addr` without a value listens.

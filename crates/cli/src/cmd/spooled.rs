@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use holdline_client::Stats;
-use holdline_client::record::write_gap;
+use holdline_client::stream::record::write_gap;
 use holdline_sinks::{Sink, SinkError};
 use holdline_spool::{Dropped, Durability, Spool};
 
@@ -216,7 +216,7 @@ impl Spooled {
             stats
                 .spool_dropped
                 .fetch_add(records.len() as u64, Ordering::Relaxed);
-            holdline_client::notable::gap(stats, &gap);
+            holdline_client::telemetry::notable::gap(stats, &gap);
         }
         tracing::error!(
             event = "spool_dropped",

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use holdline_client::api::{Api, ApiError};
-use holdline_client::auth::{AuthError, ClientProblem, TokenSource};
+use holdline_client::rest::api::{Api, ApiError};
+use holdline_client::rest::auth::{AuthError, ClientProblem, TokenSource};
 use holdline_client::{CHANNEL_BUDGET, Credentials, Endpoints, Timings};
 use tokio::net::TcpStream;
 use tokio::time::Instant;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use holdline_client::api::Api;
+use holdline_client::rest::api::Api;
 use holdline_proto::{ClientFrame, ServerFrame};
 use tokio::time::{Instant, timeout_at};
 use tokio_tungstenite::tungstenite::Message;

@@ -1,7 +1,7 @@
 //! What cannot be retried is reported clearly: bad credentials, unknown and forbidden
 //! topics; what can be retried is ridden out: 429 and 5xx bursts.
 
-use holdline_client::auth::{AuthError, ClientProblem};
+use holdline_client::rest::auth::{AuthError, ClientProblem};
 use holdline_client::{Client, ClientError, Stats};
 use holdline_sim::faults::Fault;
 use holdline_sim::{ClientSpec, SimConfig};

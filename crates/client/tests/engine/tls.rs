@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use holdline_client::auth::AuthError;
+use holdline_client::rest::auth::AuthError;
 use holdline_client::{Client, ClientError, Stats};
 use holdline_sim::SimConfig;
 use holdline_sim::faults::Fault;

@@ -12,10 +12,10 @@ use holdline_proto::rest::{
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde::de::DeserializeOwned;
 
-use crate::auth::{AuthError, Token, TokenSource, transport_detail};
-use crate::backoff::Backoff;
 use crate::config::Timings;
-use crate::stats::Stats;
+use crate::rest::auth::{AuthError, Token, TokenSource, transport_detail};
+use crate::rest::backoff::Backoff;
+use crate::telemetry::stats::Stats;
 
 /// Retries of 5xx/transport failures per call.
 const RETRIES: u32 = 5;
@@ -238,13 +238,18 @@ impl Api {
                             detail: format!("rate limited for {wait:?}"),
                         });
                     }
-                    crate::notable::rate_limited(self.stats.as_deref(), what, wait);
+                    crate::telemetry::notable::rate_limited(self.stats.as_deref(), what, wait);
                     tokio::time::sleep(wait).await;
                 }
                 429 | 500..=599 if failures < RETRIES => {
                     failures += 1;
                     let wait = backoff.next().unwrap_or_default();
-                    crate::notable::rest_retry(what, status.as_u16(), &short(&text), wait);
+                    crate::telemetry::notable::rest_retry(
+                        what,
+                        status.as_u16(),
+                        &short(&text),
+                        wait,
+                    );
                     tokio::time::sleep(wait).await;
                 }
                 code => {

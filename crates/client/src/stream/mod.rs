@@ -2,6 +2,11 @@
 //! de-duplicates notifications, turns coverage changes into gap records and hands the
 //! caller one [`Event`] at a time. One hop from socket to caller, no copy of the body.
 
+pub(crate) mod coverage;
+pub mod dedupe;
+pub mod event;
+pub mod record;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::Poll;
@@ -11,11 +16,11 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::Instant;
 
-use crate::coverage::ShardCoverage;
-use crate::dedupe::Dedupe;
 use crate::error::ClientError;
-use crate::event::{Event, Gap, Notification, StateChange};
-use crate::stats::Stats;
+use crate::stream::coverage::ShardCoverage;
+use crate::stream::dedupe::Dedupe;
+use crate::stream::event::{Event, Gap, Notification, StateChange};
+use crate::telemetry::stats::Stats;
 
 /// A coverage change of one socket of a shard.
 #[derive(Debug, Clone)]
@@ -159,7 +164,7 @@ impl EventStream {
     /// A gap waiting to be handed out, or the end of the stream.
     fn gap_or_end(&mut self) -> Option<Option<Result<Event, ClientError>>> {
         if let Some(gap) = self.gaps.pop_front() {
-            crate::notable::gap(&self.stats, &gap);
+            crate::telemetry::notable::gap(&self.stats, &gap);
             return Some(Some(Ok(Event::Gap(gap))));
         }
         self.finished.then_some(None)

@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Utf8Bytes};
 
 use holdline_proto::frame::{Parsed, ServerFrame};
 
-use crate::readahead::ReadAhead;
+use crate::socket::readahead::ReadAhead;
 
 /// The byte stream under the WebSocket.
 type Io = MaybeTlsStream<ReadAhead<TcpStream>>;

@@ -18,15 +18,15 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
-use crate::api::{Api, ApiError};
-use crate::auth::Token;
-use crate::backoff::Backoff;
 use crate::config::Timings;
 use crate::error::ClientError;
-use crate::event::{StateChange, StateKind};
-use crate::session::{self, Ended, Report, SessionConfig, SessionHandle};
-use crate::stats::{Cause, Stats};
+use crate::rest::api::{Api, ApiError};
+use crate::rest::auth::Token;
+use crate::rest::backoff::Backoff;
+use crate::socket::session::{self, Ended, Report, SessionConfig, SessionHandle};
+use crate::stream::event::{StateChange, StateKind};
 use crate::stream::{Coverage, Inbound};
+use crate::telemetry::stats::{Cause, Stats};
 
 /// Orders from the client handle.
 #[derive(Debug)]
@@ -175,7 +175,7 @@ impl Slot {
     ) {
         self.recover_at = Some(Instant::now() + self.ctx.start_delay);
         self.coverage(Coverage::Topics(
-            crate::plan::single_topics(&self.topics).into(),
+            crate::supervisor::plan::single_topics(&self.topics).into(),
         ));
         loop {
             let rollover_at = self
@@ -294,7 +294,7 @@ impl Slot {
                     self.loss.get_or_insert(cause);
                     self.chan_dead = true;
                     let chan = self.chan.as_ref().map(|c| c.id.clone());
-                    crate::notable::channel_lost(chan.as_deref(), cause, &why);
+                    crate::telemetry::notable::channel_lost(chan.as_deref(), cause, &why);
                     self.state(StateKind::ChannelLost, chan, why);
                     if let Some(current) = self.current.take() {
                         self.retire(current, "channel lost", false);
@@ -365,7 +365,7 @@ impl Slot {
         if !was_live {
             let cause = self.loss.take();
             if self.ever_live {
-                crate::notable::reconnected(
+                crate::telemetry::notable::reconnected(
                     &self.ctx.stats,
                     cause.unwrap_or(Cause::Drop),
                     self.ctx.shard,
@@ -426,7 +426,7 @@ impl Slot {
             }
         }
         if next.purpose == Purpose::Rollover {
-            crate::notable::rollover(&self.ctx.stats, self.ctx.shard, self.ctx.slot);
+            crate::telemetry::notable::rollover(&self.ctx.stats, self.ctx.shard, self.ctx.slot);
             // The old channel is left to expire; it no longer counts as ours.
             self.held(-1);
             let old = self
@@ -459,7 +459,7 @@ impl Slot {
         self.retiring.retain(|s| s.id != session);
         self.overlapping.retain(|(s, _)| s.id != session);
         if why != Ended::Retired {
-            crate::notable::socket_ended(self.chan.as_ref().map(|c| &*c.id), &why);
+            crate::telemetry::notable::socket_ended(self.chan.as_ref().map(|c| &*c.id), &why);
         }
         if was_current {
             self.current = None;
@@ -681,7 +681,7 @@ impl Slot {
             .iter()
             .flat_map(|t| {
                 if self.split.contains(t) {
-                    crate::plan::single_topics(std::slice::from_ref(t))
+                    crate::supervisor::plan::single_topics(std::slice::from_ref(t))
                 } else {
                     vec![t.clone()]
                 }
@@ -771,7 +771,9 @@ impl Slot {
 
     async fn set_topics(&mut self, topics: Arc<[String]>) -> Result<(), ClientError> {
         self.topics = topics.clone();
-        self.coverage(Coverage::Topics(crate::plan::single_topics(&topics).into()));
+        self.coverage(Coverage::Topics(
+            crate::supervisor::plan::single_topics(&topics).into(),
+        ));
         let channels: Vec<Arc<str>> = self
             .chan
             .iter()
@@ -871,7 +873,7 @@ mod tests {
         let expires = in_a_day
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap();
-        let token = crate::auth::test_token(Duration::from_secs(48 * 3600));
+        let token = crate::rest::auth::test_token(Duration::from_secs(48 * 3600));
         let (at, margin) = rollover_at(
             &expires,
             &token,
@@ -886,7 +888,7 @@ mod tests {
                 && left < Duration::from_secs(24 * 3600 - 290),
             "{left:?}"
         );
-        let short = crate::auth::test_token(Duration::from_secs(8));
+        let short = crate::rest::auth::test_token(Duration::from_secs(8));
         let (at, margin) = rollover_at(
             &expires,
             &short,

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::event::Gap;
+use crate::stream::event::Gap;
 
 /// Ended intervals kept at most (a safety cap; a day of sockets is a few dozen).
 const MAX_INTERVALS: usize = 10_000;

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::api::Api;
-use crate::client::ClientHandle;
 use crate::config::ClientConfig;
 use crate::error::ClientError;
+use crate::rest::api::Api;
+use crate::supervisor::client::ClientHandle;
 
 /// `v2.routing.queues.{id}.conversations` for each queue name and
 /// `v2.users.{id}.conversations` for each user email.

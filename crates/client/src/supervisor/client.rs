@@ -11,25 +11,25 @@ use std::time::Duration;
 use holdline_proto::topic;
 use tokio::sync::{mpsc, watch};
 
-use crate::api::Api;
-use crate::auth::TokenSource;
+use crate::channel::slot::{self, SlotCmd, SlotCtx};
 use crate::config::ClientConfig;
-use crate::dedupe::Dedupe;
 use crate::error::ClientError;
-use crate::event::{StateChange, StateKind};
-use crate::liveness::LivenessConfig;
-use crate::plan::{Plan, single_topics};
-use crate::session::SessionConfig;
-use crate::slot::{self, SlotCmd, SlotCtx};
-use crate::stats::Stats;
+use crate::rest::api::Api;
+use crate::rest::auth::TokenSource;
+use crate::socket::liveness::LivenessConfig;
+use crate::socket::session::SessionConfig;
+use crate::stream::dedupe::Dedupe;
+use crate::stream::event::{StateChange, StateKind};
 use crate::stream::{EventStream, Inbound};
+use crate::supervisor::plan::{Plan, single_topics};
+use crate::telemetry::stats::Stats;
 
 /// Channels one OAuth client may hold.
 pub const CHANNEL_BUDGET: usize = 20;
 /// Channels kept free for rollovers (rollovers are staggered, so one at a time).
 pub const ROLLOVER_SPARES: usize = 1;
 /// Messages queued between the sockets and the stream's consumer; each is one batch of
-/// up to [`crate::session::BATCH_MAX`] notifications, or a coverage or state change. A
+/// up to [`crate::socket::session::BATCH_MAX`] notifications, or a coverage or state change. A
 /// full queue holds the sockets back (TCP pushes back on the server) rather than growing
 /// memory: at 8 × 64 frames of up to 8 KB, a few MiB at most. (4,096 single frames let a
 /// firehose push peak RSS to 50 MiB with no gain in events/s.)
@@ -130,10 +130,11 @@ impl Client {
             ));
         }
         let api = apis[0].clone();
-        let tracked = crate::resolve::tracked_topics(&api, &config).await?;
+        let tracked = crate::rest::resolve::tracked_topics(&api, &config).await?;
         if named {
             topics.extend(
-                crate::resolve::conversation_topics(&api, &config.queues, &config.users).await?,
+                crate::rest::resolve::conversation_topics(&api, &config.queues, &config.users)
+                    .await?,
             );
             topics.extend(tracked.iter().cloned());
             topics = validate_topics(&topics)?;
@@ -185,7 +186,7 @@ impl Client {
             stop,
         };
         if config.all_queues || config.all_users {
-            tokio::spawn(crate::resolve::track(
+            tokio::spawn(crate::rest::resolve::track(
                 handle.clone(),
                 config,
                 tracked,

@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
-use crate::event::Gap;
-use crate::stats::{Cause, Stats};
+use crate::stream::event::Gap;
+use crate::telemetry::stats::{Cause, Stats};
 
 /// A window in which a shard's events could not have been received.
 pub fn gap(stats: &Stats, gap: &Gap) {

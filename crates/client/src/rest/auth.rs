@@ -10,9 +10,9 @@ use holdline_proto::rest::{OAuthError, TokenReply};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::backoff::Backoff;
 use crate::config::{Credentials, Endpoints, Secret, Timings};
-use crate::stats::Stats;
+use crate::rest::backoff::Backoff;
+use crate::telemetry::stats::Stats;
 
 /// Fraction of a token's life after which it is renewed.
 const RENEW_AT: f64 = 0.8;
@@ -225,12 +225,12 @@ impl TokenSource {
             }
             match self.request().await {
                 Ok(token) => {
-                    crate::notable::token_fetched(self.stats.get().map(|s| &**s));
+                    crate::telemetry::notable::token_fetched(self.stats.get().map(|s| &**s));
                     return Ok(token);
                 }
                 Err(Attempt::Fatal(err)) => return Err(err),
                 Err(Attempt::Retry { detail, wait }) => {
-                    crate::notable::token_retry(&self.url, attempt, &detail);
+                    crate::telemetry::notable::token_retry(&self.url, attempt, &detail);
                     if let Some(wait) = wait {
                         tokio::time::sleep(wait).await;
                     }
@@ -274,7 +274,7 @@ impl TokenSource {
         if let Some(stats) = stats {
             stats.rest_call("request token", status);
         }
-        let retry_after = crate::api::retry_after(resp.headers());
+        let retry_after = crate::rest::api::retry_after(resp.headers());
         let text = resp.text().await.unwrap_or_default();
         match status {
             200 => {

@@ -8,7 +8,7 @@ use std::fmt::Write;
 use std::time::SystemTime;
 
 use crate::CHANNEL_BUDGET;
-use crate::stats::{Cause, FAMILIES, Stats};
+use crate::telemetry::stats::{Cause, FAMILIES, Stats};
 
 /// Why the client is not ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +76,7 @@ type SinkSeries = (
     &'static str,
     &'static str,
     &'static str,
-    fn(&crate::stats::SinkHealth) -> u64,
+    fn(&crate::telemetry::stats::SinkHealth) -> u64,
 );
 
 fn escape(v: &str) -> String {
@@ -351,7 +351,7 @@ pub fn render(stats: &Stats) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::SocketState;
+    use crate::telemetry::stats::SocketState;
 
     /// Every sample line: `name{labels} value` with a parsable value.
     fn samples(text: &str) -> Vec<(String, f64)> {
@@ -469,10 +469,10 @@ mod tests {
             })
         };
         for (file, doc) in [
-            ("alerts.yml", include_str!("../../../docs/alerts.yml")),
+            ("alerts.yml", include_str!("../../../../docs/alerts.yml")),
             (
                 "grafana-dashboard.json",
-                include_str!("../../../docs/grafana-dashboard.json"),
+                include_str!("../../../../docs/grafana-dashboard.json"),
             ),
         ] {
             let mut names = 0;
@@ -490,7 +490,7 @@ mod tests {
             assert!(names >= 8, "{file} names only {names} series");
         }
         let dashboard: serde_json::Value =
-            serde_json::from_str(include_str!("../../../docs/grafana-dashboard.json")).unwrap();
+            serde_json::from_str(include_str!("../../../../docs/grafana-dashboard.json")).unwrap();
         assert!(dashboard["panels"].as_array().unwrap().len() >= 8);
     }
 

@@ -10,7 +10,7 @@
 use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::event::{Gap, Notification};
+use crate::stream::event::{Gap, Notification};
 
 /// Appends one event record and a newline.
 pub fn write_event(out: &mut Vec<u8>, n: &Notification, org: &str) {

@@ -39,7 +39,7 @@ pub struct Notification {
     pub received_at: SystemTime,
     /// The channel it arrived on.
     pub channel: Arc<str>,
-    /// The topic family's counter slot (see [`crate::stats::FAMILIES`]).
+    /// The topic family's counter slot (see [`crate::telemetry::stats::FAMILIES`]).
     pub family: usize,
 }
 
@@ -77,7 +77,7 @@ impl Notification {
             id,
             received_at,
             channel,
-            family: crate::stats::FAMILIES.len(),
+            family: crate::telemetry::stats::FAMILIES.len(),
         }
     }
 

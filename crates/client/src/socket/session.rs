@@ -18,11 +18,11 @@ use tokio::time::{Duration, Instant, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Utf8Bytes};
 
-use crate::event::Notification;
-use crate::liveness::{Dead, Liveness, LivenessConfig, Verdict};
-use crate::spent::Spent;
-use crate::stats::{Cause, SocketState, Stats, family_index};
-use crate::wire::{self, Incoming, Socket, WireError};
+use crate::socket::liveness::{Dead, Liveness, LivenessConfig, Verdict};
+use crate::socket::spent::Spent;
+use crate::socket::wire::{self, Incoming, Socket, WireError};
+use crate::stream::event::Notification;
+use crate::telemetry::stats::{Cause, SocketState, Stats, family_index};
 
 /// Most topics whose family a socket remembers (a channel holds at most 1,000).
 const FAMILY_CACHE: usize = 4096;
@@ -434,7 +434,7 @@ impl Session {
                 }
             }
             Ok(ServerFrame::SocketClosing(_)) => {
-                crate::notable::socket_closing(stats, &self.channel);
+                crate::telemetry::notable::socket_closing(stats, &self.channel);
                 let _ = self
                     .reports
                     .send(Report::SocketClosing { session: self.id });
@@ -473,8 +473,12 @@ impl Session {
             Ok(ServerFrame::SubscribeReply(r)) => {
                 tracing::debug!(channel = %self.channel, ok = r.is_ok(), "subscribe reply");
             }
-            Ok(ServerFrame::Unknown) => crate::notable::unknown_frame(stats, &self.channel),
-            Err(e) => crate::notable::malformed_frame(stats, &self.channel, text.len(), &e),
+            Ok(ServerFrame::Unknown) => {
+                crate::telemetry::notable::unknown_frame(stats, &self.channel)
+            }
+            Err(e) => {
+                crate::telemetry::notable::malformed_frame(stats, &self.channel, text.len(), &e)
+            }
         }
         true
     }
@@ -518,7 +522,7 @@ impl Session {
 
     fn error(&mut self, e: WireError, retired: bool) -> Ended {
         if let WireError::TooLong { .. } = &e {
-            crate::notable::oversized_message(
+            crate::telemetry::notable::oversized_message(
                 &self.cfg.stats,
                 &self.channel,
                 &e,
