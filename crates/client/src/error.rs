@@ -18,6 +18,9 @@ pub enum ClientError {
     /// A REST call failed in a way retrying cannot fix.
     #[error(transparent)]
     Api(ApiError),
+    /// A bug: a task of the engine kept dying.
+    #[error("internal error: {0} (please report this with the log)")]
+    Internal(String),
 }
 
 impl From<ApiError> for ClientError {
@@ -34,5 +37,17 @@ impl From<ApiError> for ClientError {
 impl From<AuthError> for ClientError {
     fn from(e: AuthError) -> Self {
         ClientError::Auth(e)
+    }
+}
+
+impl ClientError {
+    /// True when trying again later can succeed (the service was unavailable); false when
+    /// the user must change something first.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Api(a) => !a.is_fatal(),
+            ClientError::Auth(a) => !a.is_fatal(),
+            ClientError::Config(_) | ClientError::Permission(_) | ClientError::Internal(_) => false,
+        }
     }
 }

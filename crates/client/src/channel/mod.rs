@@ -1,3 +1,6 @@
-//! One channel's life: create, subscribe, connect, hand over, roll over, recover.
+//! One channel's life: the sans-io state machine (`machine`), when to roll over
+//! (`rollover`), and the task that runs the machine (`task`).
 
-pub(crate) mod slot;
+pub mod machine;
+pub mod rollover;
+pub mod task;

@@ -394,6 +394,19 @@ impl Api {
     }
 }
 
+/// How long from now until `expires` (an RFC 3339 time from the service), capped at
+/// [`crate::channel::rollover::MAX_LIFE`]; None when it cannot be read.
+pub fn left_until(expires: &str) -> Option<Duration> {
+    let at = time::OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339)
+        .ok()?;
+    let left = at - time::OffsetDateTime::now_utc();
+    Some(
+        Duration::try_from(left)
+            .unwrap_or(Duration::ZERO)
+            .min(crate::channel::rollover::MAX_LIFE),
+    )
+}
+
 fn decode<T: DeserializeOwned>(text: &str, what: &'static str) -> Result<T, ApiError> {
     serde_json::from_str(text).map_err(|e| ApiError::Unavailable {
         what,

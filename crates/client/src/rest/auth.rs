@@ -42,18 +42,6 @@ impl Token {
     }
 }
 
-/// A token that expires in `life`, for tests.
-#[cfg(test)]
-pub(crate) fn test_token(life: Duration) -> Token {
-    let now = Instant::now();
-    Token {
-        value: Secret::new("t"),
-        issued: now,
-        expires: now + life,
-        expires_wall: SystemTime::now() + life,
-    }
-}
-
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Token")

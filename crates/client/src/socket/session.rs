@@ -8,12 +8,13 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
 use holdline_proto::{ClientFrame, FrameError, ServerFrame};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{Duration, Instant, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Utf8Bytes};
@@ -26,7 +27,6 @@ use crate::telemetry::stats::{Cause, SocketState, Stats, family_index};
 
 /// Most topics whose family a socket remembers (a channel holds at most 1,000).
 const FAMILY_CACHE: usize = 4096;
-use crate::stream::Inbound;
 
 /// How long a retired socket may take to finish its close handshake.
 const RETIRE_GRACE: Duration = Duration::from_secs(5);
@@ -61,6 +61,8 @@ pub enum Report {
         why: String,
         /// The kind of loss, for the reconnect counters.
         cause: Cause,
+        /// When the notice arrived (the socket's own clock).
+        at: SystemTime,
     },
     /// The socket ended.
     Ended {
@@ -96,8 +98,13 @@ pub enum Ended {
     Dropped(String),
     /// Declared dead by the liveness rule.
     Dead(Dead),
-    /// Retired by the slot (rollover) and closed politely.
-    Retired,
+    /// Retired by the slot and closed politely; `clean` when the server answered the
+    /// close (so everything it sent before arrived), false when the handshake failed or
+    /// timed out (the socket may have been dead already).
+    Retired {
+        /// The close handshake completed.
+        clean: bool,
+    },
 }
 
 impl Ended {
@@ -106,7 +113,7 @@ impl Ended {
         match self {
             Ended::ConnectFailed { .. } => Cause::ConnectFailed,
             Ended::Closed { .. } => Cause::Close,
-            Ended::Dropped(_) | Ended::Retired => Cause::Drop,
+            Ended::Dropped(_) | Ended::Retired { .. } => Cause::Drop,
             Ended::Dead(_) => Cause::Stall,
         }
     }
@@ -122,7 +129,10 @@ impl std::fmt::Display for Ended {
             Ended::Closed { code, reason } => write!(f, "closed by the server ({code} {reason})"),
             Ended::Dropped(detail) => write!(f, "socket dropped: {detail}"),
             Ended::Dead(dead) => write!(f, "socket dead: {dead}"),
-            Ended::Retired => f.write_str("retired"),
+            Ended::Retired { clean: true } => f.write_str("closed by holdline"),
+            Ended::Retired { clean: false } => {
+                f.write_str("closed by holdline (the close handshake did not finish)")
+            }
         }
     }
 }
@@ -145,15 +155,42 @@ pub struct SessionConfig {
     pub slot: usize,
 }
 
+/// The last frame a socket received, readable by its owners even if the socket's task
+/// dies without reporting (unix microseconds; 0 before the first frame).
+#[derive(Debug, Default)]
+pub struct SocketClock(AtomicU64);
+
+impl SocketClock {
+    fn saw(&self, at: SystemTime) {
+        let micros = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        self.0.store(micros, Ordering::Relaxed);
+    }
+
+    /// When the socket's last frame arrived, if any did.
+    pub fn last_frame(&self) -> Option<SystemTime> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            micros => Some(UNIX_EPOCH + Duration::from_micros(micros)),
+        }
+    }
+}
+
 /// The slot's handle on a running session.
 pub struct SessionHandle {
-    /// Session number.
-    pub id: u64,
+    /// Its last frame.
+    pub clock: Arc<SocketClock>,
     retire: Option<oneshot::Sender<&'static str>>,
-    task: JoinHandle<()>,
+    task: AbortHandle,
 }
 
 impl SessionHandle {
+    /// The id of the session's task in its `JoinSet`.
+    pub fn task_id(&self) -> tokio::task::Id {
+        self.task.id()
+    }
+
     /// Asks the session to close with 1000 and `reason` (it keeps delivering until the
     /// close completes).
     pub fn retire(&mut self, reason: &'static str) {
@@ -171,23 +208,31 @@ impl Drop for SessionHandle {
     }
 }
 
-/// Starts a session on `connect_uri`.
+/// Where a session's notifications go: one batch per message.
+pub type Batches = mpsc::Sender<Vec<Notification>>;
+
+/// Starts a session on `connect_uri` as a task of `tasks` (whose owner sees it end: the
+/// task's output is its session number).
 pub fn spawn(
     cfg: SessionConfig,
     id: u64,
-    connect_uri: String,
+    connect_uri: Arc<str>,
     channel: Arc<str>,
     reports: mpsc::UnboundedSender<Report>,
-    out: mpsc::Sender<Inbound>,
+    out: Batches,
+    tasks: &mut JoinSet<u64>,
 ) -> SessionHandle {
     let (retire_tx, retire_rx) = oneshot::channel();
-    let task = tokio::spawn(async move {
+    let clock = Arc::new(SocketClock::default());
+    let shared = clock.clone();
+    let task = tasks.spawn(async move {
         let mut session = Session {
             cfg,
             id,
             channel,
             reports,
             out,
+            clock: shared,
             last_frame: None,
             live: false,
             ping_sent: None,
@@ -197,13 +242,12 @@ pub fn spawn(
             spent: Spent::default(),
         };
         let why = session.run(&connect_uri, retire_rx).await;
-        if session.live {
+        if session.live && session.cfg.stats.socket_gone(id) {
             session
                 .cfg
                 .stats
                 .sockets_live
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            session.cfg.stats.socket_gone(id);
+                .fetch_sub(1, Ordering::Relaxed);
         }
         let at = Instant::now();
         let _ = session.reports.send(Report::Ended {
@@ -212,9 +256,10 @@ pub fn spawn(
             why,
             at,
         });
+        id
     });
     SessionHandle {
-        id,
+        clock,
         retire: Some(retire_tx),
         task,
     }
@@ -225,7 +270,8 @@ struct Session {
     id: u64,
     channel: Arc<str>,
     reports: mpsc::UnboundedSender<Report>,
-    out: mpsc::Sender<Inbound>,
+    out: Batches,
+    clock: Arc<SocketClock>,
     last_frame: Option<SystemTime>,
     live: bool,
     /// When the unanswered ping went out (for the round-trip histogram).
@@ -278,12 +324,12 @@ impl Session {
                     retired_at = Some(Instant::now());
                     let reason = reason.unwrap_or("client stopped");
                     if ws.close(CloseCode::Normal, reason).await.is_err() {
-                        return Ended::Retired;
+                        return Ended::Retired { clean: false };
                     }
                 }
                 // A retired socket whose close handshake never finished.
                 _ = sleep_until(retire_deadline.unwrap_or_else(Instant::now)), if retire_deadline.is_some() => {
-                    return Ended::Retired;
+                    return Ended::Retired { clean: false };
                 }
                 // The next message, before the liveness check; StreamExt::next is cancel-safe.
                 // Everything already buffered is read in one go and its notifications
@@ -352,10 +398,15 @@ impl Session {
             }
             Ok(Incoming::Close(code, reason)) => {
                 // The server ends the connection once its close is answered; it may
-                // already have, and its close frame is what counts either way.
+                // already have, and its close frame is what counts either way. It came
+                // after everything the server sent, so a live socket covered until now.
+                if self.live {
+                    self.last_frame = Some(at);
+                    self.clock.saw(at);
+                }
                 let _ = ws.answer_close(code).await;
                 return Some(if retired {
-                    Ended::Retired
+                    Ended::Retired { clean: true }
                 } else {
                     Ended::Closed { code, reason }
                 });
@@ -383,7 +434,7 @@ impl Session {
             return true;
         }
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_MAX));
-        let sent = self.out.send(Inbound::Events(batch)).await.is_ok();
+        let sent = self.out.send(batch).await.is_ok();
         // A slow consumer may have held the send: frames handled after it are stamped
         // afresh, as proof of life for the liveness check too.
         self.arrival = None;
@@ -449,6 +500,7 @@ impl Session {
                     session: self.id,
                     why,
                     cause: Cause::Evicted,
+                    at: received_at,
                 });
             }
             Ok(ServerFrame::TokenRevoked(_)) => {
@@ -457,6 +509,7 @@ impl Session {
                     session: self.id,
                     why,
                     cause: Cause::Revoked,
+                    at: received_at,
                 });
             }
             Ok(ServerFrame::ChannelGone { message }) => {
@@ -465,6 +518,7 @@ impl Session {
                     session: self.id,
                     why,
                     cause: Cause::ChannelGone,
+                    at: received_at,
                 });
             }
             Ok(ServerFrame::OtherSystem(n)) => {
@@ -498,12 +552,10 @@ impl Session {
     /// Notes that a frame arrived at `now`; the first one makes the socket live.
     fn seen(&mut self, now: SystemTime) {
         self.last_frame = Some(now);
+        self.clock.saw(now);
         if !self.live {
             self.live = true;
-            self.cfg
-                .stats
-                .sockets_live
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.cfg.stats.sockets_live.fetch_add(1, Ordering::Relaxed);
             self.cfg.stats.socket_live(
                 self.id,
                 SocketState {
@@ -530,7 +582,7 @@ impl Session {
             );
         }
         if retired {
-            return Ended::Retired;
+            return Ended::Retired { clean: false };
         }
         Ended::Dropped(e.to_string())
     }

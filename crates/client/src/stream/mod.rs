@@ -1,6 +1,9 @@
-//! The consumer side: everything the tasks produce arrives on one queue; the stream
-//! de-duplicates notifications, turns coverage changes into gap records and hands the
-//! caller one [`Event`] at a time. One hop from socket to caller, no copy of the body.
+//! The consumer side: notifications arrive in batches on one bounded queue (so a slow
+//! consumer holds the sockets back, and TCP the server); coverage changes, state changes
+//! and fatal errors arrive on an unbounded control queue, so no control loop ever waits
+//! on the consumer. The stream de-duplicates notifications, turns coverage changes into
+//! gap records and hands the caller one [`Event`] at a time. One hop from socket to
+//! caller, no copy of the body.
 
 pub(crate) mod coverage;
 pub mod dedupe;
@@ -38,7 +41,9 @@ pub enum Coverage {
         session: u64,
         /// Its last frame.
         until: Option<SystemTime>,
-        /// False only when the service handed its events over to a replacement.
+        /// True when the socket died (events just before `until` may have been in
+        /// flight to it); false when it ended in order (the server's close frame, a
+        /// clean close of holdline's own, or a hand-over the service made).
         lookback: bool,
         /// Why.
         reason: String,
@@ -47,11 +52,9 @@ pub enum Coverage {
     Topics(Arc<[String]>),
 }
 
-/// What the tasks send to the stream.
+/// What the control loops send to the stream.
 #[derive(Debug)]
 pub enum Inbound {
-    /// Notifications as received, in order (maybe duplicates).
-    Events(Vec<Notification>),
     /// A socket's coverage changed.
     Coverage {
         /// Shard index.
@@ -67,7 +70,10 @@ pub enum Inbound {
 
 /// The stream of events.
 pub struct EventStream {
-    rx: mpsc::Receiver<Inbound>,
+    events: mpsc::Receiver<Vec<Notification>>,
+    control: mpsc::UnboundedReceiver<Inbound>,
+    events_open: bool,
+    control_open: bool,
     dedupe: Dedupe,
     shards: Vec<ShardCoverage>,
     lookback: Duration,
@@ -81,15 +87,25 @@ pub struct EventStream {
     batch_at: Instant,
 }
 
+/// One thing taken off the queues.
+enum Taken {
+    Batch(Vec<Notification>),
+    Control(Inbound),
+}
+
 impl EventStream {
     pub(crate) fn new(
-        rx: mpsc::Receiver<Inbound>,
+        events: mpsc::Receiver<Vec<Notification>>,
+        control: mpsc::UnboundedReceiver<Inbound>,
         dedupe: Dedupe,
         lookback: Duration,
         stats: Arc<Stats>,
     ) -> Self {
         EventStream {
-            rx,
+            events,
+            control,
+            events_open: true,
+            control_open: true,
             dedupe,
             shards: Vec::new(),
             lookback,
@@ -111,11 +127,30 @@ impl EventStream {
             if let Some(out) = self.next_in_batch() {
                 return Some(out);
             }
-            let Some(inbound) = self.rx.recv().await else {
-                self.finish();
-                continue;
+            let taken = match self.try_take() {
+                Poll::Ready(Some(taken)) => taken,
+                Poll::Ready(None) => {
+                    self.finish();
+                    continue;
+                }
+                Poll::Pending => {
+                    let (events_open, control_open) = (self.events_open, self.control_open);
+                    tokio::select! {
+                        biased;
+                        // Control first: coverage and state changes are rare and small.
+                        // Both recv() calls are cancel-safe.
+                        c = self.control.recv(), if control_open => match c {
+                            Some(c) => Taken::Control(c),
+                            None => { self.control_open = false; continue; }
+                        },
+                        b = self.events.recv(), if events_open => match b {
+                            Some(b) => Taken::Batch(b),
+                            None => { self.events_open = false; continue; }
+                        },
+                    }
+                }
             };
-            if let Some(out) = self.emit(inbound) {
+            if let Some(out) = self.emit(taken) {
                 return Some(out);
             }
         }
@@ -132,17 +167,40 @@ impl EventStream {
             if let Some(out) = self.next_in_batch() {
                 return Poll::Ready(Some(out));
             }
-            let inbound = match self.rx.try_recv() {
-                Ok(inbound) => inbound,
-                Err(TryRecvError::Empty) => return Poll::Pending,
-                Err(TryRecvError::Disconnected) => {
+            let taken = match self.try_take() {
+                Poll::Ready(Some(taken)) => taken,
+                Poll::Ready(None) => {
                     self.finish();
                     continue;
                 }
+                Poll::Pending => return Poll::Pending,
             };
-            if let Some(out) = self.emit(inbound) {
+            if let Some(out) = self.emit(taken) {
                 return Poll::Ready(Some(out));
             }
+        }
+    }
+
+    /// Whatever is queued, control first; `Ready(None)` once both queues are closed.
+    fn try_take(&mut self) -> Poll<Option<Taken>> {
+        if self.control_open {
+            match self.control.try_recv() {
+                Ok(c) => return Poll::Ready(Some(Taken::Control(c))),
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => self.control_open = false,
+            }
+        }
+        if self.events_open {
+            match self.events.try_recv() {
+                Ok(b) => return Poll::Ready(Some(Taken::Batch(b))),
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => self.events_open = false,
+            }
+        }
+        if self.events_open || self.control_open {
+            Poll::Pending
+        } else {
+            Poll::Ready(None)
         }
     }
 
@@ -170,8 +228,15 @@ impl EventStream {
         self.finished.then_some(None)
     }
 
-    fn emit(&mut self, inbound: Inbound) -> Option<Result<Event, ClientError>> {
-        let out = self.handle(inbound)?;
+    fn emit(&mut self, taken: Taken) -> Option<Result<Event, ClientError>> {
+        let out = match taken {
+            Taken::Batch(batch) => {
+                self.batch = batch.into_iter();
+                self.batch_at = Instant::now();
+                self.next_in_batch()
+            }
+            Taken::Control(c) => self.handle(c),
+        }?;
         if out.is_err() {
             self.finished = true;
         }
@@ -189,7 +254,7 @@ impl EventStream {
 
     /// Items waiting to be handled (a writer flushes when this reaches zero).
     pub fn pending(&self) -> usize {
-        self.rx.len() + self.gaps.len() + self.batch.len()
+        self.events.len() + self.control.len() + self.gaps.len() + self.batch.len()
     }
 
     /// The counters.
@@ -199,11 +264,6 @@ impl EventStream {
 
     fn handle(&mut self, inbound: Inbound) -> Option<Result<Event, ClientError>> {
         match inbound {
-            Inbound::Events(batch) => {
-                self.batch = batch.into_iter();
-                self.batch_at = Instant::now();
-                self.next_in_batch()
-            }
             Inbound::Coverage { shard, change } => {
                 // Shards appear as the supervisor plans them.
                 while self.shards.len() <= shard {

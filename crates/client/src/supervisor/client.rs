@@ -6,12 +6,12 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use futures_util::FutureExt;
 use holdline_proto::topic;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
-use crate::channel::slot::{self, SlotCmd, SlotCtx};
 use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::rest::api::Api;
@@ -21,18 +21,20 @@ use crate::socket::session::SessionConfig;
 use crate::stream::dedupe::Dedupe;
 use crate::stream::event::{StateChange, StateKind};
 use crate::stream::{EventStream, Inbound};
+use crate::supervisor::budget::Budget;
 use crate::supervisor::plan::{Plan, single_topics};
+use crate::supervisor::slots::{SupCmd, Supervisor, Template};
 use crate::telemetry::stats::Stats;
 
-/// Channels one OAuth client may hold.
-pub const CHANNEL_BUDGET: usize = 20;
+pub use crate::supervisor::slots::CHANNEL_BUDGET;
+
 /// Channels kept free for rollovers (rollovers are staggered, so one at a time).
 pub const ROLLOVER_SPARES: usize = 1;
-/// Messages queued between the sockets and the stream's consumer; each is one batch of
-/// up to [`crate::socket::session::BATCH_MAX`] notifications, or a coverage or state change. A
-/// full queue holds the sockets back (TCP pushes back on the server) rather than growing
-/// memory: at 8 × 64 frames of up to 8 KB, a few MiB at most. (4,096 single frames let a
-/// firehose push peak RSS to 50 MiB with no gain in events/s.)
+/// Batches of notifications queued between the sockets and the stream's consumer; each
+/// is up to [`crate::socket::session::BATCH_MAX`] notifications. A full queue holds the
+/// sockets back (TCP pushes back on the server) rather than growing memory: at 8 × 64
+/// frames of up to 8 KB, a few MiB at most. (4,096 single frames let a firehose push peak
+/// RSS to 50 MiB with no gain in events/s.)
 const QUEUE: usize = 8;
 
 /// Starts clients.
@@ -41,28 +43,16 @@ pub struct Client;
 /// A handle on a running client: change topics, read counters, shut down.
 #[derive(Clone)]
 pub struct ClientHandle {
-    sup: Arc<Mutex<Supervisor>>,
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    plan: Mutex<Plan>,
+    config: ClientConfig,
+    sup: mpsc::UnboundedSender<SupCmd>,
     stats: Arc<Stats>,
     api: Arc<Api>,
     stop: watch::Sender<bool>,
-}
-
-/// What every slot is started with.
-struct Template {
-    apis: Vec<Arc<Api>>,
-    session: SessionConfig,
-    config: ClientConfig,
-    /// The stream's queue; dropped at shutdown so the stream can end.
-    out: Option<mpsc::Sender<Inbound>>,
-    stats: Arc<Stats>,
-    session_ids: Arc<AtomicU64>,
-}
-
-/// The plan and the slots that carry it out.
-struct Supervisor {
-    plan: Plan,
-    slots: Vec<Vec<mpsc::UnboundedSender<SlotCmd>>>,
-    template: Template,
 }
 
 /// Channels `shards` shards need with `redundancy`, rollover spares included.
@@ -86,6 +76,12 @@ fn over_budget(plan: &Plan, redundancy: usize, per_channel: usize) -> Option<Cli
         plan.live_shards(),
         shards_fit * per_channel
     )))
+}
+
+fn per_channel(config: &ClientConfig) -> usize {
+    config
+        .topics_per_channel
+        .clamp(1, topic::MAX_TOPICS_PER_CHANNEL)
 }
 
 impl Client {
@@ -139,15 +135,15 @@ impl Client {
             topics.extend(tracked.iter().cloned());
             topics = validate_topics(&topics)?;
         }
-        let per_channel = config
-            .topics_per_channel
-            .clamp(1, topic::MAX_TOPICS_PER_CHANNEL);
+        let per_channel = per_channel(&config);
         let plan = Plan::build(&topics, per_channel);
         if let Some(err) = over_budget(&plan, redundancy, per_channel) {
             return Err(err);
         }
-        let (out, rx) = mpsc::channel(QUEUE);
-        budget_notice(&api, &plan, redundancy, &out).await;
+        let (events, events_rx) = mpsc::channel(QUEUE);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let budget = Arc::new(Mutex::new(Budget::new(CHANNEL_BUDGET)));
+        budget_notice(&api, &plan, redundancy, &control, &budget).await;
         let session = SessionConfig {
             liveness: LivenessConfig {
                 ping_every: config.timings.ping_interval,
@@ -162,48 +158,99 @@ impl Client {
             slot: 0,
         };
         let dedupe = Dedupe::new(config.dedupe_window, config.dedupe_max_ids);
-        let stream = EventStream::new(rx, dedupe, config.timings.gap_lookback, stats.clone());
+        let stream = EventStream::new(
+            events_rx,
+            control_rx,
+            dedupe,
+            config.timings.gap_lookback,
+            stats.clone(),
+        );
         let template = Template {
             apis,
             session,
             config: config.clone(),
-            out: Some(out),
+            events,
+            control: control.clone(),
             stats: stats.clone(),
             session_ids: Arc::new(AtomicU64::new(1)),
+            budget,
         };
-        let mut sup = Supervisor {
-            plan,
-            slots: Vec::new(),
-            template,
-        };
-        let all: BTreeSet<usize> = (0..sup.plan.shards.len()).collect();
-        sup.apply(&all);
+        let (sup_tx, sup_rx) = mpsc::unbounded_channel();
+        let everything: Vec<(usize, Arc<[String]>)> = plan
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, s.entries().into()))
+            .collect();
+        let _ = sup_tx.send(SupCmd::Apply(everything));
+        tokio::spawn(supervise(Supervisor::new(template), sup_rx, control));
         let (stop, stopped) = watch::channel(false);
         let handle = ClientHandle {
-            sup: Arc::new(Mutex::new(sup)),
-            stats,
-            api,
-            stop,
+            inner: Arc::new(Shared {
+                plan: Mutex::new(plan),
+                config: config.clone(),
+                sup: sup_tx,
+                stats,
+                api,
+                stop,
+            }),
         };
         if config.all_queues || config.all_users {
-            tokio::spawn(crate::rest::resolve::track(
-                handle.clone(),
-                config,
-                tracked,
-                stopped,
-            ));
+            let tracker = crate::rest::resolve::track(handle.clone(), config, tracked, stopped);
+            tokio::spawn(async move {
+                if let Err(panic) = std::panic::AssertUnwindSafe(tracker).catch_unwind().await {
+                    let why = crate::channel::task::panic_payload(&*panic);
+                    crate::telemetry::notable::task_panicked("queue and user tracker", &why);
+                }
+            });
         }
         Ok((handle, stream))
     }
 }
 
-/// Says so when this OAuth client's other channels plus ours exceed the budget: creating
-/// ours will evict the least recently used of the others.
-async fn budget_notice(api: &Api, plan: &Plan, redundancy: usize, out: &mpsc::Sender<Inbound>) {
+/// Runs the supervisor; if it panics (a bug), the stream ends with the reason rather
+/// than going quiet.
+async fn supervise(
+    sup: Supervisor,
+    cmds: mpsc::UnboundedReceiver<SupCmd>,
+    control: mpsc::UnboundedSender<Inbound>,
+) {
+    if let Err(panic) = std::panic::AssertUnwindSafe(sup.run(cmds))
+        .catch_unwind()
+        .await
+    {
+        let why = crate::channel::task::panic_payload(&*panic);
+        crate::telemetry::notable::task_panicked("supervisor", &why);
+        let _ = control.send(Inbound::Fatal(ClientError::Internal(format!(
+            "the supervisor panicked ({why})"
+        ))));
+    }
+}
+
+/// Counts this OAuth client's other channels (an earlier run's, another program's) into
+/// the budget, and says so when they plus ours exceed it: creating ours will evict the
+/// least recently used of the others.
+async fn budget_notice(
+    api: &Api,
+    plan: &Plan,
+    redundancy: usize,
+    control: &mpsc::UnboundedSender<Inbound>,
+    budget: &Mutex<Budget>,
+) {
     let needed = channels_needed(plan.live_shards(), redundancy);
     let Ok(existing) = api.list_channels(true).await else {
         return;
     };
+    let now = Instant::now();
+    let expires = existing.iter().map(|c| {
+        let left =
+            crate::rest::api::left_until(&c.expires).unwrap_or(crate::channel::rollover::MAX_LIFE);
+        now + left
+    });
+    budget
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .foreign(expires);
     let total = existing.len() + needed;
     tracing::info!(
         needed,
@@ -219,72 +266,12 @@ async fn budget_notice(api: &Api, plan: &Plan, redundancy: usize, out: &mpsc::Se
             total - CHANNEL_BUDGET
         );
         tracing::warn!("{detail}");
-        let _ = out.try_send(Inbound::State(StateChange {
+        let _ = control.send(Inbound::State(StateChange {
             kind: StateKind::Budget,
             channel: None,
             detail,
         }));
     }
-}
-
-impl Supervisor {
-    /// Brings the slots of `changed` shards in line with the plan: new shards get slots,
-    /// emptied shards stop theirs, the others get their new topic list.
-    fn apply(&mut self, changed: &BTreeSet<usize>) {
-        let redundancy = self.template.config.redundancy.max(1);
-        for &idx in changed {
-            let shard = &self.plan.shards[idx];
-            let entries: Arc<[String]> = shard.entries().into();
-            while self.slots.len() <= idx {
-                self.slots.push(Vec::new());
-            }
-            if entries.is_empty() {
-                for slot in self.slots[idx].drain(..) {
-                    let _ = slot.send(SlotCmd::Shutdown);
-                }
-            } else if self.slots[idx].is_empty() {
-                self.slots[idx] = (0..redundancy)
-                    .filter_map(|k| self.spawn(idx, k, entries.clone()))
-                    .collect();
-            } else {
-                for slot in &self.slots[idx] {
-                    let _ = slot.send(SlotCmd::SetTopics(entries.clone()));
-                }
-            }
-        }
-    }
-
-    fn spawn(
-        &self,
-        shard: usize,
-        slot: usize,
-        topics: Arc<[String]>,
-    ) -> Option<mpsc::UnboundedSender<SlotCmd>> {
-        let t = &self.template;
-        let out = t.out.clone()?;
-        let redundancy = t.config.redundancy.max(1);
-        let (tx, cmds) = mpsc::unbounded_channel();
-        let ordinal = shard * redundancy + slot;
-        let ctx = SlotCtx {
-            api: t.apis[slot % t.apis.len()].clone(),
-            session: t.session.clone(),
-            timings: t.config.timings,
-            shard,
-            slot,
-            out,
-            stats: t.stats.clone(),
-            session_ids: t.session_ids.clone(),
-            start_delay: stagger_start(slot),
-            stagger: ordinal as f64 / CHANNEL_BUDGET as f64,
-        };
-        tokio::spawn(slot::run(ctx, topics, cmds));
-        Some(tx)
-    }
-}
-
-/// Redundant slots connect a little apart so their sockets never share a fate at start.
-fn stagger_start(slot: usize) -> Duration {
-    Duration::from_millis(250) * slot as u32
 }
 
 /// Checks every topic locally (so a typo fails before any network call) and drops repeats.
@@ -313,64 +300,83 @@ pub fn validate_topics(topics: &[String]) -> Result<Vec<String>, ClientError> {
 impl ClientHandle {
     /// The counters.
     pub fn stats(&self) -> &Arc<Stats> {
-        &self.stats
+        &self.inner.stats
     }
 
     /// The REST API the client uses (for look-ups such as queue names).
     pub fn api(&self) -> &Arc<Api> {
-        &self.api
+        &self.inner.api
     }
 
     /// Every single topic held now.
     pub fn topics(&self) -> Vec<String> {
-        self.lock().plan.topics()
+        self.plan().topics()
     }
 
     /// Shards that hold topics now.
     pub fn shards(&self) -> usize {
-        self.lock().plan.live_shards()
+        self.plan().live_shards()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Supervisor> {
-        self.sup.lock().unwrap_or_else(|p| p.into_inner())
+    fn plan(&self) -> std::sync::MutexGuard<'_, Plan> {
+        self.inner.plan.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply(&self, plan: &Plan, changed: &BTreeSet<usize>) {
+        let changes = changed
+            .iter()
+            .map(|&i| (i, plan.shards[i].entries().into()))
+            .collect();
+        let _ = self.inner.sup.send(SupCmd::Apply(changes));
     }
 
     /// Adds topics: into their entity's shard, the fullest shard with room, or a new
     /// shard when the channel budget allows. Nothing changes when it does not.
     pub fn add_topics(&self, topics: &[String]) -> Result<(), ClientError> {
         let topics = validate_topics(topics)?;
-        let mut sup = self.lock();
-        let mut plan = sup.plan.clone();
-        let changed = plan.add(&topics);
-        let redundancy = sup.template.config.redundancy.max(1);
-        let per_channel = sup
-            .template
-            .config
-            .topics_per_channel
-            .clamp(1, topic::MAX_TOPICS_PER_CHANNEL);
-        if let Some(err) = over_budget(&plan, redundancy, per_channel) {
+        let mut plan = self.plan();
+        let mut next = plan.clone();
+        let changed = next.add(&topics);
+        let config = &self.inner.config;
+        if let Some(err) = over_budget(&next, config.redundancy.max(1), per_channel(config)) {
             return Err(err);
         }
-        sup.plan = plan;
-        sup.apply(&changed);
+        *plan = next;
+        self.apply(&plan, &changed);
         Ok(())
     }
 
     /// Removes topics wherever they are; a shard left empty stops its slots.
     pub fn remove_topics(&self, topics: &[String]) {
-        let mut sup = self.lock();
-        let changed = sup.plan.remove(&single_topics(topics));
-        sup.apply(&changed);
+        let mut plan = self.plan();
+        let changed = plan.remove(&single_topics(topics));
+        self.apply(&plan, &changed);
     }
 
-    /// Closes every socket with 1000; the stream ends once they are closed.
-    pub fn shutdown(&self) {
-        let _ = self.stop.send(true);
-        let mut sup = self.lock();
-        sup.template.out = None;
-        for slot in sup.slots.iter_mut().flat_map(|s| s.drain(..)) {
-            let _ = slot.send(SlotCmd::Shutdown);
+    /// Makes `topics` the whole list held: adds what is new, removes what is gone, and
+    /// leaves every other shard's sockets alone.
+    pub fn set_topics(&self, topics: &[String]) -> Result<(), ClientError> {
+        let wanted: HashSet<String> = validate_topics(topics)?
+            .iter()
+            .flat_map(|t| single_topics(std::slice::from_ref(t)))
+            .collect();
+        let held: HashSet<String> = self.topics().into_iter().collect();
+        let added: Vec<String> = wanted.difference(&held).cloned().collect();
+        let removed: Vec<String> = held.difference(&wanted).cloned().collect();
+        if !added.is_empty() {
+            self.add_topics(&added)?;
         }
+        if !removed.is_empty() {
+            self.remove_topics(&removed);
+        }
+        Ok(())
+    }
+
+    /// Closes every socket with 1000 and stops, within about 2 s whatever REST is doing;
+    /// the stream ends once the sockets are closed.
+    pub fn shutdown(&self) {
+        let _ = self.inner.stop.send(true);
+        let _ = self.inner.sup.send(SupCmd::Shutdown);
     }
 }
 

@@ -1,5 +1,8 @@
 //! The supervisor: shards topics into channels (`plan`), keeps the OAuth client's
-//! channel budget, runs the redundant slots of every shard and watches every task.
+//! channel budget as the service counts it (`budget`), runs the redundant slots of every
+//! shard and sees every task end (`slots`); `client` is the public face over it.
 
+pub mod budget;
 pub(crate) mod client;
 pub mod plan;
+pub(crate) mod slots;

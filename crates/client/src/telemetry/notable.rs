@@ -147,3 +147,14 @@ pub fn token_retry(url: &str, attempt: u32, detail: &str) {
         "token request failed; retrying"
     );
 }
+
+/// A task of the engine panicked: a bug. Its sockets' coverage has ended (so the time it
+/// was down becomes a gap) and it is restarted.
+pub fn task_panicked(what: &str, panic: &str) {
+    tracing::error!(
+        event = "task_panicked",
+        task = what,
+        panic,
+        "internal error: a task panicked; its coverage ended and it is being restarted (please report this)"
+    );
+}

@@ -217,8 +217,15 @@ pub struct Stats {
     /// Gauge: slots (channels holding a shard) that cover their shard now; every slot
     /// covering means no shard can be missing anything.
     pub slots_live: AtomicI64,
-    /// Gauge: channels this process created and still holds (in use, rolling over or spare).
+    /// Gauge: channels the service counts against the OAuth client (in use, being
+    /// created, replaced but not yet expired, and an earlier run's).
     pub channels_held: AtomicI64,
+    /// Channels created.
+    pub channels_created: AtomicU64,
+    /// Gauge: slots whose task died and whose replacement is not receiving yet.
+    pub slots_failed: AtomicI64,
+    /// Tasks that died unexpectedly (a panic), each followed by a restart.
+    pub task_panics: AtomicU64,
     /// Unix milliseconds of the last heartbeat (0: none yet).
     pub last_heartbeat_ms: AtomicU64,
     /// Gauge: records in the spool not yet delivered to the slowest sink (`--spool`).
@@ -341,9 +348,9 @@ impl Stats {
         lock(&self.sockets).insert(session, state);
     }
 
-    /// A receiving socket ended.
-    pub fn socket_gone(&self, session: u64) {
-        lock(&self.sockets).remove(&session);
+    /// A receiving socket ended; false when it was not receiving.
+    pub fn socket_gone(&self, session: u64) -> bool {
+        lock(&self.sockets).remove(&session).is_some()
     }
 
     /// The receiving sockets now.

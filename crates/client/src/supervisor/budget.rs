@@ -1,0 +1,240 @@
+//! The OAuth client's 20 channels, counted as the service counts them (sans-io).
+//!
+//! The service keeps every channel until it expires: one replaced at rollover still
+//! counts, and so do channels left by an earlier run of the same client. Creating a 21st
+//! evicts the least recently used channel, unconnected ones first. A channel is created
+//! only when that is safe: the count is under the cap, or a channel we no longer use
+//! (retired, or an earlier run's) is there to be evicted instead of a live one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::time::{Duration, Instant};
+
+/// Whose channel: (shard, slot).
+pub type Owner = (usize, usize);
+
+/// How long to wait before asking again when every counted channel is in use.
+const FULL_RETRY: Duration = Duration::from_millis(500);
+
+/// The channels the service counts against one OAuth client.
+#[derive(Debug)]
+pub struct Budget {
+    cap: usize,
+    /// Creations under way.
+    reserved: usize,
+    /// Channels in use, by id: their owner and when the service drops them.
+    in_use: HashMap<Arc<str>, (Owner, Instant)>,
+    /// Channels no longer used that the service still counts, until they expire.
+    retired: Vec<(Arc<str>, Instant)>,
+    /// Channels of this client we did not create (an earlier run), until they expire.
+    foreign: Vec<Instant>,
+}
+
+/// A channel creation the budget allowed; dropped unused, it is given back.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<Mutex<Budget>>,
+    used: bool,
+}
+
+impl Reservation {
+    /// The channel was created: it now counts as in use by `owner` until `until`.
+    pub fn created(mut self, id: Arc<str>, owner: Owner, until: Instant) {
+        self.used = true;
+        let mut b = lock(&self.budget);
+        b.reserved = b.reserved.saturating_sub(1);
+        b.in_use.insert(id, (owner, until));
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.used {
+            let mut b = lock(&self.budget);
+            b.reserved = b.reserved.saturating_sub(1);
+        }
+    }
+}
+
+fn lock(b: &Mutex<Budget>) -> std::sync::MutexGuard<'_, Budget> {
+    // Every update leaves the counts consistent, so a panic elsewhere cannot corrupt them.
+    b.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Budget {
+    /// A budget of `cap` channels.
+    pub fn new(cap: usize) -> Self {
+        Budget {
+            cap,
+            reserved: 0,
+            in_use: HashMap::new(),
+            retired: Vec::new(),
+            foreign: Vec::new(),
+        }
+    }
+
+    /// Channels of this client found at start that are not ours, each counted until it
+    /// expires.
+    pub fn foreign(&mut self, expires: impl IntoIterator<Item = Instant>) {
+        self.foreign.extend(expires);
+    }
+
+    /// Channels the service counts now.
+    pub fn held(&mut self, now: Instant) -> usize {
+        self.prune(now);
+        self.reserved + self.in_use.len() + self.retired.len() + self.foreign.len()
+    }
+
+    fn prune(&mut self, now: Instant) {
+        self.retired.retain(|(_, until)| *until > now);
+        self.foreign.retain(|until| *until > now);
+        self.in_use.retain(|_, (_, until)| *until > now);
+    }
+
+    /// Whether a channel may be created now. When the count is at the cap, the oldest
+    /// channel we no longer use is taken to be the one the service evicts. `Err` says
+    /// when to ask again.
+    pub fn try_reserve(this: &Arc<Mutex<Budget>>, now: Instant) -> Result<Reservation, Instant> {
+        let mut b = lock(this);
+        if b.held(now) >= b.cap {
+            let oldest_retired = (0..b.retired.len()).min_by_key(|&i| b.retired[i].1);
+            let oldest_foreign = (0..b.foreign.len()).min_by_key(|&i| b.foreign[i]);
+            if let Some(i) = oldest_foreign {
+                b.foreign.swap_remove(i);
+            } else if let Some(i) = oldest_retired {
+                b.retired.swap_remove(i);
+            } else {
+                return Err(now + FULL_RETRY);
+            }
+        }
+        b.reserved += 1;
+        drop(b);
+        Ok(Reservation {
+            budget: this.clone(),
+            used: false,
+        })
+    }
+
+    /// `id` is no longer used; the service counts it until `until`.
+    pub fn retired(&mut self, id: Arc<str>, until: Instant) {
+        self.in_use.remove(&id);
+        self.retired.push((id, until));
+    }
+
+    /// `id` is gone from the service.
+    pub fn gone(&mut self, id: &str) {
+        self.in_use.remove(id);
+        self.retired.retain(|(r, _)| &**r != id);
+    }
+
+    /// `owner`'s task ended without letting go of its channels: they are no longer used
+    /// but count until they expire.
+    pub fn orphaned(&mut self, owner: Owner) {
+        let theirs: Vec<Arc<str>> = self
+            .in_use
+            .iter()
+            .filter(|(_, (o, _))| *o == owner)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in theirs {
+            if let Some((_, until)) = self.in_use.remove(&id) {
+                self.retired.push((id, until));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn budget(cap: usize) -> Arc<Mutex<Budget>> {
+        Arc::new(Mutex::new(Budget::new(cap)))
+    }
+
+    fn fill(b: &Arc<Mutex<Budget>>, n: usize, now: Instant) {
+        for i in 0..n {
+            let r = Budget::try_reserve(b, now).expect("room");
+            r.created(format!("c{i}").into(), (i, 0), now + HOUR);
+        }
+    }
+
+    #[test]
+    fn a_channel_replaced_at_rollover_counts_until_it_expires() {
+        let now = Instant::now();
+        let b = budget(3);
+        fill(&b, 3, now);
+        lock(&b).retired("c0".into(), now + Duration::from_secs(60));
+        assert_eq!(lock(&b).held(now), 3, "the retired channel still counts");
+        assert_eq!(lock(&b).held(now + Duration::from_secs(61)), 2);
+    }
+
+    #[test]
+    fn creating_at_the_cap_is_refused_while_every_channel_is_in_use() {
+        let now = Instant::now();
+        let b = budget(3);
+        fill(&b, 3, now);
+        let retry = Budget::try_reserve(&b, now).expect_err("all live");
+        assert!(retry > now);
+    }
+
+    #[test]
+    fn at_the_cap_a_retired_channel_is_the_one_evicted() {
+        let now = Instant::now();
+        let b = budget(3);
+        fill(&b, 3, now);
+        lock(&b).retired("c1".into(), now + HOUR);
+        let r = Budget::try_reserve(&b, now).expect("the retired one makes room");
+        r.created("c3".into(), (1, 0), now + HOUR);
+        assert_eq!(lock(&b).held(now), 3);
+        assert!(
+            Budget::try_reserve(&b, now).is_err(),
+            "now every one is live"
+        );
+    }
+
+    #[test]
+    fn an_earlier_runs_channels_make_room_before_our_retired_ones() {
+        let now = Instant::now();
+        let b = budget(2);
+        lock(&b).foreign([now + HOUR]);
+        fill(&b, 1, now);
+        lock(&b).retired("c0".into(), now + HOUR);
+        let _r = Budget::try_reserve(&b, now).expect("room");
+        let b = lock(&b);
+        assert!(b.foreign.is_empty() && b.retired.len() == 1);
+    }
+
+    #[test]
+    fn an_unused_reservation_is_given_back() {
+        let now = Instant::now();
+        let b = budget(1);
+        let r = Budget::try_reserve(&b, now).unwrap();
+        assert!(Budget::try_reserve(&b, now).is_err());
+        drop(r);
+        assert!(Budget::try_reserve(&b, now).is_ok());
+    }
+
+    #[test]
+    fn a_dead_owners_channels_count_as_retired() {
+        let now = Instant::now();
+        let b = budget(2);
+        fill(&b, 2, now);
+        assert!(Budget::try_reserve(&b, now).is_err());
+        lock(&b).orphaned((0, 0));
+        assert_eq!(lock(&b).held(now), 2);
+        assert!(Budget::try_reserve(&b, now).is_ok(), "the orphan can go");
+    }
+
+    #[test]
+    fn a_gone_channel_frees_its_place() {
+        let now = Instant::now();
+        let b = budget(1);
+        fill(&b, 1, now);
+        lock(&b).gone("c0");
+        assert_eq!(lock(&b).held(now), 0);
+    }
+}
