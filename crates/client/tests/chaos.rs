@@ -92,6 +92,7 @@ fn fault(kind: &str, channel: String) -> Fault {
         "rest_errors" => Fault::RestErrors {
             status: 503,
             count: Some(3),
+            for_ms: None,
             retry_after: None,
             path: None,
             method: None,

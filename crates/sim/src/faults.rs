@@ -61,12 +61,14 @@ pub enum Fault {
         /// The client whose tokens to revoke.
         client: Option<String>,
     },
-    /// Fail the next `count` REST calls with `status`.
+    /// Fail the next `count` REST calls with `status` (or every call for `for_ms`).
     RestErrors {
         /// HTTP status (429, 500, 502, 503, 504, ...).
         status: u16,
         /// How many calls (default 1).
         count: Option<u32>,
+        /// Fail every matching call for this long instead (an outage).
+        for_ms: Option<u64>,
         /// `Retry-After` seconds (429s get 1 when omitted).
         retry_after: Option<u64>,
         /// Only calls whose path starts with this.
@@ -199,6 +201,7 @@ impl Core {
             Fault::RestErrors {
                 status,
                 count,
+                for_ms,
                 retry_after,
                 path,
                 method,
@@ -215,6 +218,7 @@ impl Core {
                     retry_after,
                     path_prefix: path.clone(),
                     method: method.clone(),
+                    until: for_ms.map(|ms| now + Duration::from_millis(ms)),
                 });
                 return Ok(applied);
             }

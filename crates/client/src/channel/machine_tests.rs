@@ -1,1 +1,635 @@
+//! The channel machine driven with explicit instants: no sockets, no REST, no clock.
 
+use super::*;
+use crate::rest::api::Rejected;
+
+const MS: fn(u64) -> Duration = Duration::from_millis;
+
+fn timings() -> Timings {
+    Timings {
+        ping_interval: MS(100),
+        pong_timeout: MS(300),
+        watchdog: MS(600),
+        rollover_margin: Duration::from_secs(2),
+        closing_grace: MS(200),
+        gap_lookback: MS(500),
+        overlap: Duration::from_secs(1),
+        backoff_base: MS(50),
+        backoff_max: MS(400),
+        request_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(5),
+    }
+}
+
+/// A machine and a clock that only moves when told.
+struct Rig {
+    m: Machine,
+    now: Instant,
+    wall: SystemTime,
+    stats: Arc<Stats>,
+}
+
+/// What one step produced, sorted by kind.
+#[derive(Debug, Default)]
+struct Step {
+    connects: Vec<(u64, Arc<str>)>,
+    retires: Vec<u64>,
+    rest: Vec<(u64, RestCall)>,
+    coverage: Vec<Coverage>,
+    states: Vec<StateKind>,
+    budget: Vec<BudgetNote>,
+    fatal: Option<ClientError>,
+}
+
+impl Step {
+    fn creates(&self) -> Vec<u64> {
+        self.rest
+            .iter()
+            .filter(|(_, c)| matches!(c, RestCall::Create { .. }))
+            .map(|(op, _)| *op)
+            .collect()
+    }
+
+    fn subscribes(&self) -> Vec<(u64, Arc<str>)> {
+        self.rest
+            .iter()
+            .filter_map(|(op, c)| match c {
+                RestCall::Subscribe { channel, .. } => Some((*op, channel.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn checks(&self) -> Vec<u64> {
+        self.rest
+            .iter()
+            .filter(|(_, c)| matches!(c, RestCall::Check { .. }))
+            .map(|(op, _)| *op)
+            .collect()
+    }
+
+    /// (session, until, lookback) of every ended coverage.
+    fn ended(&self) -> Vec<(u64, Option<SystemTime>, bool)> {
+        self.coverage
+            .iter()
+            .filter_map(|c| match c {
+                Coverage::Ended {
+                    session,
+                    until,
+                    lookback,
+                    ..
+                } => Some((*session, *until, *lookback)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// (session, since) of every started coverage.
+    fn live(&self) -> Vec<(u64, SystemTime)> {
+        self.coverage
+            .iter()
+            .filter_map(|c| match c {
+                Coverage::Live { session, since } => Some((*session, *since)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn channel(id: &str, life: Duration) -> NewChannel {
+    NewChannel {
+        id: id.into(),
+        uri: format!("ws://sim/channels/{id}").into(),
+        channel_left: Some(life),
+        token_left: life,
+    }
+}
+
+fn subscribed() -> RestDone {
+    RestDone::Subscribed(Ok(Subscribed {
+        permitted: vec!["t".into()],
+        rejected: vec![],
+    }))
+}
+
+fn unavailable() -> ApiError {
+    ApiError::Unavailable {
+        what: "test",
+        detail: "503".into(),
+    }
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let stats = Arc::new(Stats::default());
+        let cfg = SlotConfig {
+            timings: timings(),
+            shard: 0,
+            slot: 0,
+            start_delay: Duration::ZERO,
+            stagger: 0.0,
+            client_id: "client".into(),
+        };
+        let now = Instant::now();
+        let topics: Arc<[String]> = vec!["v2.users.x.presence".to_owned()].into();
+        let m = Machine::new(cfg, stats.clone(), Arc::new(AtomicU64::new(1)), topics, now);
+        Rig {
+            m,
+            now,
+            wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
+            stats,
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.wall += d;
+    }
+
+    fn step(&mut self) -> Step {
+        let mut step = Step::default();
+        for a in self.m.take_actions() {
+            match a {
+                Action::Connect {
+                    session, channel, ..
+                } => step.connects.push((session, channel)),
+                Action::Retire { session, .. } => step.retires.push(session),
+                Action::Rest { op, call } => step.rest.push((op, call)),
+                Action::Coverage(c) => step.coverage.push(c),
+                Action::State(s) => step.states.push(s.kind),
+                Action::Budget(b) => step.budget.push(b),
+                Action::Fatal(e) => step.fatal = Some(e),
+            }
+        }
+        step
+    }
+
+    fn tick(&mut self) -> Step {
+        self.m.on_tick(self.now);
+        self.step()
+    }
+
+    fn rest(&mut self, op: u64, done: RestDone) -> Step {
+        self.m.on_rest(op, done, self.now);
+        self.step()
+    }
+
+    fn report(&mut self, r: Report) -> Step {
+        self.m.on_report(r, self.now);
+        self.step()
+    }
+
+    fn connected(&mut self, session: u64) -> Step {
+        self.report(Report::Connected {
+            session,
+            at: self.now,
+        })
+    }
+
+    fn first_frame(&mut self, session: u64) -> Step {
+        self.report(Report::Live {
+            session,
+            at: self.wall,
+        })
+    }
+
+    fn ended(&mut self, session: u64, last_frame: SystemTime, why: Ended) -> Step {
+        self.report(Report::Ended {
+            session,
+            last_frame: Some(last_frame),
+            why,
+            at: self.now,
+        })
+    }
+
+    /// Creates, subscribes and connects channel `id` living `life`; returns the session.
+    fn open(&mut self, id: &str, life: Duration) -> u64 {
+        let step = self.tick();
+        let create = step.creates()[0];
+        let step = self.rest(create, RestDone::Created(Ok(channel(id, life))));
+        let (sub, chan) = step.subscribes()[0].clone();
+        assert_eq!(&*chan, id);
+        let step = self.rest(sub, subscribed());
+        let session = step.connects[0].0;
+        self.connected(session);
+        let step = self.first_frame(session);
+        assert_eq!(step.live(), [(session, self.wall)]);
+        session
+    }
+}
+
+fn dropped() -> Ended {
+    Ended::Dropped("reset".into())
+}
+
+#[test]
+fn a_dropped_socket_redials_its_channel_at_once_without_waiting_for_rest() {
+    let mut r = Rig::new();
+    let s1 = r.open("c1", Duration::from_secs(3600));
+    r.advance(MS(300));
+    let last = r.wall;
+    r.advance(MS(50));
+    let step = r.ended(s1, last, dropped());
+    assert_eq!(
+        step.ended(),
+        [(s1, Some(last), true)],
+        "a dead socket gets the look-back"
+    );
+    let step = r.tick();
+    assert_eq!(step.connects.len(), 1, "the same connectUri, at once");
+    assert_eq!(&*step.connects[0].1, "c1");
+    assert!(step.checks().is_empty() && step.creates().is_empty());
+    assert_eq!(
+        step.subscribes().len(),
+        1,
+        "subscriptions restored beside the socket"
+    );
+}
+
+#[test]
+fn an_orderly_server_close_ends_coverage_at_the_close_without_a_lookback() {
+    let mut r = Rig::new();
+    let s1 = r.open("c1", Duration::from_secs(3600));
+    r.advance(MS(300));
+    let step = r.ended(
+        s1,
+        r.wall,
+        Ended::Closed {
+            code: 1001,
+            reason: "idle timeout".into(),
+        },
+    );
+    assert_eq!(step.ended(), [(s1, Some(r.wall), false)]);
+}
+
+#[test]
+fn a_refused_upgrade_checks_the_channel_and_a_gone_one_is_replaced() {
+    let mut r = Rig::new();
+    let s1 = r.open("c1", Duration::from_secs(3600));
+    r.ended(s1, r.wall, dropped());
+    let s2 = r.tick().connects[0].0;
+    let refused = Ended::ConnectFailed {
+        detail: "401".into(),
+        status: Some(401),
+    };
+    r.report(Report::Ended {
+        session: s2,
+        last_frame: None,
+        why: refused,
+        at: r.now,
+    });
+    r.advance(MS(500));
+    let step = r.tick();
+    let check = step.checks()[0];
+    assert!(
+        step.connects.is_empty(),
+        "not dialled again before the check"
+    );
+    let step = r.rest(check, RestDone::Checked(Ok(false)));
+    assert_eq!(
+        step.budget,
+        [BudgetNote::Gone {
+            channel: "c1".into()
+        }]
+    );
+    assert_eq!(step.creates().len(), 1, "a new channel");
+}
+
+#[test]
+fn socket_closing_opens_the_replacement_at_once_during_a_rest_outage() {
+    let mut r = Rig::new();
+    let s1 = r.open("c1", Duration::from_secs(3600));
+    // A REST call is in flight and stays unanswered (the API is down).
+    r.m.set_topics(vec!["v2.users.y.presence".to_owned()].into());
+    let pending = r.step().subscribes();
+    assert_eq!(pending.len(), 1);
+    let step = r.report(Report::SocketClosing { session: s1 });
+    assert_eq!(
+        step.connects.len(),
+        1,
+        "the replacement does not wait for REST"
+    );
+    assert_eq!(&*step.connects[0].1, "c1", "on the same channel");
+    let s2 = step.connects[0].0;
+    r.advance(MS(20));
+    r.connected(s2);
+    let handover = r.wall;
+    let step = r.first_frame(s2);
+    assert_eq!(
+        step.retires,
+        [s1],
+        "the old socket is let go once the new one receives"
+    );
+    assert_eq!(step.live(), [(s2, handover)]);
+    r.advance(MS(5));
+    let step = r.ended(
+        s1,
+        handover - MS(3),
+        Ended::Closed {
+            code: 1000,
+            reason: "another socket connected".into(),
+        },
+    );
+    assert_eq!(
+        step.ended(),
+        [(s1, Some(handover), false)],
+        "a hand-over leaves no hole between the two sockets"
+    );
+}
+
+#[test]
+fn a_kick_before_the_replacements_first_frame_is_settled_when_it_arrives() {
+    let mut r = Rig::new();
+    let s1 = r.open("c1", Duration::from_secs(3600));
+    let s2 = r.report(Report::SocketClosing { session: s1 }).connects[0].0;
+    r.advance(MS(30));
+    let kicked_at = r.wall;
+    let step = r.ended(
+        s1,
+        kicked_at,
+        Ended::Closed {
+            code: 1000,
+            reason: "another socket connected".into(),
+        },
+    );
+    assert!(
+        step.ended().is_empty(),
+        "deferred until the replacement says more"
+    );
+    r.advance(MS(10));
+    r.connected(s2);
+    r.advance(MS(10));
+    let step = r.first_frame(s2);
+    assert_eq!(step.ended(), [(s1, Some(kicked_at), false)]);
+    assert_eq!(
+        step.live(),
+        [(s2, kicked_at)],
+        "the new socket covers from the kick"
+    );
+}
+
+#[test]
+fn a_close_long_before_the_replacement_attached_is_a_real_hole() {
+    let mut r = Rig::new();
+    let s1 = r.open("c1", Duration::from_secs(3600));
+    let s2 = r.report(Report::SocketClosing { session: s1 }).connects[0].0;
+    let closed_at = r.wall;
+    r.ended(
+        s1,
+        closed_at,
+        Ended::Closed {
+            code: 1000,
+            reason: "bye".into(),
+        },
+    );
+    r.advance(KICK_WINDOW + MS(50));
+    let step = r.connected(s2);
+    assert_eq!(
+        step.ended(),
+        [(s1, Some(closed_at), false)],
+        "released as an ordinary end"
+    );
+}
+
+#[test]
+fn a_rollover_overlaps_the_old_socket_and_counts_the_old_channel_until_it_expires() {
+    let mut r = Rig::new();
+    let life = Duration::from_secs(20);
+    let s1 = r.open("c1", life);
+    let expires = r.now + life;
+    let due = r.m.next_wake().expect("a rollover is due");
+    assert_eq!(due, r.now + life - timings().rollover_margin);
+    r.advance(due - r.now);
+    let step = r.tick();
+    let create = step.creates()[0];
+    let step = r.rest(create, RestDone::Created(Ok(channel("c2", life))));
+    let sub = step.subscribes()[0].0;
+    let step = r.rest(sub, subscribed());
+    let s2 = step.connects[0].0;
+    assert_eq!(r.m.role(s2), Some(Role::Rollover));
+    r.connected(s2);
+    let step = r.first_frame(s2);
+    assert_eq!(
+        step.budget,
+        [BudgetNote::Retired {
+            channel: "c1".into(),
+            until: expires
+        }]
+    );
+    assert!(step.retires.is_empty(), "the old socket keeps receiving");
+    assert_eq!(
+        r.m.role(s1),
+        Some(Role::Overlapping(r.now + timings().overlap))
+    );
+    r.advance(timings().overlap);
+    let step = r.tick();
+    assert_eq!(step.retires, [s1]);
+    let step = r.ended(s1, r.wall, Ended::Retired { clean: true });
+    assert_eq!(
+        step.ended(),
+        [(s1, Some(r.wall), false)],
+        "a clean close of ours"
+    );
+}
+
+#[test]
+fn a_rollover_blocked_by_a_rest_outage_is_retried_and_the_socket_is_untouched() {
+    let mut r = Rig::new();
+    let life = Duration::from_secs(20);
+    let s1 = r.open("c1", life);
+    r.advance(r.m.next_wake().unwrap() - r.now);
+    let create = r.tick().creates()[0];
+    let failed = CreateFailed::Rest(ClientError::Api(unavailable()));
+    let step = r.rest(create, RestDone::Created(Err(failed)));
+    assert!(step.retires.is_empty() && step.ended().is_empty());
+    assert_eq!(r.m.role(s1), Some(Role::Current));
+    r.advance(r.m.next_wake().unwrap() - r.now);
+    assert_eq!(r.tick().creates().len(), 1, "tried again");
+}
+
+#[test]
+fn the_channel_gone_during_a_rollover_takes_the_new_channel() {
+    let mut r = Rig::new();
+    let life = Duration::from_secs(20);
+    let s1 = r.open("c1", life);
+    r.advance(r.m.next_wake().unwrap() - r.now);
+    let create = r.tick().creates()[0];
+    // Before the new channel exists, the old one is evicted.
+    let step = r.report(Report::ChannelGone {
+        session: s1,
+        why: "no_longer_subscribed".into(),
+        cause: Cause::Evicted,
+        at: r.wall,
+    });
+    assert_eq!(
+        step.ended(),
+        [(s1, Some(r.wall), true)],
+        "coverage ends at the notice"
+    );
+    assert!(
+        step.creates().is_empty(),
+        "the rollover's channel is already coming"
+    );
+    let step = r.rest(create, RestDone::Created(Ok(channel("c2", life))));
+    let sub = step.subscribes()[0].0;
+    let step = r.rest(sub, subscribed());
+    let (s2, chan) = step.connects[0].clone();
+    assert_eq!(&*chan, "c2");
+    assert_eq!(r.m.role(s2), Some(Role::Current), "nothing left to overlap");
+}
+
+#[test]
+fn a_full_budget_makes_the_slot_wait_not_create() {
+    let mut r = Rig::new();
+    let create = r.tick().creates()[0];
+    let retry_at = r.now + MS(500);
+    let step = r.rest(
+        create,
+        RestDone::Created(Err(CreateFailed::Budget { retry_at })),
+    );
+    assert!(step.rest.is_empty());
+    assert_eq!(r.m.next_wake(), Some(retry_at));
+    r.advance(MS(500));
+    assert_eq!(r.tick().creates().len(), 1);
+}
+
+#[test]
+fn a_subscribe_that_fails_reuses_its_channel_instead_of_creating_another() {
+    let mut r = Rig::new();
+    let create = r.tick().creates()[0];
+    let sub = r
+        .rest(
+            create,
+            RestDone::Created(Ok(channel("c1", Duration::from_secs(60)))),
+        )
+        .subscribes()[0]
+        .0;
+    r.rest(
+        sub,
+        RestDone::Subscribed(Err(ClientError::Api(unavailable()))),
+    );
+    r.advance(r.m.next_wake().unwrap() - r.now);
+    let step = r.tick();
+    assert!(step.creates().is_empty());
+    assert_eq!(&*step.subscribes()[0].1, "c1");
+}
+
+#[test]
+fn rejected_combined_topics_are_sent_as_their_parts() {
+    let mut r = Rig::new();
+    r.m.set_topics(
+        vec!["v2.users.6d1a4e2c-1f0b-4c1e-9a57-2a3b1c9d0e11?presence&routingStatus".to_owned()]
+            .into(),
+    );
+    let create = r.tick().creates()[0];
+    let sub = r
+        .rest(
+            create,
+            RestDone::Created(Ok(channel("c1", Duration::from_secs(60)))),
+        )
+        .subscribes()[0]
+        .0;
+    let step = r.rest(
+        sub,
+        RestDone::Subscribed(Ok(Subscribed {
+            permitted: vec![],
+            rejected: vec![Rejected {
+                topic: "v2.users.6d1a4e2c-1f0b-4c1e-9a57-2a3b1c9d0e11?presence&routingStatus"
+                    .into(),
+                missing_permissions: vec!["routing:status:view".into()],
+                reason: None,
+            }],
+        })),
+    );
+    let (_, call) = &step.rest[0];
+    assert_eq!(
+        *call,
+        RestCall::Subscribe {
+            channel: "c1".into(),
+            topics: vec![
+                "v2.users.6d1a4e2c-1f0b-4c1e-9a57-2a3b1c9d0e11.presence".into(),
+                "v2.users.6d1a4e2c-1f0b-4c1e-9a57-2a3b1c9d0e11.routingStatus".into(),
+            ],
+        }
+    );
+}
+
+#[test]
+fn nothing_subscribable_is_fatal_and_names_the_client() {
+    let mut r = Rig::new();
+    let create = r.tick().creates()[0];
+    let sub = r
+        .rest(
+            create,
+            RestDone::Created(Ok(channel("c1", Duration::from_secs(60)))),
+        )
+        .subscribes()[0]
+        .0;
+    let step = r.rest(
+        sub,
+        RestDone::Subscribed(Ok(Subscribed {
+            permitted: vec![],
+            rejected: vec![Rejected {
+                topic: "v2.users.x.presence".into(),
+                missing_permissions: vec!["presence:view".into()],
+                reason: None,
+            }],
+        })),
+    );
+    match step.fatal {
+        Some(ClientError::Permission(m)) => assert!(m.contains("\"client\""), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_dead_replacement_before_the_kick_leaves_the_current_socket_alone() {
+    let mut r = Rig::new();
+    let s1 = r.open("c1", Duration::from_secs(3600));
+    let s2 = r.report(Report::SocketClosing { session: s1 }).connects[0].0;
+    let step = r.report(Report::Ended {
+        session: s2,
+        last_frame: None,
+        why: Ended::ConnectFailed {
+            detail: "refused".into(),
+            status: None,
+        },
+        at: r.now,
+    });
+    assert!(step.ended().is_empty() && step.connects.is_empty());
+    assert_eq!(r.m.role(s1), Some(Role::Current));
+    assert!(r.m.is_covering());
+}
+
+#[test]
+fn shutdown_retires_every_socket_and_reports_no_coverage_change() {
+    let mut r = Rig::new();
+    let s1 = r.open("c1", Duration::from_secs(3600));
+    r.m.shutdown();
+    let step = r.step();
+    assert_eq!(step.retires, [s1]);
+    let step = r.ended(s1, r.wall, Ended::Retired { clean: true });
+    assert!(step.coverage.is_empty(), "stopping is not a loss");
+    assert!(r.m.is_stopped());
+    assert_eq!(Stats::get(&r.stats.reconnects), 0);
+}
+
+#[test]
+fn a_socket_that_never_received_is_retried_with_backoff() {
+    let mut r = Rig::new();
+    let s1 = r.open("c1", Duration::from_secs(3600));
+    r.ended(s1, r.wall, dropped());
+    let s2 = r.tick().connects[0].0;
+    r.report(Report::Ended {
+        session: s2,
+        last_frame: None,
+        why: Ended::ConnectFailed {
+            detail: "timed out".into(),
+            status: None,
+        },
+        at: r.now,
+    });
+    assert!(r.tick().connects.is_empty(), "not in a hot loop");
+    let wake = r.m.next_wake().unwrap();
+    assert!(wake > r.now && wake <= r.now + timings().backoff_max);
+}

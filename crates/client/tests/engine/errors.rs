@@ -121,6 +121,7 @@ async fn rate_limits_and_server_errors_on_setup_are_ridden_out() {
         Fault::RestErrors {
             status: 502,
             count: Some(2),
+            for_ms: None,
             retry_after: None,
             path: Some("/oauth/token".into()),
             method: None,
@@ -128,6 +129,7 @@ async fn rate_limits_and_server_errors_on_setup_are_ridden_out() {
         Fault::RestErrors {
             status: 503,
             count: Some(3),
+            for_ms: None,
             retry_after: None,
             path: Some("/api/v2/notifications/channels".into()),
             method: Some("POST".into()),
@@ -135,6 +137,7 @@ async fn rate_limits_and_server_errors_on_setup_are_ridden_out() {
         Fault::RestErrors {
             status: 429,
             count: Some(2),
+            for_ms: None,
             retry_after: Some(1),
             path: Some("/api/v2/notifications/channels/".into()),
             method: Some("PUT".into()),

@@ -62,6 +62,17 @@ pub struct RestFault {
     pub path_prefix: Option<String>,
     /// Only this method.
     pub method: Option<String>,
+    /// Fails every matching call until then (instead of counting calls).
+    pub until: Option<Instant>,
+}
+
+/// Channels the 20-channel rule evicted, by whether a socket was connected to them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evictions {
+    /// A socket was receiving on the channel: its events stopped.
+    pub connected: u64,
+    /// Nothing was connected.
+    pub unconnected: u64,
 }
 
 pub(crate) struct Inner {
@@ -75,6 +86,7 @@ pub(crate) struct Inner {
     next_conn: u64,
     /// A `slow_upgrade` fault: delay and upgrades left.
     pub(crate) slow_upgrades: Option<(std::time::Duration, u32)>,
+    evictions: Evictions,
 }
 
 /// The state of one simulator.
@@ -115,6 +127,7 @@ impl Core {
             rng: Rng::from_entropy(),
             next_conn: 1,
             slow_upgrades: None,
+            evictions: Evictions::default(),
         };
         let (published, _) = broadcast::channel(4096);
         Arc::new(Core {
@@ -252,6 +265,10 @@ impl Core {
     /// The first pending `rest_errors` fault matching this call, consuming one use.
     pub fn take_rest_fault(&self, method: &str, path: &str) -> Option<Refusal> {
         let mut inner = self.lock();
+        let now = Instant::now();
+        inner
+            .rest_faults
+            .retain(|f| f.until.is_none_or(|until| until > now));
         let idx = inner.rest_faults.iter().position(|f| {
             f.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
                 && f.method
@@ -259,12 +276,14 @@ impl Core {
                     .is_none_or(|m| m.eq_ignore_ascii_case(method))
         })?;
         let fault = &mut inner.rest_faults[idx];
-        fault.remaining -= 1;
+        if fault.until.is_none() {
+            fault.remaining -= 1;
+        }
         let refusal = Refusal::Injected {
             status: fault.status,
             retry_after: fault.retry_after,
         };
-        if fault.remaining == 0 {
+        if fault.until.is_none() && fault.remaining == 0 {
             inner.rest_faults.remove(idx);
         }
         Some(refusal)
@@ -299,6 +318,15 @@ impl Core {
         if owned >= self.config.channels_per_client
             && let Some(victim) = channels::eviction_victim(&inner.channels, &caller.client.id)
         {
+            let connected = inner
+                .channels
+                .get(&victim)
+                .is_some_and(|c| c.socket.is_some());
+            if connected {
+                inner.evictions.connected += 1;
+            } else {
+                inner.evictions.unconnected += 1;
+            }
             let notice = self.evict_notice(&mut inner, &victim);
             let code = self.config.close_codes.evicted;
             remove_channel(
@@ -320,6 +348,11 @@ impl Core {
         let view = self.channel_view(&rec, now);
         inner.channels.insert(id, rec);
         view
+    }
+
+    /// How many channels the 20-channel rule has evicted so far.
+    pub fn evictions(&self) -> Evictions {
+        self.lock().evictions
     }
 
     /// `GET /api/v2/notifications/channels`: this token's channels, or with `all` every
