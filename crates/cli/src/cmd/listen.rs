@@ -5,7 +5,6 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -20,10 +19,10 @@ use holdline_sinks::SinkConfig;
 use serde::Deserialize;
 use tokio::time::{Instant, sleep_until};
 
-use super::{UsageError, duration, interrupted};
+use super::{Signal, Signals, UsageError, duration};
 
 /// `holdline listen` flags.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ListenArgs {
     /// Region key, domain or URL (eu-west-1, mypurecloud.ie, https://api.mypurecloud.ie).
     #[arg(long, env = "GENESYSCLOUD_REGION")]
@@ -454,7 +453,16 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         None => None,
     };
     let mut unclean_since = spooled.as_ref().and_then(|s| s.unclean_since);
-    let (handle, mut stream) = Client::start(config).await?;
+    let mut signals = Signals::new().context("cannot install the signal handlers")?;
+    let reload = Reload::new(&config);
+    let (handle, mut stream) = tokio::select! {
+        // Starting may retry for a while; a signal meanwhile stops at once.
+        started = Client::start(config) => started?,
+        () = stop_signal(&mut signals) => {
+            tracing::info!("stopped while starting");
+            return Ok(());
+        }
+    };
     if let Some(addr) = metrics_addr {
         super::observe::serve(addr, handle.stats().clone()).await?;
     }
@@ -468,18 +476,13 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         spooled,
         ..Output::default()
     };
-    let mut signal = pin!(interrupted());
     let deadline = args.duration.map(|d| Instant::now() + d);
+    // Signals are watched beside the output, which may be blocked on a full stdout.
+    let watcher = tokio::spawn(watch_signals(signals, handle.clone(), args.clone(), reload));
     let mut stopping = false;
     let result = loop {
         let item = tokio::select! {
             biased;
-            // SIGINT/SIGTERM: close every socket with 1000, then drain and exit.
-            _ = &mut signal, if !stopping => {
-                stopping = true;
-                handle.shutdown();
-                continue;
-            }
             // --duration reached.
             _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && !stopping => {
                 stopping = true;
@@ -544,6 +547,7 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         },
         Err(e) => Err(e),
     };
+    watcher.abort();
     summary(handle.stats());
     match (result, flushed) {
         (Err(e), _) if is_broken_pipe(&e) => Ok(()),
@@ -551,6 +555,160 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         (Ok(()), Err(e)) if is_broken_pipe(&e) => Ok(()),
         (Ok(()), flushed) => flushed,
     }
+}
+
+/// SIGINT/SIGTERM: close every socket with 1000, drain and exit (within 2 s); a second
+/// one exits at once. SIGHUP reads the topic lists again.
+async fn watch_signals(
+    mut signals: Signals,
+    handle: holdline_client::ClientHandle,
+    args: ListenArgs,
+    reload: Reload,
+) {
+    let mut stopping = false;
+    loop {
+        match signals.next().await {
+            Signal::Stop if stopping => exit_at_once(),
+            Signal::Stop => {
+                stopping = true;
+                tracing::info!("stopping: closing every socket (a second signal exits at once)");
+                handle.shutdown();
+            }
+            Signal::Reload => reload.start(&args, &handle),
+        }
+    }
+}
+
+/// Waits for SIGINT or SIGTERM (a SIGHUP before the client runs changes nothing).
+async fn stop_signal(signals: &mut Signals) {
+    while signals.next().await != Signal::Stop {}
+}
+
+/// A second SIGINT/SIGTERM: the user will not wait for the sockets to close.
+fn exit_at_once() -> ! {
+    tracing::warn!(
+        "second signal: exiting at once; events still queued inside holdline are not written          (with --spool, anything spooled is delivered by the next run)"
+    );
+    std::process::exit(130)
+}
+
+/// SIGHUP: reads `--config` and the topics files again and moves only the topics that
+/// changed (the resolution of queue and user names runs beside the stream).
+struct Reload {
+    /// The explicit topics in force (combined ones as their parts), resolved names
+    /// included; None until the first reload resolves the starting lists.
+    applied: std::sync::Arc<tokio::sync::Mutex<Option<Lists>>>,
+    start: Lists,
+    /// Topics the client follows by itself (`--all-queues`, `--all-users`): never removed
+    /// by a reload.
+    tracked: (bool, bool),
+}
+
+/// The topic lists of a configuration.
+#[derive(Debug, Clone, Default)]
+struct Lists {
+    topics: Vec<String>,
+    queues: Vec<String>,
+    users: Vec<String>,
+}
+
+impl Lists {
+    fn of(config: &ClientConfig) -> Lists {
+        Lists {
+            topics: config.topics.clone(),
+            queues: config.queues.clone(),
+            users: config.users.clone(),
+        }
+    }
+
+    /// Every single topic these lists name (queue and user names looked up).
+    async fn resolve(
+        &self,
+        handle: &holdline_client::ClientHandle,
+    ) -> Result<std::collections::HashSet<String>, holdline_client::ClientError> {
+        let mut all = self.topics.clone();
+        all.extend(
+            holdline_client::rest::resolve::conversation_topics(
+                handle.api(),
+                &self.queues,
+                &self.users,
+            )
+            .await?,
+        );
+        let valid = holdline_client::validate_topics(&all)?;
+        Ok(holdline_client::supervisor::plan::single_topics(&valid)
+            .into_iter()
+            .collect())
+    }
+}
+
+impl Reload {
+    fn new(config: &ClientConfig) -> Reload {
+        Reload {
+            applied: Default::default(),
+            start: Lists::of(config),
+            tracked: (config.all_queues, config.all_users),
+        }
+    }
+
+    fn start(&self, args: &ListenArgs, handle: &holdline_client::ClientHandle) {
+        let lists = match args.file().and_then(|file| args.client_config(&file)) {
+            Ok(config) => Lists::of(&config),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: the configuration is not valid; keeping the current topics");
+                return;
+            }
+        };
+        tracing::info!("SIGHUP: reading the topic lists again");
+        let (applied, start, tracked) = (self.applied.clone(), self.start.clone(), self.tracked);
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let mut applied = applied.lock().await;
+            let old = match applied.as_ref() {
+                Some(old) => old.clone(),
+                None => start,
+            };
+            match reload(&handle, &old, &lists, tracked).await {
+                Ok(()) => *applied = Some(lists),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: keeping the current topics"),
+            }
+        });
+    }
+}
+
+/// Moves the client from the topics `old` names to those `new` names.
+async fn reload(
+    handle: &holdline_client::ClientHandle,
+    old: &Lists,
+    new: &Lists,
+    (all_queues, all_users): (bool, bool),
+) -> Result<(), holdline_client::ClientError> {
+    let before = old.resolve(handle).await?;
+    let after = new.resolve(handle).await?;
+    let added: Vec<String> = after.difference(&before).cloned().collect();
+    let followed = |t: &str| {
+        let family = holdline_proto::topic::classify(t).ok().map(|m| m.family());
+        (all_queues && family == Some(holdline_proto::topic::Family::QueueConversations))
+            || (all_users && family == Some(holdline_proto::topic::Family::UserConversations))
+    };
+    let removed: Vec<String> = before
+        .difference(&after)
+        .filter(|t| !followed(t))
+        .cloned()
+        .collect();
+    if !added.is_empty() {
+        handle.add_topics(&added)?;
+    }
+    if !removed.is_empty() {
+        handle.remove_topics(&removed);
+    }
+    tracing::info!(
+        added = added.len(),
+        removed = removed.len(),
+        topics = handle.topics().len(),
+        "SIGHUP: topics reloaded"
+    );
+    Ok(())
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

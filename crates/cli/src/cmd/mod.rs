@@ -47,25 +47,72 @@ pub fn duration(text: &str) -> Result<Duration, String> {
 
 /// Resolves when the process gets SIGINT or SIGTERM.
 pub async fn interrupted() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    // Either signal ends the wait; both futures are cancel-safe.
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+    match Signals::new() {
+        Ok(mut signals) => loop {
+            if signals.next().await == Signal::Stop {
+                return;
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+}
+
+/// A signal `listen` acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT or SIGTERM: stop.
+    Stop,
+    /// SIGHUP: read the topic lists again.
+    Reload,
+}
+
+/// The signals of a long-running command, installed once and read for as long as it
+/// runs (a second SIGINT must be seen while the first is being handled).
+pub struct Signals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (from now on SIGHUP no longer ends the process).
+    pub fn new() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                int: signal(SignalKind::interrupt())?,
+                term: signal(SignalKind::terminate())?,
+                hup: signal(SignalKind::hangup())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Signals {})
+        }
+    }
+
+    /// The next signal.
+    pub async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                // Each recv() is cancel-safe; a closed stream never resolves again.
+                Some(()) = self.int.recv() => Signal::Stop,
+                Some(()) = self.term.recv() => Signal::Stop,
+                Some(()) = self.hup.recv() => Signal::Reload,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop
+        }
     }
 }
 

@@ -67,6 +67,14 @@ async fn readyz(State(stats): State<Arc<Stats>>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             serde_json::json!({ "ready": false, "reason": "starting: no shard is subscribed yet" }),
         ),
+        Err(NotReady::SlotsFailed(n)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({
+                "ready": false,
+                "reason": format!("{n} slot(s) died (an internal error, logged) and are being restarted; their events may be missed"),
+                "slots_failed": n,
+            }),
+        ),
         Err(NotReady::ShardsDown(down)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             serde_json::json!({

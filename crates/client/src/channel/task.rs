@@ -36,6 +36,9 @@ pub enum SlotCmd {
     SetTopics(Arc<[String]>),
     /// Close every socket and stop.
     Shutdown,
+    /// Panic (for the supervision tests only).
+    #[doc(hidden)]
+    Panic,
 }
 
 /// What the supervisor can still read of a slot after its task died: the clocks of its
@@ -144,6 +147,7 @@ pub async fn run(
             cmd = cmds.recv() => match cmd {
                 Some(SlotCmd::SetTopics(topics)) => m.set_topics(topics),
                 Some(SlotCmd::Shutdown) | None => break,
+                Some(SlotCmd::Panic) => panic!("a panic injected by a test"),
             },
             // What the sockets saw; the task holds a sender, so this never ends. Cancel-safe.
             Some(report) = reports.recv() => t.on_report(&mut m, report),
@@ -255,6 +259,9 @@ impl Task {
                 }
             }
         }
+        let held = lock(&self.ctx.budget).held(Instant::now());
+        let stats = &self.ctx.stats;
+        stats.channels_held.store(held as i64, Ordering::Relaxed);
         let covering = m.is_covering();
         let book = &self.ctx.book;
         book.covering.store(covering, Ordering::Relaxed);
@@ -280,16 +287,11 @@ impl Task {
     }
 
     fn budget(&mut self, note: BudgetNote) {
-        let mut b = self.ctx.budget.lock().unwrap_or_else(|p| p.into_inner());
+        let mut b = lock(&self.ctx.budget);
         match note {
             BudgetNote::Retired { channel, until } => b.retired(channel, until),
             BudgetNote::Gone { channel } => b.gone(&channel),
         }
-        let held = b.held(Instant::now());
-        self.ctx
-            .stats
-            .channels_held
-            .store(held as i64, Ordering::Relaxed);
     }
 
     fn rest(&mut self, m: &mut Machine, op: u64, call: RestCall) {

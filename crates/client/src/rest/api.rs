@@ -21,8 +21,9 @@ use crate::telemetry::stats::Stats;
 const RETRIES: u32 = 5;
 /// 429s honoured per call before giving up.
 const RATE_LIMIT_WAITS: u32 = 10;
-/// Longest `Retry-After` honoured (the SDKs give up beyond 180 s).
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(180);
+/// Longest `Retry-After` believed: a longer one (or an absurd number) waits this long.
+/// The wait runs beside the sockets, never in front of them.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// Wait when a 429 has no `Retry-After` (the SDKs' default).
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(3);
 
@@ -116,16 +117,19 @@ pub struct Api {
     stats: Option<Arc<Stats>>,
 }
 
-/// The `Retry-After` header in seconds, if present.
+/// The `Retry-After` header in seconds, if present, capped at [`MAX_RETRY_AFTER`].
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers
+    let text = headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
         .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(secs))
+        .trim();
+    if !text.bytes().all(|b| b.is_ascii_digit()) || text.is_empty() {
+        return None;
+    }
+    // Digits that do not fit a u64 are still a number of seconds: a very long one.
+    let secs = text.parse::<u64>().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(secs.min(MAX_RETRY_AFTER.as_secs())))
 }
 
 impl Api {
@@ -232,12 +236,6 @@ impl Api {
                 429 if waits < RATE_LIMIT_WAITS => {
                     waits += 1;
                     let wait = retry_after(&headers).unwrap_or(DEFAULT_RETRY_AFTER);
-                    if wait > MAX_RETRY_AFTER {
-                        return Err(ApiError::Unavailable {
-                            what,
-                            detail: format!("rate limited for {wait:?}"),
-                        });
-                    }
                     crate::telemetry::notable::rate_limited(self.stats.as_deref(), what, wait);
                     tokio::time::sleep(wait).await;
                 }
@@ -463,6 +461,16 @@ mod tests {
         h.insert(reqwest::header::RETRY_AFTER, "42".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(42)));
         assert_eq!(retry_after(&HeaderMap::new()), None);
+        for absurd in [
+            "18446744073709551615",
+            "99999999999999999999999999",
+            "86400",
+        ] {
+            h.insert(reqwest::header::RETRY_AFTER, absurd.parse().unwrap());
+            assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER), "{absurd}");
+        }
+        h.insert(reqwest::header::RETRY_AFTER, "-5".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use holdline_proto::rest::{OAuthError, TokenReply};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::channel::rollover::MAX_LIFE;
 use crate::config::{Credentials, Endpoints, Secret, Timings};
 use crate::rest::backoff::Backoff;
 use crate::telemetry::stats::Stats;
@@ -35,6 +36,19 @@ impl Token {
     /// The token for an `Authorization: Bearer` header.
     pub fn expose(&self) -> &str {
         self.value.expose()
+    }
+
+    /// The token a reply describes, its life taken as at most 48 h (the most an OAuth
+    /// client may be set to) and at least a second, whatever `expires_in` says.
+    fn from_reply(reply: TokenReply, now: Instant, wall: SystemTime) -> Token {
+        let secs = reply.expires_in.clamp(1, MAX_LIFE.as_secs());
+        let life = Duration::from_secs(secs);
+        Token {
+            value: Secret::new(reply.access_token),
+            issued: now,
+            expires: now + life,
+            expires_wall: wall + life,
+        }
     }
 
     fn renew_at(&self) -> Instant {
@@ -273,15 +287,8 @@ impl TokenSource {
                         detail: format!("unreadable token reply: {e}"),
                     })
                 })?;
-                let now = Instant::now();
-                let life = Duration::from_secs(reply.expires_in.max(1));
                 tracing::debug!(expires_in = reply.expires_in, "token obtained");
-                Ok(Token {
-                    value: Secret::new(reply.access_token),
-                    issued: now,
-                    expires: now + life,
-                    expires_wall: SystemTime::now() + life,
-                })
+                Ok(Token::from_reply(reply, Instant::now(), SystemTime::now()))
             }
             429 | 500..=599 => Err(Attempt::Retry {
                 detail: format!("HTTP {status}"),
@@ -372,4 +379,30 @@ pub(crate) fn transport_detail(e: &reqwest::Error) -> String {
 
 fn short(text: &str) -> String {
     text.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_absurd_token_life_is_capped_and_cannot_overflow() {
+        let now = Instant::now();
+        for expires_in in [u64::MAX, 10 * 365 * 86_400] {
+            let reply: TokenReply = serde_json::from_str(&format!(
+                r#"{{"access_token":"a","token_type":"bearer","expires_in":{expires_in}}}"#
+            ))
+            .unwrap();
+            let token = Token::from_reply(reply, now, SystemTime::now());
+            assert_eq!(token.expires - now, MAX_LIFE);
+            assert!(token.renew_at() > now);
+        }
+        let zero: TokenReply =
+            serde_json::from_str(r#"{"access_token":"a","token_type":"bearer","expires_in":0}"#)
+                .unwrap();
+        assert_eq!(
+            Token::from_reply(zero, now, SystemTime::now()).expires - now,
+            Duration::from_secs(1)
+        );
+    }
 }

@@ -372,6 +372,13 @@ impl ClientHandle {
         Ok(())
     }
 
+    /// Makes the task of slot `slot` of shard `shard` panic, as a bug would: for tests of
+    /// the supervision (a gap, readiness, the restart). Not for use otherwise.
+    #[doc(hidden)]
+    pub fn inject_slot_panic(&self, shard: usize, slot: usize) {
+        let _ = self.inner.sup.send(SupCmd::Panic((shard, slot)));
+    }
+
     /// Closes every socket with 1000 and stops, within about 2 s whatever REST is doing;
     /// the stream ends once the sockets are closed.
     pub fn shutdown(&self) {

@@ -39,6 +39,9 @@ pub enum SupCmd {
     Apply(Vec<(usize, Arc<[String]>)>),
     /// Stop every slot.
     Shutdown,
+    /// Make a slot panic (for the supervision tests only).
+    #[doc(hidden)]
+    Panic(Owner),
 }
 
 /// What every slot is started with.
@@ -102,6 +105,11 @@ impl Supervisor {
                 cmd = cmds.recv() => match cmd {
                     Some(SupCmd::Apply(changes)) => self.apply(changes),
                     Some(SupCmd::Shutdown) | None => break,
+                    Some(SupCmd::Panic(owner)) => {
+                        if let Some(tx) = self.slots.get(&owner).and_then(|s| s.cmds.as_ref()) {
+                            let _ = tx.send(SlotCmd::Panic);
+                        }
+                    }
                 },
                 // A slot's task ended; join_next_with_id is cancel-safe.
                 Some(ended) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {

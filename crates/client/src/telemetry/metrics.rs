@@ -17,10 +17,19 @@ pub enum NotReady {
     Starting,
     /// These shards have no socket receiving.
     ShardsDown(Vec<usize>),
+    /// This many slots died (an internal error) and are not receiving again yet.
+    SlotsFailed(usize),
 }
 
-/// Ready when at least one shard exists and every shard has a covering socket.
+/// Ready when at least one shard exists, every shard has a covering socket and no slot is
+/// being restarted after dying.
 pub fn readiness(stats: &Stats) -> Result<usize, NotReady> {
+    let failed = stats
+        .slots_failed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if failed > 0 {
+        return Err(NotReady::SlotsFailed(failed as usize));
+    }
     let shards = stats.shard_count();
     if shards == 0 {
         return Err(NotReady::Starting);
@@ -228,8 +237,26 @@ pub fn render(stats: &Stats) -> String {
     o.one(
         "holdline_channels_held",
         "gauge",
-        "Notification channels this process holds (live, rolling over or spare).",
+        "Notification channels the service counts against the OAuth client (in use, being created, replaced but not yet expired, an earlier run's).",
         gauge(&stats.channels_held),
+    );
+    o.one(
+        "holdline_channels_created_total",
+        "counter",
+        "Notification channels created.",
+        counter(&stats.channels_created),
+    );
+    o.one(
+        "holdline_task_panics_total",
+        "counter",
+        "Engine tasks that died on an internal error (each ended its coverage and was restarted).",
+        counter(&stats.task_panics),
+    );
+    o.one(
+        "holdline_slots_failed",
+        "gauge",
+        "Slots whose task died and whose replacement is not receiving yet (readiness is 503 meanwhile).",
+        gauge(&stats.slots_failed),
     );
     o.one(
         "holdline_channel_budget",

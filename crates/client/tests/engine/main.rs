@@ -6,4 +6,5 @@ mod common;
 mod errors;
 mod faults;
 mod lifecycle;
+mod supervision;
 mod tls;
