@@ -101,6 +101,9 @@ pub enum RestCall {
     Create {
         /// How long the new channel's token must last.
         token_life: Duration,
+        /// When it is needed by (now, for a slot that is down): the channel budget serves
+        /// the most urgent first.
+        needed_by: Instant,
     },
     /// `PUT` these subscriptions (`DELETE` them when empty).
     Subscribe {
@@ -269,6 +272,10 @@ pub struct Machine {
     chan: Option<Chan>,
     /// A rollover's channel until it is promoted.
     next: Option<Chan>,
+    /// Channels let go while a socket of ours is still on them (a rollover's overlap): the
+    /// budget hears of them once that socket has closed, since the service does not
+    /// evict a connected channel before an unconnected one.
+    leaving: Vec<Chan>,
     sockets: BTreeMap<u64, Sock>,
     ops: HashMap<u64, Op>,
     next_op: u64,
@@ -304,6 +311,7 @@ impl Machine {
             rejected_reported: HashSet::new(),
             chan: None,
             next: None,
+            leaving: Vec::new(),
             sockets: BTreeMap::new(),
             ops: HashMap::new(),
             next_op: 1,
@@ -518,6 +526,7 @@ impl Machine {
         [&mut self.chan, &mut self.next]
             .into_iter()
             .flatten()
+            .chain(self.leaving.iter_mut())
             .find(|c| &*c.id == id)
     }
 
@@ -619,6 +628,10 @@ impl Machine {
 
     /// Stops using `old`: the service counts it until it expires, unless it is gone.
     fn let_go(&mut self, old: Chan, now: Instant) {
+        if self.sockets.values().any(|s| s.chan == old.id) {
+            self.leaving.push(old);
+            return;
+        }
         let until = old.expires.min(old.token_expires);
         let note = if old.state == ChanState::Gone {
             return;
@@ -706,11 +719,17 @@ impl Machine {
         if self.create_in_flight(Purpose::Recover) || self.create_in_flight(Purpose::Rollover) {
             return;
         }
-        self.create(Purpose::Recover, Duration::ZERO);
+        self.create(Purpose::Recover, Duration::ZERO, now);
     }
 
-    fn create(&mut self, purpose: Purpose, token_life: Duration) {
-        self.rest(Op::Create(purpose), RestCall::Create { token_life });
+    fn create(&mut self, purpose: Purpose, token_life: Duration, needed_by: Instant) {
+        self.rest(
+            Op::Create(purpose),
+            RestCall::Create {
+                token_life,
+                needed_by,
+            },
+        );
     }
 
     fn on_checked(&mut self, chan: Arc<str>, result: Result<bool, ApiError>, now: Instant) {
@@ -917,11 +936,13 @@ impl Machine {
         if let Some(next) = self.next.clone() {
             return self.subscribe(next.id, Some(Purpose::Rollover));
         }
-        let margin = self
+        let (margin, needed_by) = self
             .chan
             .as_ref()
-            .map_or(self.cfg.timings.rollover_margin, |c| c.margin);
-        self.create(Purpose::Rollover, margin * 2);
+            .map_or((self.cfg.timings.rollover_margin, now), |c| {
+                (c.margin, c.expires.min(c.token_expires))
+            });
+        self.create(Purpose::Rollover, margin * 2, needed_by);
     }
 
     fn connect_next(&mut self, now: Instant) {
@@ -965,11 +986,8 @@ impl Machine {
         let old = self.chan.replace(next.clone());
         notable::rollover(&self.stats, self.cfg.shard, self.cfg.slot);
         let from = old.as_ref().map(|c| c.id.to_string()).unwrap_or_default();
-        if let Some(old) = old.filter(|o| o.state != ChanState::Gone) {
-            self.out.push(Action::Budget(BudgetNote::Retired {
-                channel: old.id,
-                until: old.expires.min(old.token_expires),
-            }));
+        if let Some(old) = old {
+            self.let_go(old, now);
         }
         self.state(
             StateKind::RolledOver,
@@ -1134,6 +1152,12 @@ impl Machine {
         let Some(s) = self.sockets.remove(&session) else {
             return;
         };
+        if !self.sockets.values().any(|o| o.chan == s.chan)
+            && let Some(i) = self.leaving.iter().position(|c| c.id == s.chan)
+        {
+            let old = self.leaving.swap_remove(i);
+            self.let_go(old, now);
+        }
         if let Ended::ConnectFailed {
             status: Some(401 | 403 | 404 | 410),
             ..

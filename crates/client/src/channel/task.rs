@@ -310,9 +310,12 @@ impl Task {
                     )
                 });
             }
-            RestCall::Create { token_life } => {
+            RestCall::Create {
+                token_life,
+                needed_by,
+            } => {
                 let now = Instant::now();
-                match Budget::try_reserve(&self.ctx.budget, now) {
+                match Budget::try_reserve(&self.ctx.budget, self.owner, needed_by, now) {
                     Ok(reservation) => {
                         let owner = self.owner;
                         let stats = self.ctx.stats.clone();

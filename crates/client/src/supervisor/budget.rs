@@ -14,8 +14,8 @@ use tokio::time::{Duration, Instant};
 /// Whose channel: (shard, slot).
 pub type Owner = (usize, usize);
 
-/// How long to wait before asking again when every counted channel is in use.
-const FULL_RETRY: Duration = Duration::from_millis(500);
+/// How long to wait before asking again when no place is free.
+const FULL_RETRY: Duration = Duration::from_millis(100);
 
 /// The channels the service counts against one OAuth client.
 #[derive(Debug)]
@@ -29,6 +29,9 @@ pub struct Budget {
     retired: Vec<(Arc<str>, Instant)>,
     /// Channels of this client we did not create (an earlier run), until they expire.
     foreign: Vec<Instant>,
+    /// Slots refused a place: when they need one by (the most urgent goes first) and
+    /// when they last asked (one that stops asking is forgotten).
+    waiting: HashMap<Owner, (Instant, Instant)>,
 }
 
 /// A channel creation the budget allowed; dropped unused, it is given back.
@@ -71,6 +74,7 @@ impl Budget {
             in_use: HashMap::new(),
             retired: Vec::new(),
             foreign: Vec::new(),
+            waiting: HashMap::new(),
         }
     }
 
@@ -92,20 +96,34 @@ impl Budget {
         self.in_use.retain(|_, (_, until)| *until > now);
     }
 
-    /// Whether a channel may be created now. When the count is at the cap, the oldest
-    /// channel we no longer use is taken to be the one the service evicts. `Err` says
-    /// when to ask again.
-    pub fn try_reserve(this: &Arc<Mutex<Budget>>, now: Instant) -> Result<Reservation, Instant> {
+    /// Whether `owner` may create a channel now; it needs one by `deadline` (now, for a
+    /// slot that is down). Places go to the most urgent slot first. When the count is at
+    /// the cap, the oldest channel we no longer use is taken to be the one the service
+    /// evicts. `Err` says when to ask again.
+    pub fn try_reserve(
+        this: &Arc<Mutex<Budget>>,
+        owner: Owner,
+        deadline: Instant,
+        now: Instant,
+    ) -> Result<Reservation, Instant> {
         let mut b = lock(this);
-        if b.held(now) >= b.cap {
+        let held = b.held(now);
+        let places = (b.cap + b.retired.len() + b.foreign.len()).saturating_sub(held);
+        b.waiting.remove(&owner);
+        b.waiting
+            .retain(|_, (_, asked)| now.saturating_duration_since(*asked) < FULL_RETRY * 10);
+        let ahead = b.waiting.values().filter(|(d, _)| *d < deadline).count();
+        if places <= ahead {
+            b.waiting.insert(owner, (deadline, now));
+            return Err(now + FULL_RETRY);
+        }
+        if held >= b.cap {
             let oldest_retired = (0..b.retired.len()).min_by_key(|&i| b.retired[i].1);
             let oldest_foreign = (0..b.foreign.len()).min_by_key(|&i| b.foreign[i]);
             if let Some(i) = oldest_foreign {
                 b.foreign.swap_remove(i);
             } else if let Some(i) = oldest_retired {
                 b.retired.swap_remove(i);
-            } else {
-                return Err(now + FULL_RETRY);
             }
         }
         b.reserved += 1;
@@ -131,6 +149,7 @@ impl Budget {
     /// `owner`'s task ended without letting go of its channels: they are no longer used
     /// but count until they expire.
     pub fn orphaned(&mut self, owner: Owner) {
+        self.waiting.remove(&owner);
         let theirs: Vec<Arc<str>> = self
             .in_use
             .iter()
@@ -157,7 +176,7 @@ mod tests {
 
     fn fill(b: &Arc<Mutex<Budget>>, n: usize, now: Instant) {
         for i in 0..n {
-            let r = Budget::try_reserve(b, now).expect("room");
+            let r = Budget::try_reserve(b, (i, 0), now, now).expect("room");
             r.created(format!("c{i}").into(), (i, 0), now + HOUR);
         }
     }
@@ -177,7 +196,7 @@ mod tests {
         let now = Instant::now();
         let b = budget(3);
         fill(&b, 3, now);
-        let retry = Budget::try_reserve(&b, now).expect_err("all live");
+        let retry = Budget::try_reserve(&b, (9, 9), now, now).expect_err("all live");
         assert!(retry > now);
     }
 
@@ -187,11 +206,11 @@ mod tests {
         let b = budget(3);
         fill(&b, 3, now);
         lock(&b).retired("c1".into(), now + HOUR);
-        let r = Budget::try_reserve(&b, now).expect("the retired one makes room");
+        let r = Budget::try_reserve(&b, (9, 9), now, now).expect("the retired one makes room");
         r.created("c3".into(), (1, 0), now + HOUR);
         assert_eq!(lock(&b).held(now), 3);
         assert!(
-            Budget::try_reserve(&b, now).is_err(),
+            Budget::try_reserve(&b, (9, 9), now, now).is_err(),
             "now every one is live"
         );
     }
@@ -203,7 +222,7 @@ mod tests {
         lock(&b).foreign([now + HOUR]);
         fill(&b, 1, now);
         lock(&b).retired("c0".into(), now + HOUR);
-        let _r = Budget::try_reserve(&b, now).expect("room");
+        let _r = Budget::try_reserve(&b, (9, 9), now, now).expect("room");
         let b = lock(&b);
         assert!(b.foreign.is_empty() && b.retired.len() == 1);
     }
@@ -212,10 +231,10 @@ mod tests {
     fn an_unused_reservation_is_given_back() {
         let now = Instant::now();
         let b = budget(1);
-        let r = Budget::try_reserve(&b, now).unwrap();
-        assert!(Budget::try_reserve(&b, now).is_err());
+        let r = Budget::try_reserve(&b, (9, 9), now, now).unwrap();
+        assert!(Budget::try_reserve(&b, (9, 9), now, now).is_err());
         drop(r);
-        assert!(Budget::try_reserve(&b, now).is_ok());
+        assert!(Budget::try_reserve(&b, (9, 9), now, now).is_ok());
     }
 
     #[test]
@@ -223,10 +242,13 @@ mod tests {
         let now = Instant::now();
         let b = budget(2);
         fill(&b, 2, now);
-        assert!(Budget::try_reserve(&b, now).is_err());
+        assert!(Budget::try_reserve(&b, (9, 9), now, now).is_err());
         lock(&b).orphaned((0, 0));
         assert_eq!(lock(&b).held(now), 2);
-        assert!(Budget::try_reserve(&b, now).is_ok(), "the orphan can go");
+        assert!(
+            Budget::try_reserve(&b, (9, 9), now, now).is_ok(),
+            "the orphan can go"
+        );
     }
 
     #[test]
@@ -236,5 +258,30 @@ mod tests {
         fill(&b, 1, now);
         lock(&b).gone("c0");
         assert_eq!(lock(&b).held(now), 0);
+    }
+}
+
+#[cfg(test)]
+mod order {
+    use super::*;
+
+    #[test]
+    fn the_most_urgent_slot_gets_the_free_place() {
+        let now = Instant::now();
+        let b = Arc::new(Mutex::new(Budget::new(2)));
+        let r = Budget::try_reserve(&b, (0, 0), now, now).unwrap();
+        r.created("c0".into(), (0, 0), now + Duration::from_secs(60));
+        let r = Budget::try_reserve(&b, (1, 0), now, now).unwrap();
+        r.created("c1".into(), (1, 0), now + Duration::from_secs(60));
+        let soon = now + Duration::from_secs(5);
+        let later = now + Duration::from_secs(50);
+        assert!(Budget::try_reserve(&b, (0, 0), later, now).is_err());
+        assert!(Budget::try_reserve(&b, (1, 0), soon, now).is_err());
+        lock(&b).retired("c0".into(), now + Duration::from_secs(60));
+        assert!(
+            Budget::try_reserve(&b, (0, 0), later, now).is_err(),
+            "a more urgent slot is waiting"
+        );
+        assert!(Budget::try_reserve(&b, (1, 0), soon, now).is_ok());
     }
 }
