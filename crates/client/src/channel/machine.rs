@@ -410,6 +410,7 @@ impl Machine {
         for id in refresh {
             self.subscribe(id, None);
         }
+        self.ensure_progress(now);
         self.sync_covering();
     }
 
@@ -431,6 +432,9 @@ impl Machine {
                 why,
                 at,
             } => self.on_ended(session, last_frame, why, at, now),
+        }
+        if !self.stopping {
+            self.ensure_progress(now);
         }
         self.sync_covering();
     }
@@ -455,6 +459,7 @@ impl Machine {
                 tracing::error!(?kind, ?done, "REST result of another call; ignored");
             }
         }
+        self.ensure_progress(now);
         self.sync_covering();
     }
 
@@ -965,8 +970,10 @@ impl Machine {
     fn retry_rollover(&mut self, now: Instant, e: &dyn std::fmt::Display) {
         let wait = self.backoff.next().unwrap_or_default();
         tracing::warn!(shard = self.cfg.shard, slot = self.cfg.slot, error = %e, retry_in_ms = wait.as_millis() as u64, "rollover failed; retrying");
-        if let Some(c) = self.chan.as_mut() {
-            c.rollover_at = now + wait;
+        match self.chan.as_mut() {
+            Some(c) => c.rollover_at = now + wait,
+            // Nothing left to roll over from: the next channel is recovered into use.
+            None => self.recover_at = Some(now + wait),
         }
     }
 
@@ -1279,6 +1286,22 @@ impl Machine {
 
     fn covering_now(&self) -> bool {
         self.sockets.values().any(|s| s.covering) || self.deferred.is_some()
+    }
+
+    /// Makes sure a slot with no socket on the way has something that will bring one:
+    /// a REST call that leads to a socket, or a wake-up to try again.
+    fn ensure_progress(&mut self, now: Instant) {
+        let carrying = self.has_role(Role::Current)
+            || self.has_role(Role::Replacement)
+            || self.has_role(Role::Rollover);
+        let leading = self.ops.values().any(|o| match o {
+            Op::Check(_) | Op::Create(_) => true,
+            Op::Subscribe { then, .. } => then.is_some(),
+        });
+        if !carrying && !leading && self.recover_at.is_none() {
+            let wait = self.backoff.next().unwrap_or_default();
+            self.recover_at = Some(now + wait);
+        }
     }
 
     /// Keeps the live-slot gauge in line with whether this slot covers its shard now.

@@ -638,3 +638,43 @@ fn a_socket_that_never_received_is_retried_with_backoff() {
     let wake = r.m.next_wake().unwrap();
     assert!(wake > r.now && wake <= r.now + timings().backoff_max);
 }
+
+#[test]
+fn a_rollover_that_fails_after_the_old_channel_expired_still_brings_the_new_one_into_use() {
+    let mut r = Rig::new();
+    let life = Duration::from_secs(20);
+    let s1 = r.open("c1", life);
+    r.advance(r.m.next_wake().unwrap() - r.now);
+    let create = r.tick().creates()[0];
+    // REST is slow; meanwhile the old channel expires and the server closes its socket.
+    r.advance(Duration::from_secs(3));
+    let step = r.ended(
+        s1,
+        r.wall,
+        Ended::Closed {
+            code: 1000,
+            reason: "channel expired".into(),
+        },
+    );
+    assert!(
+        step.creates().is_empty(),
+        "the rollover's channel is on its way"
+    );
+    assert!(r.tick().creates().is_empty(), "still on its way");
+    let sub = r
+        .rest(create, RestDone::Created(Ok(channel("c2", life))))
+        .subscribes()[0]
+        .0;
+    r.rest(
+        sub,
+        RestDone::Subscribed(Err(ClientError::Api(unavailable()))),
+    );
+    let wake = r.m.next_wake().expect("something to try again");
+    r.advance(wake - r.now);
+    let step = r.tick();
+    let (sub, chan) = step.subscribes()[0].clone();
+    assert_eq!(&*chan, "c2");
+    let step = r.rest(sub, subscribed());
+    assert_eq!(&*step.connects[0].1, "c2");
+    assert_eq!(r.m.role(step.connects[0].0), Some(Role::Current));
+}

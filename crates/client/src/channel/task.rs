@@ -232,6 +232,7 @@ impl Task {
                 break;
             }
             for action in actions {
+                tracing::trace!(shard = self.owner.0, slot = self.owner.1, ?action, "action");
                 match action {
                     Action::Connect {
                         session,
