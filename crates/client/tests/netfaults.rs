@@ -39,11 +39,7 @@ fn in_namespace(test: &str) -> bool {
         return true;
     }
     let name = format!("hl-{}-{}", std::process::id(), test.len() ^ hash(test));
-    let why = match setup(&name) {
-        Ok(()) => None,
-        Err(why) => Some(why),
-    };
-    if let Some(why) = why {
+    if let Err(why) = setup(&name) {
         let _ = Command::new("ip").args(["netns", "del", &name]).status();
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
