@@ -12,13 +12,13 @@
 //! budget, the tasks), `stream` (coverage and gaps, de-duplication, the records) and
 //! `telemetry` (counters, metrics, named events).
 
-pub mod channel;
+mod channel;
 pub mod config;
 mod error;
 pub mod rest;
-pub mod socket;
+mod socket;
 pub mod stream;
-pub mod supervisor;
+mod supervisor;
 pub mod telemetry;
 pub mod tls;
 
@@ -29,4 +29,5 @@ pub use stream::event::{Event, Gap, Notification, StateChange, StateKind};
 pub use supervisor::client::{
     CHANNEL_BUDGET, Client, ClientHandle, ROLLOVER_SPARES, channels_needed, validate_topics,
 };
+pub use supervisor::plan::single_topics;
 pub use telemetry::stats::Stats;

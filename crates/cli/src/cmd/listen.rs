@@ -636,9 +636,7 @@ impl Lists {
             .await?,
         );
         let valid = holdline_client::validate_topics(&all)?;
-        Ok(holdline_client::supervisor::plan::single_topics(&valid)
-            .into_iter()
-            .collect())
+        Ok(holdline_client::single_topics(&valid).into_iter().collect())
     }
 }
 

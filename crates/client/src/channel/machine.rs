@@ -339,6 +339,7 @@ impl Machine {
     }
 
     /// The role of socket `session`, if it is still open.
+    #[cfg(test)]
     pub fn role(&self, session: u64) -> Option<Role> {
         self.sockets.get(&session).map(|s| s.role)
     }

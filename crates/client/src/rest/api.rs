@@ -393,7 +393,7 @@ impl Api {
 }
 
 /// How long from now until `expires` (an RFC 3339 time from the service), capped at
-/// [`crate::channel::rollover::MAX_LIFE`]; None when it cannot be read.
+/// 48 h (no channel lives longer); None when it cannot be read.
 pub fn left_until(expires: &str) -> Option<Duration> {
     let at = time::OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339)
         .ok()?;

@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use futures_util::FutureExt;
 use holdline_proto::{ClientFrame, FrameError, ServerFrame};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{Duration, Instant, sleep_until, timeout};
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Utf8Bytes};
 
 use crate::socket::liveness::{Dead, Liveness, LivenessConfig, Verdict};
 use crate::socket::spent::Spent;
@@ -388,11 +389,11 @@ impl Session {
         match msg {
             Ok(Incoming::Text(text)) => {
                 liveness.on_frame(now);
-                let (text, frame) = match text.parse() {
-                    Ok((text, (_, frame))) => (text, frame),
+                let (bytes, (text, frame)) = match text.parse() {
+                    Ok(parsed) => parsed,
                     Err(e) => return Some(self.error(e, retired)),
                 };
-                if !self.text(&text, frame, at).await {
+                if !self.text(bytes, text, frame, at).await {
                     return Some(Ended::Dropped("the event stream was closed".into()));
                 }
             }
@@ -444,12 +445,13 @@ impl Session {
     /// Handles a text frame and what it parsed to; false when the stream's consumer is gone.
     async fn text(
         &mut self,
-        text: &Utf8Bytes,
+        bytes: &Bytes,
+        text: &str,
         frame: Result<ServerFrame<'_>, FrameError>,
         received_at: SystemTime,
     ) -> bool {
         self.seen(received_at);
-        self.spent.saw(text);
+        self.spent.saw(bytes);
         // Events read before a notice reach the stream before anything the notice causes.
         if !matches!(frame, Ok(ServerFrame::Notification(_))) && !self.hand_over().await {
             return false;
@@ -469,7 +471,8 @@ impl Session {
                     }
                 };
                 Stats::bump(&stats.frames_by_family[family]);
-                let mut event = Notification::new(text, &n, received_at, self.channel.clone());
+                let mut event =
+                    Notification::new(bytes, text, &n, received_at, self.channel.clone());
                 event.family = family;
                 self.batch.push(event);
                 if self.batch.len() >= BATCH_MAX {

@@ -11,7 +11,6 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Most buffers held; past that the oldest handle is let go whether or not its events are
 /// written (the buffer is then freed wherever its last event is dropped, as without this).
@@ -30,14 +29,14 @@ pub(crate) struct Spent {
 
 impl Spent {
     /// Notes a text frame as read; frees the oldest buffers nothing else refers to.
-    pub(crate) fn saw(&mut self, frame: &Utf8Bytes) {
-        let start = frame.as_str().as_ptr() as usize;
+    pub(crate) fn saw(&mut self, frame: &Bytes) {
+        let start = frame.as_ptr() as usize;
         let end = start + frame.len();
         match &mut self.current {
             // Frames from one buffer sit one after another, a header apart.
             Some((_, next)) if (*next..=*next + HEADER_MAX).contains(&start) => *next = end,
             _ => {
-                let handle = Bytes::from(frame.clone());
+                let handle = frame.clone();
                 if let Some((old, _)) = self.current.replace((handle, end)) {
                     self.older.push_back(old);
                 }
@@ -62,12 +61,12 @@ mod tests {
     use super::*;
 
     /// `n` frames cut from one buffer, a two-byte header before each, as the reader does.
-    fn frames_of_one_buffer(n: usize, len: usize) -> Vec<Utf8Bytes> {
+    fn frames_of_one_buffer(n: usize, len: usize) -> Vec<Bytes> {
         let mut buffer = bytes::BytesMut::from(&vec![b'x'; n * (len + 2)][..]);
         (0..n)
             .map(|_| {
                 let _header = buffer.split_to(2);
-                Utf8Bytes::try_from(buffer.split_to(len).freeze()).unwrap()
+                buffer.split_to(len).freeze()
             })
             .collect()
     }

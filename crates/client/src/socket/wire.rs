@@ -16,12 +16,12 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::MaybeTlsStream;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::{TlsError, UrlError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
-use tokio_tungstenite::tungstenite::{Error as WsError, Utf8Bytes};
 
 use holdline_proto::frame::{Parsed, ServerFrame};
 
@@ -61,14 +61,11 @@ pub(crate) enum Incoming {
 pub(crate) struct Text(Bytes);
 
 impl Text {
-    /// The message as text and the frame it holds; [`WireError::Utf8`] when the payload
-    /// is not UTF-8, which ends the socket (RFC 6455, 8.1).
-    pub(crate) fn parse(&self) -> Result<(Utf8Bytes, Parsed<'_>), WireError> {
+    /// The message's bytes, and as text with the frame it holds; [`WireError::Utf8`]
+    /// when the payload is not UTF-8, which ends the socket (RFC 6455, 8.1).
+    pub(crate) fn parse(&self) -> Result<(&Bytes, Parsed<'_>), WireError> {
         let parsed = ServerFrame::parse_payload(&self.0).map_err(|_| WireError::Utf8)?;
-        debug_assert_eq!(parsed.0.as_bytes(), &self.0[..]);
-        // SAFETY: `parse_payload` handed back the payload as a `str`, so it is UTF-8.
-        let text = unsafe { Utf8Bytes::from_bytes_unchecked(self.0.clone()) };
-        Ok((text, parsed))
+        Ok((&self.0, parsed))
     }
 }
 
@@ -503,7 +500,7 @@ mod tests {
 
     fn text(message: Incoming) -> String {
         match message {
-            Incoming::Text(t) => t.parse().unwrap().0.as_str().to_owned(),
+            Incoming::Text(t) => t.parse().unwrap().1.0.to_owned(),
             other => panic!("expected text, got {other:?}"),
         }
     }

@@ -5,8 +5,8 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use holdline_proto::{EventId, Notification as WireNotification};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// One item of the client's stream.
 #[derive(Debug, Clone)]
@@ -26,10 +26,11 @@ enum Text {
     Owned(Box<str>),
 }
 
-/// An event as received.
+/// An event as received: the frame's bytes (checked as UTF-8 and JSON when it arrived),
+/// with the topic, correlation id and body as spans of it.
 #[derive(Debug, Clone)]
 pub struct Notification {
-    frame: Utf8Bytes,
+    frame: Bytes,
     topic: Text,
     correlation_id: Option<Text>,
     body: Range<usize>,
@@ -57,15 +58,16 @@ fn text_of(frame: &str, part: &str) -> Text {
 }
 
 impl Notification {
-    /// Builds the event from its frame and the notification parsed out of that frame
-    /// (computes the id; copies nothing).
+    /// Builds the event from its frame and the notification parsed out of `text`, the
+    /// frame's bytes as text (computes the id; copies nothing).
     pub fn new(
-        frame: &Utf8Bytes,
+        frame: &Bytes,
+        text: &str,
         parsed: &WireNotification<'_>,
         received_at: SystemTime,
         channel: Arc<str>,
     ) -> Self {
-        let text = frame.as_str();
+        debug_assert_eq!(text.as_bytes(), &frame[..]);
         let body_text = parsed.body.get();
         let id = EventId::of(&parsed.topic, body_text.as_bytes());
         let body = span_of(text, body_text).unwrap_or(0..0);
@@ -81,9 +83,19 @@ impl Notification {
         }
     }
 
+    /// A span of the frame as text. The frame was checked as UTF-8 when it arrived and
+    /// spans start and end at characters, so this check cannot fail; it keeps the type
+    /// free of unchecked conversions for the price of a pass over a short string.
+    fn text(&self, r: &Range<usize>) -> &str {
+        self.frame
+            .get(r.clone())
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
+    }
+
     fn resolve<'a>(&'a self, t: &'a Text) -> &'a str {
         match t {
-            Text::Span(r) => self.frame.as_str().get(r.clone()).unwrap_or_default(),
+            Text::Span(r) => self.text(r),
             Text::Owned(s) => s,
         }
     }
@@ -98,14 +110,22 @@ impl Notification {
         self.correlation_id.as_ref().map(|c| self.resolve(c))
     }
 
+    /// The `eventBody` exactly as received (raw JSON), as bytes: what a writer copies.
+    pub fn body_bytes(&self) -> &[u8] {
+        match self.frame.get(self.body.clone()) {
+            Some(body) if !body.is_empty() => body,
+            _ => b"null",
+        }
+    }
+
     /// The `eventBody` exactly as received (raw JSON).
     pub fn body(&self) -> &str {
-        self.frame.as_str().get(self.body.clone()).unwrap_or("null")
+        std::str::from_utf8(self.body_bytes()).unwrap_or("null")
     }
 
     /// The whole frame as received.
-    pub fn frame(&self) -> &str {
-        self.frame.as_str()
+    pub fn frame(&self) -> &Bytes {
+        &self.frame
     }
 }
 

@@ -11,8 +11,9 @@ pub mod event;
 pub mod record;
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
@@ -118,41 +119,54 @@ impl EventStream {
     }
 
     /// The next event; `None` once the client has shut down; `Some(Err)` when it cannot go
-    /// on (the stream ends after that).
+    /// on (the stream ends after that). Cancel-safe: it only waits on queues.
     pub async fn next(&mut self) -> Option<Result<Event, ClientError>> {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, ClientError>>> {
         loop {
             if let Some(done) = self.gap_or_end() {
-                return done;
+                return Poll::Ready(done);
             }
             if let Some(out) = self.next_in_batch() {
-                return Some(out);
+                return Poll::Ready(Some(out));
             }
-            let taken = match self.try_take() {
+            // Control first: coverage and state changes are rare and small.
+            let taken = match self.poll_take(cx) {
                 Poll::Ready(Some(taken)) => taken,
                 Poll::Ready(None) => {
                     self.finish();
                     continue;
                 }
-                Poll::Pending => {
-                    let (events_open, control_open) = (self.events_open, self.control_open);
-                    tokio::select! {
-                        biased;
-                        // Control first: coverage and state changes are rare and small.
-                        // Both recv() calls are cancel-safe.
-                        c = self.control.recv(), if control_open => match c {
-                            Some(c) => Taken::Control(c),
-                            None => { self.control_open = false; continue; }
-                        },
-                        b = self.events.recv(), if events_open => match b {
-                            Some(b) => Taken::Batch(b),
-                            None => { self.events_open = false; continue; }
-                        },
-                    }
-                }
+                Poll::Pending => return Poll::Pending,
             };
             if let Some(out) = self.emit(taken) {
-                return Some(out);
+                return Poll::Ready(Some(out));
             }
+        }
+    }
+
+    /// The next thing queued, control first; `Ready(None)` once both queues are closed.
+    fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<Option<Taken>> {
+        if self.control_open {
+            match self.control.poll_recv(cx) {
+                Poll::Ready(Some(c)) => return Poll::Ready(Some(Taken::Control(c))),
+                Poll::Ready(None) => self.control_open = false,
+                Poll::Pending => {}
+            }
+        }
+        if self.events_open {
+            match self.events.poll_recv(cx) {
+                Poll::Ready(Some(b)) => return Poll::Ready(Some(Taken::Batch(b))),
+                Poll::Ready(None) => self.events_open = false,
+                Poll::Pending => {}
+            }
+        }
+        if self.events_open || self.control_open {
+            Poll::Pending
+        } else {
+            Poll::Ready(None)
         }
     }
 
@@ -291,5 +305,64 @@ impl EventStream {
             Inbound::State(change) => Some(Ok(Event::State(change))),
             Inbound::Fatal(err) => Some(Err(err)),
         }
+    }
+}
+
+impl futures_util::Stream for EventStream {
+    type Item = Result<Event, ClientError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_event(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::stream::event::StateKind;
+
+    fn notification(body: &str) -> Notification {
+        let frame = holdline_proto::frame::notification_json("v2.users.x.presence", body, "c");
+        let bytes = bytes::Bytes::from(frame);
+        let Ok((text, Ok(holdline_proto::ServerFrame::Notification(n)))) =
+            holdline_proto::ServerFrame::parse_payload(&bytes)
+        else {
+            panic!("a notification")
+        };
+        Notification::new(&bytes, text, &n, SystemTime::now(), Arc::from("ch"))
+    }
+
+    #[tokio::test]
+    async fn the_stream_yields_states_and_deduplicated_events_and_ends_with_its_queues() {
+        let (events, events_rx) = mpsc::channel(4);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(Stats::default());
+        let dedupe = Dedupe::new(Duration::from_secs(60), 100);
+        let mut stream =
+            EventStream::new(events_rx, control_rx, dedupe, Duration::from_secs(1), stats);
+        let a = notification(r#"{"n":1}"#);
+        events
+            .send(vec![a.clone(), a, notification(r#"{"n":2}"#)])
+            .await
+            .unwrap();
+        control
+            .send(Inbound::State(StateChange {
+                kind: StateKind::Live,
+                channel: None,
+                detail: String::new(),
+            }))
+            .unwrap();
+        drop((events, control));
+        let mut kinds = Vec::new();
+        while let Some(item) = StreamExt::next(&mut stream).await {
+            kinds.push(match item.unwrap() {
+                Event::State(_) => "state".to_owned(),
+                Event::Notification(n) => n.body().to_owned(),
+                Event::Gap(_) => "gap".to_owned(),
+            });
+        }
+        assert_eq!(kinds, ["state", r#"{"n":1}"#, r#"{"n":2}"#]);
     }
 }

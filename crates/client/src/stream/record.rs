@@ -16,7 +16,8 @@ use crate::stream::event::{Gap, Notification};
 pub fn write_event(out: &mut Vec<u8>, n: &Notification, org: &str) {
     // One reservation for the record (the fixed text is under 160 bytes).
     let (topic, corr) = (n.topic(), n.correlation_id().unwrap_or_default());
-    out.reserve(160 + n.body().len() + topic.len() + org.len() + n.channel.len() + corr.len());
+    let body = n.body_bytes();
+    out.reserve(160 + body.len() + topic.len() + org.len() + n.channel.len() + corr.len());
     out.extend_from_slice(br#"{"kind":"event","id":""#);
     out.extend_from_slice(&n.id.to_hex());
     out.extend_from_slice(br#"","topic":"#);
@@ -32,7 +33,7 @@ pub fn write_event(out: &mut Vec<u8>, n: &Notification, org: &str) {
         write_str(out, corr);
     }
     out.extend_from_slice(br#","body":"#);
-    out.extend_from_slice(n.body().as_bytes());
+    out.extend_from_slice(body);
     out.extend_from_slice(b"}\n");
 }
 

@@ -235,7 +235,6 @@ impl Supervisor {
         let Some(slot) = self.slots.get_mut(&owner) else {
             return false;
         };
-        Stats::bump(&t.stats.task_panics);
         notable::task_panicked("slot", why);
         let reason = format!("internal error: the slot's task panicked ({why})");
         for (session, last_frame) in slot.book.sockets() {
@@ -266,6 +265,8 @@ impl Supervisor {
         if !slot.book.failed.swap(true, Ordering::Relaxed) {
             t.stats.slots_failed.fetch_add(1, Ordering::Relaxed);
         }
+        // Counted last: whoever sees the count sees everything above done.
+        Stats::bump(&t.stats.task_panics);
         slot.cmds = None;
         if slot.stopping {
             self.slots.remove(&owner);

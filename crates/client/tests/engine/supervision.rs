@@ -113,8 +113,9 @@ async fn a_slot_that_keeps_dying_stops_the_client_with_the_reason() {
     let stats = client.handle.stats().clone();
     for n in 1..=6 {
         client
-            .until("the slot receiving", |_| {
+            .until("the restarted slot receiving", |_| {
                 stats.slots_live.load(Ordering::Relaxed) >= 1
+                    && stats.slots_failed.load(Ordering::Relaxed) == 0
             })
             .await;
         client.handle.inject_slot_panic(0, 0);
