@@ -100,9 +100,26 @@ impl Notification {
         }
     }
 
+    fn raw<'a>(&'a self, t: &'a Text) -> &'a [u8] {
+        match t {
+            Text::Span(r) => self.frame.get(r.clone()).unwrap_or_default(),
+            Text::Owned(s) => s.as_bytes(),
+        }
+    }
+
     /// The topic name.
     pub fn topic(&self) -> &str {
         self.resolve(&self.topic)
+    }
+
+    /// The topic name as bytes (UTF-8): what a writer copies.
+    pub fn topic_bytes(&self) -> &[u8] {
+        self.raw(&self.topic)
+    }
+
+    /// `metadata.CorrelationId` as bytes (UTF-8), if the frame had one.
+    pub fn correlation_id_bytes(&self) -> Option<&[u8]> {
+        self.correlation_id.as_ref().map(|c| self.raw(c))
     }
 
     /// `metadata.CorrelationId`, if the frame had one.

@@ -15,22 +15,22 @@ use crate::stream::event::{Gap, Notification};
 /// Appends one event record and a newline.
 pub fn write_event(out: &mut Vec<u8>, n: &Notification, org: &str) {
     // One reservation for the record (the fixed text is under 160 bytes).
-    let (topic, corr) = (n.topic(), n.correlation_id().unwrap_or_default());
-    let body = n.body_bytes();
-    out.reserve(160 + body.len() + topic.len() + org.len() + n.channel.len() + corr.len());
+    let (topic, corr, body) = (n.topic_bytes(), n.correlation_id_bytes(), n.body_bytes());
+    let corr_len = corr.map_or(0, <[u8]>::len);
+    out.reserve(160 + body.len() + topic.len() + org.len() + n.channel.len() + corr_len);
     out.extend_from_slice(br#"{"kind":"event","id":""#);
     out.extend_from_slice(&n.id.to_hex());
     out.extend_from_slice(br#"","topic":"#);
-    write_str(out, topic);
+    write_utf8(out, topic);
     out.extend_from_slice(br#","received_at":""#);
     write_rfc3339(out, n.received_at);
     out.extend_from_slice(br#"","org":"#);
     write_str(out, org);
     out.extend_from_slice(br#","channel":"#);
     write_str(out, &n.channel);
-    if let Some(corr) = n.correlation_id() {
+    if let Some(corr) = corr {
         out.extend_from_slice(br#","correlation_id":"#);
-        write_str(out, corr);
+        write_utf8(out, corr);
     }
     out.extend_from_slice(br#","body":"#);
     out.extend_from_slice(body);
@@ -53,6 +53,18 @@ pub fn write_gap(out: &mut Vec<u8>, gap: &Gap) {
     out.extend_from_slice(br#"","reason":"#);
     write_str(out, &gap.reason);
     out.extend_from_slice(b"}\n");
+}
+
+/// Writes a JSON string literal of UTF-8 bytes (the frame's, checked when it arrived):
+/// copied as they are when they need no escape, else escaped as text.
+fn write_utf8(out: &mut Vec<u8>, s: &[u8]) {
+    if plain(s) {
+        out.push(b'"');
+        out.extend_from_slice(s);
+        out.push(b'"');
+    } else {
+        write_str(out, std::str::from_utf8(s).unwrap_or_default());
+    }
 }
 
 /// Writes a JSON string literal (fast path for text without escapes).
