@@ -80,16 +80,6 @@ fn sim_config_file_is_read_and_typos_are_named() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn listen(url: &str, secret: &str, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["listen", "--api-base", url])
-        .env("GENESYSCLOUD_OAUTHCLIENT_ID", "holdline-demo")
-        .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", secret)
-        .env_remove("GENESYSCLOUD_REGION")
-        .args(extra);
-    cmd
-}
-
 #[test]
 fn listen_streams_json_lines_for_queue_conversations_and_exits_zero() {
     let (_sim, url) = sim(&[]);

@@ -2,7 +2,6 @@
 //! `/readyz` follows the shards, and nothing secret is exposed.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -68,16 +67,7 @@ fn listen_with_metrics(url: &str, extra: &[&str]) -> (Running, String, mpsc::Rec
             .unwrap(),
     );
     // The bound address is in the log; every log line is one JSON object.
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = log_lines_of(&mut child.0);
     let base = loop {
         let line = rx
             .recv_timeout(Duration::from_secs(20))

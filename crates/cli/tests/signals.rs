@@ -1,7 +1,6 @@
 //! `listen` and signals: SIGINT stops within 2 s whatever REST is doing, a second one exits
 //! at once, SIGHUP reloads the topic lists without touching the sockets that keep theirs.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -11,14 +10,7 @@ mod common;
 use common::*;
 
 fn listen(url: &str, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["listen", "--api-base", url])
-        .env("GENESYSCLOUD_OAUTHCLIENT_ID", "holdline-demo")
-        .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", "holdline-demo")
-        .env_remove("GENESYSCLOUD_REGION")
-        .env_remove("RUST_LOG")
-        .args(extra);
-    cmd
+    common::listen(url, "holdline-demo", extra)
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -28,21 +20,6 @@ fn signal(pid: u32, sig: &str) {
         .unwrap()
         .success();
     assert!(ok, "kill -{sig}");
-}
-
-/// Every stderr line of the child, as it comes.
-fn stderr_lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// Waits up to `within` for a line matching `what`; returns it.
@@ -100,7 +77,7 @@ fn sigint_stops_within_two_seconds_while_rest_waits_out_a_60s_retry_after() {
         .spawn()
         .unwrap(),
     );
-    let logs = stderr_lines(&mut child.0);
+    let logs = log_lines_of(&mut child.0);
     let out = lines_of(&mut child.0);
     wait_line(&out, Duration::from_secs(20), |l| {
         l.starts_with(r#"{"kind":"event""#)
@@ -134,7 +111,7 @@ fn a_second_sigint_exits_at_once_when_stdout_is_not_read() {
             .spawn()
             .unwrap(),
     );
-    let logs = stderr_lines(&mut child.0);
+    let logs = log_lines_of(&mut child.0);
     wait_subscribed(&http, &url, 2);
     // Nobody reads stdout: once its pipe is full, the writer blocks.
     firehose(&http, &url, topic, 20_000);
@@ -187,7 +164,7 @@ fn sighup_reloads_the_topics_file_and_keeps_the_sockets() {
             .spawn()
             .unwrap(),
     );
-    let logs = stderr_lines(&mut child.0);
+    let logs = log_lines_of(&mut child.0);
     let out = lines_of(&mut child.0);
     wait_subscribed(&http, &url, 2);
     let before = connected_peers(&http, &url);

@@ -15,14 +15,7 @@ use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nineteen_live_channels_roll_over_many_times_and_never_evict_a_live_one() {
-    if std::env::var_os("HOLDLINE_SOAK_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "holdline_client=debug,holdline_sim=info",
-            ))
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
+    init_log("holdline_client=debug,holdline_sim=info");
     let sim = sim(SimConfig {
         rate: 200.0,
         queues: 19,

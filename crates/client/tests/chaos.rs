@@ -20,30 +20,11 @@ use holdline_sim::{SimConfig, Simulator};
 use tokio::time::Instant;
 
 fn soak_secs() -> u64 {
-    std::env::var("HOLDLINE_SOAK_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(16)
+    env_or("HOLDLINE_SOAK_SECS", 16)
 }
 
 fn seed() -> u64 {
-    std::env::var("HOLDLINE_SOAK_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(7)
-}
-
-/// SplitMix64, so a seed gives the same schedule everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) % n as u64) as usize
-    }
+    env_or("HOLDLINE_SOAK_SEED", 7)
 }
 
 const KINDS: [&str; 14] = [
@@ -123,16 +104,8 @@ fn fault(kind: &str, channel: String) -> Fault {
     }
 }
 
-/// Debug logs on stderr when `HOLDLINE_SOAK_LOG` is set.
 fn init_log() {
-    if std::env::var_os("HOLDLINE_SOAK_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "holdline_client=debug,holdline_sim=debug",
-            ))
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
+    common::init_log("holdline_client=debug,holdline_sim=debug");
 }
 
 async fn chaos_sim() -> Simulator {

@@ -28,14 +28,7 @@ const INSIDE: &str = "HOLDLINE_NETNS_INSIDE";
 /// (and should run the body), false when it was the outer one and the inner run passed.
 fn in_namespace(test: &str) -> bool {
     if std::env::var_os(INSIDE).is_some() {
-        if std::env::var_os("HOLDLINE_SOAK_LOG").is_some() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(
-                    "holdline_client=debug,holdline_client::channel::task=trace,holdline_sim=info",
-                ))
-                .with_writer(std::io::stderr)
-                .try_init();
-        }
+        init_log("holdline_client=debug,holdline_client::channel::task=trace,holdline_sim=info");
         return true;
     }
     let name = format!("hl-{}-{}", std::process::id(), test.len() ^ hash(test));
@@ -207,6 +200,29 @@ async fn all_live(client: &Collector, slots: i64) {
         .await;
 }
 
+/// A client of `cfg` (one shard) against `net`, every slot receiving for a while.
+async fn started(cfg: ClientConfig) -> (Collector, SystemTime) {
+    let slots = cfg.redundancy as i64;
+    let client = Collector::start(cfg).await;
+    let live = client.live_since().await;
+    all_live(&client, slots).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    (client, live)
+}
+
+/// Every slot receiving again, then [`verdict`].
+async fn recovered(net: &Net, client: Collector, live: SystemTime) -> Seen {
+    all_live(&client, 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    verdict(net, client, live).await
+}
+
+/// Kills the socket whose client side is `port` (`ss -K`).
+fn kill_socket(port: u16) {
+    let port = port.to_string();
+    run("ss", &["-K", "src", "127.0.0.1", "sport", "=", &port]).unwrap();
+}
+
 /// Stops the client and checks the output against the ledger; returns the gaps.
 async fn verdict(net: &Net, client: Collector, live: SystemTime) -> Seen {
     let stopped = SystemTime::now();
@@ -240,10 +256,7 @@ async fn a_black_holed_socket_is_found_dead_and_its_slot_recovers_without_loss()
         return;
     }
     let net = net(busy()).await;
-    let client = Collector::start(client_config(&net, 2)).await;
-    let live = client.live_since().await;
-    all_live(&client, 2).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (client, live) = started(client_config(&net, 2)).await;
     let stats = client.handle.stats().clone();
     let port = net.socket_ports()[0];
     let rule = format!("-p tcp --sport {port} -j DROP");
@@ -255,9 +268,7 @@ async fn a_black_holed_socket_is_found_dead_and_its_slot_recovers_without_loss()
             Stats::get(&stats.reconnects) >= 1
         })
         .await;
-    all_live(&client, 2).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let seen = verdict(&net, client, live).await;
+    let seen = recovered(&net, client, live).await;
     assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
 }
 
@@ -267,10 +278,7 @@ async fn a_reset_and_a_killed_socket_are_replaced_without_loss() {
         return;
     }
     let net = net(busy()).await;
-    let client = Collector::start(client_config(&net, 2)).await;
-    let live = client.live_since().await;
-    all_live(&client, 2).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (client, live) = started(client_config(&net, 2)).await;
     let stats = client.handle.stats().clone();
     let port = net.socket_ports()[0];
     iptables(&format!(
@@ -284,19 +292,13 @@ async fn a_reset_and_a_killed_socket_are_replaced_without_loss() {
     all_live(&client, 2).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let port = net.socket_ports()[0];
-    run(
-        "ss",
-        &["-K", "src", "127.0.0.1", "sport", "=", &port.to_string()],
-    )
-    .unwrap();
+    kill_socket(port);
     client
         .until("the killed socket replaced", |_| {
             Stats::get(&stats.reconnects) >= 2
         })
         .await;
-    all_live(&client, 2).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let seen = verdict(&net, client, live).await;
+    let seen = recovered(&net, client, live).await;
     assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
 }
 
@@ -314,11 +316,7 @@ async fn rest_hung_alone_for_five_seconds_touches_no_socket() {
     net.blackhole(net.rest);
     // While REST hangs, sockets still fail, and come back on their channels.
     let port = net.socket_ports()[0];
-    run(
-        "ss",
-        &["-K", "src", "127.0.0.1", "sport", "=", &port.to_string()],
-    )
-    .unwrap();
+    kill_socket(port);
     let struck = Instant::now();
     client
         .until("the socket back on its channel without REST", |_| {
@@ -332,9 +330,7 @@ async fn rest_hung_alone_for_five_seconds_touches_no_socket() {
     );
     tokio::time::sleep(Duration::from_secs(4)).await;
     net.heal(net.rest);
-    all_live(&client, 2).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let seen = verdict(&net, client, live).await;
+    let seen = recovered(&net, client, live).await;
     assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
 }
 
@@ -343,14 +339,7 @@ async fn rest_hung_alone_across_a_rollover_loses_nothing_silently() {
     if !in_namespace("rest_hung_alone_across_a_rollover_loses_nothing_silently") {
         return;
     }
-    let net = net(SimConfig {
-        channel_ttl: Duration::from_secs(8),
-        token_ttl: Duration::from_secs(8),
-        ..busy()
-    })
-    .await;
-    let mut cfg = client_config(&net, 2);
-    cfg.timings.rollover_margin = Duration::from_secs(3);
+    let (net, cfg) = short_lived(Duration::from_secs(1)).await;
     let client = Collector::start(cfg).await;
     let live = client.live_since().await;
     all_live(&client, 2).await;
@@ -360,9 +349,22 @@ async fn rest_hung_alone_across_a_rollover_loses_nothing_silently() {
     net.blackhole(net.rest);
     tokio::time::sleep(Duration::from_secs(6)).await;
     net.heal(net.rest);
-    all_live(&client, 2).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    verdict(&net, client, live).await;
+    recovered(&net, client, live).await;
+}
+
+/// Channels and tokens of 8 s, rolled over 2-3 s before they end: a rollover falls due
+/// 5-6 s after start. `overlap` is how long a replaced socket keeps receiving.
+async fn short_lived(overlap: Duration) -> (Net, ClientConfig) {
+    let net = net(SimConfig {
+        channel_ttl: Duration::from_secs(8),
+        token_ttl: Duration::from_secs(8),
+        ..busy()
+    })
+    .await;
+    let mut cfg = client_config(&net, 2);
+    cfg.timings.overlap = overlap;
+    cfg.timings.rollover_margin = Duration::from_secs(3);
+    (net, cfg)
 }
 
 /// Every socket cut off for `secs`, either just before a rollover is due (the new
@@ -374,15 +376,7 @@ async fn partition_across_a_rollover(
     in_the_overlap: bool,
     rest_too: bool,
 ) {
-    let net = net(SimConfig {
-        channel_ttl: Duration::from_secs(8),
-        token_ttl: Duration::from_secs(8),
-        ..busy()
-    })
-    .await;
-    let mut cfg = client_config(&net, 2);
-    cfg.timings.overlap = overlap;
-    cfg.timings.rollover_margin = Duration::from_secs(3);
+    let (net, cfg) = short_lived(overlap).await;
     let client = Collector::start(cfg).await;
     let live = client.live_since().await;
     all_live(&client, 2).await;

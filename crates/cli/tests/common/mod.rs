@@ -63,10 +63,18 @@ fn sim_at_rate(rate: &str, extra: &[&str]) -> (Running, String) {
 
 /// Every stdout line of the child, as it comes.
 pub fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let stdout = child.stdout.take().unwrap();
+    lines(child.stdout.take().unwrap())
+}
+
+/// Every stderr line of the child (its log), as it comes.
+pub fn log_lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    lines(child.stderr.take().unwrap())
+}
+
+fn lines(from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
+        for line in BufReader::new(from).lines() {
             let Ok(line) = line else { break };
             if tx.send(line).is_err() {
                 break;
@@ -74,6 +82,18 @@ pub fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
         }
     });
     rx
+}
+
+/// `holdline listen` against the simulator at `url` as its demo client (with `secret`).
+pub fn listen(url: &str, secret: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["listen", "--api-base", url])
+        .env("GENESYSCLOUD_OAUTHCLIENT_ID", "holdline-demo")
+        .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", secret)
+        .env_remove("GENESYSCLOUD_REGION")
+        .env_remove("RUST_LOG")
+        .args(extra);
+    cmd
 }
 
 /// Waits (up to 20 s) until `sockets` connected sockets of the simulator at `url` are

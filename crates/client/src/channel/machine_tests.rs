@@ -202,6 +202,16 @@ impl Rig {
         })
     }
 
+    /// Lets the first channel, `id`, be created; returns the op of its subscribe.
+    fn created(&mut self, id: &str) -> u64 {
+        let create = self.tick().creates()[0];
+        let step = self.rest(
+            create,
+            RestDone::Created(Ok(channel(id, Duration::from_secs(60)))),
+        );
+        step.subscribes()[0].0
+    }
+
     /// Creates, subscribes and connects channel `id` living `life`; returns the session.
     fn open(&mut self, id: &str, life: Duration) -> u64 {
         let step = self.tick();
@@ -220,6 +230,13 @@ impl Rig {
 
 fn dropped() -> Ended {
     Ended::Dropped("reset".into())
+}
+
+fn closed(code: u16, reason: &str) -> Ended {
+    Ended::Closed {
+        code,
+        reason: reason.into(),
+    }
 }
 
 #[test]
@@ -251,14 +268,7 @@ fn an_orderly_server_close_ends_coverage_at_the_close_without_a_lookback() {
     let mut r = Rig::new();
     let s1 = r.open("c1", Duration::from_secs(3600));
     r.advance(MS(300));
-    let step = r.ended(
-        s1,
-        r.wall,
-        Ended::Closed {
-            code: 1001,
-            reason: "idle timeout".into(),
-        },
-    );
+    let step = r.ended(s1, r.wall, closed(1001, "idle timeout"));
     assert_eq!(step.ended(), [(s1, Some(r.wall), false)]);
 }
 
@@ -325,10 +335,7 @@ fn socket_closing_opens_the_replacement_at_once_during_a_rest_outage() {
     let step = r.ended(
         s1,
         handover - MS(3),
-        Ended::Closed {
-            code: 1000,
-            reason: "another socket connected".into(),
-        },
+        closed(1000, "another socket connected"),
     );
     assert_eq!(
         step.ended(),
@@ -344,14 +351,7 @@ fn a_kick_before_the_replacements_first_frame_is_settled_when_it_arrives() {
     let s2 = r.report(Report::SocketClosing { session: s1 }).connects[0].0;
     r.advance(MS(30));
     let kicked_at = r.wall;
-    let step = r.ended(
-        s1,
-        kicked_at,
-        Ended::Closed {
-            code: 1000,
-            reason: "another socket connected".into(),
-        },
-    );
+    let step = r.ended(s1, kicked_at, closed(1000, "another socket connected"));
     assert!(
         step.ended().is_empty(),
         "deferred until the replacement says more"
@@ -374,14 +374,7 @@ fn a_close_long_before_the_replacement_attached_is_a_real_hole() {
     let s1 = r.open("c1", Duration::from_secs(3600));
     let s2 = r.report(Report::SocketClosing { session: s1 }).connects[0].0;
     let closed_at = r.wall;
-    r.ended(
-        s1,
-        closed_at,
-        Ended::Closed {
-            code: 1000,
-            reason: "bye".into(),
-        },
-    );
+    r.ended(s1, closed_at, closed(1000, "bye"));
     r.advance(KICK_WINDOW + MS(50));
     let step = r.connected(s2);
     assert_eq!(
@@ -501,14 +494,7 @@ fn a_full_budget_makes_the_slot_wait_not_create() {
 #[test]
 fn a_subscribe_that_fails_reuses_its_channel_instead_of_creating_another() {
     let mut r = Rig::new();
-    let create = r.tick().creates()[0];
-    let sub = r
-        .rest(
-            create,
-            RestDone::Created(Ok(channel("c1", Duration::from_secs(60)))),
-        )
-        .subscribes()[0]
-        .0;
+    let sub = r.created("c1");
     r.rest(
         sub,
         RestDone::Subscribed(Err(ClientError::Api(unavailable()))),
@@ -526,14 +512,7 @@ fn rejected_combined_topics_are_sent_as_their_parts() {
         vec!["v2.users.6d1a4e2c-1f0b-4c1e-9a57-2a3b1c9d0e11?presence&routingStatus".to_owned()]
             .into(),
     );
-    let create = r.tick().creates()[0];
-    let sub = r
-        .rest(
-            create,
-            RestDone::Created(Ok(channel("c1", Duration::from_secs(60)))),
-        )
-        .subscribes()[0]
-        .0;
+    let sub = r.created("c1");
     let step = r.rest(
         sub,
         RestDone::Subscribed(Ok(Subscribed {
@@ -562,14 +541,7 @@ fn rejected_combined_topics_are_sent_as_their_parts() {
 #[test]
 fn nothing_subscribable_is_fatal_and_names_the_client() {
     let mut r = Rig::new();
-    let create = r.tick().creates()[0];
-    let sub = r
-        .rest(
-            create,
-            RestDone::Created(Ok(channel("c1", Duration::from_secs(60)))),
-        )
-        .subscribes()[0]
-        .0;
+    let sub = r.created("c1");
     let step = r.rest(
         sub,
         RestDone::Subscribed(Ok(Subscribed {
@@ -648,14 +620,7 @@ fn a_rollover_that_fails_after_the_old_channel_expired_still_brings_the_new_one_
     let create = r.tick().creates()[0];
     // REST is slow; meanwhile the old channel expires and the server closes its socket.
     r.advance(Duration::from_secs(3));
-    let step = r.ended(
-        s1,
-        r.wall,
-        Ended::Closed {
-            code: 1000,
-            reason: "channel expired".into(),
-        },
-    );
+    let step = r.ended(s1, r.wall, closed(1000, "channel expired"));
     assert!(
         step.creates().is_empty(),
         "the rollover's channel is on its way"

@@ -125,6 +125,15 @@ impl EventStream {
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, ClientError>>> {
+        self.drive(|this| this.poll_take(cx))
+    }
+
+    /// Hands out what is pending (a gap, the rest of a batch), else takes the next thing
+    /// off the queues with `take` until something comes of it.
+    fn drive(
+        &mut self,
+        mut take: impl FnMut(&mut Self) -> Poll<Option<Taken>>,
+    ) -> Poll<Option<Result<Event, ClientError>>> {
         loop {
             if let Some(done) = self.gap_or_end() {
                 return Poll::Ready(done);
@@ -132,8 +141,7 @@ impl EventStream {
             if let Some(out) = self.next_in_batch() {
                 return Poll::Ready(Some(out));
             }
-            // Control first: coverage and state changes are rare and small.
-            let taken = match self.poll_take(cx) {
+            let taken = match take(self) {
                 Poll::Ready(Some(taken)) => taken,
                 Poll::Ready(None) => {
                     self.finish();
@@ -174,25 +182,8 @@ impl EventStream {
     /// would produce an event is queued. Duplicates are consumed on the way, so a writer
     /// that batches output can flush exactly when this says `Pending`.
     pub fn try_next(&mut self) -> Poll<Option<Result<Event, ClientError>>> {
-        loop {
-            if let Some(done) = self.gap_or_end() {
-                return Poll::Ready(done);
-            }
-            if let Some(out) = self.next_in_batch() {
-                return Poll::Ready(Some(out));
-            }
-            let taken = match self.try_take() {
-                Poll::Ready(Some(taken)) => taken,
-                Poll::Ready(None) => {
-                    self.finish();
-                    continue;
-                }
-                Poll::Pending => return Poll::Pending,
-            };
-            if let Some(out) = self.emit(taken) {
-                return Poll::Ready(Some(out));
-            }
-        }
+        // try_recv rather than a poll: it neither waits nor spends the task's budget.
+        self.drive(Self::try_take)
     }
 
     /// Whatever is queued, control first; `Ready(None)` once both queues are closed.

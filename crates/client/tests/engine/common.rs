@@ -19,6 +19,38 @@ use tokio::time::Instant;
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Debug logs of `directives` (an `EnvFilter`) on stderr when `HOLDLINE_SOAK_LOG` is set.
+pub fn init_log(directives: &str) {
+    if std::env::var_os("HOLDLINE_SOAK_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(directives))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
+/// A number from the environment, or `default`.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// SplitMix64, so a seed gives the same schedule everywhere.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) % n as u64) as usize
+    }
+}
+
 pub async fn sim(config: SimConfig) -> Simulator {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     Simulator::start(listener, config).unwrap()
