@@ -204,3 +204,52 @@ fn sighup_reloads_the_topics_file_and_keeps_the_sockets() {
     assert_eq!(code, Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_reload_works_after_a_queue_of_the_old_list_was_deleted() {
+    let (_sim, url) = sim(&[]);
+    let http = reqwest::blocking::Client::new();
+    let org: serde_json::Value = http
+        .get(format!("{url}/sim/org"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id_of = |name: &str| {
+        org["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == name)
+            .map(|q| q["id"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    let dir = std::env::temp_dir().join(format!("holdline-hup-q-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("listen.toml");
+    std::fs::write(&file, "queues = [\"Support\"]\n").unwrap();
+    let mut child = Running(
+        listen(&url, &["--config", file.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let logs = log_lines_of(&mut child.0);
+    wait_subscribed(&http, &url, 2);
+    let gone = http
+        .delete(format!("{url}/sim/org/{}", id_of("Support")))
+        .send()
+        .unwrap();
+    assert!(gone.status().is_success());
+    std::fs::write(&file, "queues = [\"Sales\"]\n").unwrap();
+    signal(child.0.id(), "HUP");
+    let line = wait_line(&logs, Duration::from_secs(10), |l| {
+        l.contains("topics reloaded") || l.contains("keeping the current topics")
+    });
+    assert!(
+        line.contains("added=1") && line.contains("removed=1"),
+        "{line}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,6 +2,7 @@
 //! the stream alive through every fault. Credentials and region come from flags, the
 //! environment variables Genesys' own tooling uses, or a TOML file, in that order.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -542,7 +543,8 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     };
     let flushed = match out.flush().await {
         Ok(()) => match out.spooled.take() {
-            Some(spooled) => spooled.close(),
+            Some(spooled) if result.is_ok() => spooled.close(),
+            Some(spooled) => spooled.close_after_failure(),
             None => Ok(()),
         },
         Err(e) => Err(e),
@@ -597,7 +599,7 @@ fn exit_at_once() -> ! {
 struct Reload {
     /// The explicit topics in force (combined ones as their parts), resolved names
     /// included; None until the first reload resolves the starting lists.
-    applied: std::sync::Arc<tokio::sync::Mutex<Option<Lists>>>,
+    applied: std::sync::Arc<tokio::sync::Mutex<Option<HashSet<String>>>>,
     start: Lists,
     /// Topics the client follows by itself (`--all-queues`, `--all-users`): never removed
     /// by a reload.
@@ -625,7 +627,7 @@ impl Lists {
     async fn resolve(
         &self,
         handle: &holdline_client::ClientHandle,
-    ) -> Result<std::collections::HashSet<String>, holdline_client::ClientError> {
+    ) -> Result<HashSet<String>, holdline_client::ClientError> {
         let mut all = self.topics.clone();
         all.extend(
             holdline_client::rest::resolve::conversation_topics(
@@ -662,28 +664,35 @@ impl Reload {
         let handle = handle.clone();
         tokio::spawn(async move {
             let mut applied = applied.lock().await;
-            let old = match applied.as_ref() {
-                Some(old) => old.clone(),
-                None => start,
+            let old = match applied.take() {
+                Some(old) => old,
+                // A name of the starting lists may no longer resolve (a queue renamed
+                // since): then everything held counts as what was asked for.
+                None => start
+                    .resolve(&handle)
+                    .await
+                    .unwrap_or_else(|_| handle.topics().into_iter().collect()),
             };
             match reload(&handle, &old, &lists, tracked).await {
-                Ok(()) => *applied = Some(lists),
-                Err(e) => tracing::error!(error = %e, "SIGHUP: keeping the current topics"),
+                Ok(new) => *applied = Some(new),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: keeping the current topics");
+                    *applied = Some(old);
+                }
             }
         });
     }
 }
 
-/// Moves the client from the topics `old` names to those `new` names.
+/// Moves the client from the topics `before` to those `new` names; returns the latter.
 async fn reload(
     handle: &holdline_client::ClientHandle,
-    old: &Lists,
+    before: &HashSet<String>,
     new: &Lists,
     (all_queues, all_users): (bool, bool),
-) -> Result<(), holdline_client::ClientError> {
-    let before = old.resolve(handle).await?;
+) -> Result<HashSet<String>, holdline_client::ClientError> {
     let after = new.resolve(handle).await?;
-    let added: Vec<String> = after.difference(&before).cloned().collect();
+    let added: Vec<String> = after.difference(before).cloned().collect();
     let followed = |t: &str| {
         let family = holdline_proto::topic::classify(t).ok().map(|m| m.family());
         (all_queues && family == Some(holdline_proto::topic::Family::QueueConversations))
@@ -706,7 +715,7 @@ async fn reload(
         topics = handle.topics().len(),
         "SIGHUP: topics reloaded"
     );
-    Ok(())
+    Ok(after)
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

@@ -235,6 +235,16 @@ impl Spooled {
 
     /// Delivers everything spooled, then marks the run as ended cleanly.
     pub fn close(self) -> anyhow::Result<()> {
+        self.finish(true)
+    }
+
+    /// Like [`Spooled::close`], but the run counts as not closed: the client stopped on
+    /// an error, so the next run reports the time no run was receiving as a gap.
+    pub fn close_after_failure(self) -> anyhow::Result<()> {
+        self.finish(false)
+    }
+
+    fn finish(self, clean: bool) -> anyhow::Result<()> {
         self.stop.store(true, Ordering::Release);
         self.wake_all();
         let threads = std::mem::take(&mut *self.delivery.lock().unwrap_or_else(|p| p.into_inner()));
@@ -248,7 +258,9 @@ impl Spooled {
                 result = done;
             }
         }
-        self.spool.end_run()?;
+        if clean {
+            self.spool.end_run()?;
+        }
         result
     }
 }

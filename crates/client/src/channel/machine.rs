@@ -213,6 +213,8 @@ struct Chan {
     refresh_at: Option<Instant>,
     /// A socket was opened on it (a later one restores the subscriptions beside it).
     used: bool,
+    /// The plan's entries the service last confirmed on it.
+    topics: Option<Arc<[String]>>,
 }
 
 #[derive(Debug, Clone)]
@@ -244,6 +246,8 @@ enum Op {
     Subscribe {
         chan: Arc<str>,
         then: Option<Purpose>,
+        /// The plan's entries it puts on the channel.
+        topics: Arc<[String]>,
     },
 }
 
@@ -255,6 +259,8 @@ enum Op {
 #[derive(Debug, Clone)]
 struct Deferred {
     session: u64,
+    /// The channel both sockets are on.
+    chan: Arc<str>,
     last_frame: Option<SystemTime>,
     reason: String,
     ended_at: Instant,
@@ -266,6 +272,12 @@ pub struct Machine {
     stats: Arc<Stats>,
     session_ids: Arc<AtomicU64>,
     topics: Arc<[String]>,
+    /// The entries the shard's coverage names: those confirmed on the channel in use
+    /// (topics being added count once the service has them, not before).
+    covered_topics: Arc<[String]>,
+    /// Since when the slot has needed a channel to recover (its place in the budget's
+    /// queue, kept while it waits).
+    down_since: Option<Instant>,
     /// Combined entries the service rejected as a whole; sent as their parts.
     split: HashSet<String>,
     rejected_reported: HashSet<String>,
@@ -306,6 +318,8 @@ impl Machine {
             cfg,
             stats,
             session_ids,
+            covered_topics: topics.clone(),
+            down_since: None,
             topics,
             split: HashSet::new(),
             rejected_reported: HashSet::new(),
@@ -342,6 +356,12 @@ impl Machine {
     #[cfg(test)]
     pub fn role(&self, session: u64) -> Option<Role> {
         self.sockets.get(&session).map(|s| s.role)
+    }
+
+    /// Whether the coverage of ended socket `session` waits to be settled (see
+    /// [`Deferred`]): it must still be ended if the slot dies meanwhile.
+    pub fn defers(&self, session: u64) -> bool {
+        self.deferred.as_ref().is_some_and(|d| d.session == session)
     }
 
     /// The next instant at which [`Machine::on_tick`] has something to do.
@@ -453,8 +473,8 @@ impl Machine {
             (Op::Create(purpose), RestDone::Created(result)) => {
                 self.on_created(purpose, result, now)
             }
-            (Op::Subscribe { chan, then }, RestDone::Subscribed(result)) => {
-                self.on_subscribed(chan, then, result, now)
+            (Op::Subscribe { chan, then, topics }, RestDone::Subscribed(result)) => {
+                self.on_subscribed(chan, then, topics, result, now)
             }
             (kind, done) => {
                 tracing::error!(?kind, ?done, "REST result of another call; ignored");
@@ -467,8 +487,10 @@ impl Machine {
     /// Replaces the slot's topics.
     pub fn set_topics(&mut self, topics: Arc<[String]>) {
         self.topics = topics;
-        let singles = crate::supervisor::plan::single_topics(&self.topics).into();
-        self.coverage(Coverage::Topics(singles));
+        if self.chan.is_none() {
+            // Nothing subscribed yet: the first channel gets the new list.
+            self.confirm(self.topics.clone());
+        }
         let ids: Vec<Arc<str>> = [&self.chan, &self.next]
             .into_iter()
             .flatten()
@@ -586,6 +608,7 @@ impl Machine {
             Op::Subscribe {
                 chan: chan.clone(),
                 then,
+                topics: self.topics.clone(),
             },
             RestCall::Subscribe {
                 channel: chan,
@@ -686,6 +709,9 @@ impl Machine {
                         }
                         return;
                     }
+                    if let Some(topics) = chan.topics.clone() {
+                        self.confirm(topics);
+                    }
                     self.connect(&chan, Role::Current, now);
                     // After a drop, restore from our own state beside the socket, which
                     // needs no REST to attach; this also renews the channel's life.
@@ -725,7 +751,8 @@ impl Machine {
         if self.create_in_flight(Purpose::Recover) || self.create_in_flight(Purpose::Rollover) {
             return;
         }
-        self.create(Purpose::Recover, Duration::ZERO, now);
+        let needed_by = *self.down_since.get_or_insert(now);
+        self.create(Purpose::Recover, Duration::ZERO, needed_by);
     }
 
     fn create(&mut self, purpose: Purpose, token_life: Duration, needed_by: Instant) {
@@ -811,6 +838,7 @@ impl Machine {
             dirty: false,
             refresh_at: None,
             used: false,
+            topics: None,
         };
         tracing::info!(channel = %chan.id, shard = self.cfg.shard, slot = self.cfg.slot, "channel created");
         let old = match purpose {
@@ -823,10 +851,20 @@ impl Machine {
         self.subscribe(new.id, Some(purpose));
     }
 
+    /// The shard's coverage names `topics` from now on.
+    fn confirm(&mut self, topics: Arc<[String]>) {
+        if topics != self.covered_topics {
+            self.covered_topics = topics;
+            let singles = crate::supervisor::plan::single_topics(&self.covered_topics).into();
+            self.coverage(Coverage::Topics(singles));
+        }
+    }
+
     fn on_subscribed(
         &mut self,
         chan: Arc<str>,
         then: Option<Purpose>,
+        topics: Arc<[String]>,
         result: Result<Subscribed, ClientError>,
         now: Instant,
     ) {
@@ -889,6 +927,13 @@ impl Machine {
         };
         c.subscribed = true;
         c.expires = now + c.ttl;
+        c.topics = Some(topics.clone());
+        if self.chan.as_ref().is_some_and(|c| c.id == chan) {
+            self.confirm(topics);
+        }
+        let Some(c) = self.chan_mut(&chan) else {
+            return;
+        };
         if std::mem::take(&mut c.dirty) {
             self.subscribe(chan.clone(), None);
         }
@@ -932,7 +977,8 @@ impl Machine {
                 .as_ref()
                 .is_some_and(|n| self.subscribe_in_flight(&n.id));
         let up = self.has_role(Role::Current);
-        (!busy && up && chan.state == ChanState::Usable).then_some(chan.rollover_at)
+        // A suspect channel is rolled over too: a fresh one is what it needs.
+        (!busy && up && chan.state != ChanState::Gone).then_some(chan.rollover_at)
     }
 
     fn rollover(&mut self, now: Instant) {
@@ -992,6 +1038,9 @@ impl Machine {
             s.role = Role::Current;
         }
         let old = self.chan.replace(next.clone());
+        if let Some(topics) = next.topics.clone() {
+            self.confirm(topics);
+        }
         notable::rollover(&self.stats, self.cfg.shard, self.cfg.slot);
         let from = old.as_ref().map(|c| c.id.to_string()).unwrap_or_default();
         if let Some(old) = old {
@@ -1033,9 +1082,11 @@ impl Machine {
         s.covering = true;
         let role = s.role;
         let mut since = at;
-        if role == Role::Replacement
-            && let Some(d) = self.deferred.take()
-        {
+        self.down_since = None;
+        let same_channel = self.deferred.as_ref().is_some_and(|d| {
+            d.chan == s.chan && matches!(role, Role::Replacement | Role::Overlapping(_))
+        });
+        if same_channel && let Some(d) = self.deferred.take() {
             // Handed over by the service: no hole between the two sockets.
             since = d.last_frame.map_or(at, |l| l.min(at));
             self.coverage(Coverage::Ended {
@@ -1106,9 +1157,16 @@ impl Machine {
         if !current || self.has_role(Role::Replacement) {
             return;
         }
-        let Some(chan) = self.chan.clone().filter(|c| c.state == ChanState::Usable) else {
+        let Some(chan) = self.chan.clone() else {
             return;
         };
+        if chan.state != ChanState::Usable {
+            // A second socket on a doubtful channel is no hand-over: move to a fresh one.
+            if let Some(c) = self.chan.as_mut() {
+                c.rollover_at = c.rollover_at.min(now);
+            }
+            return;
+        }
         self.state(
             StateKind::SocketClosing,
             Some(chan.id.clone()),
@@ -1166,10 +1224,17 @@ impl Machine {
             let old = self.leaving.swap_remove(i);
             self.let_go(old, now);
         }
+        // A refused upgrade makes the channel suspect, unless another socket of ours is
+        // receiving on it right now.
+        let proven = self
+            .sockets
+            .values()
+            .any(|o| o.chan == s.chan && o.covering);
         if let Ended::ConnectFailed {
             status: Some(401 | 403 | 404 | 410),
             ..
         } = why
+            && !proven
             && let Some(c) = self.chan_mut(&s.chan)
             && c.state == ChanState::Usable
         {
@@ -1237,8 +1302,11 @@ impl Machine {
                     && r.connected_at.is_none_or(|c| c <= at + KICK_WINDOW)
             });
         if kick_candidate {
+            // At most one close waits to be settled; an older one is settled as it stands.
+            self.release_deferred();
             self.deferred = Some(Deferred {
                 session,
+                chan: s.chan.clone(),
                 last_frame,
                 reason: why.to_string(),
                 ended_at: at,

@@ -643,3 +643,105 @@ fn a_rollover_that_fails_after_the_old_channel_expired_still_brings_the_new_one_
     assert_eq!(&*step.connects[0].1, "c2");
     assert_eq!(r.m.role(step.connects[0].0), Some(Role::Current));
 }
+
+#[test]
+fn a_second_kick_settles_the_first_one_instead_of_forgetting_it() {
+    let mut r = Rig::new();
+    let life = Duration::from_secs(20);
+    let a = r.open("c1", life);
+    // A rollover's socket is connecting when c1 announces maintenance.
+    r.advance(r.m.next_wake().unwrap() - r.now);
+    let create = r.tick().creates()[0];
+    let sub = r
+        .rest(create, RestDone::Created(Ok(channel("c2", life))))
+        .subscribes()[0]
+        .0;
+    let n = r.rest(sub, subscribed()).connects[0].0;
+    r.report(Report::SocketClosing { session: a });
+    let a_closed = r.wall;
+    r.ended(a, a_closed, closed(1000, "another socket connected"));
+    r.connected(n);
+    r.first_frame(n);
+    assert_eq!(r.m.role(n), Some(Role::Current));
+    // The new channel announces maintenance too, and its socket is closed at once.
+    r.report(Report::SocketClosing { session: n });
+    r.advance(MS(5));
+    let step = r.ended(n, r.wall, closed(1000, "another socket connected"));
+    assert!(
+        step.ended().contains(&(a, Some(a_closed), false)),
+        "the first close is settled, not dropped: {:?}",
+        step.ended()
+    );
+}
+
+#[test]
+fn a_refused_replacement_does_not_stop_the_rollover_of_a_live_channel() {
+    let mut r = Rig::new();
+    let life = Duration::from_secs(20);
+    let a = r.open("c1", life);
+    let rep = r.report(Report::SocketClosing { session: a }).connects[0].0;
+    r.report(Report::Ended {
+        session: rep,
+        last_frame: None,
+        why: Ended::ConnectFailed {
+            detail: "401".into(),
+            status: Some(401),
+        },
+        at: r.now,
+    });
+    let due = r.m.next_wake().expect("the rollover is still planned");
+    r.advance(due - r.now);
+    assert_eq!(r.tick().creates().len(), 1, "the rollover goes ahead");
+}
+
+#[test]
+fn added_topics_are_named_in_coverage_only_once_the_service_has_them() {
+    let mut r = Rig::new();
+    r.open("c1", Duration::from_secs(3600));
+    let more: Arc<[String]> = vec![
+        "v2.users.x.presence".to_owned(),
+        "v2.users.y.presence".to_owned(),
+    ]
+    .into();
+    r.m.set_topics(more.clone());
+    let step = r.step();
+    assert!(
+        step.coverage.is_empty(),
+        "not before the subscribe succeeded"
+    );
+    let sub = step.subscribes()[0].0;
+    let step = r.rest(
+        sub,
+        RestDone::Subscribed(Err(ClientError::Api(unavailable()))),
+    );
+    assert!(step.coverage.is_empty(), "nor after it failed");
+    r.advance(r.m.next_wake().unwrap() - r.now);
+    let sub = r.tick().subscribes()[0].0;
+    let step = r.rest(sub, subscribed());
+    assert!(
+        matches!(&step.coverage[..], [Coverage::Topics(t)] if t.len() == 2),
+        "{:?}",
+        step.coverage
+    );
+}
+
+#[test]
+fn a_slot_waiting_for_a_place_keeps_its_place_in_the_queue() {
+    let mut r = Rig::new();
+    let first = r.tick().rest;
+    let (op, RestCall::Create { needed_by, .. }) = first[0].clone() else {
+        panic!("{first:?}")
+    };
+    r.rest(
+        op,
+        RestDone::Created(Err(CreateFailed::Budget {
+            retry_at: r.now + MS(100),
+        })),
+    );
+    r.advance(MS(100));
+    let again = r.tick().rest;
+    assert!(
+        matches!(&again[..], [(_, RestCall::Create { needed_by: n, .. })] if *n == needed_by),
+        "{again:?}"
+    );
+}

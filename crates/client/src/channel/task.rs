@@ -22,7 +22,7 @@ use crate::rest::api::{Api, Subscribed};
 use crate::socket::session::{
     self, Batches, Ended, Report, SessionConfig, SessionHandle, SocketClock,
 };
-use crate::stream::Inbound;
+use crate::stream::{Coverage, Inbound};
 use crate::supervisor::budget::{Budget, Owner, Reservation};
 use crate::telemetry::stats::Stats;
 
@@ -177,15 +177,19 @@ pub async fn run(
 
 impl Task {
     fn on_report(&mut self, m: &mut Machine, report: Report) {
-        if let Report::Ended { session, .. } = &report {
-            self.forget(*session);
-        }
+        let ended = match &report {
+            Report::Ended { session, .. } => Some(*session),
+            _ => None,
+        };
         m.on_report(report, Instant::now());
-    }
-
-    fn forget(&mut self, session: u64) {
-        self.sessions.remove(&session);
-        lock(&self.ctx.book.sockets).remove(&session);
+        if let Some(session) = ended {
+            self.sessions.remove(&session);
+            // The book keeps a socket whose coverage is still open (a close waiting to be
+            // settled), so a death of this task still ends it.
+            if !m.defers(session) {
+                lock(&self.ctx.book.sockets).remove(&session);
+            }
+        }
     }
 
     fn socket_task_ended(
@@ -246,6 +250,9 @@ impl Task {
                     }
                     Action::Rest { op, call } => self.rest(m, op, call),
                     Action::Coverage(change) => {
+                        if let Coverage::Ended { session, .. } = &change {
+                            lock(&self.ctx.book.sockets).remove(session);
+                        }
                         let shard = self.owner.0;
                         let _ = self.ctx.control.send(Inbound::Coverage { shard, change });
                     }

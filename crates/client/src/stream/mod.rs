@@ -80,6 +80,8 @@ pub struct EventStream {
     lookback: Duration,
     stats: Arc<Stats>,
     finished: bool,
+    /// The error that stops the client, handed out after everything received before it.
+    fatal: Option<ClientError>,
     /// Gaps found and not yet handed out.
     gaps: VecDeque<Gap>,
     /// The rest of the batch being handed out.
@@ -112,6 +114,7 @@ impl EventStream {
             lookback,
             stats,
             finished: false,
+            fatal: None,
             gaps: VecDeque::new(),
             batch: Vec::new().into_iter(),
             batch_at: Instant::now(),
@@ -119,7 +122,8 @@ impl EventStream {
     }
 
     /// The next event; `None` once the client has shut down; `Some(Err)` when it cannot go
-    /// on (the stream ends after that). Cancel-safe: it only waits on queues.
+    /// on, after every event received before that (the stream ends after it).
+    /// Cancel-safe: it only waits on queues.
     pub async fn next(&mut self) -> Option<Result<Event, ClientError>> {
         std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
@@ -230,7 +234,10 @@ impl EventStream {
             crate::telemetry::notable::gap(&self.stats, &gap);
             return Some(Some(Ok(Event::Gap(gap))));
         }
-        self.finished.then_some(None)
+        if !self.finished {
+            return None;
+        }
+        Some(self.fatal.take().map(Err))
     }
 
     fn emit(&mut self, taken: Taken) -> Option<Result<Event, ClientError>> {
@@ -242,9 +249,6 @@ impl EventStream {
             }
             Taken::Control(c) => self.handle(c),
         }?;
-        if out.is_err() {
-            self.finished = true;
-        }
         Some(out)
     }
 
@@ -294,7 +298,12 @@ impl EventStream {
                 None
             }
             Inbound::State(change) => Some(Ok(Event::State(change))),
-            Inbound::Fatal(err) => Some(Err(err)),
+            // The client stops: its queues close once its sockets have, and the error
+            // comes after what they had received.
+            Inbound::Fatal(err) => {
+                self.fatal.get_or_insert(err);
+                None
+            }
         }
     }
 }
@@ -355,5 +364,35 @@ mod tests {
             });
         }
         assert_eq!(kinds, ["state", r#"{"n":1}"#, r#"{"n":2}"#]);
+    }
+
+    #[tokio::test]
+    async fn a_fatal_error_comes_after_the_events_received_before_it() {
+        let (events, events_rx) = mpsc::channel(4);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(Stats::default());
+        let dedupe = Dedupe::new(Duration::from_secs(60), 100);
+        let mut stream =
+            EventStream::new(events_rx, control_rx, dedupe, Duration::from_secs(1), stats);
+        events.send(vec![notification(r#"{"n":1}"#)]).await.unwrap();
+        control
+            .send(Inbound::Fatal(ClientError::Internal("test".into())))
+            .unwrap();
+        events.send(vec![notification(r#"{"n":2}"#)]).await.unwrap();
+        drop((events, control));
+        let mut seen = Vec::new();
+        while let Some(item) = stream.next().await {
+            seen.push(match item {
+                Ok(Event::Notification(n)) => n.body().to_owned(),
+                Ok(other) => format!("{other:?}"),
+                Err(e) => format!("error: {e}"),
+            });
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert_eq!(&seen[..2], [r#"{"n":1}"#, r#"{"n":2}"#]);
+        assert!(
+            seen[2].starts_with("error: internal error: test"),
+            "{seen:?}"
+        );
     }
 }

@@ -284,4 +284,25 @@ mod order {
         );
         assert!(Budget::try_reserve(&b, (1, 0), soon, now).is_ok());
     }
+
+    #[test]
+    fn two_slots_that_keep_asking_are_served_in_the_order_they_went_down() {
+        let now = Instant::now();
+        let b = Arc::new(Mutex::new(Budget::new(1)));
+        let r = Budget::try_reserve(&b, (9, 0), now, now).unwrap();
+        r.created("c".into(), (9, 0), now + Duration::from_secs(60));
+        let (a_down, b_down) = (now, now + Duration::from_millis(10));
+        for k in 0..5 {
+            let t = now + Duration::from_millis(100 * k);
+            assert!(Budget::try_reserve(&b, (0, 0), a_down, t).is_err());
+            assert!(Budget::try_reserve(&b, (1, 0), b_down, t).is_err());
+        }
+        lock(&b).gone("c");
+        let t = now + Duration::from_millis(600);
+        assert!(
+            Budget::try_reserve(&b, (1, 0), b_down, t).is_err(),
+            "a is first"
+        );
+        assert!(Budget::try_reserve(&b, (0, 0), a_down, t).is_ok());
+    }
 }

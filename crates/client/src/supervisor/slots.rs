@@ -75,6 +75,10 @@ struct Slot {
     restart_at: Option<Instant>,
     /// Told to stop: its end is expected and it is not restarted.
     stopping: bool,
+    /// Its task is running (not yet seen to end).
+    running: bool,
+    /// Given topics again while stopping: started afresh once its task has ended.
+    revive: bool,
 }
 
 /// The supervisor's state.
@@ -133,8 +137,13 @@ impl Supervisor {
             for k in 0..redundancy {
                 let owner = (shard, k);
                 match self.slots.get_mut(&owner) {
+                    Some(slot) if entries.is_empty() && !slot.running => {
+                        // Dead and waiting for its restart: nothing to stop.
+                        self.slots.remove(&owner);
+                    }
                     Some(slot) if entries.is_empty() => {
                         slot.stopping = true;
+                        slot.revive = false;
                         slot.restart_at = None;
                         if let Some(tx) = slot.cmds.take() {
                             let _ = tx.send(SlotCmd::Shutdown);
@@ -142,7 +151,11 @@ impl Supervisor {
                     }
                     Some(slot) => {
                         slot.topics = entries.clone();
-                        if let Some(tx) = &slot.cmds {
+                        if slot.stopping {
+                            // Its task is ending: a new one starts when it has.
+                            slot.stopping = false;
+                            slot.revive = true;
+                        } else if let Some(tx) = &slot.cmds {
                             let _ = tx.send(SlotCmd::SetTopics(entries.clone()));
                         }
                     }
@@ -157,6 +170,8 @@ impl Supervisor {
                                 deaths: Vec::new(),
                                 restart_at: None,
                                 stopping: false,
+                                running: false,
+                                revive: false,
                             },
                         );
                         self.spawn(owner, stagger_start(k));
@@ -199,6 +214,7 @@ impl Supervisor {
         };
         slot.cmds = Some(tx);
         slot.restart_at = None;
+        slot.running = true;
         let topics = slot.topics.clone();
         let handle = self.tasks.spawn(async move {
             let exit = task::run(ctx, topics, cmds).await;
@@ -212,9 +228,20 @@ impl Supervisor {
         match ended {
             Ok((id, (owner, exit))) => {
                 self.owners.remove(&id);
-                let stopping = self.slots.get(&owner).is_some_and(|s| s.stopping);
-                if stopping {
-                    self.slots.remove(&owner);
+                // Its channels are no longer used; the service counts them until they expire.
+                self.template
+                    .budget
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .orphaned(owner);
+                if let Some(slot) = self.slots.get_mut(&owner) {
+                    slot.running = false;
+                    slot.cmds = None;
+                    if std::mem::take(&mut slot.revive) {
+                        self.spawn(owner, Duration::ZERO);
+                    } else if slot.stopping {
+                        self.slots.remove(&owner);
+                    }
                 }
                 exit == Exit::Fatal
             }
@@ -268,10 +295,12 @@ impl Supervisor {
         // Counted last: whoever sees the count sees everything above done.
         Stats::bump(&t.stats.task_panics);
         slot.cmds = None;
+        slot.running = false;
         if slot.stopping {
             self.slots.remove(&owner);
             return false;
         }
+        slot.revive = false;
         let now = Instant::now();
         slot.deaths
             .retain(|at| now.duration_since(*at) < DEATH_WINDOW);

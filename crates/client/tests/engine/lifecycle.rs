@@ -160,6 +160,51 @@ async fn topics_added_and_removed_at_run_time_take_effect() {
     assert!(invalid.contains("did you mean"), "{invalid}");
 }
 
+#[tokio::test]
+async fn a_shard_emptied_and_refilled_at_once_gets_its_slots_back() {
+    let sim = sim(SimConfig::default()).await;
+    let (a, b) = (&sim.core().org.agents[0].id, &sim.core().org.agents[1].id);
+    let (first, second) = (
+        format!("v2.users.{a}.presence"),
+        format!("v2.users.{b}.presence"),
+    );
+    let mut cfg = config(&sim, vec![first.clone()]);
+    cfg.redundancy = 2;
+    let client = Collector::start(cfg).await;
+    client.live_since().await;
+    let stats = client.handle.stats().clone();
+    client
+        .until("both slots", |_| {
+            stats.slots_live.load(std::sync::atomic::Ordering::Relaxed) >= 2
+        })
+        .await;
+    // The only shard empties, so its slots are told to stop; before they have, the
+    // shard is used again.
+    client.handle.remove_topics(std::slice::from_ref(&first));
+    client
+        .handle
+        .add_topics(std::slice::from_ref(&second))
+        .unwrap();
+    assert_eq!(client.handle.shards(), 1);
+    let core = sim.core().clone();
+    let topic = second.clone();
+    let probes = std::sync::atomic::AtomicU64::new(0);
+    client
+        .until("events on the shard's new topic", |s| {
+            let n = probes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            core.publish(&topic, &format!(r#"{{"probe":{n}}}"#));
+            s.events.iter().filter(|(_, t)| *t == topic).count() >= 3
+        })
+        .await;
+    client
+        .until("both slots again", |_| {
+            stats.slots_live.load(std::sync::atomic::Ordering::Relaxed) >= 2
+        })
+        .await;
+    let seen = client.stop().await;
+    assert!(seen.error.is_none(), "{:?}", seen.error);
+}
+
 async fn client_handle_rejects_bad_topics(sim: &holdline_sim::Simulator) -> String {
     let agent = &sim.core().org.agents[0].id;
     let client = Collector::start(config(sim, vec![format!("v2.users.{agent}.presence")])).await;
