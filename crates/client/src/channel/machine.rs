@@ -1313,8 +1313,14 @@ impl Machine {
             });
             return;
         }
+        // The look-back is for a socket whose end cut its delivery short: one that died,
+        // or the socket in use closed by the server (events published after the server
+        // stopped sending to it and before its close frame arrived are not on it). A
+        // socket the shard no longer depends on (a rollover moved on) that the server
+        // closes in order, and a clean close of our own, end at their last frame.
         let died = match why {
-            Ended::Closed { .. } | Ended::Retired { clean: true } => false,
+            Ended::Closed { .. } => matches!(s.role, Role::Current | Role::Replacement),
+            Ended::Retired { clean: true } => false,
             Ended::Retired { clean: false }
             | Ended::Dropped(_)
             | Ended::Dead(_)
@@ -1340,13 +1346,14 @@ impl Machine {
         }
     }
 
-    /// Reports a deferred close as an ordinary end of coverage.
+    /// Reports a deferred close as what it was after all: the socket in use closed by the
+    /// server, with no hand-over.
     fn release_deferred(&mut self) {
         if let Some(d) = self.deferred.take() {
             self.coverage(Coverage::Ended {
                 session: d.session,
                 until: d.last_frame,
-                lookback: false,
+                lookback: true,
                 reason: d.reason.clone(),
             });
             self.note_down(&d.reason);

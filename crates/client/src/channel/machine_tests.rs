@@ -264,12 +264,36 @@ fn a_dropped_socket_redials_its_channel_at_once_without_waiting_for_rest() {
 }
 
 #[test]
-fn an_orderly_server_close_ends_coverage_at_the_close_without_a_lookback() {
+fn a_server_close_of_the_socket_in_use_gets_the_lookback() {
     let mut r = Rig::new();
     let s1 = r.open("c1", Duration::from_secs(3600));
     r.advance(MS(300));
     let step = r.ended(s1, r.wall, closed(1001, "idle timeout"));
+    assert_eq!(step.ended(), [(s1, Some(r.wall), true)]);
+}
+
+#[test]
+fn an_orderly_close_after_the_rollover_moved_on_ends_at_the_last_frame_without_a_gap() {
+    let mut r = Rig::new();
+    let life = Duration::from_secs(20);
+    let s1 = r.open("c1", life);
+    r.advance(r.m.next_wake().unwrap() - r.now);
+    let create = r.tick().creates()[0];
+    let sub = r
+        .rest(create, RestDone::Created(Ok(channel("c2", life))))
+        .subscribes()[0]
+        .0;
+    let s2 = r.rest(sub, subscribed()).connects[0].0;
+    r.connected(s2);
+    r.first_frame(s2);
+    r.advance(MS(100));
+    let step = r.ended(s1, r.wall, closed(1000, "channel expired"));
     assert_eq!(step.ended(), [(s1, Some(r.wall), false)]);
+    assert!(
+        step.states.is_empty(),
+        "nothing went down: {:?}",
+        step.states
+    );
 }
 
 #[test]
@@ -379,8 +403,8 @@ fn a_close_long_before_the_replacement_attached_is_a_real_hole() {
     let step = r.connected(s2);
     assert_eq!(
         step.ended(),
-        [(s1, Some(closed_at), false)],
-        "released as an ordinary end"
+        [(s1, Some(closed_at), true)],
+        "released as the server's close of the socket in use"
     );
 }
 
@@ -668,7 +692,7 @@ fn a_second_kick_settles_the_first_one_instead_of_forgetting_it() {
     r.advance(MS(5));
     let step = r.ended(n, r.wall, closed(1000, "another socket connected"));
     assert!(
-        step.ended().contains(&(a, Some(a_closed), false)),
+        step.ended().contains(&(a, Some(a_closed), true)),
         "the first close is settled, not dropped: {:?}",
         step.ended()
     );

@@ -288,10 +288,12 @@ async fn socket_closing_while_deliveries_are_delayed_loses_nothing() {
         })
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // A grace long enough for the replacement to attach first even on a loaded machine:
+    // the hand-over, not the grace's close, is what is under test.
     sim.core()
         .apply_fault(&Fault::SocketClosing {
             channel: None,
-            grace_ms: Some(300),
+            grace_ms: Some(1000),
         })
         .unwrap();
     client
