@@ -77,3 +77,46 @@ async fn nineteen_live_channels_roll_over_many_times_and_never_evict_a_live_one(
     assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
     assert_eq!(verdict.duplicates, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_never_evicts_the_new_runs_live_channels() {
+    let sim = sim(SimConfig {
+        rate: 100.0,
+        queues: 19,
+        agents: 10,
+        heartbeat: Duration::from_millis(200),
+        ..SimConfig::default()
+    })
+    .await;
+    let topics: Vec<String> = sim
+        .core()
+        .org
+        .queues
+        .iter()
+        .map(|q| format!("v2.routing.queues.{}.conversations", q.id))
+        .collect();
+    let mut cfg = config(&sim, topics.clone());
+    cfg.redundancy = 1;
+    cfg.topics_per_channel = 1;
+    // Each run leaves 19 channels behind (a crash leaves them to expire in 24 h); the
+    // next run finds them, counts them, and only ever makes room among them.
+    for run in 0..3 {
+        let client = Collector::start(cfg.clone()).await;
+        let stats = client.handle.stats().clone();
+        client
+            .until("all 19 receiving", |_| {
+                stats.slots_live.load(Ordering::Relaxed) >= 19
+            })
+            .await;
+        let left = sim.core().channel_infos(|_, _| ()).len();
+        assert!(left <= 20, "run {run}: {left} channels");
+        client.stop().await;
+    }
+    let evictions = sim.core().evictions();
+    println!("evictions over three runs: {evictions:?}");
+    assert_eq!(evictions.connected, 0, "a live channel was evicted");
+    assert!(
+        evictions.unconnected >= 18,
+        "the earlier runs' channels made room"
+    );
+}

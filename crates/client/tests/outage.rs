@@ -2,8 +2,8 @@
 //! owner never waits on REST, so a socket fault during an outage is recovered on the
 //! channel it had, and nothing is lost without a gap record.
 //!
-//! `cargo test` runs short soaks; longer and more seeds:
-//! `HOLDLINE_SOAK_SECS=120 HOLDLINE_SOAK_SEEDS=1,2,3,4,5 cargo test --release -p holdline-client --test outage -- --nocapture`
+//! `cargo test` runs short soaks; longer ones, more seeds and longer outages:
+//! `HOLDLINE_SOAK_SECS=120 HOLDLINE_SOAK_SEEDS=1,2,3,4,5 HOLDLINE_SOAK_OUTAGE_MS=30000 cargo test --release -p holdline-client --test outage -- --nocapture`
 
 #[path = "engine/common.rs"]
 mod common;
@@ -20,6 +20,12 @@ use tokio::time::Instant;
 
 fn soak_secs() -> u64 {
     env_or("HOLDLINE_SOAK_SECS", 10)
+}
+
+/// The longest REST outage the soak throws (`HOLDLINE_SOAK_OUTAGE_MS`); each lasts from
+/// a second to this.
+fn outage_max_ms() -> u64 {
+    env_or("HOLDLINE_SOAK_OUTAGE_MS", 5000).max(1001)
 }
 
 fn seeds() -> Vec<u64> {
@@ -184,7 +190,7 @@ async fn soak(redundancy: usize, seed: u64) {
         let chans = connected(&sim);
         let (kind, faults): (&'static str, Vec<Fault>) = match rng.below(9) {
             0 | 1 if Instant::now() >= outage_until => {
-                let ms = 1000 + rng.below(4000) as u64;
+                let ms = 1000 + rng.below((outage_max_ms() - 1000) as usize) as u64;
                 outage_until = Instant::now() + Duration::from_millis(ms);
                 if rng.below(2) == 0 {
                     ("outage_503", vec![outage(503, ms, 0)])

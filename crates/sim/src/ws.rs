@@ -34,6 +34,7 @@ struct Socket {
     ws: WebSocket,
     core: Arc<Core>,
     channel: String,
+    conn: u64,
     next_heartbeat: Instant,
     delayed: VecDeque<Outbound>,
     closing: Option<(Instant, u16)>,
@@ -57,6 +58,7 @@ pub async fn serve(core: Arc<Core>, channel: String, ws: WebSocket, info: ConnIn
         next_heartbeat: now + core.config.heartbeat,
         core: core.clone(),
         channel: channel.clone(),
+        conn,
         delayed: VecDeque::new(),
         closing: None,
     };
@@ -76,6 +78,9 @@ pub async fn serve(core: Arc<Core>, channel: String, ws: WebSocket, info: ConnIn
         info.reset_on_drop();
     }
 }
+
+/// How long a closing server waits for the client's close frame.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Socket {
     async fn run(
@@ -337,6 +342,19 @@ impl Socket {
         };
         let _ = self.ws.send(Message::Close(Some(frame))).await;
         let _ = self.ws.flush().await;
+        // Nothing more is sent to it: events published from now on are not its.
+        self.core.detach(&self.channel, self.conn);
+        // Wait briefly for the client's answering close (RFC 6455, 7.1.1), so the TCP
+        // connection ends in order: dropping it at once can meet a frame the client is
+        // sending with a reset, and a reset discards what the client had not read yet.
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            while let Some(Ok(msg)) = self.ws.recv().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
 
