@@ -234,6 +234,7 @@ pub fn spawn(
             reports,
             out,
             clock: shared,
+            covered_until: None,
             last_frame: None,
             live: false,
             ping_sent: None,
@@ -251,9 +252,10 @@ pub fn spawn(
                 .fetch_sub(1, Ordering::Relaxed);
         }
         let at = Instant::now();
+        let last_frame = session.covered_until.unwrap_or(session.last_frame);
         let _ = session.reports.send(Report::Ended {
             session: id,
-            last_frame: session.last_frame,
+            last_frame,
             why,
             at,
         });
@@ -274,6 +276,8 @@ struct Session {
     out: Batches,
     clock: Arc<SocketClock>,
     last_frame: Option<SystemTime>,
+    /// Once retired: the last frame before the retirement, where its coverage ends.
+    covered_until: Option<Option<SystemTime>>,
     live: bool,
     /// When the unanswered ping went out (for the round-trip histogram).
     ping_sent: Option<Instant>,
@@ -323,6 +327,10 @@ impl Session {
                 // until the server's close so nothing in flight is lost.
                 reason = &mut retire, if retired_at.is_none() => {
                     retired_at = Some(Instant::now());
+                    // What arrives from now on is still delivered, but no longer proves
+                    // anything: it may be a backlog the server sends before dropping the
+                    // rest once our close reaches it.
+                    self.covered_until = Some(self.last_frame);
                     let reason = reason.unwrap_or("client stopped");
                     if ws.close(CloseCode::Normal, reason).await.is_err() {
                         return Ended::Retired { clean: false };
@@ -399,9 +407,12 @@ impl Session {
             }
             Ok(Incoming::Close(code, reason)) => {
                 // The server ends the connection once its close is answered; it may
-                // already have, and its close frame is what counts either way. It came
-                // after everything the server sent, so a live socket covered until now.
-                if self.live {
+                // already have, and its close frame is what counts either way. A close
+                // the server began came after everything it sent, so a live socket
+                // covered until now; one answering ours proves nothing of the time since
+                // the last frame (a server may drop what it had not sent when our close
+                // arrived), so coverage stays at that frame.
+                if self.live && !retired {
                     self.last_frame = Some(at);
                     self.clock.saw(at);
                 }
