@@ -427,3 +427,115 @@ fn stdout_gets_a_wide_pipe_except_with_the_spool() {
     }
     let _ = std::fs::remove_dir_all(&spool);
 }
+
+/// Reads `n` lines of the child's stdout, then closes it (as `| head -n` does); returns
+/// the child's exit code and its stderr.
+fn read_then_close(mut cmd: Command, n: usize) -> (Option<i32>, String) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = Running(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = child.0.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    {
+        let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+        for _ in 0..n {
+            lines.next().expect("a line").unwrap();
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after its reader went away"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (code, logs.join().unwrap())
+}
+
+#[test]
+fn sim_and_demo_end_quietly_when_their_reader_goes_away() {
+    let mut sim = Command::new(BIN);
+    sim.args(["sim", "--port", "0", "--rate", "100"]);
+    let (code, stderr) = read_then_close(sim, 2);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let mut demo = Command::new(BIN);
+    demo.args(["demo", "--rate", "100"]);
+    let (code, stderr) = read_then_close(demo, 2);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn listen_fails_when_its_reader_goes_away_so_a_supervisor_restarts_it() {
+    let (_sim, url) = sim(&[]);
+    let listen = listen(
+        &url,
+        "holdline-demo",
+        &["--queue", "Support", "--queue", "Sales"],
+    );
+    let (code, stderr) = read_then_close(listen, 3);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("stdout was closed"), "{stderr}");
+}
+
+#[test]
+fn a_watchdog_shorter_than_a_ping_round_is_refused_with_the_reason() {
+    let out = listen(
+        "http://127.0.0.1:9",
+        "holdline-demo",
+        &[
+            "--topic",
+            "v2.users.6d1a4e2c-1f0b-4c1e-9a57-2a3b1c9d0e11.presence",
+        ],
+    )
+    .args(["--watchdog", "5s", "--ping-interval", "30s"])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--watchdog") && stderr.contains("40s"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_service_that_never_answers_fails_within_the_start_timeout_saying_what_to_check() {
+    // Accepts connections and never answers, as a black-holing firewall or proxy would.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let started = std::time::Instant::now();
+    let out = listen(
+        &url,
+        "holdline-demo",
+        &[
+            "--topic",
+            "v2.users.6d1a4e2c-1f0b-4c1e-9a57-2a3b1c9d0e11.presence",
+        ],
+    )
+    .args(["--start-timeout", "2s"])
+    .output()
+    .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("could not start within 2s") && stderr.contains("DNS"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    drop(silent);
+}

@@ -3,7 +3,7 @@
 //! human line per event. On a terminal a status line shows sockets, events/s, heartbeat
 //! age and gaps.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -72,6 +72,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     let (handle, mut stream) = Client::start(config).await?;
     let status = std::io::stderr().is_terminal();
+    crate::logging::STATUS_LINE.store(status, std::sync::atomic::Ordering::Relaxed);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut last_count = 0;
     let mut signal = pin!(interrupted());
@@ -97,21 +98,37 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 None => break Ok(()),
                 Some(Ok(Event::Notification(n))) => {
                     if status { eprint!("\r\x1b[2K"); }
-                    println!("{}  {}", clock(n.received_at), describe(&org, n.topic(), n.body()));
+                    let line = format!("{}  {}", clock(n.received_at), describe(&org, n.topic(), n.body()));
+                    if !print_line(&line) && !stopping {
+                        // Whoever read stdout went away (`holdline demo | head`): stop.
+                        stopping = true;
+                        handle.shutdown();
+                    }
                 }
                 Some(Ok(Event::Gap(g))) => {
-                    println!("{}  GAP {} topics {}–{}: {}", clock(g.to), g.topics.len(), clock(g.from), clock(g.to), g.reason);
+                    let line = format!("{}  GAP {} topics {}–{}: {}", clock(g.to), g.topics.len(), clock(g.from), clock(g.to), g.reason);
+                    if !print_line(&line) && !stopping {
+                        stopping = true;
+                        handle.shutdown();
+                    }
                 }
                 Some(Ok(Event::State(s))) => tracing::info!(kind = ?s.kind, "{}", s.detail),
                 Some(Err(e)) => break Err(e.into()),
             }
         }
     };
+    crate::logging::STATUS_LINE.store(false, std::sync::atomic::Ordering::Relaxed);
     if status {
         eprintln!();
     }
     sim.stop().await?;
     result
+}
+
+/// Writes a line to stdout; false once nobody reads it any more.
+fn print_line(line: &str) -> bool {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
 }
 
 fn status_line(stats: &Stats, per_sec: u64) -> String {

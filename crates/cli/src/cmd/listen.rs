@@ -58,6 +58,10 @@ pub struct ListenArgs {
     /// Stop after this long.
     #[arg(long, value_parser = duration)]
     duration: Option<Duration>,
+    /// Give up if the first token, look-ups and channel plan take longer than this (a
+    /// wrong host, a proxy or a firewall in the way) [default: 30s].
+    #[arg(long, value_parser = duration)]
+    start_timeout: Option<Duration>,
     /// Period of {"message":"ping"} health checks.
     #[arg(long, value_parser = duration)]
     ping_interval: Option<Duration>,
@@ -187,6 +191,7 @@ pub struct ListenFile {
     pub closing_grace: Option<String>,
     pub gap_lookback: Option<String>,
     pub overlap: Option<String>,
+    pub start_timeout: Option<String>,
 }
 
 fn usage(msg: impl Into<String>) -> anyhow::Error {
@@ -431,6 +436,17 @@ impl ListenArgs {
                 return Err(usage(format!("the {name} must be longer than 0")));
             }
         }
+        if t.watchdog < t.ping_interval + t.pong_timeout {
+            return Err(usage(format!(
+                "--watchdog {:?} is shorter than --ping-interval {:?} + --pong-timeout {:?}: a quiet socket \
+                 hears nothing but the answers to its pings, so every healthy socket would be declared dead \
+                 between two pings. Make the watchdog at least {:?} (the default is 66s: 2.2 server heartbeats)",
+                t.watchdog,
+                t.ping_interval,
+                t.pong_timeout,
+                t.ping_interval + t.pong_timeout
+            )));
+        }
         Ok(t)
     }
 }
@@ -456,9 +472,21 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     let mut unclean_since = spooled.as_ref().and_then(|s| s.unclean_since);
     let mut signals = Signals::new().context("cannot install the signal handlers")?;
     let reload = Reload::new(&config);
+    let start_timeout = args
+        .start_timeout
+        .or(file_duration(&file.start_timeout, "start_timeout")?)
+        .unwrap_or(DEFAULT_START_TIMEOUT);
+    let reach = config.endpoints.to_string();
     let (handle, mut stream) = tokio::select! {
         // Starting may retry for a while; a signal meanwhile stops at once.
-        started = Client::start(config) => started?,
+        started = tokio::time::timeout(start_timeout, Client::start(config)) => match started {
+            Ok(started) => started?,
+            Err(_) => return Err(usage(format!(
+                "could not start within {start_timeout:?} ({reach}): nothing answered in time. Check that the \
+                 hosts resolve (DNS), that a proxy is set if the network needs one (HTTPS_PROXY), and that no \
+                 firewall drops the traffic; `holdline doctor` checks each hop. --start-timeout sets the limit"
+            ))),
+        },
         () = stop_signal(&mut signals) => {
             tracing::info!("stopped while starting");
             return Ok(());
@@ -552,11 +580,21 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     watcher.abort();
     summary(handle.stats());
     match (result, flushed) {
-        (Err(e), _) if is_broken_pipe(&e) => Ok(()),
+        (Err(e), _) if is_broken_pipe(&e) => Err(stdout_closed()),
         (Err(e), _) => Err(e),
-        (Ok(()), Err(e)) if is_broken_pipe(&e) => Ok(()),
+        (Ok(()), Err(e)) if is_broken_pipe(&e) => Err(stdout_closed()),
         (Ok(()), flushed) => flushed,
     }
+}
+
+/// Whoever read stdout went away: a stream that nobody reads loses events, so holdline
+/// stops with an error that a supervisor restarts it on.
+fn stdout_closed() -> anyhow::Error {
+    anyhow::anyhow!(
+        "stdout was closed by the program reading it; stopping, since events received from now on \
+         could not be written (a supervisor should restart holdline; with --spool, anything spooled is \
+         delivered by the next run)"
+    )
 }
 
 /// SIGINT/SIGTERM: close every socket with 1000, drain and exit (within 2 s); a second
@@ -580,6 +618,9 @@ async fn watch_signals(
         }
     }
 }
+
+/// How long `listen` may take to get its first token and plan its channels.
+const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Waits for SIGINT or SIGTERM (a SIGHUP before the client runs changes nothing).
 async fn stop_signal(signals: &mut Signals) {

@@ -139,8 +139,11 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write the certificate to {}", path.display()))?;
         tracing::info!(cert = %path.display(), "TLS certificate written; trust it with --ca-file");
     }
-    println!("holdline-sim listening on {}", sim.url());
-    std::io::stdout().flush()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "holdline-sim listening on {}", sim.url())
+        .and_then(|()| out.flush())
+        .context("writing the simulator's address to stdout")?;
+    drop(out);
     tracing::info!(
         clients = sim.core().config.clients.len(),
         queues = sim.core().org.queues.len(),
@@ -161,11 +164,16 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
                 msg = published.recv() => match msg {
                     Ok(p) => {
                         let at = p.entry.published_at.time();
-                        println!(
+                        let line = format!(
                             "{:02}:{:02}:{:02}.{:03}  {}",
                             at.hour(), at.minute(), at.second(), at.millisecond(),
                             describe(&core.org, &p.entry.topic, &p.body)
                         );
+                        let mut out = std::io::stdout().lock();
+                        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                            // Whoever read stdout went away (`holdline sim | head`): stop.
+                            break;
+                        }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(skipped = n, "display fell behind");

@@ -1240,8 +1240,16 @@ impl Machine {
         {
             c.state = ChanState::Suspect;
         }
-        if !matches!(why, Ended::Retired { .. }) {
-            notable::socket_ended(Some(&s.chan), &why);
+        // A socket closed because holdline moved on (a rollover, a hand-over to its
+        // replacement) is the plan working; anything else is worth a warning.
+        let planned = matches!(why, Ended::Retired { .. })
+            || matches!(s.role, Role::Retiring | Role::Overlapping(_))
+            || s.handed_over.is_some()
+            || (s.role == Role::Current && self.has_role(Role::Replacement));
+        if planned {
+            notable::socket_replaced(&s.chan, &why);
+        } else {
+            notable::socket_ended(&s.chan, &why);
         }
         if self.stopping {
             return;

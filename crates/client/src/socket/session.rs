@@ -491,12 +491,18 @@ impl Session {
                 }
                 return true;
             }
-            Ok(ServerFrame::Heartbeat) => stats.heartbeat(self.id),
+            Ok(ServerFrame::Heartbeat) => {
+                stats.heartbeat(self.id);
+                tracing::debug!(event = "heartbeat", channel = %self.channel, "heartbeat");
+            }
             Ok(ServerFrame::Pong) => {
                 Stats::bump(&stats.pongs);
-                if let Some(sent) = self.ping_sent.take() {
-                    stats.ping_rtt.observe(sent.elapsed());
+                let rtt = self.ping_sent.take().map(|sent| sent.elapsed());
+                if let Some(rtt) = rtt {
+                    stats.ping_rtt.observe(rtt);
                 }
+                let rtt_ms = rtt.map(|d| d.as_secs_f64() * 1000.0);
+                tracing::debug!(event = "pong", channel = %self.channel, rtt_ms, "pong");
             }
             Ok(ServerFrame::SocketClosing(_)) => {
                 crate::telemetry::notable::socket_closing(stats, &self.channel);

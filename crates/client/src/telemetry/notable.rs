@@ -16,10 +16,12 @@ use crate::telemetry::stats::{Cause, Stats};
 pub fn gap(stats: &Stats, gap: &Gap) {
     let width = gap.to.duration_since(gap.from).unwrap_or_default();
     stats.gap(width);
+    // Milliseconds are what matters; more digits only look like noise in the log.
+    let seconds = (width.as_secs_f64() * 1000.0).round() / 1000.0;
     tracing::error!(
         event = "gap",
         topics = gap.topics.len(),
-        seconds = width.as_secs_f64(),
+        seconds,
         reason = %gap.reason,
         "gap: events in this window could not be received"
     );
@@ -38,8 +40,13 @@ pub fn reconnected(stats: &Stats, cause: Cause, shard: usize, slot: usize) {
 }
 
 /// A socket ended other than by holdline's own choice.
-pub fn socket_ended(channel: Option<&str>, why: &dyn std::fmt::Display) {
-    tracing::warn!(event = "socket_ended", channel = channel.unwrap_or("-"), %why, "socket ended");
+pub fn socket_ended(channel: &str, why: &dyn std::fmt::Display) {
+    tracing::warn!(event = "socket_ended", channel, %why, "socket ended");
+}
+
+/// A socket ended as holdline planned: replaced at a rollover or a maintenance hand-over.
+pub fn socket_replaced(channel: &str, why: &dyn std::fmt::Display) {
+    tracing::info!(event = "socket_replaced", channel, %why, "socket closed as planned");
 }
 
 /// The service took a channel away (eviction, revoked token, gone).

@@ -1,6 +1,6 @@
 //! Memory footprint of holdline's client: the de-duplication window and live sockets.
 //!
-//! `cargo run --release -p holdline-client --example footprint`
+//! `cargo run --release -p holdline-client --example client_footprint`
 //!
 //! The simulator runs in a child process (this program started again with `--sim`), so the
 //! resident set measured is the client's alone.

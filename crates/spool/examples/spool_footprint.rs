@@ -1,6 +1,6 @@
 //! Disk bytes per event and append/drain rates of the spool.
 //!
-//! `cargo run -p holdline-spool --release --example footprint [DIR] [EVENTS]`
+//! `cargo run -p holdline-spool --release --example spool_footprint [DIR] [EVENTS]`
 //!
 //! Appends EVENTS records of about 2.4 KB (the benchmark's average event) in batches of
 //! 256 with an fsync per batch, reports the file size per record while they are all held,
