@@ -790,8 +790,7 @@ fn logs_of(f: impl FnOnce()) -> String {
         .with_ansi(false)
         .finish();
     tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-    text
+    String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
 }
 
 #[test]
