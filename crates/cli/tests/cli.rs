@@ -539,3 +539,43 @@ fn a_service_that_never_answers_fails_within_the_start_timeout_saying_what_to_ch
     assert!(took < Duration::from_secs(10), "took {took:?}");
     drop(silent);
 }
+
+#[test]
+fn a_rejected_topic_is_a_record_on_stdout_and_the_rest_stream() {
+    // May see presence (no permission needed) but not conversations.
+    let (_sim, url) = sim(&["--client", "holdline-demo:holdline-demo:"]);
+    let forbidden = "v2.users.6d1a4e2c-1f0b-4c1e-9a57-2a3b1c9d0e11.conversations";
+    let permitted = "v2.users.6d1a4e2c-1f0b-4c1e-9a57-2a3b1c9d0e11.presence";
+    let out = listen(
+        &url,
+        "holdline-demo",
+        &[
+            "--topic",
+            permitted,
+            "--topic",
+            forbidden,
+            "--duration",
+            "2s",
+        ],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rejected: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r["kind"] == "rejected").collect();
+    assert_eq!(rejected.len(), 1, "{records:?}");
+    assert_eq!(rejected[0]["topic"], forbidden);
+    assert_eq!(rejected[0]["org"], "default");
+    let missing = rejected[0]["missing_permissions"].as_array().unwrap();
+    assert!(
+        missing
+            .iter()
+            .any(|p| p == "conversation:communication:view"),
+        "{missing:?}"
+    );
+}

@@ -25,7 +25,7 @@ pub mod tls;
 pub use config::{ClientConfig, Credentials, Endpoints, Secret, Timings};
 pub use error::ClientError;
 pub use stream::EventStream;
-pub use stream::event::{Event, Gap, Notification, StateChange, StateKind};
+pub use stream::event::{Event, Gap, Notification, Rejection, StateChange, StateKind};
 pub use supervisor::client::{
     CHANNEL_BUDGET, Client, ClientHandle, ROLLOVER_SPARES, channels_needed, validate_topics,
 };

@@ -113,6 +113,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     }
                 }
                 Some(Ok(Event::State(s))) => tracing::info!(kind = ?s.kind, "{}", s.detail),
+                Some(Ok(Event::Rejected(r))) => {
+                    let line = format!("REJECTED {} (missing {})", r.topic, r.missing_permissions.join(", "));
+                    if !print_line(&line) && !stopping {
+                        stopping = true;
+                        handle.shutdown();
+                    }
+                }
                 Some(Err(e)) => break Err(e.into()),
             }
         }

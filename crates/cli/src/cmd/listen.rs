@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use holdline_client::stream::record::{write_event, write_gap};
+use holdline_client::stream::record::{write_event, write_gap, write_rejected};
 use holdline_client::{
     Client, ClientConfig, Credentials, Endpoints, Event, Secret, StateKind, Stats, Timings,
 };
@@ -534,6 +534,10 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
                 }
                 Some(Ok(Event::Gap(gap))) => {
                     write_gap(&mut out.buf, &gap);
+                    out.ended(None);
+                }
+                Some(Ok(Event::Rejected(r))) => {
+                    write_rejected(&mut out.buf, &r, &org);
                     out.ended(None);
                 }
                 Some(Ok(Event::State(change))) => {

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::channel::rollover::{MAX_LIFE, rollover_at};
 use crate::config::Timings;
 use crate::error::ClientError;
-use crate::rest::api::{ApiError, Subscribed};
+use crate::rest::api::{ApiError, Rejected, Subscribed};
 use crate::rest::backoff::Backoff;
 use crate::socket::session::{Ended, Report};
 use crate::stream::Coverage;
@@ -85,6 +85,8 @@ pub enum Action {
     State(StateChange),
     /// The OAuth client's channel budget changed.
     Budget(BudgetNote),
+    /// Topics the service refused, each reported once.
+    Rejected(Vec<Rejected>),
     /// Stop: retrying cannot help.
     Fatal(ClientError),
 }
@@ -961,7 +963,8 @@ impl Machine {
         tracing::warn!(rejected = %detail.join("; "), "topics rejected by the service");
         self.state(StateKind::Rejected, Some(chan.clone()), detail.join("; "));
         self.rejected_reported
-            .extend(fresh.into_iter().map(|r| r.topic));
+            .extend(fresh.iter().map(|r| r.topic.clone()));
+        self.out.push(Action::Rejected(fresh));
     }
 
     // ---- rollover -------------------------------------------------------------------
@@ -1121,11 +1124,16 @@ impl Machine {
             }
             self.ever_live = true;
             let chan = self.chan.as_ref().map(|c| c.id.clone());
-            self.state(
-                StateKind::Live,
-                chan,
-                format!("receiving {} topics", self.topics.len()),
-            );
+            let all = crate::supervisor::plan::single_topics(&self.topics);
+            let refused = all
+                .iter()
+                .filter(|t| self.rejected_reported.contains(*t))
+                .count();
+            let detail = match refused {
+                0 => format!("receiving {} topics", all.len()),
+                n => format!("receiving {} topics ({n} rejected)", all.len() - n),
+            };
+            self.state(StateKind::Live, chan, detail);
         }
     }
 

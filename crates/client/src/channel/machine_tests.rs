@@ -38,6 +38,7 @@ struct Step {
     coverage: Vec<Coverage>,
     states: Vec<StateKind>,
     budget: Vec<BudgetNote>,
+    rejected: Vec<String>,
     fatal: Option<ClientError>,
 }
 
@@ -159,6 +160,7 @@ impl Rig {
                 Action::State(s) => step.states.push(s.kind),
                 Action::Budget(b) => step.budget.push(b),
                 Action::Fatal(e) => step.fatal = Some(e),
+                Action::Rejected(r) => step.rejected.extend(r.into_iter().map(|r| r.topic)),
             }
         }
         step

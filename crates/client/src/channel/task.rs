@@ -22,6 +22,7 @@ use crate::rest::api::{Api, Subscribed};
 use crate::socket::session::{
     self, Batches, Ended, Report, SessionConfig, SessionHandle, SocketClock,
 };
+use crate::stream::event::Rejection;
 use crate::stream::{Coverage, Inbound};
 use crate::supervisor::budget::{Budget, Owner, Reservation};
 use crate::telemetry::stats::Stats;
@@ -260,6 +261,15 @@ impl Task {
                         let _ = self.ctx.control.send(Inbound::State(change));
                     }
                     Action::Budget(note) => self.budget(note),
+                    Action::Rejected(topics) => {
+                        for r in topics {
+                            let _ = self.ctx.control.send(Inbound::Rejected(Rejection {
+                                topic: r.topic,
+                                missing_permissions: r.missing_permissions,
+                                reason: r.reason,
+                            }));
+                        }
+                    }
                     Action::Fatal(e) => {
                         let _ = self.ctx.control.send(Inbound::Fatal(e));
                         exit = Some(Exit::Fatal);

@@ -15,6 +15,9 @@ pub enum Event {
     Notification(Notification),
     /// A window in which these topics could not have been received.
     Gap(Gap),
+    /// A topic the service would not subscribe (missing permissions): nothing will
+    /// arrive on it. Once per topic.
+    Rejected(Rejection),
     /// Something happened to a socket or channel (informational).
     State(StateChange),
 }
@@ -157,6 +160,17 @@ pub struct Gap {
     pub to: SystemTime,
     /// What happened.
     pub reason: String,
+}
+
+/// A topic the service refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The topic (or combined topic) as subscribed.
+    pub topic: String,
+    /// The permissions the OAuth client lacks.
+    pub missing_permissions: Vec<String>,
+    /// The service's reason, if it gave one.
+    pub reason: Option<String>,
 }
 
 /// What kind of state change.

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::error::ClientError;
 use crate::stream::coverage::ShardCoverage;
 use crate::stream::dedupe::Dedupe;
-use crate::stream::event::{Event, Gap, Notification, StateChange};
+use crate::stream::event::{Event, Gap, Notification, Rejection, StateChange};
 use crate::telemetry::stats::Stats;
 
 /// A coverage change of one socket of a shard.
@@ -65,6 +65,8 @@ pub enum Inbound {
     },
     /// A state change worth showing.
     State(StateChange),
+    /// A topic the service refused.
+    Rejected(Rejection),
     /// A slot hit an error retrying cannot fix.
     Fatal(ClientError),
 }
@@ -82,6 +84,8 @@ pub struct EventStream {
     finished: bool,
     /// The error that stops the client, handed out after everything received before it.
     fatal: Option<ClientError>,
+    /// Topics already reported rejected (every redundant slot hears of each).
+    rejected: std::collections::HashSet<String>,
     /// Gaps found and not yet handed out.
     gaps: VecDeque<Gap>,
     /// The rest of the batch being handed out.
@@ -115,6 +119,7 @@ impl EventStream {
             stats,
             finished: false,
             fatal: None,
+            rejected: Default::default(),
             gaps: VecDeque::new(),
             batch: Vec::new().into_iter(),
             batch_at: Instant::now(),
@@ -298,6 +303,10 @@ impl EventStream {
                 None
             }
             Inbound::State(change) => Some(Ok(Event::State(change))),
+            Inbound::Rejected(r) => self
+                .rejected
+                .insert(r.topic.clone())
+                .then_some(Ok(Event::Rejected(r))),
             // The client stops: its queues close once its sockets have, and the error
             // comes after what they had received.
             Inbound::Fatal(err) => {
@@ -361,6 +370,7 @@ mod tests {
                 Event::State(_) => "state".to_owned(),
                 Event::Notification(n) => n.body().to_owned(),
                 Event::Gap(_) => "gap".to_owned(),
+                Event::Rejected(_) => "rejected".to_owned(),
             });
         }
         assert_eq!(kinds, ["state", r#"{"n":1}"#, r#"{"n":2}"#]);

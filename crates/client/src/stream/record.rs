@@ -10,7 +10,7 @@
 use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::stream::event::{Gap, Notification};
+use crate::stream::event::{Gap, Notification, Rejection};
 
 /// Appends one event record and a newline.
 pub fn write_event(out: &mut Vec<u8>, n: &Notification, org: &str) {
@@ -52,6 +52,27 @@ pub fn write_gap(out: &mut Vec<u8>, gap: &Gap) {
     write_rfc3339(out, gap.to);
     out.extend_from_slice(br#"","reason":"#);
     write_str(out, &gap.reason);
+    out.extend_from_slice(b"}\n");
+}
+
+/// Appends one rejected-topic record and a newline.
+pub fn write_rejected(out: &mut Vec<u8>, r: &Rejection, org: &str) {
+    out.extend_from_slice(br#"{"kind":"rejected","topic":"#);
+    write_str(out, &r.topic);
+    out.extend_from_slice(br#","org":"#);
+    write_str(out, org);
+    out.extend_from_slice(br#","missing_permissions":["#);
+    for (i, p) in r.missing_permissions.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, p);
+    }
+    out.push(b']');
+    if let Some(reason) = &r.reason {
+        out.extend_from_slice(br#","reason":"#);
+        write_str(out, reason);
+    }
     out.extend_from_slice(b"}\n");
 }
 

@@ -110,6 +110,7 @@ pub struct Seen {
     pub events: Vec<(EventId, String)>,
     pub gaps: Vec<Gap>,
     pub states: Vec<(StateKind, String, SystemTime)>,
+    pub rejected: Vec<holdline_client::Rejection>,
     pub error: Option<ClientError>,
     pub ended: bool,
 }
@@ -133,6 +134,7 @@ impl Collector {
                     Ok(Event::Notification(n)) => s.events.push((n.id, n.topic().to_owned())),
                     Ok(Event::Gap(g)) => s.gaps.push(g),
                     Ok(Event::State(c)) => s.states.push((c.kind, c.detail, SystemTime::now())),
+                    Ok(Event::Rejected(r)) => s.rejected.push(r),
                     Err(e) => s.error = Some(e),
                 }
             }

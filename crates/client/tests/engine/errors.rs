@@ -87,6 +87,25 @@ async fn forbidden_topics_are_reported_and_the_rest_stream() {
     client.live_since().await;
     let seen = client.stop().await;
     assert!(seen.error.is_none());
+    let refused: Vec<_> = seen
+        .rejected
+        .iter()
+        .filter(|r| r.topic == conversations)
+        .collect();
+    assert_eq!(
+        refused.len(),
+        1,
+        "one record per rejected topic: {:?}",
+        seen.rejected
+    );
+    assert!(!refused[0].missing_permissions.is_empty());
+    assert!(
+        seen.states
+            .iter()
+            .any(|(k, d, _)| *k == holdline_client::StateKind::Live && d.contains("rejected)")),
+        "the live count leaves the rejected topics out: {:?}",
+        seen.states
+    );
 }
 
 #[tokio::test]
