@@ -36,6 +36,16 @@ enum Command {
     Top(cmd::top::TopArgs),
 }
 
+/// Parses the command line; `--help` shows each setting's default from where it lives.
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let command = Cli::command()
+        .mut_subcommand("listen", cmd::listen::help_with_defaults)
+        .mut_subcommand("sim", cmd::sim::help_with_defaults);
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 /// Exit codes (documented in the README).
 pub mod exit {
     /// Anything else that went wrong.
@@ -49,7 +59,7 @@ pub mod exit {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     let verbose = matches!(&cli.command, Command::Listen(a) if a.verbose);
     logging::init(verbose, cli.log_format);
     tune_malloc();

@@ -579,3 +579,91 @@ fn a_rejected_topic_is_a_record_on_stdout_and_the_rest_stream() {
         "{missing:?}"
     );
 }
+
+#[test]
+fn help_shows_every_default_and_listen_help_ends_with_examples() {
+    let help = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listen = help(&["listen", "--help"]);
+    for flag in [
+        "--ping-interval",
+        "--pong-timeout",
+        "--watchdog",
+        "--rollover-margin",
+        "--backoff-max",
+        "--gap-lookback",
+        "--closing-grace",
+        "--refresh-every",
+        "--redundancy",
+        "--start-timeout",
+    ] {
+        let at = listen
+            .find(flag)
+            .unwrap_or_else(|| panic!("{flag} missing"));
+        let next = listen[at + 2..]
+            .find("\n      --")
+            .map_or(listen.len(), |n| at + 2 + n);
+        assert!(
+            listen[at..next].contains("[default: "),
+            "{flag}: {}",
+            &listen[at..next]
+        );
+    }
+    assert!(listen.contains("Examples:") && listen.contains("--api-base http://127.0.0.1:7411"));
+    let sim = help(&["sim", "--help"]);
+    for flag in [
+        "--heartbeat",
+        "--channel-ttl",
+        "--token-ttl",
+        "--rate",
+        "--queues",
+        "--agents",
+        "--rate-limit",
+    ] {
+        let at = sim
+            .find(&format!("{flag} "))
+            .unwrap_or_else(|| panic!("{flag} missing"));
+        let next = sim[at + 2..]
+            .find("\n      --")
+            .map_or(sim.len(), |n| at + 2 + n);
+        assert!(
+            sim[at..next].contains("[default: "),
+            "{flag}: {}",
+            &sim[at..next]
+        );
+    }
+}
+
+#[test]
+fn the_documented_sim_toml_names_every_setting_at_its_default() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/sim.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let parsed: holdline_sim::SimConfig = toml::from_str(&text).unwrap();
+    let defaults = holdline_sim::SimConfig::default();
+    assert_eq!(
+        serde_json::to_value(&parsed).unwrap(),
+        serde_json::to_value(&defaults).unwrap(),
+        "docs/sim.toml shows the defaults"
+    );
+    let keys = serde_json::to_value(&defaults).unwrap();
+    for key in keys.as_object().unwrap().keys() {
+        assert!(
+            text.contains(&format!("{key} "))
+                || text.contains(&format!("[{key}]"))
+                || text.contains(&format!("[[{key}]]")),
+            "docs/sim.toml does not document {key}"
+        );
+    }
+    let out = Command::new(BIN)
+        .args(["sim", "--port", "0", "--quiet", "--config", path])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Running(out);
+    let line = first_line(&mut child.0);
+    assert!(line.starts_with("holdline-sim listening on"), "{line}");
+}

@@ -59,7 +59,7 @@ pub struct ListenArgs {
     #[arg(long, value_parser = duration)]
     duration: Option<Duration>,
     /// Give up if the first token, look-ups and channel plan take longer than this (a
-    /// wrong host, a proxy or a firewall in the way) [default: 30s].
+    /// wrong host, a proxy or a firewall in the way).
     #[arg(long, value_parser = duration)]
     start_timeout: Option<Duration>,
     /// Period of {"message":"ping"} health checks.
@@ -68,7 +68,7 @@ pub struct ListenArgs {
     /// How long a ping may go unanswered.
     #[arg(long, value_parser = duration)]
     pong_timeout: Option<Duration>,
-    /// How long a socket may stay silent (default 66s: 2.2 server heartbeats).
+    /// How long a socket may stay silent (2.2 server heartbeats by default).
     #[arg(long, value_parser = duration)]
     watchdog: Option<Duration>,
     /// Roll channels over this long before they or their token expire.
@@ -83,11 +83,11 @@ pub struct ListenArgs {
     /// How far before a dead socket's last frame its gap starts (events in flight).
     #[arg(long, value_parser = duration)]
     gap_lookback: Option<Duration>,
-    /// How long a socket replaced at rollover keeps receiving (events in flight; 15s).
+    /// How long a socket replaced at rollover keeps receiving (events in flight).
     #[arg(long, value_parser = duration)]
     overlap: Option<Duration>,
     /// Channels (each with its own socket and token) holding every topic; with 2 a single
-    /// socket fault loses nothing (default 2).
+    /// socket fault loses nothing.
     #[arg(long)]
     redundancy: Option<usize>,
     /// Subscribe every queue's conversations, picking up new queues as they appear.
@@ -100,10 +100,10 @@ pub struct ListenArgs {
     #[arg(long, value_parser = duration)]
     refresh_every: Option<Duration>,
     /// How long an event id is remembered for de-duplication (must cover the worst delay
-    /// between two sockets; default 10m).
+    /// between two sockets).
     #[arg(long, value_parser = duration)]
     dedupe_window: Option<Duration>,
-    /// Most event ids remembered (about 37 bytes each; default 200000).
+    /// Most event ids remembered (about 37 bytes each).
     #[arg(long)]
     dedupe_max_ids: Option<usize>,
     /// Extra PEM root certificates to trust (corporate TLS proxies).
@@ -321,7 +321,10 @@ impl ListenArgs {
         let mut config = ClientConfig::new(endpoints, credentials, topics);
         config.queues = file.queues.iter().chain(&self.queues).cloned().collect();
         config.users = file.users.iter().chain(&self.users).cloned().collect();
-        config.redundancy = self.redundancy.or(file.redundancy).unwrap_or(2);
+        config.redundancy = self
+            .redundancy
+            .or(file.redundancy)
+            .unwrap_or(DEFAULT_REDUNDANCY);
         config.all_queues = self.all_queues || file.all_queues;
         if let Some(window) = self
             .dedupe_window
@@ -625,6 +628,61 @@ async fn watch_signals(
 
 /// How long `listen` may take to get its first token and plan its channels.
 const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `listen --help` with the default of every setting that has one (taken from where the
+/// default lives) and a few examples.
+pub fn help_with_defaults(cmd: clap::Command) -> clap::Command {
+    let t = Timings::default();
+    let c = ClientConfig::new(
+        Endpoints::Custom {
+            api_base: String::new(),
+            login_base: String::new(),
+        },
+        Credentials {
+            client_id: String::new(),
+            client_secret: Secret::new(""),
+        },
+        Vec::new(),
+    );
+    let d = |d: Duration| humantime::format_duration(d).to_string();
+    let defaults = [
+        ("ping_interval", d(t.ping_interval)),
+        ("pong_timeout", d(t.pong_timeout)),
+        ("watchdog", d(t.watchdog)),
+        ("rollover_margin", d(t.rollover_margin)),
+        ("backoff_max", d(t.backoff_max)),
+        ("closing_grace", d(t.closing_grace)),
+        ("gap_lookback", d(t.gap_lookback)),
+        ("overlap", d(t.overlap)),
+        ("refresh_every", d(c.refresh_every)),
+        ("dedupe_window", d(c.dedupe_window)),
+        ("dedupe_max_ids", c.dedupe_max_ids.to_string()),
+        ("redundancy", DEFAULT_REDUNDANCY.to_string()),
+        ("start_timeout", d(DEFAULT_START_TIMEOUT)),
+    ];
+    let mut cmd = cmd.after_help(LISTEN_EXAMPLES);
+    for (id, default) in defaults {
+        cmd = cmd.mut_arg(id, |a| {
+            let help = a.get_help().map(ToString::to_string).unwrap_or_default();
+            a.help(format!("{help} [default: {default}]"))
+        });
+    }
+    cmd
+}
+
+const LISTEN_EXAMPLES: &str = "Examples:
+  # Conversations of two queues, credentials from the environment:
+  GENESYSCLOUD_REGION=eu-west-1 GENESYSCLOUD_OAUTHCLIENT_ID=… GENESYSCLOUD_OAUTHCLIENT_SECRET=… \\
+    holdline listen --queue Support --queue Sales
+  # Against the local simulator (start it with `holdline sim`):
+  GENESYSCLOUD_OAUTHCLIENT_ID=holdline-demo GENESYSCLOUD_OAUTHCLIENT_SECRET=holdline-demo \\
+    holdline listen --api-base http://127.0.0.1:7411 --all-queues
+  # Durable, with metrics, into a file that rotates hourly:
+  holdline listen --config listen.toml --spool /var/lib/holdline \\
+    --sink 'file:///var/log/holdline/events.jsonl?rotate=1h' --metrics-addr";
+
+/// Channels holding each shard unless told otherwise: one socket fault costs nothing.
+const DEFAULT_REDUNDANCY: usize = 2;
 
 /// Waits for SIGINT or SIGTERM (a SIGHUP before the client runs changes nothing).
 async fn stop_signal(signals: &mut Signals) {

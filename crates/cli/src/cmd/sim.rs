@@ -82,10 +82,7 @@ impl SimArgs {
                     ))
                 })?
             }
-            None => SimConfig {
-                rate: 5.0,
-                ..SimConfig::default()
-            },
+            None => cli_defaults(),
         };
         if !self.clients.is_empty() {
             config.clients = self.clients.clone();
@@ -117,6 +114,40 @@ impl SimArgs {
         }
         Ok(config)
     }
+}
+
+/// What `holdline sim` runs without a config file: the library's defaults, with a gentle
+/// stream of traffic so that there is something to see.
+fn cli_defaults() -> SimConfig {
+    SimConfig {
+        rate: 5.0,
+        ..SimConfig::default()
+    }
+}
+
+/// `sim --help` with the default of every setting, taken from [`cli_defaults`].
+pub fn help_with_defaults(cmd: clap::Command) -> clap::Command {
+    let c = cli_defaults();
+    let d = |d: Duration| humantime::format_duration(d).to_string();
+    let defaults = [
+        ("heartbeat", d(c.heartbeat)),
+        ("channel_ttl", d(c.channel_ttl)),
+        ("token_ttl", d(c.token_ttl)),
+        ("closing_grace", d(c.closing_grace)),
+        ("rate", c.rate.to_string()),
+        ("seed", c.seed.to_string()),
+        ("queues", c.queues.to_string()),
+        ("agents", c.agents.to_string()),
+        ("rate_limit", c.rate_limit_per_minute.to_string()),
+    ];
+    let mut cmd = cmd;
+    for (id, default) in defaults {
+        cmd = cmd.mut_arg(id, |a| {
+            let help = a.get_help().map(ToString::to_string).unwrap_or_default();
+            a.help(format!("{help} [default: {default}]"))
+        });
+    }
+    cmd
 }
 
 /// Runs the simulator until SIGINT/SIGTERM.
