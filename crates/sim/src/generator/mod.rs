@@ -72,6 +72,9 @@ pub struct Model {
     agents: Vec<Agent>,
     conversations: Vec<Conversation>,
     pending: VecDeque<(String, String)>,
+    /// Conversations started so far: the first go to each queue in turn, so every queue
+    /// has traffic within the first seconds.
+    started: usize,
 }
 
 impl Model {
@@ -96,6 +99,7 @@ impl Model {
             agents,
             conversations: Vec::new(),
             pending: VecDeque::new(),
+            started: 0,
         }
     }
 
@@ -150,7 +154,13 @@ impl Model {
     }
 
     fn new_conversation(&mut self, now: OffsetDateTime, at: &str) {
-        let queue = self.rng.below(self.org.queues.len());
+        let queues = self.org.queues.len();
+        let queue = if self.started < queues {
+            self.started
+        } else {
+            self.rng.below(queues)
+        };
+        self.started += 1;
         let ani = format!("tel:+4670{:07}", self.rng.below(10_000_000));
         let conv = Conversation {
             id: self.rng.uuid(),
@@ -402,6 +412,23 @@ pub async fn run(core: Arc<Core>) {
 mod tests {
     use super::*;
     use holdline_proto::topic::{Family, classify};
+
+    #[test]
+    fn every_queue_of_the_default_org_has_a_conversation_within_the_first_events() {
+        let config = crate::SimConfig::default();
+        let org = Org::generate(config.seed, config.queues, config.agents);
+        let mut model = Model::new(org.clone(), config.seed);
+        let now = OffsetDateTime::now_utc();
+        let first: Vec<String> = (0..25).map(|_| model.next_event(now).0).collect();
+        for q in &org.queues {
+            let topic = format!("v2.routing.queues.{}.conversations", q.id);
+            assert!(
+                first.contains(&topic),
+                "{} has no event among the first 25",
+                q.name
+            );
+        }
+    }
 
     #[test]
     fn same_seed_same_topics() {
