@@ -56,6 +56,8 @@ pub mod exit {
     pub const AUTH: u8 = 3;
     /// The OAuth client lacks a permission.
     pub const PERMISSION: u8 = 4;
+    /// `doctor`: nothing wrong in what was checked, but checks that matter did not run.
+    pub const INCOMPLETE: u8 = 5;
 }
 
 fn main() -> ExitCode {

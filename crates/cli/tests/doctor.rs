@@ -250,7 +250,7 @@ fn nineteen_channels_is_a_warning_and_twenty_stops_the_probe() {
             .unwrap(),
     );
     assert!(detail(check(&r, "channel budget", "fail")).contains("evicts"));
-    assert!(detail(check(&r, "probe", "info")).contains("would evict"));
+    assert!(detail(check(&r, "probe", "skipped")).contains("would evict"));
 }
 
 #[test]
@@ -338,5 +338,66 @@ fn a_made_up_region_stops_before_the_network() {
         .unwrap();
     let r = report(&out);
     assert!(detail(check(&r, "region", "fail")).contains("eu-west-1"));
-    assert!(detail(check(&r, "online checks", "info")).contains("skipped"));
+    assert!(detail(check(&r, "online checks", "skipped")).contains("region is not valid"));
+}
+
+#[test]
+fn a_stalled_socket_is_named_as_half_open() {
+    let r = during_probe(&[], |url, channel| {
+        std::thread::sleep(Duration::from_millis(1500));
+        fault(
+            url,
+            serde_json::json!({"kind": "stall", "channel": channel, "ms": 20000}),
+        )
+    });
+    let c = check(&r, "probe: stall", "fail");
+    assert!(detail(c).contains("half-open"), "{c:#}");
+    assert!(
+        !r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "probe: hold" && c["status"] == "pass"),
+        "a stalled socket is not a held one: {r:#}"
+    );
+}
+
+#[test]
+fn an_idle_timeout_close_is_not_taken_for_a_second_socket() {
+    let r = during_probe(&[], |url, channel| {
+        fault(
+            url,
+            serde_json::json!({"kind": "close", "channel": channel, "code": 1001, "reason": "idle timeout"}),
+        )
+    });
+    let c = detail(check(&r, "probe: close", "fail"));
+    assert!(c.contains("closed as idle"), "{c}");
+    assert!(!c.contains("another socket"), "{c}");
+}
+
+#[test]
+fn without_credentials_nothing_is_called_healthy() {
+    let (_sim, url) = sim(&[]);
+    let out = Command::new(BIN)
+        .args(["doctor", "--api-base", &url])
+        .env_remove("GENESYSCLOUD_OAUTHCLIENT_ID")
+        .env_remove("GENESYSCLOUD_OAUTHCLIENT_SECRET")
+        .env_remove("GENESYSCLOUD_REGION")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{text}");
+    assert!(!text.contains("No problem found"), "{text}");
+    assert!(
+        text.contains("did not run") && text.contains("GENESYSCLOUD_OAUTHCLIENT_ID"),
+        "{text}"
+    );
+    let out = Command::new(BIN)
+        .args(["doctor", "--offline"])
+        .env_remove("GENESYSCLOUD_REGION")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{text}");
+    assert!(text.contains("nothing to check"), "{text}");
 }

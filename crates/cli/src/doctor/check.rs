@@ -15,8 +15,10 @@ pub enum Status {
     Warn,
     /// Wrong: the likely cause of the trouble.
     Fail,
-    /// Information (a measurement, a skipped check).
+    /// Information (a measurement).
     Info,
+    /// Not checked, and why: a report with one says so instead of "no problem found".
+    Skipped,
 }
 
 impl Status {
@@ -26,6 +28,7 @@ impl Status {
             Status::Warn => "!",
             Status::Fail => "✗",
             Status::Info => "·",
+            Status::Skipped => "–",
         }
     }
 }
@@ -73,6 +76,11 @@ impl Check {
     pub fn info(name: &str, detail: impl Into<String>) -> Self {
         Check::new(name, Status::Info, detail, None)
     }
+
+    /// A check that could not run, with what it takes to run it.
+    pub fn skipped(name: &str, why: impl Into<String>, to_run: impl Into<String>) -> Self {
+        Check::new(name, Status::Skipped, why, Some(to_run.into()))
+    }
 }
 
 /// Every check of one doctor run.
@@ -80,6 +88,8 @@ impl Check {
 pub struct Report {
     /// True when no check failed.
     pub ok: bool,
+    /// True when a check that matters was not run: "no problem found" would not be true.
+    pub incomplete: bool,
     /// The checks, in the order they ran.
     pub checks: Vec<Check>,
 }
@@ -90,9 +100,10 @@ impl Report {
         self.checks.push(check);
     }
 
-    /// Sets `ok` from the checks.
+    /// Sets `ok` and `incomplete` from the checks.
     pub fn finish(mut self) -> Self {
         self.ok = !self.checks.iter().any(|c| c.status == Status::Fail);
+        self.incomplete = self.checks.iter().any(|c| c.status == Status::Skipped);
         self
     }
 
@@ -115,10 +126,26 @@ impl Report {
             .iter()
             .filter(|c| c.status == Status::Warn)
             .count();
-        let _ = match (fails, warns) {
-            (0, 0) => writeln!(out, "\nNo problem found."),
-            (0, w) => writeln!(out, "\nNo failure; {w} warning(s)."),
-            (f, w) => writeln!(
+        let ran = self
+            .checks
+            .iter()
+            .filter(|c| matches!(c.status, Status::Pass | Status::Warn | Status::Fail))
+            .count();
+        let skipped: Vec<&str> = self
+            .checks
+            .iter()
+            .filter(|c| c.status == Status::Skipped)
+            .map(|c| c.name.as_str())
+            .collect();
+        let _ = match (fails, warns, skipped.is_empty()) {
+            (0, 0, true) => writeln!(out, "\nNo problem found ({ran} checks)."),
+            (0, 0, false) => writeln!(
+                out,
+                "\nNo problem in the {ran} checks that ran, but {} did not run (the – lines say what they need): this is not a clean bill of health.",
+                skipped.join(", ")
+            ),
+            (0, w, _) => writeln!(out, "\nNo failure; {w} warning(s)."),
+            (f, w, _) => writeln!(
                 out,
                 "\n{f} problem(s), {w} warning(s): fix the ✗ lines first."
             ),

@@ -118,7 +118,14 @@ pub async fn run(mut args: DoctorArgs) -> anyhow::Result<()> {
     match online_config(&args) {
         Ok(Some(online)) => online::run(online, &mut report).await,
         Ok(None) => {}
-        Err(skipped) => report.push(Check::info("online checks", skipped)),
+        Err((why, to_run)) => report.push(Check::skipped("online checks", why, to_run)),
+    }
+    if report.checks.is_empty() {
+        report.push(Check::skipped(
+            "offline checks",
+            "nothing to check",
+            "give what your client does (--url, --keepalive, --drops-after, --topic, --config) or a region",
+        ));
     }
     let report = report.finish();
     if args.json {
@@ -126,15 +133,18 @@ pub async fn run(mut args: DoctorArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", report.to_text());
     }
-    if report.ok {
-        Ok(())
-    } else {
+    if !report.ok {
         Err(Exit(1).into())
+    } else if report.incomplete {
+        Err(Exit(crate::exit::INCOMPLETE).into())
+    } else {
+        Ok(())
     }
 }
 
-/// The online checks' settings, `Ok(None)` with `--offline`, or why they were skipped.
-fn online_config(args: &DoctorArgs) -> Result<Option<online::Online>, String> {
+/// The online checks' settings, `Ok(None)` with `--offline`, or why they were skipped and
+/// what they need.
+fn online_config(args: &DoctorArgs) -> Result<Option<online::Online>, (String, String)> {
     if args.offline {
         return Ok(None);
     }
@@ -148,20 +158,28 @@ fn online_config(args: &DoctorArgs) -> Result<Option<online::Online>, String> {
         },
         (None, Some(region)) => match Region::parse(region) {
             Ok(r) => Endpoints::Region(r),
-            Err(_) => return Err("skipped: the region is not valid (see above)".into()),
+            Err(_) => {
+                return Err((
+                    "the region is not valid (see above)".into(),
+                    "fix the region".into(),
+                ));
+            }
         },
         (None, None) => {
-            return Err(
-                "skipped: set GENESYSCLOUD_REGION (or --api-base) to check against the service"
-                    .into(),
-            );
+            return Err((
+                "no region: the login host, token, channel budget and a live socket were not checked".into(),
+                "set GENESYSCLOUD_REGION (or --api-base); --offline runs only the offline checks".into(),
+            ));
         }
     };
     let (Some(id), Some(secret)) = (&args.client_id, &args.client_secret) else {
-        return Err("skipped: set GENESYSCLOUD_OAUTHCLIENT_ID and GENESYSCLOUD_OAUTHCLIENT_SECRET to check the token and hold a probe socket".into());
+        return Err((
+            "no OAuth client: the token, channel budget, topic permissions and a live socket were not checked".into(),
+            "set GENESYSCLOUD_OAUTHCLIENT_ID and GENESYSCLOUD_OAUTHCLIENT_SECRET".into(),
+        ));
     };
     let tls = holdline_client::tls::client_config(args.ca_file.as_deref())
-        .map_err(|e| format!("skipped: {e}"))?;
+        .map_err(|e| (e.to_string(), "fix --ca-file".to_owned()))?;
     Ok(Some(online::Online {
         endpoints,
         credentials: Credentials {

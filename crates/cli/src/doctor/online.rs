@@ -74,7 +74,11 @@ pub async fn run(o: Online, report: &mut Report) {
     let full = held >= CHANNEL_BUDGET;
     report.push(budget);
     if full && !o.force_probe {
-        report.push(Check::info("probe", "skipped: creating a probe channel would evict one of this client's channels (--force-probe to run it anyway)"));
+        report.push(Check::skipped(
+            "probe",
+            "creating a probe channel would evict one of this client's 20 channels",
+            "free a channel, or --force-probe to run it anyway",
+        ));
         return;
     }
     probe(&api, &o, report).await;
