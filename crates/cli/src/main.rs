@@ -34,6 +34,8 @@ enum Command {
     /// Watch a running `holdline listen --metrics-addr`: sockets, heartbeat ages,
     /// events per second by family, reconnects and gaps.
     Top(cmd::top::TopArgs),
+    /// The topic names of your org's queues and users, and the topics the service offers.
+    Topics(Box<cmd::topics::TopicsArgs>),
 }
 
 /// Parses the command line; `--help` shows each setting's default from where it lives.
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
             Command::Doctor(args) => doctor::run(*args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
             Command::Top(args) => cmd::top::run(args).await,
+            Command::Topics(args) => cmd::topics::run(*args).await,
         }
     });
     match result {

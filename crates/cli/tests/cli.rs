@@ -667,3 +667,85 @@ fn the_documented_sim_toml_names_every_setting_at_its_default() {
     let line = first_line(&mut child.0);
     assert!(line.starts_with("holdline-sim listening on"), "{line}");
 }
+
+fn topics(url: &str, extra: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(["topics", "--api-base", url])
+        .args(extra)
+        .env("GENESYSCLOUD_OAUTHCLIENT_ID", "holdline-demo")
+        .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", "holdline-demo")
+        .env_remove("GENESYSCLOUD_REGION")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn topics_lists_queues_users_and_the_available_topics() {
+    let (_sim, url) = quiet_sim();
+    let org: serde_json::Value = reqwest::blocking::get(format!("{url}/sim/org"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let support = org["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "Support")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = topics(&url, &["--queue", "support", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["kind"], "queue");
+    let wanted = format!("v2.routing.queues.{support}.conversations");
+    assert!(
+        lines[0]["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| *t == wanted.as_str())
+    );
+    // Everything, as a table: every queue and every user with their topics.
+    let out = topics(&url, &[]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(&format!("queue Support ({support})")),
+        "{table}"
+    );
+    assert!(table.matches("\nuser ").count() >= 5, "{table}");
+    let out = topics(&url, &["--available", "--expand", "--json"]);
+    let available: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(available.len() >= 20, "{}", available.len());
+    assert!(
+        available
+            .iter()
+            .any(|t| t["id"] == "v2.users.{id}.presence")
+    );
+    let out = topics(&url, &["--queue", "Nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("queues include: "));
+    let out = Command::new(BIN)
+        .args(["topics", "--api-base", &url])
+        .env("GENESYSCLOUD_OAUTHCLIENT_ID", "holdline-demo")
+        .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "bad credentials are named like listen's"
+    );
+}

@@ -15,7 +15,6 @@ use holdline_client::stream::record::{write_event, write_gap, write_rejected};
 use holdline_client::{
     Client, ClientConfig, Credentials, Endpoints, Event, Secret, StateKind, Stats, Timings,
 };
-use holdline_proto::Region;
 use holdline_sinks::SinkConfig;
 use serde::Deserialize;
 use tokio::time::{Instant, sleep_until};
@@ -356,28 +355,11 @@ impl ListenArgs {
     }
 
     fn endpoints(&self, file: &ListenFile) -> anyhow::Result<Endpoints> {
-        if let Some(api) = self.api_base.clone().or(file.api_base.clone()) {
-            let login = self
-                .login_base
-                .clone()
-                .or(file.login_base.clone())
-                .unwrap_or_else(|| api.replacen("://api.", "://login.", 1));
-            for url in [&api, &login] {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(usage(format!("{url:?} is not an http(s) URL")));
-                }
-            }
-            return Ok(Endpoints::Custom {
-                api_base: api,
-                login_base: login,
-            });
-        }
-        let region = self.region.clone().or(file.region.clone()).ok_or_else(|| {
-            usage("no region: set GENESYSCLOUD_REGION or --region (e.g. eu-west-1 or mypurecloud.ie), or --api-base for the simulator")
-        })?;
-        Region::parse(&region)
-            .map(Endpoints::Region)
-            .map_err(|e| usage(e.to_string()))
+        Ok(super::service::endpoints(
+            self.api_base.clone().or(file.api_base.clone()),
+            self.login_base.clone().or(file.login_base.clone()),
+            self.region.clone().or(file.region.clone()),
+        )?)
     }
 
     fn timings(&self, file: &ListenFile) -> anyhow::Result<Timings> {

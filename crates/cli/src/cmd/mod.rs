@@ -3,9 +3,11 @@
 pub mod demo;
 pub mod listen;
 pub mod observe;
+pub mod service;
 pub mod sim;
 pub mod spooled;
 pub mod top;
+pub mod topics;
 
 use std::time::Duration;
 

@@ -18,27 +18,15 @@ use clap::Args;
 use holdline_client::{Credentials, Endpoints, Secret};
 use holdline_proto::Region;
 
+use crate::cmd::service::ServiceArgs;
 use crate::cmd::{Exit, duration};
 use check::{Check, Report};
 
 /// `holdline doctor` flags.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// Region key, domain or URL of your org.
-    #[arg(long, env = "GENESYSCLOUD_REGION")]
-    region: Option<String>,
-    /// OAuth client id (client-credentials grant).
-    #[arg(long, env = "GENESYSCLOUD_OAUTHCLIENT_ID")]
-    client_id: Option<String>,
-    /// OAuth client secret (prefer the environment variable).
-    #[arg(long, env = "GENESYSCLOUD_OAUTHCLIENT_SECRET", hide_env_values = true)]
-    client_secret: Option<String>,
-    /// REST API base instead of a region (the simulator, a proxy, a private deployment).
-    #[arg(long)]
-    api_base: Option<String>,
-    /// Token endpoint base (default: the API base with api. replaced by login.).
-    #[arg(long)]
-    login_base: Option<String>,
+    #[command(flatten)]
+    service: ServiceArgs,
     /// A `holdline listen` TOML config to check and take settings from.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -66,9 +54,6 @@ pub struct DoctorArgs {
     /// Probe even when the client already holds 20 channels (evicts one of them).
     #[arg(long)]
     force_probe: bool,
-    /// Extra PEM root certificates to trust.
-    #[arg(long)]
-    ca_file: Option<PathBuf>,
     /// The report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -84,11 +69,12 @@ pub async fn run(mut args: DoctorArgs) -> anyhow::Result<()> {
                     "config",
                     format!("{} is valid", path.display()),
                 ));
-                args.region = args.region.take().or(file.region);
-                args.api_base = args.api_base.take().or(file.api_base);
-                args.login_base = args.login_base.take().or(file.login_base);
-                args.client_id = args.client_id.take().or(file.client_id);
-                args.client_secret = args.client_secret.take().or(file.client_secret);
+                args.service.region = args.service.region.take().or(file.region);
+                args.service.api_base = args.service.api_base.take().or(file.api_base);
+                args.service.login_base = args.service.login_base.take().or(file.login_base);
+                args.service.client_id = args.service.client_id.take().or(file.client_id);
+                args.service.client_secret =
+                    args.service.client_secret.take().or(file.client_secret);
                 args.topics.extend(file.topics);
             }
             Err(e) => report.push(Check::fail(
@@ -98,8 +84,8 @@ pub async fn run(mut args: DoctorArgs) -> anyhow::Result<()> {
             )),
         }
     }
-    if args.api_base.is_none()
-        && let Some(region) = &args.region
+    if args.service.api_base.is_none()
+        && let Some(region) = &args.service.region
     {
         report.push(offline::region(region));
     }
@@ -148,10 +134,11 @@ fn online_config(args: &DoctorArgs) -> Result<Option<online::Online>, (String, S
     if args.offline {
         return Ok(None);
     }
-    let endpoints = match (&args.api_base, &args.region) {
+    let endpoints = match (&args.service.api_base, &args.service.region) {
         (Some(api), _) => Endpoints::Custom {
             api_base: api.clone(),
             login_base: args
+                .service
                 .login_base
                 .clone()
                 .unwrap_or_else(|| api.replacen("://api.", "://login.", 1)),
@@ -172,13 +159,13 @@ fn online_config(args: &DoctorArgs) -> Result<Option<online::Online>, (String, S
             ));
         }
     };
-    let (Some(id), Some(secret)) = (&args.client_id, &args.client_secret) else {
+    let (Some(id), Some(secret)) = (&args.service.client_id, &args.service.client_secret) else {
         return Err((
             "no OAuth client: the token, channel budget, topic permissions and a live socket were not checked".into(),
             "set GENESYSCLOUD_OAUTHCLIENT_ID and GENESYSCLOUD_OAUTHCLIENT_SECRET".into(),
         ));
     };
-    let tls = holdline_client::tls::client_config(args.ca_file.as_deref())
+    let tls = holdline_client::tls::client_config(args.service.ca_file.as_deref())
         .map_err(|e| (e.to_string(), "fix --ca-file".to_owned()))?;
     Ok(Some(online::Online {
         endpoints,

@@ -1,0 +1,109 @@
+//! What every command that talks to the service needs: where it is (a region, or explicit
+//! bases) and who we are (a client-credentials OAuth client), from flags or the
+//! environment variables Genesys' own tooling reads.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use holdline_client::rest::api::Api;
+use holdline_client::rest::auth::TokenSource;
+use holdline_client::{Credentials, Endpoints, Secret, Timings};
+use holdline_proto::Region;
+
+use super::UsageError;
+
+/// Where the service is and who we are.
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    /// Region key, domain or URL (eu-west-1, mypurecloud.ie, https://api.mypurecloud.ie).
+    #[arg(long, env = "GENESYSCLOUD_REGION")]
+    pub region: Option<String>,
+    /// OAuth client id (client-credentials grant).
+    #[arg(long, env = "GENESYSCLOUD_OAUTHCLIENT_ID")]
+    pub client_id: Option<String>,
+    /// OAuth client secret (prefer the environment variable).
+    #[arg(long, env = "GENESYSCLOUD_OAUTHCLIENT_SECRET", hide_env_values = true)]
+    pub client_secret: Option<String>,
+    /// REST API base instead of a region (the simulator, a proxy, a private deployment).
+    #[arg(long)]
+    pub api_base: Option<String>,
+    /// Token endpoint base (default: the API base with api. replaced by login.).
+    #[arg(long)]
+    pub login_base: Option<String>,
+    /// Extra PEM root certificates to trust (corporate TLS proxies, the simulator's --tls).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The service's endpoints from an API base (and login base), else a region.
+pub fn endpoints(
+    api_base: Option<String>,
+    login_base: Option<String>,
+    region: Option<String>,
+) -> Result<Endpoints, UsageError> {
+    if let Some(api) = api_base {
+        let login = login_base.unwrap_or_else(|| api.replacen("://api.", "://login.", 1));
+        for url in [&api, &login] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(UsageError(format!("{url:?} is not an http(s) URL")));
+            }
+        }
+        return Ok(Endpoints::Custom {
+            api_base: api,
+            login_base: login,
+        });
+    }
+    let region = region.ok_or_else(|| {
+        UsageError("no region: set GENESYSCLOUD_REGION or --region (e.g. eu-west-1 or mypurecloud.ie), or --api-base for the simulator".into())
+    })?;
+    Region::parse(&region)
+        .map(Endpoints::Region)
+        .map_err(|e| UsageError(e.to_string()))
+}
+
+impl ServiceArgs {
+    /// Where the service is.
+    pub fn endpoints(&self) -> Result<Endpoints, UsageError> {
+        endpoints(
+            self.api_base.clone(),
+            self.login_base.clone(),
+            self.region.clone(),
+        )
+    }
+
+    /// Who we are.
+    pub fn credentials(&self) -> Result<Credentials, UsageError> {
+        let client_id = self.client_id.clone().ok_or_else(|| {
+            UsageError("no OAuth client id: set GENESYSCLOUD_OAUTHCLIENT_ID or --client-id".into())
+        })?;
+        let secret = self.client_secret.clone().ok_or_else(|| {
+            UsageError(
+                "no OAuth client secret: set GENESYSCLOUD_OAUTHCLIENT_SECRET (or --client-secret)"
+                    .into(),
+            )
+        })?;
+        Ok(Credentials {
+            client_id,
+            client_secret: Secret::new(secret),
+        })
+    }
+
+    /// The REST API as this OAuth client, with a first token fetched (so bad credentials
+    /// fail here, with what to fix).
+    pub async fn api(&self) -> anyhow::Result<Api> {
+        let endpoints = self.endpoints()?;
+        let credentials = self.credentials()?;
+        let tls = holdline_client::tls::client_config(self.ca_file.as_deref())?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(Arc::unwrap_or_clone(tls))
+            .user_agent(concat!("holdline/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let timings = Timings::default();
+        let auth = TokenSource::new(http.clone(), &endpoints, credentials, timings);
+        auth.token()
+            .await
+            .map_err(holdline_client::ClientError::from)?;
+        Ok(Api::new(http, endpoints.api_base(), auth, timings))
+    }
+}
