@@ -173,6 +173,8 @@ pub struct ClientConfig {
     pub dedupe_max_ids: usize,
     /// Extra PEM root certificates to trust (corporate proxies, the simulator's `--tls`).
     pub ca_file: Option<PathBuf>,
+    /// The HTTP proxy for REST and WebSockets (by default from the environment, as curl).
+    pub proxy: crate::proxy::ProxySetting,
     /// Largest WebSocket message accepted; a larger one ends the socket (and is reported).
     pub max_frame_bytes: usize,
     /// Label written into every record's `org` field.
@@ -198,6 +200,7 @@ impl ClientConfig {
             dedupe_window: Duration::from_secs(600),
             dedupe_max_ids: 200_000,
             ca_file: None,
+            proxy: crate::proxy::ProxySetting::Environment,
             max_frame_bytes: 16 * 1024 * 1024,
             org: "default".to_owned(),
             topics_per_channel: holdline_proto::topic::MAX_TOPICS_PER_CHANNEL,

@@ -15,6 +15,7 @@
 mod channel;
 pub mod config;
 mod error;
+pub mod proxy;
 pub mod rest;
 mod socket;
 pub mod stream;

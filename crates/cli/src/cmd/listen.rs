@@ -108,6 +108,10 @@ pub struct ListenArgs {
     /// Extra PEM root certificates to trust (corporate TLS proxies).
     #[arg(long)]
     ca_file: Option<PathBuf>,
+    /// HTTP proxy for REST and WebSockets, http://[user[:password]@]host:port, or `none`
+    /// (default: HTTPS_PROXY, http_proxy, ALL_PROXY and NO_PROXY, as curl reads them).
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
     /// Label for the records' `org` field.
     #[arg(long)]
     org: Option<String>,
@@ -142,6 +146,18 @@ pub struct ListenArgs {
     pub verbose: bool,
 }
 
+/// A config value that may hold a secret (the client secret, a proxy URL with its
+/// password): read like a string, shown as `[redacted]`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Hidden(pub String);
+
+impl std::fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// A `[[sink]]` table of the config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,7 +171,7 @@ pub struct SinkTable {
 pub struct ListenFile {
     pub region: Option<String>,
     pub client_id: Option<String>,
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Hidden>,
     pub api_base: Option<String>,
     pub login_base: Option<String>,
     #[serde(default)]
@@ -174,6 +190,7 @@ pub struct ListenFile {
     pub dedupe_window: Option<String>,
     pub dedupe_max_ids: Option<usize>,
     pub ca_file: Option<PathBuf>,
+    pub proxy: Option<Hidden>,
     pub org: Option<String>,
     pub metrics_addr: Option<SocketAddr>,
     pub spool: Option<PathBuf>,
@@ -302,7 +319,7 @@ impl ListenArgs {
             .ok_or_else(|| {
                 usage("no OAuth client id: set GENESYSCLOUD_OAUTHCLIENT_ID or --client-id")
             })?;
-        let secret = self.client_secret.clone().or(file.client_secret.clone()).ok_or_else(|| {
+        let secret = self.client_secret.clone().or(file.client_secret.clone().map(|h| h.0)).ok_or_else(|| {
             usage("no OAuth client secret: set GENESYSCLOUD_OAUTHCLIENT_SECRET (or --client-secret)")
         })?;
         let mut topics = file.topics.clone();
@@ -345,6 +362,11 @@ impl ListenArgs {
             return Err(usage("--redundancy must be at least 1"));
         }
         config.ca_file = self.ca_file.clone().or(file.ca_file.clone());
+        config.proxy = super::service::proxy_setting(
+            self.proxy
+                .as_deref()
+                .or(file.proxy.as_ref().map(|h| h.0.as_str())),
+        );
         config.org = self
             .org
             .clone()

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
+use holdline_client::proxy::{ProxyRules, ProxySetting};
 use holdline_client::rest::api::Api;
 use holdline_client::rest::auth::TokenSource;
 use holdline_client::{Credentials, Endpoints, Secret, Timings};
@@ -34,6 +35,19 @@ pub struct ServiceArgs {
     /// Extra PEM root certificates to trust (corporate TLS proxies, the simulator's --tls).
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
+    /// HTTP proxy for REST and WebSockets, http://[user[:password]@]host:port, or `none`
+    /// (default: HTTPS_PROXY, http_proxy, ALL_PROXY and NO_PROXY, as curl reads them).
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+}
+
+/// `--proxy`: a URL, `none` for no proxy at all, or absent for the environment's.
+pub fn proxy_setting(flag: Option<&str>) -> ProxySetting {
+    match flag.map(str::trim) {
+        None | Some("") => ProxySetting::Environment,
+        Some("none" | "direct") => ProxySetting::Direct,
+        Some(url) => ProxySetting::Url(url.to_owned()),
+    }
 }
 
 /// The service's endpoints from an API base (and login base), else a region.
@@ -89,6 +103,12 @@ impl ServiceArgs {
         })
     }
 
+    /// The proxies in force.
+    pub fn proxy(&self) -> Result<ProxyRules, UsageError> {
+        ProxyRules::new(&proxy_setting(self.proxy.as_deref()))
+            .map_err(|e| UsageError(e.to_string()))
+    }
+
     /// The REST API as this OAuth client, with a first token fetched (so bad credentials
     /// fail here, with what to fix).
     pub async fn api(&self) -> anyhow::Result<Api> {
@@ -96,6 +116,7 @@ impl ServiceArgs {
         let credentials = self.credentials()?;
         let tls = holdline_client::tls::client_config(self.ca_file.as_deref())?;
         let http = reqwest::Client::builder()
+            .proxy(self.proxy()?.for_reqwest())
             .tls_backend_preconfigured(Arc::unwrap_or_clone(tls))
             .user_agent(concat!("holdline/", env!("CARGO_PKG_VERSION")))
             .build()?;

@@ -73,8 +73,12 @@ pub async fn run(mut args: DoctorArgs) -> anyhow::Result<()> {
                 args.service.api_base = args.service.api_base.take().or(file.api_base);
                 args.service.login_base = args.service.login_base.take().or(file.login_base);
                 args.service.client_id = args.service.client_id.take().or(file.client_id);
-                args.service.client_secret =
-                    args.service.client_secret.take().or(file.client_secret);
+                args.service.client_secret = args
+                    .service
+                    .client_secret
+                    .take()
+                    .or(file.client_secret.map(|h| h.0));
+                args.service.proxy = args.service.proxy.take().or(file.proxy.map(|h| h.0));
                 args.topics.extend(file.topics);
             }
             Err(e) => report.push(Check::fail(
@@ -174,6 +178,10 @@ fn online_config(args: &DoctorArgs) -> Result<Option<online::Online>, (String, S
             client_secret: Secret::new(secret.as_str()),
         },
         tls,
+        proxy: args
+            .service
+            .proxy()
+            .map_err(|e| (e.0, "fix --proxy or the proxy variables".to_owned()))?,
         topics: args.topics.clone(),
         hold: args.hold,
         force_probe: args.force_probe,

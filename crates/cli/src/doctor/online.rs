@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use holdline_client::proxy::{ProxyError, ProxyRules};
 use holdline_client::rest::api::{Api, ApiError};
 use holdline_client::rest::auth::{AuthError, ClientProblem, TokenSource};
 use holdline_client::{CHANNEL_BUDGET, Credentials, Endpoints, Timings};
@@ -21,6 +22,8 @@ pub struct Online {
     pub credentials: Credentials,
     /// Extra PEM roots.
     pub tls: Arc<rustls::ClientConfig>,
+    /// The proxies in force.
+    pub proxy: ProxyRules,
     /// Topics to try.
     pub topics: Vec<String>,
     /// How long to hold the probe socket.
@@ -32,7 +35,7 @@ pub struct Online {
 /// Runs the online checks into `report`.
 pub async fn run(o: Online, report: &mut Report) {
     let login = o.endpoints.login_base();
-    let reachable = reach(&login, o.tls.clone()).await;
+    let reachable = reach(&login, o.tls.clone(), &o.proxy).await;
     let ok = reachable.status != super::check::Status::Fail;
     report.push(reachable);
     if !ok {
@@ -40,6 +43,7 @@ pub async fn run(o: Online, report: &mut Report) {
     }
     let http = match reqwest::Client::builder()
         .tls_backend_preconfigured((*o.tls).clone())
+        .proxy(o.proxy.for_reqwest())
         .build()
     {
         Ok(http) => http,
@@ -119,6 +123,7 @@ async fn probe(api: &Api, o: &Online, report: &mut Report) {
         &channel.connect_uri,
         o.hold,
         o.tls.clone(),
+        &o.proxy,
     )
     .await;
     for check in checks {
@@ -204,7 +209,7 @@ fn api_failure(name: &str, e: &ApiError) -> Check {
 }
 
 /// DNS, TCP and (for https) TLS timings to the login host.
-async fn reach(base: &str, tls: Arc<rustls::ClientConfig>) -> Check {
+async fn reach(base: &str, tls: Arc<rustls::ClientConfig>, proxy: &ProxyRules) -> Check {
     const NAME: &str = "login host";
     let https = base.starts_with("https://");
     let authority = base
@@ -224,6 +229,24 @@ async fn reach(base: &str, tls: Arc<rustls::ClientConfig>) -> Check {
     let fix = format!(
         "check DNS, proxy and firewall rules for {host}:{port} (and that the region is right)"
     );
+    if let Some(p) = proxy.for_url(if https { "https" } else { "http" }, &host) {
+        let t0 = Instant::now();
+        let target = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.clone()
+        };
+        return match p.tunnel(&target, port, Duration::from_secs(10)).await {
+            Ok(tcp) => {
+                let detail = format!(
+                    "{host}:{port} reachable through the proxy {p}: tunnel in {} ms",
+                    t0.elapsed().as_millis()
+                );
+                tls_over(tcp, &host, https, tls, detail).await
+            }
+            Err(e) => proxy_hop_failure(&e, &host, port),
+        };
+    }
     let t0 = Instant::now();
     let addrs: Vec<_> = match tokio::time::timeout(
         Duration::from_secs(10),
@@ -246,17 +269,54 @@ async fn reach(base: &str, tls: Arc<rustls::ClientConfig>) -> Check {
         Err(_) => return Check::fail(NAME, format!("TCP connect to {addr} timed out"), fix),
     };
     let tcp_time = t1.elapsed();
-    let mut detail = format!(
+    let detail = format!(
         "{host} reachable: DNS {} ms, TCP {} ms",
         dns.as_millis(),
         tcp_time.as_millis()
     );
+    tls_over(tcp, &host, https, tls, detail).await
+}
+
+/// Names the hop of a proxied path that failed: you to the proxy, or the proxy to the host.
+fn proxy_hop_failure(e: &ProxyError, host: &str, port: u16) -> Check {
+    const NAME: &str = "login host";
+    let (hop, fix) = match e {
+        ProxyError::Unreachable { .. } => (
+            "hop 1 of 2 (this machine → the proxy) failed",
+            "check the proxy's address (--proxy, HTTPS_PROXY) and that it runs; set --proxy none if this network needs none".to_owned(),
+        ),
+        ProxyError::AuthRequired { .. } => (
+            "hop 1 of 2 (this machine → the proxy) was refused for lack of credentials",
+            "put the proxy's credentials in its URL, http://user:password@host:port (or the password in HOLDLINE_PROXY_PASSWORD)".to_owned(),
+        ),
+        ProxyError::Refused { .. } | ProxyError::Garbled { .. } | ProxyError::Invalid { .. } => (
+            "hop 2 of 2 (the proxy → the host) failed",
+            format!("ask for {host}:{port} (and the streaming host) to be allowed through the proxy"),
+        ),
+    };
+    Check::fail(NAME, format!("{hop}: {e}"), fix)
+}
+
+/// TLS over an open connection when the base is https; the check says how it went.
+async fn tls_over(
+    tcp: TcpStream,
+    host: &str,
+    https: bool,
+    tls: Arc<rustls::ClientConfig>,
+    mut detail: String,
+) -> Check {
+    const NAME: &str = "login host";
+    let host = host.to_owned();
     if https {
         let t2 = Instant::now();
         let name = match rustls::pki_types::ServerName::try_from(host.clone()) {
             Ok(name) => name,
             Err(e) => {
-                return Check::fail(NAME, format!("{host} is not a valid TLS name: {e}"), fix);
+                return Check::fail(
+                    NAME,
+                    format!("{host} is not a valid TLS name: {e}"),
+                    "check the host name",
+                );
             }
         };
         match tokio_rustls::TlsConnector::from(tls)

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use holdline_client::proxy::ProxyRules;
 use holdline_client::rest::api::Api;
 use holdline_proto::{ClientFrame, ServerFrame};
 use tokio::time::{Instant, timeout_at};
@@ -62,12 +63,12 @@ pub async fn run(
     connect_uri: &str,
     hold: Duration,
     tls: Arc<rustls::ClientConfig>,
+    proxy: &ProxyRules,
 ) -> Vec<Check> {
     let started = Instant::now();
-    let connect =
-        connect_async_tls_with_config(connect_uri, None, true, Some(Connector::Rustls(tls)));
+    let connect = dial(connect_uri, tls, proxy);
     let mut ws = match tokio::time::timeout(Duration::from_secs(15), connect).await {
-        Ok(Ok((ws, _))) => ws,
+        Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             return vec![Check::fail(
                 "probe: connect",
@@ -159,6 +160,38 @@ pub async fn run(
     checks.extend(timing_checks(&seen, hold));
     checks.extend(end_checks(api, channel, &seen, hold).await);
     checks
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The probe's socket, through the proxy when one is in force for its host.
+async fn dial(uri: &str, tls: Arc<rustls::ClientConfig>, proxy: &ProxyRules) -> Result<Ws, String> {
+    let connector = Some(Connector::Rustls(tls));
+    let parsed: reqwest::Url = uri.parse().map_err(|e| format!("{e}"))?;
+    let host = parsed.host_str().unwrap_or_default();
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let port = match parsed.scheme() {
+        "wss" if parsed.port().is_none() => 443,
+        "ws" if parsed.port().is_none() => 80,
+        _ => port,
+    };
+    match proxy.for_url(parsed.scheme(), host) {
+        Some(p) => {
+            let tcp = p
+                .tunnel(host, port, Duration::from_secs(15))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio_tungstenite::client_async_tls_with_config(uri, tcp, None, connector)
+                .await
+                .map(|(ws, _)| ws)
+                .map_err(|e| e.to_string())
+        }
+        None => connect_async_tls_with_config(uri, None, true, connector)
+            .await
+            .map(|(ws, _)| ws)
+            .map_err(|e| e.to_string()),
+    }
 }
 
 fn note(seen: &mut Seen, text: &str, connected: Instant) {

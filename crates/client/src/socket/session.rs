@@ -149,6 +149,8 @@ pub struct SessionConfig {
     pub max_frame_bytes: usize,
     /// TLS for `wss://`.
     pub tls: Arc<rustls::ClientConfig>,
+    /// The proxies in force.
+    pub proxy: Arc<crate::proxy::ProxyRules>,
     /// Counters.
     pub stats: Arc<Stats>,
     /// The shard and slot the sessions serve (for per-socket metrics).
@@ -300,7 +302,12 @@ const DRAIN_MAX: usize = 256;
 
 impl Session {
     async fn run(&mut self, uri: &str, mut retire: oneshot::Receiver<&'static str>) -> Ended {
-        let connect = wire::connect(uri, self.cfg.tls.clone(), self.cfg.max_frame_bytes);
+        let connect = wire::connect(
+            uri,
+            self.cfg.tls.clone(),
+            &self.cfg.proxy,
+            self.cfg.max_frame_bytes,
+        );
         let mut ws = match timeout(self.cfg.connect_timeout, connect).await {
             Err(_) => {
                 let detail = format!("no connection within {:?}", self.cfg.connect_timeout);

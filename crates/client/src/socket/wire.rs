@@ -105,9 +105,13 @@ pub(crate) struct Socket {
 
 /// Opens the WebSocket at `uri` (TLS for `wss://`) over a TCP stream with Nagle off and
 /// reads taken through [`ReadAhead`]; messages larger than `max_message` end the socket.
+/// The most a proxy's tunnel may take (the session's connect timeout usually ends first).
+const PROXY_TUNNEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub(crate) async fn connect(
     uri: &str,
     tls: Arc<rustls::ClientConfig>,
+    proxy: &crate::proxy::ProxyRules,
     max_message: usize,
 ) -> Result<Socket, WsError> {
     let request = uri.into_client_request()?;
@@ -125,8 +129,17 @@ pub(crate) async fn connect(
         .uri()
         .port_u16()
         .unwrap_or(if secure { 443 } else { 80 });
-    // An IPv6 host keeps its brackets, so "[::1]:443" parses as an address.
-    let tcp = TcpStream::connect(format!("{host}:{port}")).await?;
+    let scheme = if secure { "wss" } else { "ws" };
+    let tcp = match proxy.for_url(scheme, host.trim_matches(['[', ']'])) {
+        // Through the proxy; a refusal is no answer of the service (not an HTTP status
+        // of the upgrade), and its message names the proxy.
+        Some(p) => p
+            .tunnel(&host, port, PROXY_TUNNEL_TIMEOUT)
+            .await
+            .map_err(|e| WsError::Io(std::io::Error::other(e.to_string())))?,
+        // An IPv6 host keeps its brackets, so "[::1]:443" parses as an address.
+        None => TcpStream::connect(format!("{host}:{port}")).await?,
+    };
     tcp.set_nodelay(true)?;
     let tcp = ReadAhead::new(tcp);
     let mut io = if secure {
@@ -454,9 +467,14 @@ mod tests {
             stream
         });
         let tls = crate::tls::client_config(None).unwrap();
-        let socket = connect(&format!("ws://{addr}/channel"), tls, max_message)
-            .await
-            .unwrap();
+        let socket = connect(
+            &format!("ws://{addr}/channel"),
+            tls,
+            &Default::default(),
+            max_message,
+        )
+        .await
+        .unwrap();
         (socket, server.await.unwrap())
     }
 

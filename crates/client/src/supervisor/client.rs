@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::config::ClientConfig;
 use crate::error::ClientError;
+use crate::proxy::ProxyRules;
 use crate::rest::api::Api;
 use crate::rest::auth::TokenSource;
 use crate::socket::liveness::LivenessConfig;
@@ -98,8 +99,13 @@ impl Client {
         };
         let redundancy = config.redundancy.max(1);
         let tls = crate::tls::client_config(config.ca_file.as_deref())?;
+        let proxy = Arc::new(
+            ProxyRules::new(&config.proxy).map_err(|e| ClientError::Config(e.to_string()))?,
+        );
+        preflight(&proxy, &config).await?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured((*tls).clone())
+            .proxy(proxy.for_reqwest())
             .user_agent(concat!("holdline/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientError::Config(format!("cannot build the HTTP client: {e}")))?;
@@ -153,6 +159,7 @@ impl Client {
             connect_timeout: config.timings.connect_timeout,
             max_frame_bytes: config.max_frame_bytes,
             tls,
+            proxy,
             stats: stats.clone(),
             shard: 0,
             slot: 0,
@@ -205,6 +212,31 @@ impl Client {
             });
         }
         Ok((handle, stream))
+    }
+}
+
+/// When a proxy is in force, opens one tunnel through it to the login host first: the
+/// proxy's refusal then names the proxy and what to do, instead of surfacing as an
+/// unreadable transport error of the first REST call.
+async fn preflight(proxy: &ProxyRules, config: &ClientConfig) -> Result<(), ClientError> {
+    let login = config.endpoints.login_base();
+    let Ok(url) = reqwest::Url::parse(&login) else {
+        return Ok(());
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return Ok(());
+    };
+    let Some(p) = proxy.for_url(url.scheme(), host) else {
+        return Ok(());
+    };
+    // host_str keeps an IPv6 address's brackets, as CONNECT wants them.
+    let host = host.to_owned();
+    match p.tunnel(&host, port, config.timings.connect_timeout).await {
+        Ok(_) => {
+            tracing::info!(proxy = %p, "through the proxy");
+            Ok(())
+        }
+        Err(e) => Err(ClientError::Config(e.to_string())),
     }
 }
 
