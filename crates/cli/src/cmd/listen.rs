@@ -1006,6 +1006,17 @@ mod tests {
     }
 
     #[test]
+    fn the_config_files_secrets_never_show_in_debug() {
+        let file: ListenFile = toml::from_str(
+            "client_secret = \"hunter2\"\nproxy = \"http://alice:s3cret@p:3128\"\n",
+        )
+        .unwrap();
+        let shown = format!("{file:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+        assert_eq!(file.client_secret.unwrap().0, "hunter2");
+    }
+
+    #[test]
     fn the_config_file_can_turn_metrics_on() {
         let dir = std::env::temp_dir().join(format!("holdline-metrics-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
