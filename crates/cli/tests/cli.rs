@@ -749,3 +749,77 @@ fn topics_lists_queues_users_and_the_available_topics() {
         "bad credentials are named like listen's"
     );
 }
+
+#[test]
+fn the_service_host_rules_run_against_the_simulators_own_domain() {
+    let dir = std::env::temp_dir().join(format!("holdline-domain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = dir.join("sim.pem");
+    let (_sim, url) = sim(&[
+        "--tls",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--domain",
+        "example.test",
+    ]);
+    let port = url.rsplit(':').next().unwrap().to_owned();
+    let resolve: Vec<String> = ["api", "login", "streaming"]
+        .iter()
+        .flat_map(|h| {
+            [
+                "--resolve".to_owned(),
+                format!("{h}.example.test:{port}:127.0.0.1"),
+            ]
+        })
+        .collect();
+    let resolve: Vec<&str> = resolve.iter().map(String::as_str).collect();
+    let api = format!("https://api.example.test:{port}");
+    // The login host comes from the API host by the service's rule (api. → login.), the
+    // sockets' host from the connectUri the service hands out (streaming.).
+    let out = listen(
+        &api,
+        "holdline-demo",
+        &["--queue", "Support", "--duration", "3s"],
+    )
+    .args(["--ca-file", cert.to_str().unwrap()])
+    .args(&resolve)
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l.starts_with(r#"{"kind":"event""#)),
+        "{stderr}"
+    );
+    // A token asked of the API host is refused there, as a wrong host would be.
+    let out = listen(
+        &api,
+        "holdline-demo",
+        &["--queue", "Support", "--duration", "1s"],
+    )
+    .args(["--ca-file", cert.to_str().unwrap(), "--login-base", &api])
+    .args(&resolve)
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("login.example.test"), "{stderr}");
+    // The doctor takes the same hosts and overrides.
+    let out = Command::new(BIN)
+        .args(["doctor", "--api-base", &api, "--hold", "2s"])
+        .args(["--ca-file", cert.to_str().unwrap()])
+        .args(&resolve)
+        .env("GENESYSCLOUD_OAUTHCLIENT_ID", "holdline-demo")
+        .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", "holdline-demo")
+        .env_remove("GENESYSCLOUD_REGION")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("login.example.test reachable: 127.0.0.1") && text.contains("by --resolve"),
+        "{text}"
+    );
+    assert!(text.contains("✓ probe: connect"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

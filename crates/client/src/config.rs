@@ -56,6 +56,49 @@ impl fmt::Display for Endpoints {
     }
 }
 
+/// A resolver override, as curl's `--resolve HOST:PORT:ADDR`: connections to `host` on
+/// `port` go to `addr` (TLS still names `host`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolve {
+    /// The host name.
+    pub host: String,
+    /// The port it applies to.
+    pub port: u16,
+    /// Where to connect instead.
+    pub addr: std::net::IpAddr,
+}
+
+impl Resolve {
+    /// Parses `HOST:PORT:ADDR` (an IPv6 address may be in brackets).
+    pub fn parse(text: &str) -> Result<Resolve, String> {
+        let bad = || {
+            format!(
+                "--resolve {text:?}: write it as HOST:PORT:ADDRESS, e.g. api.example.test:443:127.0.0.1"
+            )
+        };
+        let (host, rest) = text.split_once(':').ok_or_else(bad)?;
+        let (port, addr) = rest.split_once(':').ok_or_else(bad)?;
+        let port = port.parse().map_err(|_| bad())?;
+        let addr = addr.trim_matches(['[', ']']).parse().map_err(|_| bad())?;
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(Resolve {
+            host: host.to_ascii_lowercase(),
+            port,
+            addr,
+        })
+    }
+
+    /// Where `host:port` goes under `overrides`, if one applies.
+    pub fn find(overrides: &[Resolve], host: &str, port: u16) -> Option<std::net::SocketAddr> {
+        overrides
+            .iter()
+            .find(|r| r.port == port && r.host.eq_ignore_ascii_case(host))
+            .map(|r| std::net::SocketAddr::new(r.addr, port))
+    }
+}
+
 /// A secret string: shown as `[redacted]` by `Debug` and `Display`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Arc<str>);
@@ -175,6 +218,8 @@ pub struct ClientConfig {
     pub ca_file: Option<PathBuf>,
     /// The HTTP proxy for REST and WebSockets (by default from the environment, as curl).
     pub proxy: crate::proxy::ProxySetting,
+    /// Resolver overrides for REST and WebSockets.
+    pub resolve: Vec<Resolve>,
     /// Largest WebSocket message accepted; a larger one ends the socket (and is reported).
     pub max_frame_bytes: usize,
     /// Label written into every record's `org` field.
@@ -201,6 +246,7 @@ impl ClientConfig {
             dedupe_max_ids: 200_000,
             ca_file: None,
             proxy: crate::proxy::ProxySetting::Environment,
+            resolve: Vec::new(),
             max_frame_bytes: 16 * 1024 * 1024,
             org: "default".to_owned(),
             topics_per_channel: holdline_proto::topic::MAX_TOPICS_PER_CHANNEL,
@@ -211,6 +257,24 @@ impl ClientConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolver_overrides_parse_as_curl_writes_them() {
+        let r = Resolve::parse("API.example.test:443:127.0.0.1").unwrap();
+        assert_eq!((r.host.as_str(), r.port), ("api.example.test", 443));
+        let v6 = Resolve::parse("h:8443:[::1]").unwrap();
+        assert_eq!(v6.addr, "::1".parse::<std::net::IpAddr>().unwrap());
+        for bad in [
+            "h:443",
+            "h:port:127.0.0.1",
+            ":443:127.0.0.1",
+            "h:443:nowhere",
+        ] {
+            assert!(Resolve::parse(bad).is_err(), "{bad}");
+        }
+        let found = Resolve::find(&[r], "api.EXAMPLE.test", 443).unwrap();
+        assert_eq!(found, "127.0.0.1:443".parse().unwrap());
+    }
 
     #[test]
     fn secrets_never_show() {

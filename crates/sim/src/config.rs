@@ -63,6 +63,11 @@ pub struct SimConfig {
     pub public_url: Option<String>,
     /// Serve HTTPS and WSS with a self-signed certificate generated at start.
     pub tls: bool,
+    /// Answer as the service's three hosts of this domain: `login.` for tokens, `api.`
+    /// for the REST API, `streaming.` for sockets (by `Host` header and TLS name), and
+    /// hand out `connectUri`s on `streaming.`. Clients reach them with a resolver
+    /// override (`holdline listen --resolve`). None: one origin for everything.
+    pub domain: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -91,6 +96,7 @@ impl Default for SimConfig {
             ledger_capacity: 1_000_000,
             public_url: None,
             tls: false,
+            domain: None,
         }
     }
 }

@@ -49,7 +49,7 @@ fn core_for(
 ) -> io::Result<(Arc<Core>, Option<tls::SimTls>)> {
     let addr = listener.local_addr()?;
     let tls = if config.tls {
-        Some(tls::generate().map_err(io::Error::other)?)
+        Some(tls::generate(config.domain.as_deref()).map_err(io::Error::other)?)
     } else {
         None
     };

@@ -14,13 +14,16 @@ pub struct SimTls {
     pub server: Arc<rustls::ServerConfig>,
 }
 
-/// Makes a fresh self-signed certificate.
-pub fn generate() -> Result<SimTls, String> {
-    let names = vec![
+/// Makes a fresh self-signed certificate, for loopback and the hosts of `domain`.
+pub fn generate(domain: Option<&str>) -> Result<SimTls, String> {
+    let mut names = vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
     ];
+    if let Some(domain) = domain {
+        names.extend(["login", "api", "streaming"].map(|h| format!("{h}.{domain}")));
+    }
     let certified = rcgen::generate_simple_self_signed(names)
         .map_err(|e| format!("certificate generation failed: {e}"))?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(

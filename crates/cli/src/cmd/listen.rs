@@ -112,6 +112,10 @@ pub struct ListenArgs {
     /// (default: HTTPS_PROXY, http_proxy, ALL_PROXY and NO_PROXY, as curl reads them).
     #[arg(long, value_name = "URL")]
     proxy: Option<String>,
+    /// Connect to ADDRESS for HOST:PORT instead of what DNS says, as curl's --resolve
+    /// (repeatable), e.g. api.example.test:443:127.0.0.1.
+    #[arg(long = "resolve", value_name = "HOST:PORT:ADDRESS", value_parser = holdline_client::Resolve::parse)]
+    resolve: Vec<holdline_client::Resolve>,
     /// Label for the records' `org` field.
     #[arg(long)]
     org: Option<String>,
@@ -191,6 +195,8 @@ pub struct ListenFile {
     pub dedupe_max_ids: Option<usize>,
     pub ca_file: Option<PathBuf>,
     pub proxy: Option<Hidden>,
+    #[serde(default)]
+    pub resolve: Vec<String>,
     pub org: Option<String>,
     pub metrics_addr: Option<SocketAddr>,
     pub spool: Option<PathBuf>,
@@ -362,6 +368,12 @@ impl ListenArgs {
             return Err(usage("--redundancy must be at least 1"));
         }
         config.ca_file = self.ca_file.clone().or(file.ca_file.clone());
+        config.resolve = file
+            .resolve
+            .iter()
+            .map(|r| holdline_client::Resolve::parse(r).map_err(usage))
+            .collect::<Result<Vec<_>, _>>()?;
+        config.resolve.extend(self.resolve.iter().cloned());
         config.proxy = super::service::proxy_setting(
             self.proxy
                 .as_deref()
@@ -1007,12 +1019,14 @@ mod tests {
 
     #[test]
     fn the_config_files_secrets_never_show_in_debug() {
-        let file: ListenFile = toml::from_str(
-            "client_secret = \"hunter2\"\nproxy = \"http://alice:s3cret@p:3128\"\n",
-        )
-        .unwrap();
+        let file: ListenFile =
+            toml::from_str("client_secret = \"hunter2\"\nproxy = \"http://alice:s3cret@p:3128\"\n")
+                .unwrap();
         let shown = format!("{file:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
         assert_eq!(file.client_secret.unwrap().0, "hunter2");
     }
 

@@ -9,7 +9,7 @@ use clap::Args;
 use holdline_client::proxy::{ProxyRules, ProxySetting};
 use holdline_client::rest::api::Api;
 use holdline_client::rest::auth::TokenSource;
-use holdline_client::{Credentials, Endpoints, Secret, Timings};
+use holdline_client::{Credentials, Endpoints, Resolve, Secret, Timings};
 use holdline_proto::Region;
 
 use super::UsageError;
@@ -39,6 +39,10 @@ pub struct ServiceArgs {
     /// (default: HTTPS_PROXY, http_proxy, ALL_PROXY and NO_PROXY, as curl reads them).
     #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
+    /// Connect to ADDRESS for HOST:PORT instead of what DNS says, as curl's --resolve
+    /// (repeatable), e.g. api.example.test:443:127.0.0.1.
+    #[arg(long = "resolve", value_name = "HOST:PORT:ADDRESS", value_parser = Resolve::parse)]
+    pub resolve: Vec<Resolve>,
 }
 
 /// `--proxy`: a URL, `none` for no proxy at all, or absent for the environment's.
@@ -115,11 +119,14 @@ impl ServiceArgs {
         let endpoints = self.endpoints()?;
         let credentials = self.credentials()?;
         let tls = holdline_client::tls::client_config(self.ca_file.as_deref())?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .proxy(self.proxy()?.for_reqwest())
             .tls_backend_preconfigured(Arc::unwrap_or_clone(tls))
-            .user_agent(concat!("holdline/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("holdline/", env!("CARGO_PKG_VERSION")));
+        for r in &self.resolve {
+            builder = builder.resolve(&r.host, std::net::SocketAddr::new(r.addr, r.port));
+        }
+        let http = builder.build()?;
         let timings = Timings::default();
         let auth = TokenSource::new(http.clone(), &endpoints, credentials, timings);
         auth.token()

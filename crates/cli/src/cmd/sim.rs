@@ -64,6 +64,10 @@ pub struct SimArgs {
     /// Where to write that certificate (PEM) for clients to trust.
     #[arg(long, requires = "tls")]
     tls_cert: Option<PathBuf>,
+    /// Answer as login.DOMAIN, api.DOMAIN and streaming.DOMAIN (by Host header and TLS
+    /// name), like the real service's hosts; reach them with `listen --resolve`.
+    #[arg(long, value_name = "DOMAIN")]
+    domain: Option<String>,
     /// Do not print published events.
     #[arg(long, short)]
     quiet: bool,
@@ -102,6 +106,9 @@ impl SimArgs {
         config.agents = self.agents.unwrap_or(config.agents);
         config.rate_limit_per_minute = self.rate_limit.unwrap_or(config.rate_limit_per_minute);
         config.tls |= self.tls;
+        if let Some(domain) = &self.domain {
+            config.domain = Some(domain.trim_matches('.').to_ascii_lowercase());
+        }
         if !(config.rate >= 0.0 && config.rate.is_finite()) {
             return Err(UsageError(format!(
                 "--rate must be 0 or more events per second, not {}",

@@ -182,6 +182,7 @@ fn online_config(args: &DoctorArgs) -> Result<Option<online::Online>, (String, S
             .service
             .proxy()
             .map_err(|e| (e.0, "fix --proxy or the proxy variables".to_owned()))?,
+        resolve: args.service.resolve.clone(),
         topics: args.topics.clone(),
         hold: args.hold,
         force_probe: args.force_probe,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use holdline_client::proxy::{ProxyError, ProxyRules};
 use holdline_client::rest::api::{Api, ApiError};
 use holdline_client::rest::auth::{AuthError, ClientProblem, TokenSource};
-use holdline_client::{CHANNEL_BUDGET, Credentials, Endpoints, Timings};
+use holdline_client::{CHANNEL_BUDGET, Credentials, Endpoints, Resolve, Timings};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -24,6 +24,8 @@ pub struct Online {
     pub tls: Arc<rustls::ClientConfig>,
     /// The proxies in force.
     pub proxy: ProxyRules,
+    /// Resolver overrides.
+    pub resolve: Vec<Resolve>,
     /// Topics to try.
     pub topics: Vec<String>,
     /// How long to hold the probe socket.
@@ -35,17 +37,19 @@ pub struct Online {
 /// Runs the online checks into `report`.
 pub async fn run(o: Online, report: &mut Report) {
     let login = o.endpoints.login_base();
-    let reachable = reach(&login, o.tls.clone(), &o.proxy).await;
+    let reachable = reach(&login, o.tls.clone(), &o.proxy, &o.resolve).await;
     let ok = reachable.status != super::check::Status::Fail;
     report.push(reachable);
     if !ok {
         return;
     }
-    let http = match reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .tls_backend_preconfigured((*o.tls).clone())
-        .proxy(o.proxy.for_reqwest())
-        .build()
-    {
+        .proxy(o.proxy.for_reqwest());
+    for r in &o.resolve {
+        builder = builder.resolve(&r.host, std::net::SocketAddr::new(r.addr, r.port));
+    }
+    let http = match builder.build() {
         Ok(http) => http,
         Err(e) => return report.push(Check::fail("http", e.to_string(), "report this as a bug")),
     };
@@ -124,6 +128,7 @@ async fn probe(api: &Api, o: &Online, report: &mut Report) {
         o.hold,
         o.tls.clone(),
         &o.proxy,
+        &o.resolve,
     )
     .await;
     for check in checks {
@@ -209,7 +214,12 @@ fn api_failure(name: &str, e: &ApiError) -> Check {
 }
 
 /// DNS, TCP and (for https) TLS timings to the login host.
-async fn reach(base: &str, tls: Arc<rustls::ClientConfig>, proxy: &ProxyRules) -> Check {
+async fn reach(
+    base: &str,
+    tls: Arc<rustls::ClientConfig>,
+    proxy: &ProxyRules,
+    resolve: &[Resolve],
+) -> Check {
     const NAME: &str = "login host";
     let https = base.starts_with("https://");
     let authority = base
@@ -248,15 +258,21 @@ async fn reach(base: &str, tls: Arc<rustls::ClientConfig>, proxy: &ProxyRules) -
         };
     }
     let t0 = Instant::now();
-    let addrs: Vec<_> = match tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::net::lookup_host((host.as_str(), port)),
-    )
-    .await
-    {
-        Ok(Ok(addrs)) => addrs.collect(),
-        Ok(Err(e)) => return Check::fail(NAME, format!("DNS lookup of {host} failed: {e}"), fix),
-        Err(_) => return Check::fail(NAME, format!("DNS lookup of {host} timed out"), fix),
+    let overridden = Resolve::find(resolve, &host, port);
+    let addrs: Vec<_> = match overridden {
+        Some(addr) => vec![addr],
+        None => match tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::net::lookup_host((host.as_str(), port)),
+        )
+        .await
+        {
+            Ok(Ok(addrs)) => addrs.collect(),
+            Ok(Err(e)) => {
+                return Check::fail(NAME, format!("DNS lookup of {host} failed: {e}"), fix);
+            }
+            Err(_) => return Check::fail(NAME, format!("DNS lookup of {host} timed out"), fix),
+        },
     };
     let dns = t0.elapsed();
     let Some(addr) = addrs.first().copied() else {
@@ -269,11 +285,11 @@ async fn reach(base: &str, tls: Arc<rustls::ClientConfig>, proxy: &ProxyRules) -
         Err(_) => return Check::fail(NAME, format!("TCP connect to {addr} timed out"), fix),
     };
     let tcp_time = t1.elapsed();
-    let detail = format!(
-        "{host} reachable: DNS {} ms, TCP {} ms",
-        dns.as_millis(),
-        tcp_time.as_millis()
-    );
+    let dns = match overridden {
+        Some(addr) => format!("{addr} by --resolve"),
+        None => format!("DNS {} ms", dns.as_millis()),
+    };
+    let detail = format!("{host} reachable: {dns}, TCP {} ms", tcp_time.as_millis());
     tls_over(tcp, &host, https, tls, detail).await
 }
 

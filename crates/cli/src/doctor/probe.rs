@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use holdline_client::Resolve;
 use holdline_client::proxy::ProxyRules;
 use holdline_client::rest::api::Api;
 use holdline_proto::{ClientFrame, ServerFrame};
@@ -64,9 +65,10 @@ pub async fn run(
     hold: Duration,
     tls: Arc<rustls::ClientConfig>,
     proxy: &ProxyRules,
+    resolve: &[Resolve],
 ) -> Vec<Check> {
     let started = Instant::now();
-    let connect = dial(connect_uri, tls, proxy);
+    let connect = dial(connect_uri, tls, proxy, resolve);
     let mut ws = match tokio::time::timeout(Duration::from_secs(15), connect).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
@@ -166,32 +168,41 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The probe's socket, through the proxy when one is in force for its host.
-async fn dial(uri: &str, tls: Arc<rustls::ClientConfig>, proxy: &ProxyRules) -> Result<Ws, String> {
+async fn dial(
+    uri: &str,
+    tls: Arc<rustls::ClientConfig>,
+    proxy: &ProxyRules,
+    resolve: &[Resolve],
+) -> Result<Ws, String> {
     let connector = Some(Connector::Rustls(tls));
     let parsed: reqwest::Url = uri.parse().map_err(|e| format!("{e}"))?;
     let host = parsed.host_str().unwrap_or_default();
-    let port = parsed.port_or_known_default().unwrap_or(443);
-    let port = match parsed.scheme() {
-        "wss" if parsed.port().is_none() => 443,
-        "ws" if parsed.port().is_none() => 80,
-        _ => port,
+    let port = match (parsed.port(), parsed.scheme()) {
+        (Some(p), _) => p,
+        (None, "ws") => 80,
+        (None, _) => 443,
     };
-    match proxy.for_url(parsed.scheme(), host) {
-        Some(p) => {
-            let tcp = p
-                .tunnel(host, port, Duration::from_secs(15))
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio_tungstenite::client_async_tls_with_config(uri, tcp, None, connector)
-                .await
-                .map(|(ws, _)| ws)
-                .map_err(|e| e.to_string())
-        }
-        None => connect_async_tls_with_config(uri, None, true, connector)
+    let tcp = match proxy.for_url(parsed.scheme(), host) {
+        Some(p) => p
+            .tunnel(host, port, Duration::from_secs(15))
             .await
-            .map(|(ws, _)| ws)
-            .map_err(|e| e.to_string()),
-    }
+            .map_err(|e| e.to_string())?,
+        None => match Resolve::find(resolve, host.trim_matches(['[', ']']), port) {
+            Some(addr) => tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| format!("connect to {addr} (by --resolve): {e}"))?,
+            None => {
+                return connect_async_tls_with_config(uri, None, true, connector)
+                    .await
+                    .map(|(ws, _)| ws)
+                    .map_err(|e| e.to_string());
+            }
+        },
+    };
+    tokio_tungstenite::client_async_tls_with_config(uri, tcp, None, connector)
+        .await
+        .map(|(ws, _)| ws)
+        .map_err(|e| e.to_string())
 }
 
 fn note(seen: &mut Seen, text: &str, connected: Instant) {

@@ -151,6 +151,8 @@ pub struct SessionConfig {
     pub tls: Arc<rustls::ClientConfig>,
     /// The proxies in force.
     pub proxy: Arc<crate::proxy::ProxyRules>,
+    /// Resolver overrides.
+    pub resolve: Arc<[crate::config::Resolve]>,
     /// Counters.
     pub stats: Arc<Stats>,
     /// The shard and slot the sessions serve (for per-socket metrics).
@@ -306,6 +308,7 @@ impl Session {
             uri,
             self.cfg.tls.clone(),
             &self.cfg.proxy,
+            &self.cfg.resolve,
             self.cfg.max_frame_bytes,
         );
         let mut ws = match timeout(self.cfg.connect_timeout, connect).await {

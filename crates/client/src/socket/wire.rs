@@ -112,6 +112,7 @@ pub(crate) async fn connect(
     uri: &str,
     tls: Arc<rustls::ClientConfig>,
     proxy: &crate::proxy::ProxyRules,
+    resolve: &[crate::config::Resolve],
     max_message: usize,
 ) -> Result<Socket, WsError> {
     let request = uri.into_client_request()?;
@@ -137,8 +138,11 @@ pub(crate) async fn connect(
             .tunnel(&host, port, PROXY_TUNNEL_TIMEOUT)
             .await
             .map_err(|e| WsError::Io(std::io::Error::other(e.to_string())))?,
-        // An IPv6 host keeps its brackets, so "[::1]:443" parses as an address.
-        None => TcpStream::connect(format!("{host}:{port}")).await?,
+        None => match crate::config::Resolve::find(resolve, host.trim_matches(['[', ']']), port) {
+            Some(addr) => TcpStream::connect(addr).await?,
+            // An IPv6 host keeps its brackets, so "[::1]:443" parses as an address.
+            None => TcpStream::connect(format!("{host}:{port}")).await?,
+        },
     };
     tcp.set_nodelay(true)?;
     let tcp = ReadAhead::new(tcp);
@@ -471,6 +475,7 @@ mod tests {
             &format!("ws://{addr}/channel"),
             tls,
             &Default::default(),
+            &[],
             max_message,
         )
         .await

@@ -103,10 +103,14 @@ impl Client {
             ProxyRules::new(&config.proxy).map_err(|e| ClientError::Config(e.to_string()))?,
         );
         preflight(&proxy, &config).await?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .tls_backend_preconfigured((*tls).clone())
             .proxy(proxy.for_reqwest())
-            .user_agent(concat!("holdline/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("holdline/", env!("CARGO_PKG_VERSION")));
+        for r in &config.resolve {
+            builder = builder.resolve(&r.host, std::net::SocketAddr::new(r.addr, r.port));
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::Config(format!("cannot build the HTTP client: {e}")))?;
         let stats = Arc::new(Stats::default());
@@ -160,6 +164,7 @@ impl Client {
             max_frame_bytes: config.max_frame_bytes,
             tls,
             proxy,
+            resolve: config.resolve.clone().into(),
             stats: stats.clone(),
             shard: 0,
             slot: 0,

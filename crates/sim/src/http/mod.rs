@@ -64,7 +64,34 @@ pub fn router(core: Arc<Core>) -> Router {
         .fallback(control::not_found)
         .method_not_allowed_fallback(control::method_not_allowed)
         .layer(middleware::from_fn_with_state(core.clone(), rest_faults))
+        .layer(middleware::from_fn_with_state(core.clone(), host_rules))
         .with_state(core)
+}
+
+/// With a domain, each host serves only its own part: a token request to `api.` or a
+/// socket on `login.` is refused with 421 and the host it belongs on, as a client that
+/// builds its hosts wrongly would be by the real service (which has no such endpoint).
+async fn host_rules(State(core): State<Arc<Core>>, req: Request, next: Next) -> Response {
+    if let Some(wanted) = core.host_for(req.uri().path()) {
+        let host = req
+            .headers()
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        if !name.eq_ignore_ascii_case(&wanted) {
+            let body = ErrorBody::new(
+                421,
+                "misdirected.request",
+                format!(
+                    "{} is served on {wanted}, not on {host:?}",
+                    req.uri().path()
+                ),
+            );
+            return error::error_response(421, body, None);
+        }
+    }
+    next.run(req).await
 }
 
 /// Fails REST calls (token and `/api/` paths) while a `rest_errors` fault is pending.

@@ -294,7 +294,31 @@ impl Core {
             .base_url
             .replacen("https://", "wss://", 1)
             .replacen("http://", "ws://", 1);
-        format!("{ws}/channels/{id}")
+        match (&self.config.domain, self.config.public_url.is_none()) {
+            // The streaming host of the domain, on the simulator's port.
+            (Some(domain), true) => {
+                let port = ws.rsplit(':').next().unwrap_or_default();
+                let scheme = ws.split("://").next().unwrap_or("ws");
+                format!("{scheme}://streaming.{domain}:{port}/channels/{id}")
+            }
+            _ => format!("{ws}/channels/{id}"),
+        }
+    }
+
+    /// With a domain, the host a path belongs to (`login.` for tokens, `api.` for the REST
+    /// API, `streaming.` for sockets); None for paths any host serves.
+    pub fn host_for(&self, path: &str) -> Option<String> {
+        let domain = self.config.domain.as_deref()?;
+        let host = if path.starts_with("/oauth/") {
+            "login"
+        } else if path.starts_with("/api/") {
+            "api"
+        } else if path.starts_with("/channels/") {
+            "streaming"
+        } else {
+            return None;
+        };
+        Some(format!("{host}.{domain}"))
     }
 
     fn channel_view(&self, rec: &ChannelRec, now: Instant) -> Channel {
