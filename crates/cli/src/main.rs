@@ -24,7 +24,7 @@ struct Cli {
 enum Command {
     /// Run the simulated Genesys Cloud Notification Service (OAuth, REST, WebSockets,
     /// faults, ledger) on a local port.
-    Sim(cmd::sim::SimArgs),
+    Sim(Box<cmd::sim::SimArgs>),
     /// Stream events as JSON lines on stdout, through every fault, with gap records.
     Listen(Box<cmd::listen::ListenArgs>),
     /// Say why a connection drops and what to change (offline checks, then a live probe).
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Sim(args) => cmd::sim::run(args).await,
+            Command::Sim(args) => cmd::sim::run(*args).await,
             Command::Listen(args) => cmd::listen::run(*args).await,
             Command::Doctor(args) => doctor::run(*args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
