@@ -823,3 +823,37 @@ fn the_service_host_rules_run_against_the_simulators_own_domain() {
     assert!(text.contains("✓ probe: connect"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn verbose_logs_show_heartbeats_and_pongs_with_the_round_trip() {
+    let (_sim, url) = sim(&["--heartbeat", "200ms"]);
+    let out = listen(
+        &url,
+        "holdline-demo",
+        &["--queue", "Support", "--duration", "2s", "-v"],
+    )
+    .args([
+        "--ping-interval",
+        "300ms",
+        "--pong-timeout",
+        "1s",
+        "--watchdog",
+        "2s",
+    ])
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("heartbeat") && l.contains("DEBUG")),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("pong") && l.contains("rtt_ms=")),
+        "{stderr}"
+    );
+}

@@ -220,6 +220,10 @@ fn top_shows_a_running_listen_and_explains_an_unreachable_one() {
         scrape(&http, &base).1[r#"holdline_events_emitted_total{family="queue.conversations"}"#]
             > 0.0
     });
+    // Redundant slots connect a little apart: wait for the second socket too.
+    until("both sockets", Duration::from_secs(20), || {
+        scrape(&http, &base).1["holdline_sockets_live"] >= 2.0
+    });
     let out = Command::new(BIN)
         .args(["top", &base, "--once"])
         .output()
