@@ -857,3 +857,37 @@ fn verbose_logs_show_heartbeats_and_pongs_with_the_round_trip() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_demos_status_line_never_shares_a_line_with_a_log() {
+    // A terminal (script's pseudo-terminal), so the demo draws its status line; closing
+    // the sockets at the end logs while the line is up.
+    let command = format!("{BIN} demo --duration 4s --rate 50");
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env("RUST_LOG", "info")
+        .output();
+    let Ok(out) = out else {
+        eprintln!("skipped: no `script` to give the demo a terminal");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("sockets up"),
+        "the status line was drawn: {text}"
+    );
+    for line in text.split('\n') {
+        // What a terminal shows of the line: everything after its last clear.
+        let shown = line.rsplit("\x1b[2K").next().unwrap_or(line);
+        let log = ["INFO", "WARN", "ERROR"].iter().any(|l| shown.contains(l));
+        assert!(
+            !(log && shown.contains("sockets up")),
+            "a log line drawn onto the status line: {shown:?}"
+        );
+    }
+    assert!(
+        text.split('\n')
+            .any(|l| l.contains("INFO") && l.contains("\x1b[2K")),
+        "log lines clear the status line first: {text}"
+    );
+}

@@ -1255,9 +1255,9 @@ impl Machine {
             || s.handed_over.is_some()
             || (s.role == Role::Current && self.has_role(Role::Replacement));
         if planned {
-            notable::socket_replaced(&s.chan, &why);
+            notable::socket_replaced(&self.stats, &s.chan, &why);
         } else {
-            notable::socket_ended(&s.chan, &why);
+            notable::socket_ended(&self.stats, &s.chan, &why);
         }
         if self.stopping {
             return;

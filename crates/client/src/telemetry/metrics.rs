@@ -161,6 +161,17 @@ pub fn render(stats: &Stats) -> String {
             counter(c),
         );
     }
+    o.family(
+        "holdline_socket_ends_total",
+        "counter",
+        "Sockets that ended: planned (replaced at a rollover or a hand-over) or not.",
+    );
+    for (kind, c) in [
+        ("planned", &stats.socket_ends_planned),
+        ("unplanned", &stats.socket_ends_unplanned),
+    ] {
+        o.sample("holdline_socket_ends_total", &[("kind", kind)], counter(c));
+    }
     o.one(
         "holdline_socket_closing_total",
         "counter",

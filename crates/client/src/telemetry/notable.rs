@@ -16,8 +16,7 @@ use crate::telemetry::stats::{Cause, Stats};
 pub fn gap(stats: &Stats, gap: &Gap) {
     let width = gap.to.duration_since(gap.from).unwrap_or_default();
     stats.gap(width);
-    // Milliseconds are what matters; more digits only look like noise in the log.
-    let seconds = (width.as_secs_f64() * 1000.0).round() / 1000.0;
+    let seconds = to_the_millisecond(width);
     tracing::error!(
         event = "gap",
         topics = gap.topics.len(),
@@ -25,6 +24,12 @@ pub fn gap(stats: &Stats, gap: &Gap) {
         reason = %gap.reason,
         "gap: events in this window could not be received"
     );
+}
+
+/// Seconds to the millisecond: what matters in a gap's width; more digits only look like
+/// noise in the log.
+fn to_the_millisecond(width: Duration) -> f64 {
+    (width.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
 /// A slot is receiving again after losing its socket.
@@ -40,12 +45,14 @@ pub fn reconnected(stats: &Stats, cause: Cause, shard: usize, slot: usize) {
 }
 
 /// A socket ended other than by holdline's own choice.
-pub fn socket_ended(channel: &str, why: &dyn std::fmt::Display) {
+pub fn socket_ended(stats: &Stats, channel: &str, why: &dyn std::fmt::Display) {
+    Stats::bump(&stats.socket_ends_unplanned);
     tracing::warn!(event = "socket_ended", channel, %why, "socket ended");
 }
 
 /// A socket ended as holdline planned: replaced at a rollover or a maintenance hand-over.
-pub fn socket_replaced(channel: &str, why: &dyn std::fmt::Display) {
+pub fn socket_replaced(stats: &Stats, channel: &str, why: &dyn std::fmt::Display) {
+    Stats::bump(&stats.socket_ends_planned);
     tracing::info!(event = "socket_replaced", channel, %why, "socket closed as planned");
 }
 
@@ -164,4 +171,19 @@ pub fn task_panicked(what: &str, panic: &str) {
         panic,
         "internal error: a task panicked; its coverage ended and it is being restarted (please report this)"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gaps_width_is_logged_to_the_millisecond() {
+        let width = Duration::from_nanos(1_944_114_631);
+        assert_eq!(to_the_millisecond(width).to_string(), "1.944");
+        assert_eq!(
+            to_the_millisecond(Duration::from_millis(500)).to_string(),
+            "0.5"
+        );
+    }
 }

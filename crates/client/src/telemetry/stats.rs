@@ -205,6 +205,10 @@ pub struct Stats {
     pub reconnects_by_cause: [AtomicU64; 7],
     /// Channel rollovers.
     pub rollovers: AtomicU64,
+    /// Sockets that ended as planned (replaced at a rollover or a hand-over).
+    pub socket_ends_planned: AtomicU64,
+    /// Sockets that ended otherwise (dropped, dead, closed by the server, refused).
+    pub socket_ends_unplanned: AtomicU64,
     /// `socket_closing` notices handled.
     pub socket_closings: AtomicU64,
     /// Tokens fetched (the first and every renewal).
