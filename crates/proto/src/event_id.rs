@@ -1,20 +1,32 @@
-//! The event id: 16 hex characters of xxh3-64 over `topic`, a `\n` and the raw `eventBody`
-//! bytes exactly as they arrived. The same event delivered on two channels has the same id,
-//! so holdline (and anything downstream) can de-duplicate on it. The simulator's ledger uses
-//! this same function, which is what makes ledger-versus-output checks possible.
+//! The event id: 16 hex characters of a 64-bit hash of the topic and the `eventBody`'s JSON
+//! *value* ([`crate::value_hash`]): key order, whitespace, string escapes and the spelling
+//! of numbers do not change it. The same event delivered on two channels has the same id
+//! even if the service serialised it differently for each, so holdline (and anything
+//! downstream) can de-duplicate on it. The simulator's ledger uses this same function,
+//! which is what makes ledger-versus-output checks possible.
 
 use std::fmt;
 use std::str::FromStr;
 
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 /// Identity of one published event: a hash of its topic and its raw body bytes.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventId(u64);
 
 impl EventId {
-    /// Computes the id of an event with this topic name and raw JSON body.
+    /// Computes the id of an event with this topic name and JSON body. A body that is not
+    /// JSON (or nests absurdly deep) is identified by its bytes instead.
     pub fn of(topic: &str, body: &[u8]) -> Self {
+        match crate::value_hash::value_hash(body) {
+            Some(value) => EventId(crate::value_hash::mix(xxh3_64(topic.as_bytes()), value)),
+            None => Self::of_bytes(topic, body),
+        }
+    }
+
+    /// xxh3-64 over `topic`, a `\n` and the body's bytes exactly as they arrived: tells
+    /// two copies of one event apart when they were serialised differently.
+    pub fn of_bytes(topic: &str, body: &[u8]) -> Self {
         let mut hasher = Xxh3::new();
         hasher.update(topic.as_bytes());
         hasher.update(b"\n");
@@ -94,17 +106,31 @@ impl<'de> serde::Deserialize<'de> for EventId {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use xxhash_rust::xxh3::xxh3_64;
 
     #[test]
-    fn id_is_xxh3_of_topic_newline_body() {
-        let id = EventId::of("v2.users.x.presence", br#"{"a":1}"#);
+    fn byte_id_is_xxh3_of_topic_newline_body() {
+        let id = EventId::of_bytes("v2.users.x.presence", br#"{"a":1}"#);
         assert_eq!(id.as_u64(), xxh3_64(b"v2.users.x.presence\n{\"a\":1}"));
+        assert_ne!(EventId::of_bytes("ab", b"c"), EventId::of_bytes("a", b"bc"));
     }
 
     #[test]
-    fn the_newline_separates_topic_from_body() {
-        assert_ne!(EventId::of("ab", b"c"), EventId::of("a", b"bc"));
+    fn the_id_survives_reserialisation_but_not_a_change() {
+        let topic = "v2.users.x.presence";
+        let a = EventId::of(topic, br#"{"a":1,"b":"x"}"#);
+        assert_eq!(a, EventId::of(topic, br#"{ "b" : "\u0078", "a" : 1.0 }"#));
+        assert_ne!(a, EventId::of(topic, br#"{"a":2,"b":"x"}"#));
+        assert_ne!(a, EventId::of("v2.users.y.presence", br#"{"a":1,"b":"x"}"#));
+        assert_ne!(
+            EventId::of_bytes(topic, br#"{"a":1,"b":"x"}"#),
+            EventId::of_bytes(topic, br#"{"b":"x","a":1}"#)
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_identified_by_its_bytes() {
+        assert_eq!(EventId::of("t", b"{oops"), EventId::of_bytes("t", b"{oops"));
+        assert_ne!(EventId::of("t", b"{oops"), EventId::of("t", b"{oops!"));
     }
 
     #[test]

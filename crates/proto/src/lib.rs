@@ -12,6 +12,7 @@ pub mod region;
 pub mod rest;
 mod suggest;
 pub mod topic;
+pub mod value_hash;
 
 pub use event_id::EventId;
 pub use frame::{ClientFrame, FrameError, Notification, ServerFrame, SubscribeReply, SystemNotice};

@@ -68,6 +68,105 @@ pub struct SimConfig {
     /// hand out `connectUri`s on `streaming.`. Clients reach them with a resolver
     /// override (`holdline listen --resolve`). None: one origin for everything.
     pub domain: Option<String>,
+    /// What the simulator does where the service's behaviour is not known
+    /// (docs/simulator.md); the default is the kindest reading, `realistic` the unkindest.
+    pub unknowns: Unknowns,
+}
+
+impl SimConfig {
+    /// The defaults of a preset: `kind` (the defaults) or `realistic` (every unknown at
+    /// its unkind setting).
+    pub fn preset(name: &str) -> Result<Self, String> {
+        let unknowns = match name {
+            "kind" => Unknowns::default(),
+            "realistic" => Unknowns::realistic(),
+            other => {
+                return Err(format!(
+                    "unknown preset {other:?}; the presets are \"kind\" and \"realistic\""
+                ));
+            }
+        };
+        Ok(SimConfig {
+            unknowns,
+            ..SimConfig::default()
+        })
+    }
+}
+
+/// The service's unknowns as settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Unknowns {
+    /// Most delivery latency of a socket: each socket draws a fixed latency in
+    /// `[0, latency]` when it connects (0: every socket gets events at once).
+    #[serde(with = "human")]
+    pub latency: Duration,
+    /// Extra latency per event, drawn in `[0, jitter]` (a socket keeps its order).
+    #[serde(with = "human")]
+    pub jitter: Duration,
+    /// How an event's frame is written on each channel.
+    pub frames: Frames,
+    /// Which tokens may use a channel over REST.
+    pub channel_scope: ChannelScope,
+    /// Which client texts get a pong.
+    pub pings: Pings,
+}
+
+impl Default for Unknowns {
+    fn default() -> Self {
+        Unknowns {
+            latency: Duration::ZERO,
+            jitter: Duration::ZERO,
+            frames: Frames::Identical,
+            channel_scope: ChannelScope::Client,
+            pings: Pings::Lenient,
+        }
+    }
+}
+
+impl Unknowns {
+    /// Every unknown at its unkind setting: sockets up to 20 s apart, frames serialised
+    /// per channel, channels scoped to their token, only the documented ping answered.
+    pub fn realistic() -> Self {
+        Unknowns {
+            latency: Duration::from_secs(20),
+            jitter: Duration::from_millis(250),
+            frames: Frames::PerChannel,
+            channel_scope: ChannelScope::Token,
+            pings: Pings::Strict,
+        }
+    }
+}
+
+/// How one event's frame is written on each channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Frames {
+    /// The same bytes and `CorrelationId` on every channel.
+    Identical,
+    /// Each channel its own serialisation of the body (key order, whitespace, escapes,
+    /// number spelling) and its own `CorrelationId`.
+    PerChannel,
+}
+
+/// Which tokens may `HEAD`, list or (re)subscribe a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChannelScope {
+    /// Any token of the OAuth client that created it.
+    Client,
+    /// Only the token that created it; other tokens get 404.
+    Token,
+}
+
+/// Which client texts are answered with a pong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pings {
+    /// `{"message":"ping"}`, a bare `"PING"` and pings with extra fields.
+    Lenient,
+    /// Only `{"message":"ping"}` (the documented form).
+    Strict,
 }
 
 impl Default for SimConfig {
@@ -97,6 +196,7 @@ impl Default for SimConfig {
             public_url: None,
             tls: false,
             domain: None,
+            unknowns: Unknowns::default(),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod generator;
 mod http;
 mod net;
 pub mod org;
+pub mod restyle;
 mod rng;
 pub mod state;
 mod tls;
@@ -24,7 +25,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::{ClientSpec, SimConfig};
+pub use config::{ChannelScope, ClientSpec, Frames, Pings, SimConfig, Unknowns};
 pub use state::Core;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

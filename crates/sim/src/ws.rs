@@ -13,7 +13,7 @@ use holdline_proto::{ServerFrame, SubscribeReply};
 use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant, sleep_until};
 
-use crate::config::HeartbeatMode;
+use crate::config::{HeartbeatMode, Pings};
 use crate::net::ConnInfo;
 use crate::state::Core;
 use crate::state::channels::{Control, Mode, Outbound, SocketLink};
@@ -52,6 +52,8 @@ pub async fn serve(core: Arc<Core>, channel: String, ws: WebSocket, info: ConnIn
         ctl: ctl_tx,
         since: now,
         peer: info.peer,
+        latency: Duration::ZERO,
+        due: None,
     };
     let mut socket = Socket {
         ws,
@@ -296,6 +298,16 @@ impl Socket {
             Err(_) => return None,
         };
         let (topics, correlation_id, mode, status) = match frame {
+            ClientFrame::Ping
+                if self.core.config.unknowns.pings == Pings::Strict
+                    && !is_documented_ping(text) =>
+            {
+                return self
+                    .core
+                    .config
+                    .answer_unknown_messages
+                    .then(|| error_reply(None, "400", "Unrecognized message"));
+            }
             ClientFrame::Ping => return Some(ServerFrame::Pong.to_json().into()),
             ClientFrame::Subscribe {
                 topics,
@@ -356,6 +368,12 @@ impl Socket {
         })
         .await;
     }
+}
+
+/// Exactly `{"message":"ping"}` (whitespace aside): the only ping the service documents.
+fn is_documented_ping(text: &str) -> bool {
+    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
+        .is_ok_and(|m| m.len() == 1 && m.get("message").and_then(|v| v.as_str()) == Some("ping"))
 }
 
 fn refusal_parts(refusal: &Refusal) -> (String, String) {

@@ -824,7 +824,7 @@ impl Machine {
             now,
             life,
             self.cfg.timings.rollover_margin,
-            self.cfg.timings.gap_lookback * 2,
+            self.lookback() * 2,
             self.cfg.stagger,
         );
         let chan = Chan {
@@ -1029,9 +1029,17 @@ impl Machine {
 
     /// The rollover's socket is receiving: it becomes the current one; the old socket
     /// keeps receiving for the overlap, and the old channel counts until it expires.
+    /// The look-back now: the configured floor, widened by the stream from the measured
+    /// arrival skew between sockets.
+    fn lookback(&self) -> Duration {
+        let measured = Duration::from_micros(Stats::get(&self.stats.lookback_micros));
+        self.cfg.timings.gap_lookback.max(measured)
+    }
+
     fn promote_rollover(&mut self, session: u64, now: Instant) {
         let Some(next) = self.next.take() else { return };
-        let until = now + self.cfg.timings.overlap;
+        // Both sockets stay up long enough for the slower one's backlog to arrive.
+        let until = now + self.cfg.timings.overlap.max(self.lookback() * 2);
         for s in self.sockets.values_mut() {
             if matches!(s.role, Role::Current | Role::Replacement) {
                 s.role = Role::Overlapping(until);

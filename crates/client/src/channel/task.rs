@@ -19,6 +19,7 @@ use crate::channel::machine::{
 };
 use crate::error::ClientError;
 use crate::rest::api::{Api, Subscribed};
+use crate::rest::auth::Token;
 use crate::socket::session::{
     self, Batches, Ended, Report, SessionConfig, SessionHandle, SocketClock,
 };
@@ -111,7 +112,12 @@ struct Task {
     /// Socket task id → session number, to name a socket whose task panicked.
     task_ids: HashMap<tokio::task::Id, u64>,
     sockets: JoinSet<u64>,
-    rest: JoinSet<(u64, RestDone)>,
+    /// REST calls in flight: the operation, its outcome, and for a channel just created
+    /// its id and the token that created it.
+    rest: JoinSet<(u64, RestDone, Option<(Arc<str>, Token)>)>,
+    /// The token each of our channels was created with: calls on a channel use it while
+    /// it lasts (a service may scope channels to the token that created them).
+    channel_tokens: HashMap<Arc<str>, Token>,
     reports: mpsc::UnboundedSender<Report>,
 }
 
@@ -137,6 +143,7 @@ pub async fn run(
         task_ids: HashMap::new(),
         sockets: JoinSet::new(),
         rest: JoinSet::new(),
+        channel_tokens: HashMap::new(),
         reports: reports_tx,
     };
     t.ctx.stats.slot_started(owner.0);
@@ -154,7 +161,12 @@ pub async fn run(
             Some(report) = reports.recv() => t.on_report(&mut m, report),
             // A REST call finished; join_next is cancel-safe.
             Some(done) = t.rest.join_next(), if !t.rest.is_empty() => match done {
-                Ok((op, done)) => m.on_rest(op, done, Instant::now()),
+                Ok((op, done, created)) => {
+                    if let Some((channel, token)) = created {
+                        t.remember_token(channel, token);
+                    }
+                    m.on_rest(op, done, Instant::now());
+                }
                 // A panic in a REST call is a bug: it takes the slot down, and the
                 // supervisor records the gap and restarts it.
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -312,19 +324,40 @@ impl Task {
         }
     }
 
+    fn remember_token(&mut self, channel: Arc<str>, token: Token) {
+        let now = Instant::now();
+        self.channel_tokens.retain(|_, t| t.expires > now);
+        self.channel_tokens.insert(channel, token);
+    }
+
+    /// The API for calls on `channel`: with the token that created it, while it lasts.
+    fn api_for(&self, channel: &str) -> Arc<Api> {
+        match self.channel_tokens.get(channel) {
+            Some(token) => Arc::new(self.ctx.api.pinned_to(token.clone())),
+            None => self.ctx.api.clone(),
+        }
+    }
+
     fn rest(&mut self, m: &mut Machine, op: u64, call: RestCall) {
         let api = self.ctx.api.clone();
         match call {
             RestCall::Check { channel } => {
+                let api = self.api_for(&channel);
                 self.rest.spawn(async move {
-                    (op, RestDone::Checked(api.channel_exists(&channel).await))
+                    (
+                        op,
+                        RestDone::Checked(api.channel_exists(&channel).await),
+                        None,
+                    )
                 });
             }
             RestCall::Subscribe { channel, topics } => {
+                let api = self.api_for(&channel);
                 self.rest.spawn(async move {
                     (
                         op,
                         RestDone::Subscribed(subscribe(&api, &channel, &topics).await),
+                        None,
                     )
                 });
             }
@@ -338,9 +371,13 @@ impl Task {
                         let owner = self.owner;
                         let stats = self.ctx.stats.clone();
                         self.rest.spawn(async move {
-                            let created =
-                                create(&api, token_life, reservation, owner, &stats).await;
-                            (op, RestDone::Created(created))
+                            match create(&api, token_life, reservation, owner, &stats).await {
+                                Ok((new, token)) => {
+                                    let pin = Some((new.id.clone(), token));
+                                    (op, RestDone::Created(Ok(new)), pin)
+                                }
+                                Err(e) => (op, RestDone::Created(Err(e)), None),
+                            }
                         });
                     }
                     Err(retry_at) => {
@@ -387,14 +424,14 @@ async fn subscribe(api: &Api, channel: &str, topics: &[String]) -> Result<Subscr
     Ok(api.set_subscriptions(channel, topics).await?)
 }
 
-/// A token that lasts `token_life`, then a channel on it.
+/// A token that lasts `token_life`, then a channel on it (and the token it belongs to).
 async fn create(
     api: &Api,
     token_life: Duration,
     reservation: Reservation,
     owner: Owner,
     stats: &Stats,
-) -> Result<NewChannel, CreateFailed> {
+) -> Result<(NewChannel, Token), CreateFailed> {
     let failed = |e: ClientError| CreateFailed::Rest(e);
     api.auth()
         .token_lasting(token_life)
@@ -412,12 +449,13 @@ async fn create(
     let id: Arc<str> = channel.id.into();
     reservation.created(id.clone(), owner, until);
     Stats::bump(&stats.channels_created);
-    Ok(NewChannel {
+    let new = NewChannel {
         id,
         uri: channel.connect_uri.into(),
         channel_left,
         token_left,
-    })
+    };
+    Ok((new, token))
 }
 
 /// What a panic said.

@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use holdline_proto::rest::{
     AvailableTopic, Channel, ChannelTopic, EntityListing, ErrorBody, Queue, TopicState, User,
 };
@@ -109,13 +111,19 @@ pub struct Subscribed {
 }
 
 /// The notifications and org REST API.
+#[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
     base: String,
     auth: Arc<TokenSource>,
     timings: Timings,
     stats: Option<Arc<Stats>>,
+    /// Calls use this token while it lasts, instead of the source's newest.
+    pinned: Option<Token>,
 }
+
+/// A pinned token is used only while it has at least this much life left.
+const PIN_MARGIN: Duration = Duration::from_secs(1);
 
 /// The `Retry-After` header in seconds, if present, capped at [`MAX_RETRY_AFTER`].
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -146,6 +154,17 @@ impl Api {
             auth,
             timings,
             stats: None,
+            pinned: None,
+        }
+    }
+
+    /// The same API, calling with `token` while it lasts (then, or after a 401, with the
+    /// token source's). For calls on a channel: a service may answer only the token that
+    /// created a channel for it.
+    pub fn pinned_to(&self, token: Token) -> Api {
+        Api {
+            pinned: Some(token),
+            ..self.clone()
         }
     }
 
@@ -175,7 +194,14 @@ impl Api {
         let mut backoff = Backoff::new(self.timings.backoff_base, self.timings.backoff_max);
         let (mut refreshed, mut failures, mut waits) = (false, 0, 0);
         loop {
-            let token = self.auth.token().await?;
+            let pinned = self
+                .pinned
+                .as_ref()
+                .filter(|t| !refreshed && t.expires > Instant::now() + PIN_MARGIN);
+            let token = match pinned {
+                Some(token) => token.clone(),
+                None => self.auth.token().await?,
+            };
             let mut req = self
                 .http
                 .request(method.clone(), &url)

@@ -49,6 +49,11 @@ impl ShardCoverage {
         }
     }
 
+    /// Trims `lookback` from sockets that die from now on (it follows the measured skew).
+    pub fn set_lookback(&mut self, lookback: Duration) {
+        self.lookback = lookback;
+    }
+
     /// The shard's topics changed (add/remove at run time).
     pub fn set_topics(&mut self, topics: Arc<[String]>) {
         self.topics = topics;

@@ -2,12 +2,15 @@
 //!
 //! The same event arrives twice when two sockets overlap (rollover, socket_closing,
 //! redundant channels) or when the service delivers twice. Ids are already 64-bit hashes,
-//! so the set uses them as their own hash. Memory is about 40 bytes per remembered id
-//! (set slot plus queue entry); the default 200,000 ids is about 8 MiB.
+//! so the map uses them as their own hash. Each id keeps what its first copy looked like
+//! (a hash of its bytes, when it arrived), so a later copy tells how far apart the sockets
+//! are and whether the service serialised the event differently. Memory is about 60 bytes
+//! per remembered id (map slot plus queue entry); the default 200,000 ids is about 12 MiB.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use holdline_proto::EventId;
 use tokio::time::Instant;
@@ -30,10 +33,33 @@ impl Hasher for IdHasher {
     }
 }
 
+/// What the window knows of an id the first time it arrived.
+#[derive(Debug, Clone, Copy)]
+struct First {
+    /// Hash of the first copy's bytes (to tell a re-serialised copy from an exact one).
+    bytes: u64,
+    /// When the first copy arrived.
+    at: SystemTime,
+}
+
+/// How one arrival compares with what came before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Not seen within the window: emit it.
+    First,
+    /// Another copy of an event already emitted.
+    Duplicate {
+        /// How long after the first copy this one arrived.
+        skew: Duration,
+        /// The bytes differ from the first copy's: the same value serialised differently.
+        near: bool,
+    },
+}
+
 /// Ids seen within the window.
 #[derive(Debug)]
 pub struct Dedupe {
-    seen: HashSet<u64, BuildHasherDefault<IdHasher>>,
+    seen: HashMap<u64, First, BuildHasherDefault<IdHasher>>,
     order: VecDeque<(u64, Instant)>,
     max_entries: usize,
     max_age: Duration,
@@ -45,7 +71,7 @@ impl Dedupe {
     pub fn new(max_age: Duration, max_entries: usize) -> Self {
         let max_entries = max_entries.max(1);
         Dedupe {
-            seen: HashSet::with_capacity_and_hasher(max_entries.min(1 << 16), Default::default()),
+            seen: HashMap::with_capacity_and_hasher(max_entries.min(1 << 16), Default::default()),
             order: VecDeque::with_capacity(max_entries.min(1 << 16)),
             max_entries,
             max_age,
@@ -55,22 +81,49 @@ impl Dedupe {
 
     /// True the first time `id` is seen within the window; false for a duplicate.
     pub fn first_time(&mut self, id: EventId, now: Instant) -> bool {
-        while let Some(&(old, at)) = self.order.front() {
+        self.arrival(id, id.as_u64(), SystemTime::UNIX_EPOCH, now) == Seen::First
+    }
+
+    /// Notes one arrival of `id` (whose bytes hash to `bytes`, received at `at`).
+    pub fn arrival(&mut self, id: EventId, bytes: u64, at: SystemTime, now: Instant) -> Seen {
+        while let Some(&(old, entered)) = self.order.front() {
             if self.order.len() < self.max_entries
-                && now.saturating_duration_since(at) < self.max_age
+                && now.saturating_duration_since(entered) < self.max_age
             {
                 break;
             }
             self.seen.remove(&old);
             self.order.pop_front();
         }
-        if self.seen.insert(id.as_u64()) {
-            self.order.push_back((id.as_u64(), now));
-            true
-        } else {
-            self.duplicates += 1;
-            false
+        match self.seen.entry(id.as_u64()) {
+            Entry::Vacant(slot) => {
+                slot.insert(First { bytes, at });
+                self.order.push_back((id.as_u64(), now));
+                Seen::First
+            }
+            Entry::Occupied(first) => {
+                self.duplicates += 1;
+                let first = first.get();
+                let skew = at
+                    .duration_since(first.at)
+                    .or_else(|e| Ok::<_, ()>(e.duration()))
+                    .unwrap_or_default();
+                Seen::Duplicate {
+                    skew,
+                    near: first.bytes != bytes,
+                }
+            }
         }
+    }
+
+    /// How long ids are remembered.
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
+    /// Remembers ids for `max_age` from now on.
+    pub fn set_max_age(&mut self, max_age: Duration) {
+        self.max_age = max_age;
     }
 
     /// Duplicates dropped so far.
@@ -142,5 +195,28 @@ mod tests {
                 prop_assert_eq!(d.first_time(id(n), now), model.insert(n));
             }
         }
+    }
+
+    #[test]
+    fn a_duplicate_tells_its_skew_and_whether_its_bytes_differ() {
+        let mut d = Dedupe::new(Duration::from_secs(60), 100);
+        let now = Instant::now();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        assert_eq!(d.arrival(id(1), 10, t0, now), Seen::First);
+        assert_eq!(
+            d.arrival(id(1), 10, t0 + Duration::from_millis(2500), now),
+            Seen::Duplicate {
+                skew: Duration::from_millis(2500),
+                near: false
+            }
+        );
+        // A copy that arrived on a faster socket but was handed out later still has a skew.
+        assert_eq!(
+            d.arrival(id(1), 11, t0 - Duration::from_secs(3), now),
+            Seen::Duplicate {
+                skew: Duration::from_secs(3),
+                near: true
+            }
+        );
     }
 }

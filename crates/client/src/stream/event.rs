@@ -37,8 +37,10 @@ pub struct Notification {
     topic: Text,
     correlation_id: Option<Text>,
     body: Range<usize>,
-    /// Hash of topic and raw body: the same on every channel.
+    /// Hash of topic and body value: the same on every channel, however serialised.
     pub id: EventId,
+    /// Hash of topic and body bytes exactly as they arrived.
+    bytes_hash: u64,
     /// When the frame arrived.
     pub received_at: SystemTime,
     /// The channel it arrived on.
@@ -73,6 +75,7 @@ impl Notification {
         debug_assert_eq!(text.as_bytes(), &frame[..]);
         let body_text = parsed.body.get();
         let id = EventId::of(&parsed.topic, body_text.as_bytes());
+        let bytes_hash = EventId::of_bytes(&parsed.topic, body_text.as_bytes()).as_u64();
         let body = span_of(text, body_text).unwrap_or(0..0);
         Notification {
             frame: frame.clone(),
@@ -80,10 +83,17 @@ impl Notification {
             correlation_id: parsed.correlation_id.as_deref().map(|c| text_of(text, c)),
             body,
             id,
+            bytes_hash,
             received_at,
             channel,
             family: crate::telemetry::stats::FAMILIES.len(),
         }
+    }
+
+    /// Hash of the topic and the body's bytes as they arrived (two copies of one event
+    /// differ here when the service serialised them differently).
+    pub fn bytes_hash(&self) -> u64 {
+        self.bytes_hash
     }
 
     /// A span of the frame as text. The frame was checked as UTF-8 when it arrived and

@@ -9,6 +9,7 @@ pub(crate) mod coverage;
 pub mod dedupe;
 pub mod event;
 pub mod record;
+pub mod skew;
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -22,8 +23,9 @@ use tokio::time::Instant;
 
 use crate::error::ClientError;
 use crate::stream::coverage::ShardCoverage;
-use crate::stream::dedupe::Dedupe;
+use crate::stream::dedupe::{Dedupe, Seen};
 use crate::stream::event::{Event, Gap, Notification, Rejection, StateChange};
+use crate::stream::skew::Skew;
 use crate::telemetry::stats::Stats;
 
 /// A coverage change of one socket of a shard.
@@ -79,7 +81,8 @@ pub struct EventStream {
     control_open: bool,
     dedupe: Dedupe,
     shards: Vec<ShardCoverage>,
-    lookback: Duration,
+    /// Arrival skew between sockets, and the look-back and window it implies.
+    skew: Skew,
     stats: Arc<Stats>,
     finished: bool,
     /// The error that stops the client, handed out after everything received before it.
@@ -108,14 +111,15 @@ impl EventStream {
         lookback: Duration,
         stats: Arc<Stats>,
     ) -> Self {
-        EventStream {
+        let skew = Skew::new(lookback, dedupe.max_age());
+        let stream = EventStream {
             events,
             control,
             events_open: true,
             control_open: true,
             dedupe,
             shards: Vec::new(),
-            lookback,
+            skew,
             stats,
             finished: false,
             fatal: None,
@@ -123,7 +127,29 @@ impl EventStream {
             gaps: VecDeque::new(),
             batch: Vec::new().into_iter(),
             batch_at: Instant::now(),
-        }
+        };
+        stream.publish_window(lookback, stream.dedupe.max_age(), Duration::ZERO);
+        stream
+    }
+
+    /// The look-back and de-duplication window for now, from the recent skew.
+    fn refresh_window(&mut self, now: Instant) -> Duration {
+        let lookback = self.skew.lookback(now);
+        let window = self.skew.window(now);
+        self.dedupe.set_max_age(window);
+        let skew = self.skew.largest(now);
+        self.publish_window(lookback, window, skew);
+        lookback
+    }
+
+    fn publish_window(&self, lookback: Duration, window: Duration, skew: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.stats.lookback_micros.store(micros(lookback), Relaxed);
+        self.stats
+            .dedupe_window_micros
+            .store(micros(window), Relaxed);
+        self.stats.arrival_skew_micros.store(micros(skew), Relaxed);
     }
 
     /// The next event; `None` once the client has shut down; `Some(Err)` when it cannot go
@@ -220,15 +246,26 @@ impl EventStream {
 
     /// The next notification of the current batch that is not a duplicate.
     fn next_in_batch(&mut self) -> Option<Result<Event, ClientError>> {
-        for n in self.batch.by_ref() {
-            if self.dedupe.first_time(n.id, self.batch_at) {
-                Stats::bump(&self.stats.emitted);
-                if let Some(c) = self.stats.emitted_by_family.get(n.family) {
-                    Stats::bump(c);
+        while let Some(n) = self.batch.next() {
+            let at = self.batch_at;
+            match self.dedupe.arrival(n.id, n.bytes_hash(), n.received_at, at) {
+                Seen::First => {
+                    Stats::bump(&self.stats.emitted);
+                    if let Some(c) = self.stats.emitted_by_family.get(n.family) {
+                        Stats::bump(c);
+                    }
+                    return Some(Ok(Event::Notification(n)));
                 }
-                return Some(Ok(Event::Notification(n)));
+                Seen::Duplicate { skew, near } => {
+                    Stats::bump(&self.stats.duplicates);
+                    if near {
+                        Stats::bump(&self.stats.near_duplicates);
+                    }
+                    if self.skew.note(skew, at) {
+                        self.refresh_window(at);
+                    }
+                }
             }
-            Stats::bump(&self.stats.duplicates);
         }
         None
     }
@@ -281,8 +318,8 @@ impl EventStream {
             Inbound::Coverage { shard, change } => {
                 // Shards appear as the supervisor plans them.
                 while self.shards.len() <= shard {
-                    self.shards
-                        .push(ShardCoverage::new(Arc::new([]), self.lookback));
+                    let lookback = self.skew.lookback(Instant::now());
+                    self.shards.push(ShardCoverage::new(Arc::new([]), lookback));
                 }
                 tracing::debug!(shard, ?change, "coverage");
                 let coverage = &mut self.shards[shard];
@@ -293,7 +330,12 @@ impl EventStream {
                         until,
                         lookback,
                         reason,
-                    } => coverage.ended(session, until, lookback, &reason),
+                    } => {
+                        let trim = self.refresh_window(Instant::now());
+                        let coverage = &mut self.shards[shard];
+                        coverage.set_lookback(trim);
+                        coverage.ended(session, until, lookback, &reason)
+                    }
                     Coverage::Topics(topics) => {
                         coverage.set_topics(topics);
                         Vec::new()

@@ -138,6 +138,32 @@ pub fn render(stats: &Stats) -> String {
         counter(&stats.duplicates),
     );
     o.one(
+        "holdline_near_duplicates_total",
+        "counter",
+        "Duplicates whose bytes differed from the first copy: the service serialises one \
+         event differently per channel (the id is of the value, so they are still caught).",
+        counter(&stats.near_duplicates),
+    );
+    o.one(
+        "holdline_arrival_skew_seconds",
+        "gauge",
+        "Largest delay between two sockets' copies of one event in the last 10 minutes.",
+        Stats::get(&stats.arrival_skew_micros) as f64 / 1e6,
+    );
+    o.one(
+        "holdline_gap_lookback_seconds",
+        "gauge",
+        "Time trimmed from the end of a dead socket's coverage: the --gap-lookback floor \
+         plus the arrival skew.",
+        Stats::get(&stats.lookback_micros) as f64 / 1e6,
+    );
+    o.one(
+        "holdline_dedupe_window_seconds",
+        "gauge",
+        "How long event ids are remembered for de-duplication (at least twice the look-back).",
+        Stats::get(&stats.dedupe_window_micros) as f64 / 1e6,
+    );
+    o.one(
         "holdline_gaps_total",
         "counter",
         "Gap records: windows in which a shard's events could not have been received.",

@@ -183,6 +183,14 @@ pub struct Stats {
     pub emitted_by_family: [AtomicU64; 19],
     /// Duplicates dropped.
     pub duplicates: AtomicU64,
+    /// Duplicates whose bytes differed from the first copy's (serialised differently).
+    pub near_duplicates: AtomicU64,
+    /// Gauge: the largest arrival skew of one event on two sockets seen recently, µs.
+    pub arrival_skew_micros: AtomicU64,
+    /// Gauge: the look-back trimmed from a dead socket's coverage now, µs.
+    pub lookback_micros: AtomicU64,
+    /// Gauge: how long event ids are remembered for de-duplication now, µs.
+    pub dedupe_window_micros: AtomicU64,
     /// Server heartbeats.
     pub heartbeats: AtomicU64,
     /// Pongs.

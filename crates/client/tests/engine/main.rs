@@ -8,3 +8,4 @@ mod faults;
 mod lifecycle;
 mod supervision;
 mod tls;
+mod unknowns;

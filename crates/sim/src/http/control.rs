@@ -42,8 +42,8 @@ pub async fn fault(State(core): State<Arc<Core>>, body: Bytes) -> Result<Json<Ap
 pub struct PublishRequest {
     /// Topic name.
     pub topic: String,
-    /// Any JSON value; it is published compactly.
-    pub body: serde_json::Value,
+    /// Any JSON value; its bytes are published exactly as written here.
+    pub body: Box<serde_json::value::RawValue>,
 }
 
 /// `POST /sim/publish`: publishes one event now.
@@ -54,7 +54,7 @@ pub async fn publish(
     let req: PublishRequest = parse(&body, "publish request ({\"topic\": ..., \"body\": {...}})")?;
     holdline_proto::topic::classify(&req.topic)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(Json(core.publish(&req.topic, &req.body.to_string())))
+    Ok(Json(core.publish(&req.topic, req.body.get())))
 }
 
 /// One channel in `GET /sim/channels`.

@@ -63,6 +63,10 @@ pub struct SocketLink {
     pub since: Instant,
     /// The client's address.
     pub peer: SocketAddr,
+    /// This socket's delivery latency (`unknowns.latency`), drawn when it attaches.
+    pub latency: Duration,
+    /// When the last event handed to it is due (later ones never overtake it).
+    pub due: Option<Instant>,
 }
 
 /// A fault that alters delivery for a while or for a number of events.
@@ -123,6 +127,8 @@ pub struct ChannelRec {
     pub socket: Option<SocketLink>,
     /// Delivery faults on this channel.
     pub faults: DeliveryFaults,
+    /// Its serialisation style when frames differ per channel (see [`crate::restyle`]).
+    pub style: u64,
 }
 
 /// How a subscribe request treats the existing list.
@@ -166,6 +172,7 @@ impl ChannelRec {
             expanded: HashSet::new(),
             socket: None,
             faults: DeliveryFaults::default(),
+            style: 0,
         }
     }
 

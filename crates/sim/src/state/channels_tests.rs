@@ -131,6 +131,8 @@ fn victim_is_unconnected_lru_first() {
                 ctl: ctl.clone(),
                 since: now,
                 peer,
+                latency: Duration::ZERO,
+                due: None,
             });
         }
         map.insert(id, rec);

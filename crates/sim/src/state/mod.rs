@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use crate::config::{ClientSpec, SimConfig};
+use crate::config::{ChannelScope, ClientSpec, SimConfig};
 use crate::org::Org;
 use crate::rng::Rng;
 use channels::{ChannelMap, ChannelRec, Control, DeliveryFaults, Mode, SocketLink};
@@ -87,6 +87,8 @@ pub(crate) struct Inner {
     /// A `slow_upgrade` fault: delay and upgrades left.
     pub(crate) slow_upgrades: Option<(std::time::Duration, u32)>,
     evictions: Evictions,
+    /// Serialisation style of the next channel created.
+    next_style: u64,
 }
 
 /// The state of one simulator.
@@ -128,6 +130,7 @@ impl Core {
             next_conn: 1,
             slow_upgrades: None,
             evictions: Evictions::default(),
+            next_style: 0,
         };
         let (published, _) = broadcast::channel(4096);
         Arc::new(Core {
@@ -369,6 +372,9 @@ impl Core {
             now,
             self.config.channel_ttl,
         );
+        let mut rec = rec;
+        rec.style = inner.next_style;
+        inner.next_style += 1;
         let view = self.channel_view(&rec, now);
         inner.channels.insert(id, rec);
         view
@@ -401,11 +407,20 @@ impl Core {
         out.into_iter().map(|(_, c)| c).collect()
     }
 
+    /// Whether `caller` may use channel `c` over REST (`unknowns.channel_scope`).
+    fn may_use(&self, c: &ChannelRec, caller: &Caller) -> bool {
+        c.client_id == caller.client.id
+            && match self.config.unknowns.channel_scope {
+                ChannelScope::Client => true,
+                ChannelScope::Token => c.token == caller.token,
+            }
+    }
+
     /// `HEAD /api/v2/notifications/channels/{id}`.
     pub fn channel_exists(&self, caller: &Caller, id: &str) -> bool {
         let mut inner = self.lock();
         match inner.channels.get_mut(id) {
-            Some(c) if c.client_id == caller.client.id => {
+            Some(c) if self.may_use(c, caller) => {
                 c.last_used = Instant::now();
                 true
             }
@@ -425,7 +440,7 @@ impl Core {
         let chan = inner
             .channels
             .get_mut(id)
-            .filter(|c| c.client_id == caller.client.id)
+            .filter(|c| self.may_use(c, caller))
             .ok_or_else(|| Refusal::NotFound(format!("channel {id} not found")))?;
         chan.last_used = now;
         let Some((topics, mode, ignore_errors)) = change else {
@@ -498,8 +513,13 @@ impl Core {
 
     /// Connects a socket to a channel, closing the socket already there. False when the
     /// channel is gone.
-    pub fn attach(&self, id: &str, link: SocketLink) -> bool {
+    pub fn attach(&self, id: &str, mut link: SocketLink) -> bool {
         let mut inner = self.lock();
+        let most = self.config.unknowns.latency;
+        if !most.is_zero() {
+            let fraction = inner.rng.next_u64() as f64 / u64::MAX as f64;
+            link.latency = most.mul_f64(fraction);
+        }
         let Some(chan) = inner.channels.get_mut(id) else {
             return false;
         };

@@ -14,6 +14,8 @@ use tokio::time::Instant;
 use super::channels::{Control, Outbound, TimedFault};
 use super::ledger::LedgerEntry;
 use super::{Core, Inner, remove_channel};
+use crate::config::Frames;
+use crate::restyle::restyle;
 use crate::rng::Rng;
 
 /// An event as published, for live views.
@@ -42,12 +44,21 @@ impl Core {
             ..
         } = &mut *guard;
         let seq = ledger.next_seq();
+        let unknowns = &self.config.unknowns;
+        let per_channel = unknowns.frames == Frames::PerChannel;
         let frame: Utf8Bytes = notification_json(topic, body, &rng.uuid()).into();
+        // Parsed once, only to write the body again in each channel's style.
+        let value: Option<serde_json::Value> = per_channel
+            .then(|| serde_json::from_str(body).ok())
+            .flatten();
         let global_delay = TimedFault::take(&mut global_faults.delay, now);
         let global_dup = TimedFault::take(&mut global_faults.duplicate, now).is_some();
         let mut delivered_to = Vec::new();
         for chan in channels.values_mut() {
-            let Some(link) = chan.socket.as_ref().filter(|_| chan.wants(topic)) else {
+            if !chan.wants(topic) {
+                continue;
+            }
+            let Some(link) = chan.socket.as_mut() else {
                 continue;
             };
             let delay = TimedFault::take(&mut chan.faults.delay, now).or(global_delay);
@@ -57,9 +68,27 @@ impl Core {
                 } else {
                     1
                 };
+            let frame = match &value {
+                Some(value) => {
+                    let styled = restyle(body, value, chan.style);
+                    notification_json(topic, &styled, &rng.uuid()).into()
+                }
+                None => frame.clone(),
+            };
+            let lag = (!link.latency.is_zero() || !unknowns.jitter.is_zero()).then(|| {
+                let fraction = rng.next_u64() as f64 / u64::MAX as f64;
+                let due = now + link.latency + unknowns.jitter.mul_f64(fraction);
+                let due = link.due.map_or(due, |last| last.max(due));
+                link.due = Some(due);
+                due
+            });
+            let fault_due = delay.map(|d| now + d);
             let out = Outbound {
-                frame: frame.clone(),
-                not_before: delay.map(|d| now + d),
+                frame,
+                not_before: match (lag, fault_due) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                },
             };
             let mut sent = true;
             for _ in 0..copies {

@@ -10,4 +10,5 @@ mod org;
 mod rest;
 mod subscriptions;
 mod traffic;
+mod unknowns;
 mod websocket;
