@@ -24,9 +24,14 @@ pub struct SimArgs {
     /// Address to bind.
     #[arg(long, default_value = "127.0.0.1")]
     bind: std::net::IpAddr,
-    /// TOML file with any simulator setting (see `SimConfig`); flags win over it.
+    /// TOML file with any simulator setting (docs/sim.toml); flags win over it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Where the service's behaviour is unknown: "kind" (every unknown at its kindest
+    /// reading) or "realistic" (at its unkindest); see docs/simulator.md. A config file
+    /// may name one too (`preset = "realistic"`); its own settings win over the preset.
+    #[arg(long, value_parser = ["kind", "realistic"])]
+    preset: Option<String>,
     /// Accepted OAuth client as id:secret or id:secret:perm1,perm2 (repeatable; default
     /// holdline-demo:holdline-demo with every permission).
     #[arg(long = "client", value_parser = ClientSpec::parse)]
@@ -79,14 +84,20 @@ impl SimArgs {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read simulator config {}", path.display()))?;
-                toml::from_str(&text).map_err(|e| {
+                from_toml(&text, self.preset.as_deref()).map_err(|e| {
                     UsageError(format!(
                         "simulator config {} is not valid: {e}",
                         path.display()
                     ))
                 })?
             }
-            None => cli_defaults(),
+            None => {
+                let mut config = cli_defaults();
+                if let Some(name) = &self.preset {
+                    config.unknowns = SimConfig::preset(name).map_err(UsageError)?.unknowns;
+                }
+                config
+            }
         };
         if !self.clients.is_empty() {
             config.clients = self.clients.clone();
@@ -120,6 +131,35 @@ impl SimArgs {
             return Err(UsageError("--heartbeat must be longer than 0".into()).into());
         }
         Ok(config)
+    }
+}
+
+/// A config file over the defaults of its preset: `--preset` if given, else the file's
+/// `preset` key, else `kind`. The file's own settings win over the preset's.
+pub fn from_toml(text: &str, preset: Option<&str>) -> Result<SimConfig, String> {
+    let mut file: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    let named = match file.remove("preset") {
+        Some(toml::Value::String(name)) => Some(name),
+        Some(other) => return Err(format!("preset must be a name, not {other}")),
+        None => None,
+    };
+    let base = SimConfig::preset(preset.or(named.as_deref()).unwrap_or("kind"))?;
+    let mut merged = toml::Table::try_from(&base).map_err(|e| e.to_string())?;
+    merge(&mut merged, file);
+    toml::Value::Table(merged)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.to_string())
+}
+
+/// Writes `over` into `base`, table by table.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(inner)), toml::Value::Table(value)) => merge(inner, value),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }
 
@@ -223,4 +263,40 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     }
     sim.stop().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod preset_tests {
+    use super::*;
+    use holdline_sim::{Pings, Unknowns};
+
+    #[test]
+    fn a_file_sits_over_its_preset() {
+        let text = "preset = \"realistic\"\nrate = 3.0\n[unknowns]\nlatency = \"2s\"\n";
+        let config = from_toml(text, None).unwrap();
+        assert_eq!(config.rate, 3.0);
+        assert_eq!(config.unknowns.latency, Duration::from_secs(2));
+        assert_eq!(
+            config.unknowns.pings,
+            Pings::Strict,
+            "the rest from the preset"
+        );
+        let kind = from_toml(text, Some("kind")).unwrap();
+        assert_eq!(
+            kind.unknowns.pings,
+            Pings::Lenient,
+            "--preset wins over the file's"
+        );
+        assert_eq!(from_toml("", None).unwrap().unknowns, Unknowns::default());
+        assert!(
+            from_toml("preset = \"harsh\"", None)
+                .unwrap_err()
+                .contains("realistic")
+        );
+        assert!(
+            from_toml("[unknowns]\nlatensy = \"1s\"", None)
+                .unwrap_err()
+                .contains("latensy")
+        );
+    }
 }
