@@ -110,6 +110,12 @@ pub struct Unknowns {
     pub channel_scope: ChannelScope,
     /// Which client texts get a pong.
     pub pings: Pings,
+    /// What happens to delivery when a second socket connects to a channel.
+    pub handover: Handover,
+    /// With a lossy hand-over: how long after the second socket connects the channel's
+    /// events go to neither socket.
+    #[serde(with = "human")]
+    pub handover_loss: Duration,
 }
 
 impl Default for Unknowns {
@@ -120,13 +126,16 @@ impl Default for Unknowns {
             frames: Frames::Identical,
             channel_scope: ChannelScope::Client,
             pings: Pings::Lenient,
+            handover: Handover::Perfect,
+            handover_loss: Duration::from_millis(500),
         }
     }
 }
 
 impl Unknowns {
     /// Every unknown at its unkind setting: sockets up to 20 s apart, frames serialised
-    /// per channel, channels scoped to their token, only the documented ping answered.
+    /// per channel, channels scoped to their token, only the documented ping answered,
+    /// a hand-over that loses what was in flight and half a second after it.
     pub fn realistic() -> Self {
         Unknowns {
             latency: Duration::from_secs(20),
@@ -134,8 +143,22 @@ impl Unknowns {
             frames: Frames::PerChannel,
             channel_scope: ChannelScope::Token,
             pings: Pings::Strict,
+            handover: Handover::Lossy,
+            handover_loss: Duration::from_millis(500),
         }
     }
+}
+
+/// Delivery when a second socket connects to a channel (the `socket_closing` replacement).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Handover {
+    /// Everything queued for the old socket is sent before it is closed, and delivery
+    /// moves to the new socket at once.
+    Perfect,
+    /// What is in flight to the old socket is lost, and for `handover_loss` events go
+    /// to neither socket.
+    Lossy,
 }
 
 /// How one event's frame is written on each channel.

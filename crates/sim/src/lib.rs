@@ -25,7 +25,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::{ChannelScope, ClientSpec, Frames, Pings, SimConfig, Unknowns};
+pub use config::{ChannelScope, ClientSpec, Frames, Handover, Pings, SimConfig, Unknowns};
 pub use state::Core;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

@@ -167,6 +167,12 @@ impl Socket {
                 self.close(code, &reason).await;
                 Some(End::Closed)
             }
+            Control::Kick { code, reason } => {
+                while data.try_recv().is_ok() {}
+                self.delayed.clear();
+                self.close(code, &reason).await;
+                Some(End::Closed)
+            }
             Control::Reset => Some(End::Reset),
             Control::Stall(how_long) => self.stall(how_long, data, ctl).await,
             Control::Closing {
@@ -239,7 +245,7 @@ impl Socket {
                 // While stalled a close cannot reach the peer; end quietly (or reset).
                 Some(order) = ctl.recv() => match order {
                     Control::Reset => return Some(End::Reset),
-                    Control::Close { .. } => return Some(End::Closed),
+                    Control::Close { .. } | Control::Kick { .. } => return Some(End::Closed),
                     Control::Stall(_) | Control::Closing { .. } => {}
                 },
                 // Events keep arriving and vanish.

@@ -295,6 +295,9 @@ pub struct Machine {
     next_op: u64,
     recover_at: Option<Instant>,
     deferred: Option<Deferred>,
+    /// A `socket_closing` being answered by a rollover: the socket it warned, and when to
+    /// fall back to a second socket on the same channel if no fresh one is receiving.
+    closing: Option<(u64, Instant)>,
     backoff: Backoff,
     ever_live: bool,
     /// Why the slot's last live socket was lost (counted when it is live again).
@@ -332,6 +335,7 @@ impl Machine {
             ops: HashMap::new(),
             next_op: 1,
             deferred: None,
+            closing: None,
             backoff,
             ever_live: false,
             loss: None,
@@ -384,7 +388,8 @@ impl Machine {
             .into_iter()
             .flatten()
             .filter_map(|c| c.refresh_at);
-        [self.recover_at, rollover, deferred]
+        let closing = self.closing.map(|(_, at)| at);
+        [self.recover_at, rollover, deferred, closing]
             .into_iter()
             .flatten()
             .chain(overlaps)
@@ -403,6 +408,9 @@ impl Machine {
         }
         if self.rollover_due_at().is_some_and(|at| at <= now) {
             self.rollover(now);
+        }
+        if self.closing.is_some_and(|(_, at)| at <= now) {
+            self.closing_fallback(now);
         }
         let due: Vec<u64> = self
             .sockets
@@ -1027,14 +1035,15 @@ impl Machine {
         }
     }
 
-    /// The rollover's socket is receiving: it becomes the current one; the old socket
-    /// keeps receiving for the overlap, and the old channel counts until it expires.
     /// The look-back now: the configured floor, widened by the stream from the measured
     /// arrival skew between sockets.
     fn lookback(&self) -> Duration {
         let measured = Duration::from_micros(Stats::get(&self.stats.lookback_micros));
         self.cfg.timings.gap_lookback.max(measured)
     }
+
+    /// The rollover's socket is receiving: it becomes the current one; the old socket
+    /// keeps receiving for the overlap, and the old channel counts until it expires.
 
     fn promote_rollover(&mut self, session: u64, now: Instant) {
         let Some(next) = self.next.take() else { return };
@@ -1098,14 +1107,18 @@ impl Machine {
             d.chan == s.chan && matches!(role, Role::Replacement | Role::Overlapping(_))
         });
         if same_channel && let Some(d) = self.deferred.take() {
-            // Handed over by the service: no hole between the two sockets.
-            since = d.last_frame.map_or(at, |l| l.min(at));
+            // Handed over by the service, which may lose what was in flight to the old
+            // socket and what it published just after (UNKNOWN): the old socket gets the
+            // look-back, and the new one covers from a look-back after its first frame.
             self.coverage(Coverage::Ended {
                 session: d.session,
                 until: d.last_frame,
-                lookback: false,
+                lookback: true,
                 reason: d.reason,
             });
+        }
+        if role == Role::Replacement {
+            since = at + self.lookback();
         }
         self.coverage(Coverage::Live { session, since });
         match role {
@@ -1183,10 +1196,45 @@ impl Machine {
             }
             return;
         }
+        // Make-before-break on a fresh channel: the warned socket keeps receiving through
+        // the grace while a new channel is created and connected, so nothing rests on how
+        // the service moves a channel's delivery from one socket to the next (UNKNOWN).
+        // Only if that cannot be done in half the grace, a second socket on this channel.
+        self.closing = Some((session, now + self.cfg.timings.closing_grace / 2));
         self.state(
             StateKind::SocketClosing,
             Some(chan.id.clone()),
-            "maintenance announced; opening a new socket on the same channel".into(),
+            "maintenance announced; moving to a fresh channel".into(),
+        );
+        if self.rollover_due_at().is_some() {
+            if let Some(c) = self.chan.as_mut() {
+                c.rollover_at = now;
+            }
+            self.rollover(now);
+        }
+    }
+
+    /// No fresh channel is receiving half-way through a `socket_closing` grace: a second
+    /// socket on the same channel, whose hand-over is not trusted (see `on_live`).
+    fn closing_fallback(&mut self, now: Instant) {
+        let Some((session, _)) = self.closing.take() else {
+            return;
+        };
+        let warned = self
+            .sockets
+            .get(&session)
+            .is_some_and(|s| s.role == Role::Current);
+        if !warned || self.has_role(Role::Replacement) || self.has_role(Role::Rollover) {
+            return;
+        }
+        let Some(chan) = self.chan.clone().filter(|c| c.state == ChanState::Usable) else {
+            return;
+        };
+        tracing::warn!(
+            shard = self.cfg.shard,
+            slot = self.cfg.slot,
+            channel = %chan.id,
+            "no fresh channel in time for the maintenance close; opening a new socket on the same channel"
         );
         self.connect(&chan, Role::Replacement, now);
     }
@@ -1350,10 +1398,9 @@ impl Machine {
             | Ended::Dead(_)
             | Ended::ConnectFailed { .. } => true,
         };
-        let (until, lookback) = match s.handed_over {
-            Some(at) => (last_frame.max(Some(at)), false),
-            None => (last_frame, died),
-        };
+        // A socket replaced on its own channel gets the look-back too: the hand-over may
+        // have lost what was in flight to it.
+        let (until, lookback) = (last_frame, died || s.handed_over.is_some());
         self.coverage(Coverage::Ended {
             session,
             until,

@@ -204,6 +204,17 @@ impl Rig {
         })
     }
 
+    /// `socket_closing` on `s` while REST does not answer the rollover it starts: half the
+    /// grace later, the fallback second socket on the same channel; returns its session.
+    fn closing_falls_back(&mut self, s: u64) -> u64 {
+        let step = self.report(Report::SocketClosing { session: s });
+        assert!(step.connects.is_empty(), "a fresh channel first");
+        self.advance(timings().closing_grace / 2);
+        let step = self.tick();
+        assert_eq!(step.connects.len(), 1, "then a socket on the same channel");
+        step.connects[0].0
+    }
+
     /// Lets the first channel, `id`, be created; returns the op of its subscribe.
     fn created(&mut self, id: &str) -> u64 {
         let create = self.tick().creates()[0];
@@ -332,21 +343,45 @@ fn a_refused_upgrade_checks_the_channel_and_a_gone_one_is_replaced() {
 }
 
 #[test]
-fn socket_closing_opens_the_replacement_at_once_during_a_rest_outage() {
+fn socket_closing_moves_to_a_fresh_channel_and_the_warned_socket_overlaps_it() {
     let mut r = Rig::new();
     let s1 = r.open("c1", Duration::from_secs(3600));
-    // A REST call is in flight and stays unanswered (the API is down).
-    r.m.set_topics(vec!["v2.users.y.presence".to_owned()].into());
-    let pending = r.step().subscribes();
-    assert_eq!(pending.len(), 1);
     let step = r.report(Report::SocketClosing { session: s1 });
-    assert_eq!(
-        step.connects.len(),
-        1,
-        "the replacement does not wait for REST"
+    assert!(
+        step.connects.is_empty(),
+        "no second socket on the warned channel"
     );
-    assert_eq!(&*step.connects[0].1, "c1", "on the same channel");
+    let create = step.creates()[0];
+    let sub = r
+        .rest(
+            create,
+            RestDone::Created(Ok(channel("c2", Duration::from_secs(3600)))),
+        )
+        .subscribes()[0]
+        .0;
+    let step = r.rest(sub, subscribed());
+    assert_eq!(&*step.connects[0].1, "c2");
     let s2 = step.connects[0].0;
+    r.connected(s2);
+    let step = r.first_frame(s2);
+    assert_eq!(step.live(), [(s2, r.wall)]);
+    assert!(step.retires.is_empty(), "the warned socket keeps receiving");
+    // The server closes the warned socket at the end of its grace: nothing was lost.
+    r.advance(MS(100));
+    let step = r.ended(s1, r.wall, closed(1001, "socket closed for maintenance"));
+    assert_eq!(step.ended(), [(s1, Some(r.wall), false)]);
+    r.advance(timings().closing_grace);
+    assert!(
+        r.tick().connects.is_empty(),
+        "no fallback once the fresh one receives"
+    );
+}
+
+#[test]
+fn socket_closing_falls_back_to_its_own_channel_when_rest_is_down_and_trusts_no_hand_over() {
+    let mut r = Rig::new();
+    let s1 = r.open("c1", Duration::from_secs(3600));
+    let s2 = r.closing_falls_back(s1);
     r.advance(MS(20));
     r.connected(s2);
     let handover = r.wall;
@@ -356,7 +391,11 @@ fn socket_closing_opens_the_replacement_at_once_during_a_rest_outage() {
         [s1],
         "the old socket is let go once the new one receives"
     );
-    assert_eq!(step.live(), [(s2, handover)]);
+    assert_eq!(
+        step.live(),
+        [(s2, handover + timings().gap_lookback)],
+        "what the service published just after the hand-over may be lost"
+    );
     r.advance(MS(5));
     let step = r.ended(
         s1,
@@ -365,8 +404,8 @@ fn socket_closing_opens_the_replacement_at_once_during_a_rest_outage() {
     );
     assert_eq!(
         step.ended(),
-        [(s1, Some(handover), false)],
-        "a hand-over leaves no hole between the two sockets"
+        [(s1, Some(handover - MS(3)), true)],
+        "what was in flight to the old socket may be lost"
     );
 }
 
@@ -374,7 +413,7 @@ fn socket_closing_opens_the_replacement_at_once_during_a_rest_outage() {
 fn a_kick_before_the_replacements_first_frame_is_settled_when_it_arrives() {
     let mut r = Rig::new();
     let s1 = r.open("c1", Duration::from_secs(3600));
-    let s2 = r.report(Report::SocketClosing { session: s1 }).connects[0].0;
+    let s2 = r.closing_falls_back(s1);
     r.advance(MS(30));
     let kicked_at = r.wall;
     let step = r.ended(s1, kicked_at, closed(1000, "another socket connected"));
@@ -386,11 +425,11 @@ fn a_kick_before_the_replacements_first_frame_is_settled_when_it_arrives() {
     r.connected(s2);
     r.advance(MS(10));
     let step = r.first_frame(s2);
-    assert_eq!(step.ended(), [(s1, Some(kicked_at), false)]);
+    assert_eq!(step.ended(), [(s1, Some(kicked_at), true)]);
     assert_eq!(
         step.live(),
-        [(s2, kicked_at)],
-        "the new socket covers from the kick"
+        [(s2, r.wall + timings().gap_lookback)],
+        "the new socket covers from a look-back after its first frame"
     );
 }
 
@@ -398,7 +437,7 @@ fn a_kick_before_the_replacements_first_frame_is_settled_when_it_arrives() {
 fn a_close_long_before_the_replacement_attached_is_a_real_hole() {
     let mut r = Rig::new();
     let s1 = r.open("c1", Duration::from_secs(3600));
-    let s2 = r.report(Report::SocketClosing { session: s1 }).connects[0].0;
+    let s2 = r.closing_falls_back(s1);
     let closed_at = r.wall;
     r.ended(s1, closed_at, closed(1000, "bye"));
     r.advance(KICK_WINDOW + MS(50));
@@ -589,7 +628,7 @@ fn nothing_subscribable_is_fatal_and_names_the_client() {
 fn a_dead_replacement_before_the_kick_leaves_the_current_socket_alone() {
     let mut r = Rig::new();
     let s1 = r.open("c1", Duration::from_secs(3600));
-    let s2 = r.report(Report::SocketClosing { session: s1 }).connects[0].0;
+    let s2 = r.closing_falls_back(s1);
     let step = r.report(Report::Ended {
         session: s2,
         last_frame: None,
@@ -671,7 +710,7 @@ fn a_rollover_that_fails_after_the_old_channel_expired_still_brings_the_new_one_
 }
 
 #[test]
-fn a_second_kick_settles_the_first_one_instead_of_forgetting_it() {
+fn closes_after_socket_closing_during_a_rollover_are_each_reported() {
     let mut r = Rig::new();
     let life = Duration::from_secs(20);
     let a = r.open("c1", life);
@@ -683,21 +722,23 @@ fn a_second_kick_settles_the_first_one_instead_of_forgetting_it() {
         .subscribes()[0]
         .0;
     let n = r.rest(sub, subscribed()).connects[0].0;
-    r.report(Report::SocketClosing { session: a });
+    let step = r.report(Report::SocketClosing { session: a });
+    assert!(
+        step.creates().is_empty(),
+        "the rollover under way answers it"
+    );
     let a_closed = r.wall;
-    r.ended(a, a_closed, closed(1000, "another socket connected"));
+    let step = r.ended(a, a_closed, closed(1000, "another socket connected"));
+    assert_eq!(step.ended(), [(a, Some(a_closed), true)], "not held back");
     r.connected(n);
     r.first_frame(n);
     assert_eq!(r.m.role(n), Some(Role::Current));
     // The new channel announces maintenance too, and its socket is closed at once.
-    r.report(Report::SocketClosing { session: n });
+    let step = r.report(Report::SocketClosing { session: n });
+    assert_eq!(step.creates().len(), 1, "a fresh channel again");
     r.advance(MS(5));
     let step = r.ended(n, r.wall, closed(1000, "another socket connected"));
-    assert!(
-        step.ended().contains(&(a, Some(a_closed), true)),
-        "the first close is settled, not dropped: {:?}",
-        step.ended()
-    );
+    assert_eq!(step.ended(), [(n, Some(r.wall), true)]);
 }
 
 #[test]
@@ -705,7 +746,9 @@ fn a_refused_replacement_does_not_stop_the_rollover_of_a_live_channel() {
     let mut r = Rig::new();
     let life = Duration::from_secs(20);
     let a = r.open("c1", life);
-    let rep = r.report(Report::SocketClosing { session: a }).connects[0].0;
+    let create = r.report(Report::SocketClosing { session: a }).creates()[0];
+    r.advance(timings().closing_grace / 2);
+    let rep = r.tick().connects[0].0;
     r.report(Report::Ended {
         session: rep,
         last_frame: None,
@@ -715,9 +758,8 @@ fn a_refused_replacement_does_not_stop_the_rollover_of_a_live_channel() {
         },
         at: r.now,
     });
-    let due = r.m.next_wake().expect("the rollover is still planned");
-    r.advance(due - r.now);
-    assert_eq!(r.tick().creates().len(), 1, "the rollover goes ahead");
+    let step = r.rest(create, RestDone::Created(Ok(channel("c2", life))));
+    assert_eq!(step.subscribes().len(), 1, "the rollover goes ahead");
 }
 
 #[test]
@@ -776,7 +818,7 @@ fn a_slot_waiting_for_a_place_keeps_its_place_in_the_queue() {
 fn a_planned_hand_over_counts_as_planned_and_a_drop_does_not() {
     let mut r = Rig::new();
     let s1 = r.open("c1", Duration::from_secs(3600));
-    let s2 = r.report(Report::SocketClosing { session: s1 }).connects[0].0;
+    let s2 = r.closing_falls_back(s1);
     r.connected(s2);
     r.first_frame(s2);
     r.ended(s1, r.wall, closed(1000, "another socket connected"));

@@ -35,6 +35,14 @@ pub enum Control {
         /// Close reason.
         reason: String,
     },
+    /// Close with this code and reason, dropping what is queued or held back for the
+    /// socket instead of sending it (a hand-over that loses what was in flight).
+    Kick {
+        /// Close code.
+        code: u16,
+        /// Close reason.
+        reason: String,
+    },
     /// Abort the TCP connection (RST, no close frame).
     Reset,
     /// Send and read nothing for this long (half-open connection).
@@ -129,6 +137,8 @@ pub struct ChannelRec {
     pub faults: DeliveryFaults,
     /// Its serialisation style when frames differ per channel (see [`crate::restyle`]).
     pub style: u64,
+    /// A lossy hand-over: events published before this go to no socket.
+    pub paused_until: Option<Instant>,
 }
 
 /// How a subscribe request treats the existing list.
@@ -173,6 +183,7 @@ impl ChannelRec {
             socket: None,
             faults: DeliveryFaults::default(),
             style: 0,
+            paused_until: None,
         }
     }
 

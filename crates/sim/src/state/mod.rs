@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use crate::config::{ChannelScope, ClientSpec, SimConfig};
+use crate::config::{ChannelScope, ClientSpec, Handover, SimConfig};
 use crate::org::Org;
 use crate::rng::Rng;
 use channels::{ChannelMap, ChannelRec, Control, DeliveryFaults, Mode, SocketLink};
@@ -524,12 +524,22 @@ impl Core {
             return false;
         };
         chan.last_used = link.since;
+        let since = link.since;
         if let Some(old) = chan.socket.replace(link) {
-            let _ = old.ctl.send(Control::Close {
-                notice: None,
-                code: self.config.close_codes.replaced,
-                reason: "another socket connected to this channel".to_owned(),
-            });
+            let code = self.config.close_codes.replaced;
+            let reason = "another socket connected to this channel".to_owned();
+            let order = match self.config.unknowns.handover {
+                Handover::Perfect => Control::Close {
+                    notice: None,
+                    code,
+                    reason,
+                },
+                Handover::Lossy => {
+                    chan.paused_until = Some(since + self.config.unknowns.handover_loss);
+                    Control::Kick { code, reason }
+                }
+            };
+            let _ = old.ctl.send(order);
         }
         true
     }

@@ -55,7 +55,7 @@ impl Core {
         let global_dup = TimedFault::take(&mut global_faults.duplicate, now).is_some();
         let mut delivered_to = Vec::new();
         for chan in channels.values_mut() {
-            if !chan.wants(topic) {
+            if !chan.wants(topic) || chan.paused_until.is_some_and(|t| t > now) {
                 continue;
             }
             let Some(link) = chan.socket.as_mut() else {
