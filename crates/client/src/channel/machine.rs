@@ -1048,7 +1048,8 @@ impl Machine {
     fn promote_rollover(&mut self, session: u64, now: Instant) {
         let Some(next) = self.next.take() else { return };
         // Both sockets stay up long enough for the slower one's backlog to arrive.
-        let until = now + self.cfg.timings.overlap.max(self.lookback() * 2);
+        let skew = Duration::from_micros(Stats::get(&self.stats.arrival_skew_micros));
+        let until = now + self.cfg.timings.overlap.max(skew * 2);
         for s in self.sockets.values_mut() {
             if matches!(s.role, Role::Current | Role::Replacement) {
                 s.role = Role::Overlapping(until);

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use holdline_client::Stats;
 use holdline_sim::faults::Fault;
-use holdline_sim::{ChannelScope, Frames, SimConfig, Unknowns};
+use holdline_sim::{ChannelScope, Frames, Handover, SimConfig, Unknowns};
 use tokio::time::Instant;
 
 use crate::common::*;
@@ -204,4 +204,91 @@ async fn a_channel_keeps_its_token_after_the_token_is_renewed() {
     assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
     let verdict = check(&ledger(&sim), &topics, &seen, window(live, stopped));
     assert!(verdict.missing.is_empty(), "{:?}", verdict.missing);
+}
+
+fn lossy_handover() -> SimConfig {
+    SimConfig {
+        rate: 200.0,
+        unknowns: Unknowns {
+            handover: Handover::Lossy,
+            handover_loss: Duration::from_millis(300),
+            ..Unknowns::default()
+        },
+        ..SimConfig::default()
+    }
+}
+
+/// The service loses what is in flight when a second socket takes a channel over. On
+/// `socket_closing` holdline moves to a fresh channel while the warned socket still
+/// receives, so no hand-over happens and nothing is lost, even with one socket per shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_closing_loses_nothing_when_the_service_hand_over_is_lossy() {
+    let sim = sim(lossy_handover()).await;
+    let topics = org_topics(&sim);
+    let client = Collector::start(config(&sim, topics.clone())).await;
+    let live = client.live_since().await;
+    let stats = client.handle.stats().clone();
+    for round in 1..=3u64 {
+        sim.core()
+            .apply_fault(&Fault::SocketClosing {
+                channel: None,
+                grace_ms: Some(2000),
+            })
+            .unwrap();
+        until_stat("a rollover onto a fresh channel", || {
+            Stats::get(&stats.rollovers) >= round && stats.sockets_live.load(Ordering::Relaxed) == 1
+        })
+        .await;
+    }
+    let emitted = Stats::get(&stats.emitted);
+    until_stat("more events", || Stats::get(&stats.emitted) > emitted + 50).await;
+    let stopped = SystemTime::now();
+    let seen = client.stop().await;
+    let verdict = check(&ledger(&sim), &topics, &seen, window(live, stopped));
+    assert!(verdict.missing.is_empty(), "{} lost", verdict.missing.len());
+    assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
+    assert_eq!(verdict.duplicates, 0);
+}
+
+/// When no fresh channel can be had in time (REST down), the fallback is a second
+/// socket on the same channel; its lossy hand-over is not trusted, so the loss is a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_hand_over_on_the_same_channel_is_a_gap() {
+    let sim = sim(lossy_handover()).await;
+    let topics = org_topics(&sim);
+    let client = Collector::start(config(&sim, topics.clone())).await;
+    let live = client.live_since().await;
+    let stats = client.handle.stats().clone();
+    sim.core()
+        .apply_fault(&Fault::RestErrors {
+            status: 503,
+            count: None,
+            for_ms: Some(3000),
+            retry_after: None,
+            path: None,
+            method: None,
+        })
+        .unwrap();
+    sim.core()
+        .apply_fault(&Fault::SocketClosing {
+            channel: None,
+            grace_ms: Some(2000),
+        })
+        .unwrap();
+    client
+        .until("the hand-over's gap", |s| !s.gaps.is_empty())
+        .await;
+    let emitted = Stats::get(&stats.emitted);
+    until_stat("more events", || Stats::get(&stats.emitted) > emitted + 50).await;
+    let stopped = SystemTime::now();
+    let seen = client.stop().await;
+    let verdict = check(&ledger(&sim), &topics, &seen, window(live, stopped));
+    assert!(
+        verdict.missing.is_empty(),
+        "{} lost without a gap (gaps {:?})",
+        verdict.missing.len(),
+        seen.gaps
+    );
+    assert!(verdict.covered_by_gap > 0, "{verdict:?}");
+    assert_eq!(Stats::get(&stats.rollovers), 0, "REST was down");
 }
