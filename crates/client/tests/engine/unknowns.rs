@@ -235,8 +235,14 @@ async fn socket_closing_loses_nothing_when_the_service_hand_over_is_lossy() {
                 grace_ms: Some(2000),
             })
             .unwrap();
-        until_stat("a rollover onto a fresh channel", || {
-            Stats::get(&stats.rollovers) >= round && stats.sockets_live.load(Ordering::Relaxed) == 1
+        until_stat("the maintenance close handled", || {
+            Stats::get(&stats.socket_closings) >= round
+                && stats.sockets_live.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        let emitted = Stats::get(&stats.emitted);
+        until_stat("events after it", || {
+            Stats::get(&stats.emitted) > emitted + 50
         })
         .await;
     }
@@ -245,9 +251,14 @@ async fn socket_closing_loses_nothing_when_the_service_hand_over_is_lossy() {
     let stopped = SystemTime::now();
     let seen = client.stop().await;
     let verdict = check(&ledger(&sim), &topics, &seen, window(live, stopped));
-    assert!(verdict.missing.is_empty(), "{} lost", verdict.missing.len());
+    assert!(
+        verdict.missing.is_empty(),
+        "{} lost without a gap",
+        verdict.missing.len()
+    );
     assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
     assert_eq!(verdict.duplicates, 0);
+    assert_eq!(Stats::get(&stats.rollovers), 3, "each onto a fresh channel");
 }
 
 /// When no fresh channel can be had in time (REST down), the fallback is a second
