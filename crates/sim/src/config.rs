@@ -97,11 +97,13 @@ impl SimConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Unknowns {
-    /// Most delivery latency of a socket: each socket draws a fixed latency in
-    /// `[0, latency]` when it connects (0: every socket gets events at once).
+    /// How late a late copy of an event can be: it reaches its socket after a delay
+    /// drawn in `[0, latency]`, and later events may overtake it.
     #[serde(with = "human")]
     pub latency: Duration,
-    /// Extra latency per event, drawn in `[0, jitter]` (a socket keeps its order).
+    /// The share of copies (each event, each socket) that are late, from 0 to 1.
+    pub late_share: f64,
+    /// Latency of every copy, drawn in `[0, jitter]` (these keep their order).
     #[serde(with = "human")]
     pub jitter: Duration,
     /// How an event's frame is written on each channel.
@@ -122,6 +124,7 @@ impl Default for Unknowns {
     fn default() -> Self {
         Unknowns {
             latency: Duration::ZERO,
+            late_share: 0.0,
             jitter: Duration::ZERO,
             frames: Frames::Identical,
             channel_scope: ChannelScope::Client,
@@ -133,13 +136,15 @@ impl Default for Unknowns {
 }
 
 impl Unknowns {
-    /// Every unknown at its unkind setting: sockets up to 20 s apart, frames serialised
+    /// Every unknown at its unkind setting: one copy in a hundred up to 20 s late (as
+    /// seen between two sockets of the real service), frames serialised
     /// per channel, channels scoped to their token, only the documented ping answered,
     /// a hand-over that loses what was in flight and half a second after it.
     pub fn realistic() -> Self {
         Unknowns {
             latency: Duration::from_secs(20),
-            jitter: Duration::from_millis(250),
+            late_share: 0.01,
+            jitter: Duration::from_millis(50),
             frames: Frames::PerChannel,
             channel_scope: ChannelScope::Token,
             pings: Pings::Strict,

@@ -52,7 +52,6 @@ pub async fn serve(core: Arc<Core>, channel: String, ws: WebSocket, info: ConnIn
         ctl: ctl_tx,
         since: now,
         peer: info.peer,
-        latency: Duration::ZERO,
         due: None,
     };
     let mut socket = Socket {
@@ -202,7 +201,7 @@ impl Socket {
         while let Some(out) = next.take() {
             let held = out.not_before.is_some_and(|t| t > Instant::now());
             if held || !self.delayed.is_empty() {
-                self.delayed.push_back(out);
+                self.hold(out);
             } else {
                 self.note_sent();
                 self.ws.feed(Message::Text(out.frame)).await?;
@@ -216,6 +215,18 @@ impl Socket {
             self.ws.flush().await?;
         }
         Ok(())
+    }
+
+    /// Holds a frame back until it is due, behind every held frame due no later (so
+    /// frames due in order stay in order, and a frame due sooner overtakes).
+    fn hold(&mut self, out: Outbound) {
+        let due = out.not_before.unwrap_or_else(Instant::now);
+        let at = self
+            .delayed
+            .iter()
+            .rposition(|o| o.not_before.unwrap_or(due) <= due)
+            .map_or(0, |i| i + 1);
+        self.delayed.insert(at, out);
     }
 
     /// Sends every frame already queued or held back by a delay.

@@ -71,9 +71,8 @@ pub struct SocketLink {
     pub since: Instant,
     /// The client's address.
     pub peer: SocketAddr,
-    /// This socket's delivery latency (`unknowns.latency`), drawn when it attaches.
-    pub latency: Duration,
-    /// When the last event handed to it is due (later ones never overtake it).
+    /// When the last event handed to it on time is due (`unknowns.jitter`; later ones
+    /// never overtake it).
     pub due: Option<Instant>,
 }
 

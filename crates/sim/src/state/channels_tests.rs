@@ -131,7 +131,6 @@ fn victim_is_unconnected_lru_first() {
                 ctl: ctl.clone(),
                 since: now,
                 peer,
-                latency: Duration::ZERO,
                 due: None,
             });
         }

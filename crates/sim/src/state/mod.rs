@@ -513,13 +513,8 @@ impl Core {
 
     /// Connects a socket to a channel, closing the socket already there. False when the
     /// channel is gone.
-    pub fn attach(&self, id: &str, mut link: SocketLink) -> bool {
+    pub fn attach(&self, id: &str, link: SocketLink) -> bool {
         let mut inner = self.lock();
-        let most = self.config.unknowns.latency;
-        if !most.is_zero() {
-            let fraction = inner.rng.next_u64() as f64 / u64::MAX as f64;
-            link.latency = most.mul_f64(fraction);
-        }
         let Some(chan) = inner.channels.get_mut(id) else {
             return false;
         };

@@ -75,10 +75,13 @@ impl Core {
                 }
                 None => frame.clone(),
             };
-            let lag = (!link.latency.is_zero() || !unknowns.jitter.is_zero()).then(|| {
-                let fraction = rng.next_u64() as f64 / u64::MAX as f64;
-                let due = now + link.latency + unknowns.jitter.mul_f64(fraction);
-                let due = link.due.map_or(due, |last| last.max(due));
+            let lag = (!unknowns.jitter.is_zero() || unknowns.late_share > 0.0).then(|| {
+                let on_time = now + unknowns.jitter.mul_f64(fraction(rng));
+                if unknowns.late_share > 0.0 && rng.chance(unknowns.late_share) {
+                    // A late copy is held on its own; what follows may overtake it.
+                    return on_time + unknowns.latency.mul_f64(fraction(rng));
+                }
+                let due = link.due.map_or(on_time, |last| last.max(on_time));
                 link.due = Some(due);
                 due
             });
@@ -227,6 +230,11 @@ impl Core {
             });
         }
     }
+}
+
+/// A number in [0, 1].
+fn fraction(rng: &mut Rng) -> f64 {
+    rng.next_u64() as f64 / u64::MAX as f64
 }
 
 /// A `v2.system.*` notice frame.
