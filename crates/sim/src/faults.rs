@@ -297,6 +297,7 @@ impl Core {
                 .try_send(Outbound {
                     frame,
                     not_before: None,
+                    late: false,
                 })
                 .is_ok()
         };

@@ -164,6 +164,7 @@ impl Firehose {
                     .send(Outbound {
                         frame: event.frame.clone(),
                         not_before: None,
+                        late: false,
                     })
                     .await
                     .is_ok()

@@ -37,6 +37,8 @@ struct Socket {
     conn: u64,
     next_heartbeat: Instant,
     delayed: VecDeque<Outbound>,
+    /// Late copies (`unknowns.late_share`), each held on its own, soonest due first.
+    late: VecDeque<Outbound>,
     closing: Option<(Instant, u16)>,
 }
 
@@ -61,6 +63,7 @@ pub async fn serve(core: Arc<Core>, channel: String, ws: WebSocket, info: ConnIn
         channel: channel.clone(),
         conn,
         delayed: VecDeque::new(),
+        late: VecDeque::new(),
         closing: None,
     };
     if !core.attach(&channel, link) {
@@ -90,10 +93,16 @@ impl Socket {
         ctl: &mut mpsc::UnboundedReceiver<Control>,
     ) -> End {
         loop {
-            let delayed_due = self
-                .delayed
-                .front()
-                .map(|o| o.not_before.unwrap_or_else(Instant::now));
+            let due = |q: &VecDeque<Outbound>| {
+                q.front().map(|o| o.not_before.unwrap_or_else(Instant::now))
+            };
+            let (in_order, late) = (due(&self.delayed), due(&self.late));
+            let late_first = match (in_order, late) {
+                (Some(a), Some(b)) => b < a,
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            let delayed_due = if late_first { late } else { in_order };
             tokio::select! {
                 biased;
                 // Control first: a close or reset must not wait behind queued events.
@@ -111,7 +120,8 @@ impl Socket {
                 }
                 // A delayed frame is due.
                 _ = sleep_until(delayed_due.unwrap_or_else(Instant::now)), if delayed_due.is_some() => {
-                    if let Some(out) = self.delayed.pop_front()
+                    let queue = if late_first { &mut self.late } else { &mut self.delayed };
+                    if let Some(out) = queue.pop_front()
                         && self.send(out.frame).await.is_err() { return End::Closed; }
                 }
                 // The heartbeat is due.
@@ -169,6 +179,7 @@ impl Socket {
             Control::Kick { code, reason } => {
                 while data.try_recv().is_ok() {}
                 self.delayed.clear();
+                self.late.clear();
                 self.close(code, &reason).await;
                 Some(End::Closed)
             }
@@ -200,8 +211,10 @@ impl Socket {
         let mut written = 0;
         while let Some(out) = next.take() {
             let held = out.not_before.is_some_and(|t| t > Instant::now());
-            if held || !self.delayed.is_empty() {
-                self.hold(out);
+            if out.late && held {
+                self.hold_late(out);
+            } else if held || !self.delayed.is_empty() {
+                self.delayed.push_back(out);
             } else {
                 self.note_sent();
                 self.ws.feed(Message::Text(out.frame)).await?;
@@ -217,16 +230,15 @@ impl Socket {
         Ok(())
     }
 
-    /// Holds a frame back until it is due, behind every held frame due no later (so
-    /// frames due in order stay in order, and a frame due sooner overtakes).
-    fn hold(&mut self, out: Outbound) {
+    /// Holds a late copy until it is due, behind every late copy due no later.
+    fn hold_late(&mut self, out: Outbound) {
         let due = out.not_before.unwrap_or_else(Instant::now);
         let at = self
-            .delayed
+            .late
             .iter()
             .rposition(|o| o.not_before.unwrap_or(due) <= due)
             .map_or(0, |i| i + 1);
-        self.delayed.insert(at, out);
+        self.late.insert(at, out);
     }
 
     /// Sends every frame already queued or held back by a delay.
@@ -234,7 +246,13 @@ impl Socket {
         while let Ok(out) = data.try_recv() {
             self.delayed.push_back(out);
         }
+        let late = std::mem::take(&mut self.late);
         while let Some(out) = self.delayed.pop_front() {
+            if self.send(out.frame).await.is_err() {
+                return;
+            }
+        }
+        for out in late {
             if self.send(out.frame).await.is_err() {
                 return;
             }

@@ -19,8 +19,10 @@ use crate::config::ClientSpec;
 pub struct Outbound {
     /// The text frame.
     pub frame: Utf8Bytes,
-    /// Delay injected by a `delay` fault.
+    /// Delay injected by a `delay` fault, jitter or lateness.
     pub not_before: Option<Instant>,
+    /// A late copy: held on its own, so later frames may overtake it.
+    pub late: bool,
 }
 
 /// Orders to a socket task that bypass the data queue.

@@ -75,10 +75,12 @@ impl Core {
                 }
                 None => frame.clone(),
             };
+            let mut late = false;
             let lag = (!unknowns.jitter.is_zero() || unknowns.late_share > 0.0).then(|| {
                 let on_time = now + unknowns.jitter.mul_f64(fraction(rng));
                 if unknowns.late_share > 0.0 && rng.chance(unknowns.late_share) {
                     // A late copy is held on its own; what follows may overtake it.
+                    late = true;
                     return on_time + unknowns.latency.mul_f64(fraction(rng));
                 }
                 let due = link.due.map_or(on_time, |last| last.max(on_time));
@@ -87,6 +89,7 @@ impl Core {
             });
             let fault_due = delay.map(|d| now + d);
             let out = Outbound {
+                late: late && fault_due.is_none(),
                 frame,
                 not_before: match (lag, fault_due) {
                     (Some(a), Some(b)) => Some(a.max(b)),
@@ -196,6 +199,7 @@ impl Core {
             let _ = link.data.try_send(Outbound {
                 frame: notice,
                 not_before: None,
+                late: false,
             });
         }
     }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use holdline_proto::{EventId, ServerFrame};
-use holdline_sim::{ChannelScope, Frames, Pings, SimConfig, Unknowns};
+use holdline_sim::{ChannelScope, Frames, Handover, Pings, SimConfig, Unknowns};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -151,20 +151,57 @@ async fn token_scoped_channels_refuse_other_tokens() {
     }
 }
 
-#[tokio::test]
-async fn latency_delays_each_socket_by_its_own_amount_in_order() {
-    let most = Duration::from_millis(400);
-    let sim = start(with(Unknowns {
-        latency: most,
-        jitter: Duration::from_millis(50),
-        ..Unknowns::default()
-    }))
-    .await;
+async fn four_sockets(unknowns: Unknowns) -> (holdline_sim::Simulator, Vec<Ws>) {
+    let sim = start(with(unknowns)).await;
     let api = Api::login(&sim).await;
     let mut sockets = Vec::new();
     for _ in 0..4 {
         sockets.push(live_channel(&api, &[presence(USER)]).await.1);
     }
+    (sim, sockets)
+}
+
+#[tokio::test]
+async fn late_copies_arrive_late_and_may_be_overtaken() {
+    let latency = Duration::from_millis(400);
+    let (sim, mut sockets) = four_sockets(Unknowns {
+        latency,
+        late_share: 1.0,
+        ..Unknowns::default()
+    })
+    .await;
+    let published = Instant::now();
+    for n in 0..10 {
+        publish(&sim, &presence(USER), json!({ "n": n })).await;
+    }
+    let mut reordered = false;
+    let mut slowest = Duration::ZERO;
+    for ws in &mut sockets {
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            let frame = ws.expect(WAIT, topic_is(&presence(USER))).await;
+            got.push(frame["eventBody"]["n"].as_u64().unwrap());
+        }
+        slowest = slowest.max(published.elapsed());
+        reordered |= got.windows(2).any(|w| w[0] > w[1]);
+        got.sort_unstable();
+        assert_eq!(got, (0..10).collect::<Vec<_>>(), "every copy arrives");
+    }
+    assert!(
+        reordered,
+        "forty copies each late by its own draw, all in order"
+    );
+    assert!(slowest > Duration::from_millis(40), "{slowest:?}");
+    assert!(slowest < latency + Duration::from_secs(2), "{slowest:?}");
+}
+
+#[tokio::test]
+async fn jitter_delays_copies_in_order() {
+    let (sim, mut sockets) = four_sockets(Unknowns {
+        jitter: Duration::from_millis(200),
+        ..Unknowns::default()
+    })
+    .await;
     let published = Instant::now();
     for n in 0..10 {
         publish(&sim, &presence(USER), json!({ "n": n })).await;
@@ -177,9 +214,32 @@ async fn latency_delays_each_socket_by_its_own_amount_in_order() {
         }
         slowest = slowest.max(published.elapsed());
     }
-    assert!(
-        slowest > Duration::from_millis(40),
-        "four sockets all drew no latency: {slowest:?}"
-    );
-    assert!(slowest < most + Duration::from_secs(2), "{slowest:?}");
+    assert!(slowest > Duration::from_millis(20), "{slowest:?}");
+}
+
+#[tokio::test]
+async fn a_lossy_hand_over_delivers_to_neither_socket_for_a_while() {
+    let loss = Duration::from_millis(300);
+    let sim = start(with(Unknowns {
+        handover: Handover::Lossy,
+        handover_loss: loss,
+        ..Unknowns::default()
+    }))
+    .await;
+    let api = Api::login(&sim).await;
+    let (channel, mut first) = live_channel(&api, &[presence(USER)]).await;
+    let mut second = Ws::connect(&channel.connect_uri).await;
+    assert!(matches!(
+        first.end(WAIT).await,
+        End::Closed(Some((1000, _)))
+    ));
+    wait_connected(sim.url(), &channel.id, true).await;
+    let attached = Instant::now();
+    let lost = publish(&sim, &presence(USER), json!({"n": "lost"})).await;
+    assert!(attached.elapsed() < loss, "published within the window");
+    assert_eq!(lost["delivered_to"], json!([]), "{lost}");
+    tokio::time::sleep_until(attached + loss).await;
+    publish(&sim, &presence(USER), json!({"n": "after"})).await;
+    let frame = second.expect(WAIT, topic_is(&presence(USER))).await;
+    assert_eq!(frame["eventBody"]["n"], "after");
 }
