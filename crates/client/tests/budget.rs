@@ -39,8 +39,10 @@ async fn nineteen_live_channels_roll_over_many_times_and_never_evict_a_live_one(
     cfg.redundancy = 1;
     cfg.topics_per_channel = 1;
     // A replaced socket is closed (and its channel evictable) soon after the new one
-    // receives, so the one spare place turns over quickly.
+    // receives, so the one spare place turns over quickly (the overlap lasts at least
+    // twice the look-back, so that is short too).
     cfg.timings.overlap = Duration::from_millis(200);
+    cfg.timings.gap_lookback = Duration::from_millis(100);
     let client = Collector::start(cfg).await;
     let stats = client.handle.stats().clone();
     assert_eq!(client.handle.shards(), 19, "19 live channels and one spare");

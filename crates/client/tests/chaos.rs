@@ -16,11 +16,17 @@ use std::time::{Duration, SystemTime};
 use common::*;
 use holdline_client::{ClientConfig, Stats};
 use holdline_sim::faults::Fault;
-use holdline_sim::{SimConfig, Simulator};
+use holdline_sim::{SimConfig, Simulator, Unknowns};
 use tokio::time::Instant;
 
 fn soak_secs() -> u64 {
     env_or("HOLDLINE_SOAK_SECS", 16)
+}
+
+/// The realistic soak waits out a wider look-back between faults, so it runs longer to
+/// throw every kind.
+fn realistic_soak_secs() -> u64 {
+    env_or("HOLDLINE_SOAK_SECS", 40)
 }
 
 fn seed() -> u64 {
@@ -108,8 +114,26 @@ fn init_log() {
     common::init_log("holdline_client=debug,holdline_sim=debug");
 }
 
+/// How late a late copy can be in the realistic soak: the service's 20 s, compressed.
+const LATE: Duration = Duration::from_millis(1500);
+
+/// Every unknown at its unkind setting, with time compressed like the rest of the soak.
+fn realistic() -> Unknowns {
+    Unknowns {
+        latency: LATE,
+        late_share: 0.02,
+        handover_loss: Duration::from_millis(300),
+        ..Unknowns::realistic()
+    }
+}
+
 async fn chaos_sim() -> Simulator {
+    chaos_sim_with(Unknowns::default()).await
+}
+
+async fn chaos_sim_with(unknowns: Unknowns) -> Simulator {
     sim(SimConfig {
+        unknowns,
         rate: 300.0,
         queues: 200,
         agents: 460,
@@ -205,15 +229,29 @@ impl Outcome {
 
 /// Runs the soak: one fault at a time, each only once every socket is receiving again.
 async fn soak(redundancy: usize) -> Outcome {
+    soak_with(redundancy, Unknowns::default(), None, soak_secs()).await
+}
+
+/// The soak against a simulator with these unknowns, and a look-back floor.
+async fn soak_with(
+    redundancy: usize,
+    unknowns: Unknowns,
+    floor: Option<Duration>,
+    secs: u64,
+) -> Outcome {
     init_log();
-    let sim = chaos_sim().await;
+    let sim = chaos_sim_with(unknowns).await;
     let topics = org_topics(&sim);
     let singles: usize = topics
         .iter()
         .map(|t| holdline_proto::topic::expand(t).unwrap().len())
         .sum();
     assert!(singles >= 2000, "{singles} topics");
-    let client = Collector::start(chaos_config(&sim, redundancy)).await;
+    let mut cfg = chaos_config(&sim, redundancy);
+    if let Some(floor) = floor {
+        cfg.timings.gap_lookback = floor;
+    }
+    let client = Collector::start(cfg).await;
     let live = client.live_since().await;
     let stats = client.handle.stats().clone();
     let sockets = (client.handle.shards() * redundancy) as i64;
@@ -221,7 +259,7 @@ async fn soak(redundancy: usize) -> Outcome {
     let mut rng = Rng(seed());
     let mut applied: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut log = Vec::new();
-    let end = Instant::now() + Duration::from_secs(soak_secs());
+    let end = Instant::now() + Duration::from_secs(secs);
     let mut round = 0;
     let slots = sockets;
     // A stalled socket looks live to the client until its liveness rule notices, so the
@@ -232,7 +270,9 @@ async fn soak(redundancy: usize) -> Outcome {
         tokio::time::sleep_until(stalled_until).await;
         // Single-socket faults: every slot has been covering for longer than the gap
         // look-back, so the others cover whatever the struck one had in flight.
-        let settle = fast_timings().gap_lookback + Duration::from_millis(150);
+        // The look-back follows the measured skew between sockets.
+        let lookback = Duration::from_micros(stats.lookback_micros.load(Ordering::Relaxed));
+        let settle = lookback + Duration::from_millis(150);
         loop {
             client
                 .until("every slot to be receiving", |_| {
@@ -277,17 +317,27 @@ async fn soak(redundancy: usize) -> Outcome {
     let stopped = SystemTime::now();
     let seen = client.stop().await;
     let verdict = check(&ledger(&sim), &topics, &seen, window(live, stopped));
+    let widest = seen
+        .gaps
+        .iter()
+        .filter_map(|g| g.to.duration_since(g.from).ok())
+        .max()
+        .unwrap_or_default();
     println!(
-        "soak redundancy {redundancy}, {}s, seed {}: {} events checked, {} emitted, {} in gaps, {} missing, \
-         {} gaps, {} duplicates dropped, {} rollovers, {} reconnects; faults {applied:?}",
-        soak_secs(),
+        "soak redundancy {redundancy}, {secs}s, seed {}: {} events checked, {} emitted, {} in gaps, {} missing, \
+         {} gaps (widest {} ms), {} duplicates dropped ({} serialised differently), largest skew {} ms, \
+         look-back {} ms, {} rollovers, {} reconnects; faults {applied:?}",
         seed(),
         verdict.checked,
         verdict.emitted,
         verdict.covered_by_gap,
         verdict.missing.len(),
         seen.gaps.len(),
+        widest.as_millis(),
         Stats::get(&stats.duplicates),
+        Stats::get(&stats.near_duplicates),
+        Stats::get(&stats.arrival_skew_micros) / 1000,
+        Stats::get(&stats.lookback_micros) / 1000,
         Stats::get(&stats.rollovers),
         Stats::get(&stats.reconnects),
     );
@@ -349,6 +399,52 @@ async fn redundancy_one_reports_every_loss_as_a_gap() {
         "socket faults with one socket per shard make gaps"
     );
     assert!(verdict.covered_by_gap > 0);
+}
+
+/// Every unknown at its unkind setting (late copies, per-channel frames, token-scoped
+/// channels, strict pings, a lossy hand-over) and every fault kind, two sockets per shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_realistic_service_with_redundancy_two_loses_nothing() {
+    let outcome = soak_with(2, realistic(), None, realistic_soak_secs()).await;
+    assert!(
+        outcome.verdict.missing.is_empty(),
+        "missing: {}",
+        outcome.context()
+    );
+    let Outcome {
+        seen,
+        verdict,
+        applied,
+        ..
+    } = outcome;
+    assert_eq!(applied.len(), KINDS.len(), "{applied:?}");
+    assert!(verdict.checked > 500, "{verdict:?}");
+    assert_eq!(verdict.duplicates, 0, "duplicates in the output");
+    assert!(seen.error.is_none(), "{:?}", seen.error);
+}
+
+/// The same with one socket per shard: nothing else received what a dying socket had in
+/// flight, so the look-back floor must cover the service's lateness (there is no second
+/// copy to measure it against until a rollover overlaps two sockets).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_realistic_service_with_redundancy_one_reports_every_loss() {
+    let floor = LATE + Duration::from_millis(100);
+    let outcome = soak_with(1, realistic(), Some(floor), realistic_soak_secs()).await;
+    assert!(
+        outcome.verdict.missing.is_empty(),
+        "silent loss: {}",
+        outcome.context()
+    );
+    let Outcome {
+        seen,
+        verdict,
+        applied,
+        ..
+    } = outcome;
+    assert_eq!(applied.len(), KINDS.len(), "{applied:?}");
+    assert_eq!(verdict.duplicates, 0);
+    assert!(verdict.covered_by_gap > 0);
+    assert!(seen.error.is_none(), "{:?}", seen.error);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1047,9 +1047,9 @@ impl Machine {
 
     fn promote_rollover(&mut self, session: u64, now: Instant) {
         let Some(next) = self.next.take() else { return };
-        // Both sockets stay up long enough for the slower one's backlog to arrive.
-        let skew = Duration::from_micros(Stats::get(&self.stats.arrival_skew_micros));
-        let until = now + self.cfg.timings.overlap.max(skew * 2);
+        // The old socket stays up beyond the look-back trimmed from its end, so the two
+        // cover without a hole and its late copies arrive.
+        let until = now + self.cfg.timings.overlap.max(self.lookback() * 2);
         for s in self.sockets.values_mut() {
             if matches!(s.role, Role::Current | Role::Replacement) {
                 s.role = Role::Overlapping(until);
@@ -1114,7 +1114,6 @@ impl Machine {
             self.coverage(Coverage::Ended {
                 session: d.session,
                 until: d.last_frame,
-                lookback: true,
                 reason: d.reason,
             });
         }
@@ -1249,7 +1248,6 @@ impl Machine {
             self.coverage(Coverage::Ended {
                 session,
                 until: Some(at),
-                lookback: true,
                 reason: why.clone(),
             });
             if let Some(s) = self.sockets.get_mut(&session) {
@@ -1386,26 +1384,14 @@ impl Machine {
             });
             return;
         }
-        // The look-back is for a socket whose end cut its delivery short: one that died,
-        // or the socket in use closed by the server (events published after the server
-        // stopped sending to it and before its close frame arrived are not on it). A
-        // socket the shard no longer depends on (a rollover moved on) that the server
-        // closes in order, and a clean close of our own, end at their last frame.
-        let died = match why {
-            Ended::Closed { .. } => matches!(s.role, Role::Current | Role::Replacement),
-            Ended::Retired { clean: true } => false,
-            Ended::Retired { clean: false }
-            | Ended::Dropped(_)
-            | Ended::Dead(_)
-            | Ended::ConnectFailed { .. } => true,
-        };
-        // A socket replaced on its own channel gets the look-back too: the hand-over may
-        // have lost what was in flight to it.
-        let (until, lookback) = (last_frame, died || s.handed_over.is_some());
+        // Every socket's coverage ends a look-back before its last frame, however it
+        // ended: copies of events published just before may still have been on their way
+        // to it (the service's lateness is not known, and a copy can be seconds late),
+        // and it is the only socket that had those published before the next one
+        // connected. A rollover keeps the old socket beyond that, so it leaves no hole.
         self.coverage(Coverage::Ended {
             session,
-            until,
-            lookback,
+            until: last_frame,
             reason: why.to_string(),
         });
         if matches!(s.role, Role::Current | Role::Replacement)
@@ -1425,7 +1411,6 @@ impl Machine {
             self.coverage(Coverage::Ended {
                 session: d.session,
                 until: d.last_frame,
-                lookback: true,
                 reason: d.reason.clone(),
             });
             self.note_down(&d.reason);

@@ -69,17 +69,12 @@ impl Step {
             .collect()
     }
 
-    /// (session, until, lookback) of every ended coverage.
-    fn ended(&self) -> Vec<(u64, Option<SystemTime>, bool)> {
+    /// (session, last frame) of every ended coverage.
+    fn ended(&self) -> Vec<(u64, Option<SystemTime>)> {
         self.coverage
             .iter()
             .filter_map(|c| match c {
-                Coverage::Ended {
-                    session,
-                    until,
-                    lookback,
-                    ..
-                } => Some((*session, *until, *lookback)),
+                Coverage::Ended { session, until, .. } => Some((*session, *until)),
                 _ => None,
             })
             .collect()
@@ -262,7 +257,7 @@ fn a_dropped_socket_redials_its_channel_at_once_without_waiting_for_rest() {
     let step = r.ended(s1, last, dropped());
     assert_eq!(
         step.ended(),
-        [(s1, Some(last), true)],
+        [(s1, Some(last))],
         "a dead socket gets the look-back"
     );
     let step = r.tick();
@@ -282,11 +277,11 @@ fn a_server_close_of_the_socket_in_use_gets_the_lookback() {
     let s1 = r.open("c1", Duration::from_secs(3600));
     r.advance(MS(300));
     let step = r.ended(s1, r.wall, closed(1001, "idle timeout"));
-    assert_eq!(step.ended(), [(s1, Some(r.wall), true)]);
+    assert_eq!(step.ended(), [(s1, Some(r.wall))]);
 }
 
 #[test]
-fn an_orderly_close_after_the_rollover_moved_on_ends_at_the_last_frame_without_a_gap() {
+fn an_orderly_close_after_the_rollover_moved_on_still_gets_the_lookback() {
     let mut r = Rig::new();
     let life = Duration::from_secs(20);
     let s1 = r.open("c1", life);
@@ -301,7 +296,11 @@ fn an_orderly_close_after_the_rollover_moved_on_ends_at_the_last_frame_without_a
     r.first_frame(s2);
     r.advance(MS(100));
     let step = r.ended(s1, r.wall, closed(1000, "channel expired"));
-    assert_eq!(step.ended(), [(s1, Some(r.wall), false)]);
+    assert_eq!(
+        step.ended(),
+        [(s1, Some(r.wall))],
+        "late copies of what only it had may still have been on their way"
+    );
     assert!(
         step.states.is_empty(),
         "nothing went down: {:?}",
@@ -369,7 +368,7 @@ fn socket_closing_moves_to_a_fresh_channel_and_the_warned_socket_overlaps_it() {
     // The server closes the warned socket at the end of its grace: nothing was lost.
     r.advance(MS(100));
     let step = r.ended(s1, r.wall, closed(1001, "socket closed for maintenance"));
-    assert_eq!(step.ended(), [(s1, Some(r.wall), false)]);
+    assert_eq!(step.ended(), [(s1, Some(r.wall))]);
     r.advance(timings().closing_grace);
     assert!(
         r.tick().connects.is_empty(),
@@ -404,7 +403,7 @@ fn socket_closing_falls_back_to_its_own_channel_when_rest_is_down_and_trusts_no_
     );
     assert_eq!(
         step.ended(),
-        [(s1, Some(handover - MS(3)), true)],
+        [(s1, Some(handover - MS(3)))],
         "what was in flight to the old socket may be lost"
     );
 }
@@ -425,7 +424,7 @@ fn a_kick_before_the_replacements_first_frame_is_settled_when_it_arrives() {
     r.connected(s2);
     r.advance(MS(10));
     let step = r.first_frame(s2);
-    assert_eq!(step.ended(), [(s1, Some(kicked_at), true)]);
+    assert_eq!(step.ended(), [(s1, Some(kicked_at))]);
     assert_eq!(
         step.live(),
         [(s2, r.wall + timings().gap_lookback)],
@@ -444,7 +443,7 @@ fn a_close_long_before_the_replacement_attached_is_a_real_hole() {
     let step = r.connected(s2);
     assert_eq!(
         step.ended(),
-        [(s1, Some(closed_at), true)],
+        [(s1, Some(closed_at))],
         "released as the server's close of the socket in use"
     );
 }
@@ -482,8 +481,8 @@ fn a_rollover_overlaps_the_old_socket_and_counts_the_old_channel_until_it_expire
     let step = r.ended(s1, r.wall, Ended::Retired { clean: true });
     assert_eq!(
         step.ended(),
-        [(s1, Some(r.wall), false)],
-        "a clean close of ours"
+        [(s1, Some(r.wall))],
+        "the look-back too, which the overlap outlasts"
     );
     assert_eq!(
         step.budget,
@@ -526,7 +525,7 @@ fn the_channel_gone_during_a_rollover_takes_the_new_channel() {
     });
     assert_eq!(
         step.ended(),
-        [(s1, Some(r.wall), true)],
+        [(s1, Some(r.wall))],
         "coverage ends at the notice"
     );
     assert!(
@@ -729,7 +728,7 @@ fn closes_after_socket_closing_during_a_rollover_are_each_reported() {
     );
     let a_closed = r.wall;
     let step = r.ended(a, a_closed, closed(1000, "another socket connected"));
-    assert_eq!(step.ended(), [(a, Some(a_closed), true)], "not held back");
+    assert_eq!(step.ended(), [(a, Some(a_closed))], "not held back");
     r.connected(n);
     r.first_frame(n);
     assert_eq!(r.m.role(n), Some(Role::Current));
@@ -738,7 +737,7 @@ fn closes_after_socket_closing_during_a_rollover_are_each_reported() {
     assert_eq!(step.creates().len(), 1, "a fresh channel again");
     r.advance(MS(5));
     let step = r.ended(n, r.wall, closed(1000, "another socket connected"));
-    assert_eq!(step.ended(), [(n, Some(r.wall), true)]);
+    assert_eq!(step.ended(), [(n, Some(r.wall))]);
 }
 
 #[test]

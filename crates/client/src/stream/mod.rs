@@ -42,12 +42,8 @@ pub enum Coverage {
     Ended {
         /// Session number.
         session: u64,
-        /// Its last frame.
+        /// Its last frame (its coverage ends a look-back before it).
         until: Option<SystemTime>,
-        /// True when the socket died (events just before `until` may have been in
-        /// flight to it); false when it ended in order (the server's close frame, a
-        /// clean close of holdline's own, or a hand-over the service made).
-        lookback: bool,
         /// Why.
         reason: String,
     },
@@ -328,13 +324,12 @@ impl EventStream {
                     Coverage::Ended {
                         session,
                         until,
-                        lookback,
                         reason,
                     } => {
                         let trim = self.refresh_window(Instant::now());
                         let coverage = &mut self.shards[shard];
                         coverage.set_lookback(trim);
-                        coverage.ended(session, until, lookback, &reason)
+                        coverage.ended(session, until, &reason)
                     }
                     Coverage::Topics(topics) => {
                         coverage.set_topics(topics);

@@ -268,7 +268,6 @@ impl Supervisor {
             let change = Coverage::Ended {
                 session,
                 until: last_frame,
-                lookback: true,
                 reason: reason.clone(),
             };
             let _ = t.control.send(Inbound::Coverage {
