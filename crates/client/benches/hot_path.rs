@@ -110,6 +110,18 @@ fn pipeline(c: &mut Criterion, name: &str, make: fn(u64) -> String) {
             ))
         });
     });
+    // The id before it was taken of the body's value: xxh3 of the bytes as they came.
+    group.bench_function("event_id_of_bytes", |b| {
+        let ServerFrame::Notification(n) = ServerFrame::parse(text(&frames[0])).unwrap() else {
+            unreachable!()
+        };
+        b.iter(|| {
+            black_box(EventId::of_bytes(
+                black_box(&n.topic),
+                black_box(n.body.get().as_bytes()),
+            ))
+        });
+    });
     group.bench_function("record", |b| {
         let ServerFrame::Notification(n) = ServerFrame::parse(text(&frames[0])).unwrap() else {
             unreachable!()

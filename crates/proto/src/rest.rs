@@ -107,6 +107,21 @@ pub struct ErrorBody {
     /// Correlation id of the failed request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_id: Option<String>,
+    /// The entity the error is about, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity_id: Option<String>,
+    /// Its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity_name: Option<String>,
+    /// `message` with `{placeholders}` for `message_params`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_with_params: Option<String>,
+    /// The values of those placeholders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_params: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The limit that was exceeded, if one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<serde_json::Value>,
     /// Further details (always present, maybe empty).
     #[serde(default)]
     pub details: Vec<serde_json::Value>,
@@ -230,14 +245,23 @@ pub struct AvailableTopic {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Permissions needed to subscribe.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requires_permissions: Vec<String>,
+    /// The permissions in detail (`expand=permissionDetails`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permission_details: Vec<serde_json::Value>,
     /// `Public` or `Preview`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visibility: Option<String>,
     /// `All`, `Websocket`, `EventBridge`, `ProcessAutomation`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transports: Vec<String>,
+    /// The JSON schema of the event body (`expand=schema`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
+    /// The names of the template's parameters, e.g. `["id"]` (`expand=topicParameters`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topic_parameters: Vec<String>,
 }
 
 #[cfg(test)]

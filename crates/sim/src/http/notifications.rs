@@ -131,17 +131,70 @@ pub async fn delete_subscriptions(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `GET /api/v2/notifications/availabletopics`.
-pub async fn available_topics(Auth(_caller): Auth) -> Json<EntityListing<AvailableTopic>> {
+/// `GET /api/v2/notifications/availabletopics[?expand=a,b]`: every template by id, with
+/// the fields `expand` names (`description`, `requiresPermissions`, `permissionDetails`,
+/// `visibility`, `transports`, `schema`, `topicParameters`).
+pub async fn available_topics(
+    Auth(_caller): Auth,
+    Query(q): Query<HashMap<String, String>>,
+) -> Json<EntityListing<AvailableTopic>> {
+    let expand: Vec<&str> = q
+        .get("expand")
+        .map(|e| e.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    let want = |field: &str| expand.iter().any(|e| e.eq_ignore_ascii_case(field));
     let topics = templates()
         .iter()
-        .map(|t| AvailableTopic {
-            id: t.pattern.clone(),
-            description: Some(t.description.to_owned()),
-            requires_permissions: t.permissions.iter().map(|p| (*p).to_owned()).collect(),
-            visibility: Some("Public".to_owned()),
-            transports: vec!["All".to_owned()],
+        .map(|t| {
+            let permissions: Vec<String> = t.permissions.iter().map(|p| (*p).to_owned()).collect();
+            AvailableTopic {
+                id: t.pattern.clone(),
+                description: want("description").then(|| t.description.to_owned()),
+                requires_permissions: if want("requiresPermissions") {
+                    permissions.clone()
+                } else {
+                    Vec::new()
+                },
+                permission_details: if want("permissionDetails") && !permissions.is_empty() {
+                    vec![serde_json::json!({
+                        "type": "PERMISSION",
+                        "permissions": permissions,
+                        "allowsCurrentUser": false,
+                        "enforced": true,
+                    })]
+                } else {
+                    Vec::new()
+                },
+                visibility: want("visibility").then(|| "Public".to_owned()),
+                transports: if want("transports") {
+                    vec!["All".to_owned()]
+                } else {
+                    Vec::new()
+                },
+                // The simulator knows a body's shape by its family, not the full schema.
+                schema: want("schema").then(|| {
+                    serde_json::json!({
+                        "type": "object",
+                        "title": t.family.name(),
+                        "description": t.description,
+                    })
+                }),
+                topic_parameters: if want("topicParameters") {
+                    parameters(&t.pattern)
+                } else {
+                    Vec::new()
+                },
+            }
         })
         .collect();
     Json(EntityListing::of(topics))
+}
+
+/// The `{name}` parts of a template, in order.
+fn parameters(pattern: &str) -> Vec<String> {
+    pattern
+        .split('{')
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name.to_owned()))
+        .collect()
 }

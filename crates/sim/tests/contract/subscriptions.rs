@@ -193,20 +193,41 @@ async fn combined_topics_deliver_every_part_as_its_own_topic() {
     assert_eq!(status, 400, "{body}");
 }
 
-#[tokio::test]
-async fn available_topics_list_the_families_with_their_permissions() {
-    let sim = start(fast()).await;
-    let api = Api::login(&sim).await;
+async fn available(api: &Api, query: &str) -> Vec<Value> {
     let body: Value = api
-        .req(Method::GET, "/api/v2/notifications/availabletopics")
+        .req(
+            Method::GET,
+            &format!("/api/v2/notifications/availabletopics{query}"),
+        )
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let entities = body["entities"].as_array().unwrap();
-    let queue = entities
+    body["entities"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn available_topics_list_the_templates_with_what_expand_names() {
+    let sim = start(fast()).await;
+    let api = Api::login(&sim).await;
+    let bare = available(&api, "").await;
+    assert!(bare.len() > 40);
+    assert!(
+        bare.iter().all(|e| e.as_object().unwrap().len() == 1),
+        "ids only"
+    );
+    assert!(
+        bare.iter()
+            .any(|e| e["id"] == "v2.analytics.queues.{id}.observations")
+    );
+    let expanded = available(
+        &api,
+        "?expand=description,requiresPermissions,permissionDetails,transports,schema,topicParameters",
+    )
+    .await;
+    let queue = expanded
         .iter()
         .find(|e| e["id"] == "v2.routing.queues.{id}.conversations")
         .unwrap();
@@ -216,12 +237,20 @@ async fn available_topics_list_the_families_with_their_permissions() {
             .unwrap()
             .contains(&json!("routing:queue:view"))
     );
-    assert!(
-        entities
-            .iter()
-            .any(|e| e["id"] == "v2.analytics.queues.{id}.observations")
+    assert!(queue["description"].is_string());
+    assert_eq!(queue["transports"], json!(["All"]));
+    assert_eq!(queue["topicParameters"], json!(["id"]));
+    assert_eq!(queue["schema"]["type"], "object");
+    assert_eq!(
+        queue["permissionDetails"][0]["permissions"],
+        queue["requiresPermissions"]
     );
-    assert!(entities.len() > 40);
+    let only = available(&api, "?expand=requiresPermissions").await;
+    let queue = only
+        .iter()
+        .find(|e| e["id"] == "v2.routing.queues.{id}.conversations")
+        .unwrap();
+    assert!(queue.get("description").is_none() && queue.get("schema").is_none());
 }
 
 #[tokio::test]
