@@ -172,3 +172,25 @@ proptest! {
         prop_assert_eq!(m.family(), template.family);
     }
 }
+
+#[test]
+fn the_services_other_topics_are_known_by_name() {
+    assert!(templates().len() > 140, "{} templates", templates().len());
+    let id = "6d1a4e2c-1f0b-4c1e-9a57-2a3b1c9d0e11";
+    for name in [
+        format!("v2.outbound.campaigns.{id}.progress"),
+        format!("v2.telephony.providers.edges.trunks.{id}.metrics"),
+        format!("v2.workforcemanagement.managementunits.{id}.adherence"),
+        "v2.audits.entitytype.User.entityid.abc".to_owned(),
+        "v2.outbound.settings".to_owned(),
+    ] {
+        let m = classify(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(m.family(), Family::Other, "{name}");
+    }
+    assert_eq!(
+        classify(&format!("v2.users.{id}.presence")).unwrap().family(),
+        Family::Presence,
+        "the modelled families come first"
+    );
+    assert!(classify("v2.outbound.campaignz.x").is_err());
+}
