@@ -298,6 +298,9 @@ pub struct Machine {
     /// A `socket_closing` being answered by a rollover: the socket it warned, and when to
     /// fall back to a second socket on the same channel if no fresh one is receiving.
     closing: Option<(u64, Instant)>,
+    /// Channels a socket of this slot has received on: another socket on one of them
+    /// takes the channel over from a socket the service may still count as attached.
+    received_on: HashSet<Arc<str>>,
     backoff: Backoff,
     ever_live: bool,
     /// Why the slot's last live socket was lost (counted when it is live again).
@@ -336,6 +339,7 @@ impl Machine {
             next_op: 1,
             deferred: None,
             closing: None,
+            received_on: HashSet::new(),
             backoff,
             ever_live: false,
             loss: None,
@@ -1102,10 +1106,11 @@ impl Machine {
         }
         s.covering = true;
         let role = s.role;
+        let chan = s.chan.clone();
         let mut since = at;
         self.down_since = None;
         let same_channel = self.deferred.as_ref().is_some_and(|d| {
-            d.chan == s.chan && matches!(role, Role::Replacement | Role::Overlapping(_))
+            d.chan == chan && matches!(role, Role::Replacement | Role::Overlapping(_))
         });
         if same_channel && let Some(d) = self.deferred.take() {
             // Handed over by the service, which may lose what was in flight to the old
@@ -1117,7 +1122,17 @@ impl Machine {
                 reason: d.reason,
             });
         }
-        if role == Role::Replacement {
+        // A socket on a channel that had one before (a redial, a replacement) takes its
+        // delivery over from a socket the service may still count as attached, and that
+        // may lose what was published just after (UNKNOWN): it covers from a look-back
+        // after its first frame.
+        let current = [&self.chan, &self.next]
+            .into_iter()
+            .flatten()
+            .map(|c| c.id.clone())
+            .collect::<Vec<_>>();
+        self.received_on.retain(|c| current.contains(c) || *c == chan);
+        if !self.received_on.insert(chan) || role == Role::Replacement {
             since = at + self.lookback();
         }
         self.coverage(Coverage::Live { session, since });

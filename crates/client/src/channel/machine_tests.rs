@@ -269,6 +269,15 @@ fn a_dropped_socket_redials_its_channel_at_once_without_waiting_for_rest() {
         1,
         "subscriptions restored beside the socket"
     );
+    let s2 = step.connects[0].0;
+    r.advance(MS(20));
+    r.connected(s2);
+    let step = r.first_frame(s2);
+    assert_eq!(
+        step.live(),
+        [(s2, r.wall + timings().gap_lookback)],
+        "it takes the channel over from a socket the service may still count as attached"
+    );
 }
 
 #[test]
