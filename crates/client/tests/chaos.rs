@@ -114,13 +114,16 @@ fn init_log() {
     common::init_log("holdline_client=debug,holdline_sim=debug");
 }
 
-/// How late a late copy can be in the realistic soak: the service's 20 s, compressed.
-const LATE: Duration = Duration::from_millis(1500);
+/// How late a late copy can be in the realistic soak: the service's 20 s, compressed
+/// (`HOLDLINE_SOAK_LATE_MS=20000` for the real thing).
+fn late() -> Duration {
+    Duration::from_millis(env_or("HOLDLINE_SOAK_LATE_MS", 1500))
+}
 
 /// Every unknown at its unkind setting, with time compressed like the rest of the soak.
 fn realistic() -> Unknowns {
     Unknowns {
-        latency: LATE,
+        latency: late(),
         late_share: 0.02,
         handover_loss: Duration::from_millis(300),
         ..Unknowns::realistic()
@@ -432,7 +435,7 @@ async fn a_realistic_service_with_redundancy_two_loses_nothing() {
 /// copy to measure it against until a rollover overlaps two sockets).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_realistic_service_with_redundancy_one_reports_every_loss() {
-    let floor = LATE + Duration::from_millis(100);
+    let floor = late() + Duration::from_millis(100);
     let outcome = soak_with(1, realistic(), Some(floor), realistic_soak_secs()).await;
     assert!(
         outcome.verdict.missing.is_empty(),

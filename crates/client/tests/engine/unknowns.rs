@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use holdline_client::Stats;
 use holdline_sim::faults::Fault;
-use holdline_sim::{ChannelScope, Frames, Handover, SimConfig, Unknowns};
+use holdline_sim::{ChannelScope, Frames, Handover, Pings, SimConfig, Unknowns};
 use tokio::time::Instant;
 
 use crate::common::*;
@@ -302,4 +302,29 @@ async fn a_lossy_hand_over_on_the_same_channel_is_a_gap() {
     );
     assert!(verdict.covered_by_gap > 0, "{verdict:?}");
     assert_eq!(Stats::get(&stats.rollovers), 0, "REST was down");
+}
+
+/// A service that answers only the documented ping: holdline's liveness rests on its
+/// pongs, so the wrong ping would kill every socket after the pong timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_documented_ping_keeps_a_socket_alive() {
+    // No traffic: the pongs are all that proves the sockets alive.
+    let sim = sim(SimConfig {
+        rate: 0.0,
+        unknowns: Unknowns {
+            pings: Pings::Strict,
+            ..Unknowns::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let topics = org_topics(&sim);
+    let client = Collector::start(config(&sim, topics.clone())).await;
+    client.live_since().await;
+    let stats = client.handle.stats().clone();
+    // Ping every 100 ms, dead after 300 ms without a pong: twenty rounds.
+    until_stat("twenty pongs", || Stats::get(&stats.pongs) >= 20).await;
+    let seen = client.stop().await;
+    assert_eq!(Stats::get(&stats.reconnects), 0);
+    assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
 }
