@@ -450,7 +450,10 @@ async fn a_realistic_service_with_redundancy_one_reports_every_loss() {
     } = outcome;
     assert_eq!(applied.len(), KINDS.len(), "{applied:?}");
     assert_eq!(verdict.duplicates, 0);
-    assert!(!seen.gaps.is_empty(), "faults with one socket per shard make gaps");
+    assert!(
+        !seen.gaps.is_empty(),
+        "faults with one socket per shard make gaps"
+    );
     assert!(seen.error.is_none(), "{:?}", seen.error);
 }
 

@@ -3,20 +3,19 @@
 //! Object members hash in any order, whitespace is skipped, strings hash as their decoded
 //! characters (`"\u00e9"`, `"é"` and `"\/"` versus `"/"` agree) and numbers as their
 //! decimal value (`1200`, `1.2e3`, `12.00E2` agree; integers and floats of the same value
-//! too). Arrays keep their order. One pass, no allocation: scalars are hashed in fixed
-//! chunks of their canonical bytes, containers on a fixed-depth stack.
+//! too). Arrays keep their order. One pass over the text: a string without escapes is
+//! hashed where it lies, containers are folded on a fixed-depth stack.
 //!
-//! Text that is not JSON, or nests deeper than [`MAX_DEPTH`], has no value hash; callers
-//! fall back to hashing the bytes.
+//! Text that is not JSON, nests deeper than [`MAX_DEPTH`] or has a number of more than
+//! [`MAX_DIGITS`] significant digits has no value hash; callers fall back to the bytes.
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// Deepest nesting hashed by value (the service's bodies nest a handful of levels).
-pub const MAX_DEPTH: usize = 64;
+pub const MAX_DEPTH: usize = 48;
 
-/// Canonical bytes are hashed in chunks of this size, so that a scalar's hash does not
-/// depend on how its text was split by escapes.
-const CHUNK: usize = 64;
+/// Most significant digits of a number hashed by value.
+pub const MAX_DIGITS: usize = 40;
 
 const NULL: u64 = 0x6e75_6c6c;
 const TRUE: u64 = 0x7472_7565;
@@ -27,20 +26,74 @@ const ZERO: u64 = 0x7a65_726f;
 const ARRAY: u64 = 0x6172_7261;
 const OBJECT: u64 = 0x6f62_6a65;
 
+const K0: u64 = 0xa076_1d64_78bd_642f;
+const K1: u64 = 0xe703_7ed1_a0b4_28db;
+const K2: u64 = 0x8ebc_6af0_9c88_c6e3;
+
+/// The high and low halves of a 128-bit product, folded.
+fn fold(a: u64, b: u64) -> u64 {
+    let p = u128::from(a).wrapping_mul(u128::from(b));
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
 /// Combines two hashes (order matters).
 pub fn mix(a: u64, b: u64) -> u64 {
-    xxh3_64_with_seed(&b.to_le_bytes(), a)
+    fold(a ^ K0, b ^ K1)
+}
+
+/// A hash of `bytes` under `seed`: up to 64 bytes by folded multiplies of 16-byte blocks
+/// (the scalars of an event body: ids, timestamps, names), longer ones by xxh3.
+fn hash(bytes: &[u8], seed: u64) -> u64 {
+    let n = bytes.len();
+    if n > 64 {
+        return xxh3_64_with_seed(bytes, seed);
+    }
+    let r8 = |i: usize| {
+        bytes
+            .get(i..i + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let r4 = |i: usize| {
+        bytes
+            .get(i..i + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map_or(0, |b| u64::from(u32::from_le_bytes(b)))
+    };
+    let mut seed = seed;
+    let (a, b) = if n > 16 {
+        let mut i = 0;
+        while i + 16 < n {
+            seed = fold(r8(i) ^ K1, r8(i + 8) ^ seed);
+            i += 16;
+        }
+        (r8(n - 16), r8(n - 8))
+    } else if n >= 8 {
+        (r8(0), r8(n - 8))
+    } else if n >= 4 {
+        (r4(0), r4(n - 4))
+    } else if n > 0 {
+        let at = |i: usize| u64::from(bytes[i]);
+        ((at(0) << 16) | (at(n / 2) << 8) | at(n - 1), 0)
+    } else {
+        (0, 0)
+    };
+    fold(a ^ K0 ^ seed, b ^ K1 ^ (n as u64).wrapping_mul(K2))
 }
 
 /// The value hash of `text`, or None when it is not one JSON value.
 pub fn value_hash(text: &[u8]) -> Option<u64> {
-    let mut p = Parser { s: text, i: 0 };
+    let mut p = Parser {
+        s: text,
+        i: 0,
+        scratch: Vec::new(),
+    };
     let h = p.value()?;
     p.ws();
     (p.i == text.len()).then_some(h)
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Array,
     Object,
@@ -56,50 +109,18 @@ struct Open {
     key: u64,
 }
 
+const CLOSED: Open = Open {
+    kind: Kind::Array,
+    acc: 0,
+    count: 0,
+    key: 0,
+};
+
 struct Parser<'a> {
     s: &'a [u8],
     i: usize,
-}
-
-/// Feeds canonical bytes in fixed chunks.
-struct Chunks {
-    h: u64,
-    buf: [u8; CHUNK],
-    len: usize,
-}
-
-impl Chunks {
-    fn new(seed: u64) -> Self {
-        Chunks {
-            h: seed,
-            buf: [0; CHUNK],
-            len: 0,
-        }
-    }
-
-    fn push(&mut self, b: u8) {
-        self.buf[self.len] = b;
-        self.len += 1;
-        if self.len == CHUNK {
-            self.h = xxh3_64_with_seed(&self.buf, self.h);
-            self.len = 0;
-        }
-    }
-
-    fn extend(&mut self, mut bytes: &[u8]) {
-        // Whole chunks straight from the input when nothing is pending.
-        while self.len == 0 && bytes.len() >= CHUNK {
-            self.h = xxh3_64_with_seed(&bytes[..CHUNK], self.h);
-            bytes = &bytes[CHUNK..];
-        }
-        for &b in bytes {
-            self.push(b);
-        }
-    }
-
-    fn finish(self) -> u64 {
-        xxh3_64_with_seed(&self.buf[..self.len], self.h)
-    }
+    /// Decoded text of a string with escapes (allocated only if one has any).
+    scratch: Vec<u8>,
 }
 
 impl Parser<'_> {
@@ -123,19 +144,14 @@ impl Parser<'_> {
 
     /// One JSON value, containers walked on an explicit stack.
     fn value(&mut self) -> Option<u64> {
-        let mut stack = [Open {
-            kind: Kind::Array,
-            acc: 0,
-            count: 0,
-            key: 0,
-        }; MAX_DEPTH];
+        let mut stack = [CLOSED; MAX_DEPTH];
         let mut depth = 0usize;
         loop {
             // Read a value start: a scalar gives a hash; a container opens a level.
             self.ws();
             let mut done = match self.peek()? {
-                b'{' | b'[' => {
-                    let kind = if self.peek() == Some(b'{') {
+                open @ (b'{' | b'[') => {
+                    let kind = if open == b'{' {
                         Kind::Object
                     } else {
                         Kind::Array
@@ -144,31 +160,22 @@ impl Parser<'_> {
                     if depth == MAX_DEPTH {
                         return None;
                     }
-                    stack[depth] = Open {
-                        kind,
-                        acc: 0,
-                        count: 0,
-                        key: 0,
-                    };
+                    stack[depth] = Open { kind, ..CLOSED };
                     depth += 1;
                     self.ws();
-                    let close = if matches!(kind, Kind::Object) {
-                        b'}'
-                    } else {
-                        b']'
-                    };
+                    let close = if kind == Kind::Object { b'}' } else { b']' };
                     if self.peek() == Some(close) {
                         self.i += 1;
                         depth -= 1;
                         Some(close_hash(&stack[depth]))
                     } else {
-                        if matches!(kind, Kind::Object) {
+                        if kind == Kind::Object {
                             stack[depth - 1].key = self.key()?;
                         }
                         None
                     }
                 }
-                b'"' => Some(self.string(STRING)?),
+                b'"' => Some(self.string()?),
                 b't' => Some(self.literal(b"true", TRUE)?),
                 b'f' => Some(self.literal(b"false", FALSE)?),
                 b'n' => Some(self.literal(b"null", NULL)?),
@@ -191,7 +198,8 @@ impl Parser<'_> {
                     (b',', Kind::Array) => self.i += 1,
                     (b',', Kind::Object) => {
                         self.i += 1;
-                        top.key = self.key()?;
+                        let key = self.key()?;
+                        stack[depth - 1].key = key;
                     }
                     (b']', Kind::Array) | (b'}', Kind::Object) => {
                         self.i += 1;
@@ -210,7 +218,7 @@ impl Parser<'_> {
         if self.peek() != Some(b'"') {
             return None;
         }
-        let h = self.string(STRING)?;
+        let h = self.string()?;
         self.ws();
         (self.peek() == Some(b':')).then(|| {
             self.i += 1;
@@ -219,62 +227,81 @@ impl Parser<'_> {
     }
 
     /// A string, hashed as its decoded UTF-8 bytes.
-    fn string(&mut self, seed: u64) -> Option<u64> {
-        self.i += 1;
-        let mut out = Chunks::new(seed);
+    fn string(&mut self) -> Option<u64> {
+        let start = self.i + 1;
+        let rest = self.s.get(start..)?;
+        let stop = special(rest)?;
+        let run = &rest[..stop];
+        if rest[stop] < 0x20 {
+            return None;
+        }
+        if rest[stop] == b'"' {
+            // No escapes: hashed where it lies.
+            self.i = start + stop + 1;
+            return Some(hash(run, STRING));
+        }
+        self.scratch.clear();
+        self.scratch.extend_from_slice(run);
+        self.i = start + stop;
         loop {
-            let start = self.i;
-            let rest = self.s.get(start..)?;
-            let run = rest
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-            out.extend(&rest[..run]);
-            self.i = start + run;
-            match self.s[self.i] {
+            match *self.s.get(self.i)? {
                 b'"' => {
                     self.i += 1;
-                    return Some(out.finish());
+                    return Some(hash(&self.scratch, STRING));
                 }
                 b'\\' => {
                     self.i += 1;
-                    let c = match self.peek()? {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => {
-                            self.i += 1;
-                            let hi = self.hex4()?;
-                            let code = if (0xd800..0xdc00).contains(&hi) {
-                                if self.s.get(self.i..self.i + 2)? != b"\\u" {
-                                    return None;
-                                }
-                                self.i += 2;
-                                let lo = self.hex4()?;
-                                if !(0xdc00..0xe000).contains(&lo) {
-                                    return None;
-                                }
-                                0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00)
-                            } else {
-                                hi
-                            };
-                            let c = char::from_u32(code)?;
-                            let mut utf8 = [0u8; 4];
-                            out.extend(c.encode_utf8(&mut utf8).as_bytes());
-                            continue;
-                        }
-                        _ => return None,
-                    };
-                    self.i += 1;
-                    out.push(c as u8);
+                    self.escape()?;
                 }
-                _ => return None,
+                b if b < 0x20 => return None,
+                _ => {
+                    let rest = &self.s[self.i..];
+                    let stop = special(rest)?;
+                    self.scratch.extend_from_slice(&rest[..stop]);
+                    self.i += stop;
+                }
             }
         }
+    }
+
+    /// One escape after its backslash, decoded onto the scratch text.
+    fn escape(&mut self) -> Option<()> {
+        let c = match self.peek()? {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                self.i += 1;
+                let hi = self.hex4()?;
+                let code = if (0xd800..0xdc00).contains(&hi) {
+                    if self.s.get(self.i..self.i + 2)? != b"\\u" {
+                        return None;
+                    }
+                    self.i += 2;
+                    let lo = self.hex4()?;
+                    if !(0xdc00..0xe000).contains(&lo) {
+                        return None;
+                    }
+                    0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00)
+                } else {
+                    hi
+                };
+                let c = char::from_u32(code)?;
+                let mut utf8 = [0u8; 4];
+                self.scratch
+                    .extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+                return Some(());
+            }
+            _ => return None,
+        };
+        self.i += 1;
+        self.scratch.push(c as u8);
+        Some(())
     }
 
     fn hex4(&mut self) -> Option<u32> {
@@ -294,11 +321,13 @@ impl Parser<'_> {
         if negative {
             self.i += 1;
         }
-        let mut digits = Chunks::new(NUMBER);
+        let mut digits = [0u8; MAX_DIGITS];
+        let mut len = 0usize;
         let mut significant = false;
-        let mut zeros = 0u64; // zeros seen after the last non-zero digit, not yet fed
-        let mut point: i64 = 0; // digits before the decimal point, counted from the first
-        // significant one (negative when it comes after the point)
+        let mut zeros = 0usize; // zeros after the last non-zero digit, not yet written
+        // Digits before the decimal point, counted from the first significant one
+        // (negative when that comes after the point).
+        let mut point: i64 = 0;
         let mut any = false;
         let mut in_fraction = false;
         while let Some(b) = self.peek() {
@@ -308,17 +337,19 @@ impl Parser<'_> {
                     if b == b'0' {
                         if significant {
                             zeros += 1;
-                        }
-                        if !significant && in_fraction {
+                        } else if in_fraction {
                             point -= 1;
                         }
                     } else {
-                        for _ in 0..zeros {
-                            digits.push(b'0');
+                        if len + zeros + 1 > MAX_DIGITS {
+                            return None;
                         }
+                        digits[len..len + zeros].fill(b'0');
+                        len += zeros;
                         zeros = 0;
                         significant = true;
-                        digits.push(b);
+                        digits[len] = b;
+                        len += 1;
                     }
                     if significant && !in_fraction {
                         point += 1;
@@ -363,16 +394,42 @@ impl Parser<'_> {
         if !significant {
             return Some(ZERO);
         }
-        let seed = mix(u64::from(negative), (point + exp) as u64);
-        Some(mix(seed, digits.finish()))
+        let seed = mix(NUMBER ^ u64::from(negative), (point + exp) as u64);
+        Some(hash(&digits[..len], seed))
     }
 }
 
-fn close_hash(open: &Open) -> u64 {
-    match open.kind {
-        Kind::Array => mix(mix(ARRAY, open.count), open.acc),
-        Kind::Object => mix(mix(OBJECT, open.count), open.acc),
+/// Where the first `"`, `\\` or control character of `text` is, eight bytes at a time.
+fn special(text: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // A high bit for each zero byte; exact for the lowest one, which is all that is read.
+    let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
+    let mut chunks = text.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(w);
+        let hits =
+            zero(w ^ (LO * 0x22)) | zero(w ^ (LO * 0x5c)) | (w.wrapping_sub(LO * 0x20) & !w & HI);
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
     }
+    let tail = chunks.remainder();
+    tail.iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|k| at + k)
+}
+
+fn close_hash(open: &Open) -> u64 {
+    let tag = match open.kind {
+        Kind::Array => ARRAY,
+        Kind::Object => OBJECT,
+    };
+    mix(mix(tag, open.count), open.acc)
 }
 
 #[cfg(test)]
@@ -495,6 +552,12 @@ mod tests {
             let pretty = serde_json::to_string_pretty(&value).unwrap();
             proptest::prop_assert_eq!(value_hash(compact.as_bytes()), value_hash(pretty.as_bytes()));
             proptest::prop_assert!(value_hash(compact.as_bytes()).is_some());
+        }
+
+        #[test]
+        fn the_word_scan_finds_what_a_byte_scan_finds(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            let naive = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            proptest::prop_assert_eq!(special(&bytes), naive);
         }
 
         #[test]

@@ -1131,7 +1131,8 @@ impl Machine {
             .flatten()
             .map(|c| c.id.clone())
             .collect::<Vec<_>>();
-        self.received_on.retain(|c| current.contains(c) || *c == chan);
+        self.received_on
+            .retain(|c| current.contains(c) || *c == chan);
         if !self.received_on.insert(chan) || role == Role::Replacement {
             since = at + self.lookback();
         }

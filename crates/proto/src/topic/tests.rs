@@ -188,7 +188,9 @@ fn the_services_other_topics_are_known_by_name() {
         assert_eq!(m.family(), Family::Other, "{name}");
     }
     assert_eq!(
-        classify(&format!("v2.users.{id}.presence")).unwrap().family(),
+        classify(&format!("v2.users.{id}.presence"))
+            .unwrap()
+            .family(),
         Family::Presence,
         "the modelled families come first"
     );
