@@ -1048,7 +1048,6 @@ impl Machine {
 
     /// The rollover's socket is receiving: it becomes the current one; the old socket
     /// keeps receiving for the overlap, and the old channel counts until it expires.
-
     fn promote_rollover(&mut self, session: u64, now: Instant) {
         let Some(next) = self.next.take() else { return };
         // The old socket stays up beyond the look-back trimmed from its end, so the two

@@ -105,6 +105,9 @@ pub enum Exit {
     Fatal,
 }
 
+/// A REST call's operation, its outcome, and for a channel created the token behind it.
+type RestResult = (u64, RestDone, Option<(Arc<str>, Token)>);
+
 struct Task {
     ctx: SlotCtx,
     owner: Owner,
@@ -114,7 +117,7 @@ struct Task {
     sockets: JoinSet<u64>,
     /// REST calls in flight: the operation, its outcome, and for a channel just created
     /// its id and the token that created it.
-    rest: JoinSet<(u64, RestDone, Option<(Arc<str>, Token)>)>,
+    rest: JoinSet<RestResult>,
     /// The token each of our channels was created with: calls on a channel use it while
     /// it lasts (a service may scope channels to the token that created them).
     channel_tokens: HashMap<Arc<str>, Token>,
