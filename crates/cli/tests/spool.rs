@@ -117,6 +117,7 @@ fn a_killed_run_loses_nothing_silently_and_the_next_run_delivers_the_spool() {
     }
     first.0.kill().unwrap();
     first.0.wait().unwrap();
+    wait_no_sockets(&http, &url);
     let printed_by_first = {
         use std::io::BufRead;
         let mut n = 0;
@@ -438,6 +439,7 @@ fn killed_while_redis_is_not_answering_every_event_still_reaches_the_stream() {
     assert!(metric(&http, &base, "holdline_spool_depth") >= 1.0);
     first.0.kill().unwrap();
     first.0.wait().unwrap();
+    wait_no_sockets(&http, &url);
     redis.resume();
 
     // Run 2 on the same spool delivers what run 1 could not, then new events.

@@ -149,11 +149,13 @@ pub struct Timings {
     /// (capped at a quarter of the channel's life).
     pub rollover_margin: Duration,
     /// The shortest time the service leaves between `socket_closing` and closing the socket
-    /// (documented as about a minute). A socket closed sooner while its replacement on the
-    /// same channel was connecting was closed by that replacement, so nothing was missed.
+    /// (documented as about a minute). holdline falls back to a second socket on the same
+    /// channel if no fresh channel is receiving half-way through it; a socket closed sooner
+    /// while that replacement was connecting was closed by the replacement.
     pub closing_grace: Duration,
-    /// How far before the dead socket's last frame a gap starts: events published just
-    /// before a socket died may still have been in flight to it.
+    /// The least time trimmed from the end of every socket's coverage (and from the start
+    /// of one that takes a channel over): copies of events published just before may still
+    /// be on their way. The measured skew between sockets is added to it.
     pub gap_lookback: Duration,
     /// How long a socket replaced by a rollover keeps receiving before it is closed:
     /// events published before the new channel was subscribed may still be on their way to

@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
-/// Identity of one published event: a hash of its topic and its raw body bytes.
+/// Identity of one published event: a hash of its topic and its body's JSON value.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventId(u64);
 

@@ -191,7 +191,7 @@ pub enum ChannelScope {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Pings {
-    /// `{"message":"ping"}`, a bare `"PING"` and pings with extra fields.
+    /// `{"message":"ping"}`, `{"message":"PING"}` and pings with extra fields.
     Lenient,
     /// Only `{"message":"ping"}` (the documented form).
     Strict,

@@ -122,6 +122,29 @@ pub fn wait_subscribed(http: &reqwest::blocking::Client, url: &str, sockets: usi
     }
 }
 
+/// Waits (20 s) until the simulator has seen every socket go: a killed client's socket
+/// stays counted as connected until the simulator reads its end.
+pub fn wait_no_sockets(http: &reqwest::blocking::Client, url: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let channels: Vec<serde_json::Value> = http
+            .get(format!("{url}/sim/channels"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let connected = channels.iter().filter(|c| c["connected"] == true).count();
+        if connected == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{connected} sockets still connected"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Publishes `count` firehose events on `topic`; returns the simulator's report.
 pub fn firehose(
     http: &reqwest::blocking::Client,

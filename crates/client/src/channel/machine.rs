@@ -6,12 +6,13 @@
 //! - A socket drops on a channel that should still be alive: dial its `connectUri` at
 //!   once (the socket needs no token) and restore the subscriptions beside it. `HEAD` and
 //!   a new channel only when the upgrade is refused or the channel is known gone.
-//! - `socket_closing`: a second socket on the same channel at once, whatever REST is doing;
-//!   the service moves delivery to it and closes the old one.
+//! - `socket_closing`: a rollover to a fresh channel at once, while the warned socket still
+//!   receives; a second socket on the same channel only if no fresh one is receiving
+//!   half-way through the grace (REST down, no channel to spare).
 //! - Channel or token near expiry: a fresh channel is created, subscribed and receiving
 //!   before the old socket is let go (it keeps receiving for the overlap).
-//! - Coverage follows each socket's own clock: from its first frame to its last, less the
-//!   look-back only when it died.
+//! - Coverage follows each socket's own clock: from its first frame (a look-back later
+//!   when it takes a channel over from an earlier socket) to a look-back before its last.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -227,9 +228,12 @@ struct Sock {
     connected_at: Option<Instant>,
     /// Its coverage is open in the stream.
     covering: bool,
-    /// The service moved its delivery to a replacement in order, whose first frame
-    /// arrived then: this socket covers at least until then.
+    /// A replacement on its own channel began receiving then (the hand-over is not
+    /// trusted: this socket's coverage gets the look-back like any other's).
     handed_over: Option<SystemTime>,
+    /// Another socket was dialled on this channel before: this one takes its delivery
+    /// over from a socket the service may still count as attached.
+    takes_over: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,8 +260,9 @@ enum Op {
 /// The current socket was closed by the server while its same-channel replacement was
 /// still connecting, sooner than the service closes for maintenance. If the replacement's
 /// upgrade completed within [`KICK_WINDOW`] of that close, the replacement's attach caused
-/// it: the service handed every event over in order, so the old socket's coverage runs
-/// to its last frame and the new one's starts no later. Otherwise it was a real outage.
+/// it: the old socket's coverage ends a look-back before its last frame and the new one's
+/// starts a look-back after its first (the hand-over is not trusted). Otherwise it was a
+/// real outage.
 #[derive(Debug, Clone)]
 struct Deferred {
     session: u64,
@@ -298,9 +303,10 @@ pub struct Machine {
     /// A `socket_closing` being answered by a rollover: the socket it warned, and when to
     /// fall back to a second socket on the same channel if no fresh one is receiving.
     closing: Option<(u64, Instant)>,
-    /// Channels a socket of this slot has received on: another socket on one of them
-    /// takes the channel over from a socket the service may still count as attached.
-    received_on: HashSet<Arc<str>>,
+    /// Channels a socket of this slot was dialled on: another socket on one of them
+    /// takes the channel over from a socket the service may still count as attached
+    /// (an upgrade counts, even if the socket died before its first frame).
+    dialled: HashSet<Arc<str>>,
     backoff: Backoff,
     ever_live: bool,
     /// Why the slot's last live socket was lost (counted when it is live again).
@@ -339,7 +345,7 @@ impl Machine {
             next_op: 1,
             deferred: None,
             closing: None,
-            received_on: HashSet::new(),
+            dialled: HashSet::new(),
             backoff,
             ever_live: false,
             loss: None,
@@ -633,6 +639,14 @@ impl Machine {
 
     fn connect(&mut self, chan: &Chan, role: Role, now: Instant) -> u64 {
         let session = self.session_ids.fetch_add(1, Ordering::Relaxed);
+        let current: Vec<Arc<str>> = [&self.chan, &self.next]
+            .into_iter()
+            .flatten()
+            .map(|c| c.id.clone())
+            .collect();
+        self.dialled
+            .retain(|c| current.contains(c) || *c == chan.id);
+        let takes_over = !self.dialled.insert(chan.id.clone());
         self.sockets.insert(
             session,
             Sock {
@@ -642,6 +656,7 @@ impl Machine {
                 connected_at: None,
                 covering: false,
                 handed_over: None,
+                takes_over,
             },
         );
         self.out.push(Action::Connect {
@@ -1052,7 +1067,12 @@ impl Machine {
         let Some(next) = self.next.take() else { return };
         // The old socket stays up beyond the look-back trimmed from its end, so the two
         // cover without a hole and its late copies arrive.
-        let until = now + self.cfg.timings.overlap.max(self.lookback() * 2);
+        let until = now
+            + self
+                .cfg
+                .timings
+                .overlap
+                .max(self.lookback().saturating_mul(2));
         for s in self.sockets.values_mut() {
             if matches!(s.role, Role::Current | Role::Replacement) {
                 s.role = Role::Overlapping(until);
@@ -1105,6 +1125,7 @@ impl Machine {
         }
         s.covering = true;
         let role = s.role;
+        let takes_over = s.takes_over;
         let chan = s.chan.clone();
         let mut since = at;
         self.down_since = None;
@@ -1125,15 +1146,8 @@ impl Machine {
         // delivery over from a socket the service may still count as attached, and that
         // may lose what was published just after (UNKNOWN): it covers from a look-back
         // after its first frame.
-        let current = [&self.chan, &self.next]
-            .into_iter()
-            .flatten()
-            .map(|c| c.id.clone())
-            .collect::<Vec<_>>();
-        self.received_on
-            .retain(|c| current.contains(c) || *c == chan);
-        if !self.received_on.insert(chan) || role == Role::Replacement {
-            since = at + self.lookback();
+        if takes_over || role == Role::Replacement {
+            since = at.checked_add(self.lookback()).unwrap_or(at);
         }
         self.coverage(Coverage::Live { session, since });
         match role {
@@ -1173,8 +1187,8 @@ impl Machine {
         }
     }
 
-    /// The same-channel replacement is receiving: the service has moved delivery to it in
-    /// order, so the old socket is closed as handed over.
+    /// The same-channel replacement is receiving: the service has moved delivery to it, so
+    /// the old socket is closed as handed over.
     fn promote_replacement(&mut self, session: u64, at: SystemTime) {
         let old: Vec<u64> = self
             .sockets
@@ -1215,7 +1229,8 @@ impl Machine {
         // the grace while a new channel is created and connected, so nothing rests on how
         // the service moves a channel's delivery from one socket to the next (UNKNOWN).
         // Only if that cannot be done in half the grace, a second socket on this channel.
-        self.closing = Some((session, now + self.cfg.timings.closing_grace / 2));
+        self.closing
+            .get_or_insert((session, now + self.cfg.timings.closing_grace / 2));
         self.state(
             StateKind::SocketClosing,
             Some(chan.id.clone()),
@@ -1239,7 +1254,13 @@ impl Machine {
             .sockets
             .get(&session)
             .is_some_and(|s| s.role == Role::Current);
-        if !warned || self.has_role(Role::Replacement) || self.has_role(Role::Rollover) {
+        if !warned || self.has_role(Role::Replacement) {
+            return;
+        }
+        if self.has_role(Role::Rollover) {
+            // The fresh channel's socket is connecting: look again a quarter of the
+            // grace later, in case it fails.
+            self.closing = Some((session, now + self.cfg.timings.closing_grace / 4));
             return;
         }
         let Some(chan) = self.chan.clone().filter(|c| c.state == ChanState::Usable) else {
@@ -1368,8 +1389,8 @@ impl Machine {
         }
     }
 
-    /// A covering socket ended: its coverage ends at its last frame, less the look-back
-    /// only if it died. A server close right after our replacement attached is settled
+    /// A covering socket ended: its coverage ends a look-back before its last frame. A
+    /// server close right after our replacement attached is settled
     /// when the replacement connects (see [`Deferred`]).
     fn end_coverage(
         &mut self,

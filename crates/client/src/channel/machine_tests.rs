@@ -841,3 +841,30 @@ fn a_planned_hand_over_counts_as_planned_and_a_drop_does_not() {
     r.ended(s2, r.wall, dropped());
     assert_eq!(ends(), (1, 1), "logged at WARN");
 }
+
+#[test]
+fn a_redial_after_a_socket_that_never_received_still_takes_the_channel_over() {
+    let mut r = Rig::new();
+    let create = r.tick().creates()[0];
+    let step = r.rest(
+        create,
+        RestDone::Created(Ok(channel("c1", Duration::from_secs(3600)))),
+    );
+    let sub = step.subscribes()[0].0;
+    let s1 = r.rest(sub, subscribed()).connects[0].0;
+    // Upgraded, so the service may count it as attached, then gone before a frame.
+    r.connected(s1);
+    r.report(Report::Ended {
+        session: s1,
+        last_frame: None,
+        why: dropped(),
+        at: r.now,
+    });
+    r.advance(timings().backoff_max);
+    let step = r.tick();
+    let s2 = step.connects[0].0;
+    assert_eq!(&*step.connects[0].1, "c1");
+    r.connected(s2);
+    let step = r.first_frame(s2);
+    assert_eq!(step.live(), [(s2, r.wall + timings().gap_lookback)]);
+}

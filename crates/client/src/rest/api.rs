@@ -373,7 +373,7 @@ impl Api {
     /// `GET /api/v2/notifications/availabletopics`: the topics the service offers, with the
     /// permissions each needs.
     pub async fn available_topics(&self) -> Result<Vec<AvailableTopic>, ApiError> {
-        let path = "/api/v2/notifications/availabletopics?expand=description,requiresPermissions";
+        let path = "/api/v2/notifications/availabletopics?expand=description,requiresPermissions,transports";
         let listing: EntityListing<AvailableTopic> =
             self.get_json(path, "list available topics").await?;
         Ok(listing.entities)

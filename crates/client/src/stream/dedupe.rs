@@ -10,6 +10,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use holdline_proto::EventId;
@@ -34,12 +35,14 @@ impl Hasher for IdHasher {
 }
 
 /// What the window knows of an id the first time it arrived.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct First {
     /// Hash of the first copy's bytes (to tell a re-serialised copy from an exact one).
     bytes: u64,
     /// When the first copy arrived.
     at: SystemTime,
+    /// The channel it arrived on.
+    channel: Arc<str>,
 }
 
 /// How one arrival compares with what came before.
@@ -49,8 +52,9 @@ pub enum Seen {
     First,
     /// Another copy of an event already emitted.
     Duplicate {
-        /// How long after the first copy this one arrived.
-        skew: Duration,
+        /// How long after the first copy this one arrived, when it came on another
+        /// channel (a repeat on the same channel says nothing about the sockets' skew).
+        skew: Option<Duration>,
         /// The bytes differ from the first copy's: the same value serialised differently.
         near: bool,
     },
@@ -81,11 +85,20 @@ impl Dedupe {
 
     /// True the first time `id` is seen within the window; false for a duplicate.
     pub fn first_time(&mut self, id: EventId, now: Instant) -> bool {
-        self.arrival(id, id.as_u64(), SystemTime::UNIX_EPOCH, now) == Seen::First
+        let channel: Arc<str> = Arc::from("");
+        self.arrival(id, id.as_u64(), SystemTime::UNIX_EPOCH, &channel, now) == Seen::First
     }
 
-    /// Notes one arrival of `id` (whose bytes hash to `bytes`, received at `at`).
-    pub fn arrival(&mut self, id: EventId, bytes: u64, at: SystemTime, now: Instant) -> Seen {
+    /// Notes one arrival of `id` (whose bytes hash to `bytes`, received at `at` on
+    /// `channel`).
+    pub fn arrival(
+        &mut self,
+        id: EventId,
+        bytes: u64,
+        at: SystemTime,
+        channel: &Arc<str>,
+        now: Instant,
+    ) -> Seen {
         while let Some(&(old, entered)) = self.order.front() {
             if self.order.len() < self.max_entries
                 && now.saturating_duration_since(entered) < self.max_age
@@ -97,17 +110,19 @@ impl Dedupe {
         }
         match self.seen.entry(id.as_u64()) {
             Entry::Vacant(slot) => {
-                slot.insert(First { bytes, at });
+                slot.insert(First {
+                    bytes,
+                    at,
+                    channel: channel.clone(),
+                });
                 self.order.push_back((id.as_u64(), now));
                 Seen::First
             }
             Entry::Occupied(first) => {
                 self.duplicates += 1;
                 let first = first.get();
-                let skew = at
-                    .duration_since(first.at)
-                    .or_else(|e| Ok::<_, ()>(e.duration()))
-                    .unwrap_or_default();
+                let skew = (first.channel != *channel)
+                    .then(|| at.duration_since(first.at).unwrap_or_else(|e| e.duration()));
                 Seen::Duplicate {
                     skew,
                     near: first.bytes != bytes,
@@ -201,21 +216,30 @@ mod tests {
     fn a_duplicate_tells_its_skew_and_whether_its_bytes_differ() {
         let mut d = Dedupe::new(Duration::from_secs(60), 100);
         let now = Instant::now();
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
-        assert_eq!(d.arrival(id(1), 10, t0, now), Seen::First);
+        assert_eq!(d.arrival(id(1), 10, t0, &a, now), Seen::First);
         assert_eq!(
-            d.arrival(id(1), 10, t0 + Duration::from_millis(2500), now),
+            d.arrival(id(1), 10, t0 + Duration::from_millis(2500), &b, now),
             Seen::Duplicate {
-                skew: Duration::from_millis(2500),
+                skew: Some(Duration::from_millis(2500)),
                 near: false
             }
         );
         // A copy that arrived on a faster socket but was handed out later still has a skew.
         assert_eq!(
-            d.arrival(id(1), 11, t0 - Duration::from_secs(3), now),
+            d.arrival(id(1), 11, t0 - Duration::from_secs(3), &b, now),
             Seen::Duplicate {
-                skew: Duration::from_secs(3),
+                skew: Some(Duration::from_secs(3)),
                 near: true
+            }
+        );
+        // A repeat on the first copy's own channel says nothing about the sockets.
+        assert_eq!(
+            d.arrival(id(1), 10, t0 + Duration::from_secs(30), &a, now),
+            Seen::Duplicate {
+                skew: None,
+                near: false
             }
         );
     }

@@ -244,7 +244,10 @@ impl EventStream {
     fn next_in_batch(&mut self) -> Option<Result<Event, ClientError>> {
         while let Some(n) = self.batch.next() {
             let at = self.batch_at;
-            match self.dedupe.arrival(n.id, n.bytes_hash(), n.received_at, at) {
+            match self
+                .dedupe
+                .arrival(n.id, n.bytes_hash(), n.received_at, &n.channel, at)
+            {
                 Seen::First => {
                     Stats::bump(&self.stats.emitted);
                     if let Some(c) = self.stats.emitted_by_family.get(n.family) {
@@ -257,7 +260,9 @@ impl EventStream {
                     if near {
                         Stats::bump(&self.stats.near_duplicates);
                     }
-                    if self.skew.note(skew, at) {
+                    if let Some(skew) = skew
+                        && self.skew.note(skew, at)
+                    {
                         self.refresh_window(at);
                     }
                 }

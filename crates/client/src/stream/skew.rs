@@ -67,12 +67,12 @@ impl Skew {
 
     /// The look-back for a socket that dies now.
     pub fn lookback(&mut self, now: Instant) -> Duration {
-        self.floor + self.largest(now)
+        self.floor.saturating_add(self.largest(now))
     }
 
     /// How long ids must be remembered now.
     pub fn window(&mut self, now: Instant) -> Duration {
-        self.min_window.max(self.lookback(now) * 2)
+        self.min_window.max(self.lookback(now).saturating_mul(2))
     }
 }
 

@@ -153,7 +153,7 @@ pub fn render(stats: &Stats) -> String {
     o.one(
         "holdline_gap_lookback_seconds",
         "gauge",
-        "Time trimmed from the end of a dead socket's coverage: the --gap-lookback floor \
+        "Time trimmed from the end of every socket's coverage: the --gap-lookback floor \
          plus the arrival skew.",
         Stats::get(&stats.lookback_micros) as f64 / 1e6,
     );

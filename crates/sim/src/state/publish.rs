@@ -51,6 +51,9 @@ impl Core {
         let value: Option<serde_json::Value> = per_channel
             .then(|| serde_json::from_str(body).ok())
             .flatten();
+        let original = value
+            .as_ref()
+            .and_then(|_| holdline_proto::value_hash::value_hash(body.as_bytes()));
         let global_delay = TimedFault::take(&mut global_faults.delay, now);
         let global_dup = TimedFault::take(&mut global_faults.duplicate, now).is_some();
         let mut delivered_to = Vec::new();
@@ -70,8 +73,13 @@ impl Core {
                 };
             let frame = match &value {
                 Some(value) => {
+                    // A style that would change the value (a number beyond a double, a
+                    // repeated key) is not used: the body goes as it is.
                     let styled = restyle(body, value, chan.style);
-                    notification_json(topic, &styled, &rng.uuid()).into()
+                    let same = original.is_some()
+                        && holdline_proto::value_hash::value_hash(styled.as_bytes()) == original;
+                    let styled = if same { styled.as_str() } else { body };
+                    notification_json(topic, styled, &rng.uuid()).into()
                 }
                 None => frame.clone(),
             };
