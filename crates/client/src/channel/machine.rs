@@ -234,6 +234,9 @@ struct Sock {
     /// Another socket was dialled on this channel before: this one takes its delivery
     /// over from a socket the service may still count as attached.
     takes_over: bool,
+    /// Retired at the end of a full rollover overlap (at least twice the look-back after
+    /// its successor began receiving).
+    overlapped: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -429,6 +432,9 @@ impl Machine {
             .map(|(id, _)| *id)
             .collect();
         for id in due {
+            if let Some(s) = self.sockets.get_mut(&id) {
+                s.overlapped = true;
+            }
             self.retire(id, "rollover");
         }
         if self
@@ -657,6 +663,7 @@ impl Machine {
                 covering: false,
                 handed_over: None,
                 takes_over,
+                overlapped: false,
             },
         );
         self.out.push(Action::Connect {
@@ -1139,6 +1146,7 @@ impl Machine {
             self.coverage(Coverage::Ended {
                 session: d.session,
                 until: d.last_frame,
+                lookback: true,
                 reason: d.reason,
             });
         }
@@ -1284,6 +1292,7 @@ impl Machine {
             self.coverage(Coverage::Ended {
                 session,
                 until: Some(at),
+                lookback: true,
                 reason: why.clone(),
             });
             if let Some(s) = self.sockets.get_mut(&session) {
@@ -1420,14 +1429,19 @@ impl Machine {
             });
             return;
         }
-        // Every socket's coverage ends a look-back before its last frame, however it
-        // ended: copies of events published just before may still have been on their way
-        // to it (the service's lateness is not known, and a copy can be seconds late),
-        // and it is the only socket that had those published before the next one
-        // connected. A rollover keeps the old socket beyond that, so it leaves no hole.
+        // A socket's coverage ends a look-back before its last frame: copies of events
+        // published just before may still have been on their way to it (the service's
+        // lateness is not known, and a copy can be seconds late), and it may be the only
+        // socket that had those published before the next one connected. The exception is
+        // a socket holdline closed in order after a full rollover overlap: everything only
+        // it had was published before its successor began receiving, at least twice the
+        // look-back before the close, so it has arrived; its coverage runs to its last
+        // frame, and a quiet shard's last frame may be long before the close.
+        let exact = s.overlapped && matches!(why, Ended::Retired { clean: true });
         self.coverage(Coverage::Ended {
             session,
             until: last_frame,
+            lookback: !exact,
             reason: why.to_string(),
         });
         if matches!(s.role, Role::Current | Role::Replacement)
@@ -1447,6 +1461,7 @@ impl Machine {
             self.coverage(Coverage::Ended {
                 session: d.session,
                 until: d.last_frame,
+                lookback: true,
                 reason: d.reason.clone(),
             });
             self.note_down(&d.reason);

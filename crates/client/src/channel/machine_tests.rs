@@ -80,6 +80,21 @@ impl Step {
             .collect()
     }
 
+    /// Sessions whose coverage ended at their last frame, without the look-back.
+    fn ended_exact(&self) -> Vec<u64> {
+        self.coverage
+            .iter()
+            .filter_map(|c| match c {
+                Coverage::Ended {
+                    session,
+                    lookback: false,
+                    ..
+                } => Some(*session),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// (session, since) of every started coverage.
     fn live(&self) -> Vec<(u64, SystemTime)> {
         self.coverage
@@ -488,10 +503,11 @@ fn a_rollover_overlaps_the_old_socket_and_counts_the_old_channel_until_it_expire
     let step = r.tick();
     assert_eq!(step.retires, [s1]);
     let step = r.ended(s1, r.wall, Ended::Retired { clean: true });
+    assert_eq!(step.ended(), [(s1, Some(r.wall))], "at its last frame");
     assert_eq!(
-        step.ended(),
-        [(s1, Some(r.wall))],
-        "the look-back too, which the overlap outlasts"
+        step.ended_exact(),
+        [s1],
+        "closed in order after the full overlap: to its last frame exactly"
     );
     assert_eq!(
         step.budget,

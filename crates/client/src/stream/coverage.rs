@@ -1,9 +1,10 @@
 //! Which topics could not have been received, and when (sans-io).
 //!
 //! Every socket of a shard covers an interval of time: from when it started receiving to
-//! a look-back before its last frame, however it ended, because copies of events published
-//! just before may still have been on their way to it (the look-back follows the measured
-//! skew between sockets). Live sockets cover from their start on. A gap is a stretch of time,
+//! a look-back before its last frame, because copies of events published just before may
+//! still have been on their way to it (the look-back follows the measured skew between
+//! sockets); only a socket closed in order after a full rollover overlap covers to its
+//! last frame. Live sockets cover from their start on. A gap is a stretch of time,
 //! after the shard was first covered, that no socket's interval covers; each becomes one
 //! gap record when the next socket starts covering. Two sockets being live at the same
 //! moment is not enough: the one that started later does not cover the time before it.
@@ -65,14 +66,24 @@ impl ShardCoverage {
         self.advance()
     }
 
-    /// Socket `session` stopped covering; its last frame arrived at `until`.
-    pub fn ended(&mut self, session: u64, until: Option<SystemTime>, reason: &str) -> Vec<Gap> {
+    /// Socket `session` stopped covering; its last frame arrived at `until`, less the
+    /// look-back when `lookback`.
+    pub fn ended(
+        &mut self,
+        session: u64,
+        until: Option<SystemTime>,
+        lookback: bool,
+        reason: &str,
+    ) -> Vec<Gap> {
         let Some(since) = self.live.remove(&session) else {
             return Vec::new();
         };
         self.last_reason = reason.to_owned();
         if let Some(until) = until {
-            let until = until.checked_sub(self.lookback).unwrap_or(until);
+            let until = match lookback {
+                true => until.checked_sub(self.lookback).unwrap_or(until),
+                false => until,
+            };
             if until > since {
                 if self.ended.len() == MAX_INTERVALS {
                     self.ended.remove(0);
@@ -184,7 +195,10 @@ mod tests {
     fn a_dead_socket_is_a_gap_from_its_last_frame_less_the_lookback_to_the_next_start() {
         let mut s = shard();
         s.live(1, t(10));
-        assert!(s.ended(1, Some(t(20)), "dropped").is_empty(), "still open");
+        assert!(
+            s.ended(1, Some(t(20)), true, "dropped").is_empty(),
+            "still open"
+        );
         let gaps = s.live(2, t(25));
         assert_eq!(window(&gaps), [(t(20) - LOOKBACK, t(25))]);
         assert_eq!(gaps[0].reason, "dropped");
@@ -196,7 +210,7 @@ mod tests {
         let mut s = shard();
         s.live(1, t(10));
         s.live(2, t(11));
-        assert!(s.ended(1, Some(t(20)), "drop").is_empty());
+        assert!(s.ended(1, Some(t(20)), true, "drop").is_empty());
         assert!(s.live(3, t(25)).is_empty());
     }
 
@@ -207,7 +221,7 @@ mod tests {
         // Socket 1 stalls at 20; socket 2 (a rollover) starts at 22; socket 1 is found
         // dead only at 24.
         s.live(2, t(22));
-        let gaps = s.ended(1, Some(t(20)), "dead");
+        let gaps = s.ended(1, Some(t(20)), true, "dead");
         assert_eq!(window(&gaps), [(t(20) - LOOKBACK, t(22))]);
     }
 
@@ -216,8 +230,8 @@ mod tests {
         let mut s = shard();
         s.live(1, t(10));
         s.live(2, t(10));
-        s.ended(1, Some(t(32)), "drop");
-        s.ended(2, Some(t(30)), "watchdog");
+        s.ended(1, Some(t(32)), true, "drop");
+        s.ended(2, Some(t(30)), true, "watchdog");
         let gaps = s.live(3, t(40));
         assert_eq!(window(&gaps), [(t(32) - LOOKBACK, t(40))]);
         assert_eq!(gaps[0].reason, "drop");
@@ -228,7 +242,7 @@ mod tests {
         let mut s = shard();
         s.live(1, t(10));
         assert!(s.close_outage(t(15)).is_none(), "covered");
-        s.ended(1, Some(t(30)), "drop");
+        s.ended(1, Some(t(30)), true, "drop");
         let gap = s.close_outage(t(40)).expect("open at shutdown");
         assert_eq!((gap.from, gap.to), (t(30) - LOOKBACK, t(40)));
         assert!(gap.reason.contains("still down"));
@@ -238,10 +252,10 @@ mod tests {
     fn short_lived_sockets_cover_nothing_after_the_lookback() {
         let mut s = shard();
         s.live(1, t(10));
-        s.ended(1, Some(t(20)), "drop");
+        s.ended(1, Some(t(20)), true, "drop");
         s.live(2, t(21));
         // Socket 2 dies before it was up for longer than the look-back.
-        let gaps = s.ended(2, Some(t(21)), "drop again");
+        let gaps = s.ended(2, Some(t(21)), true, "drop again");
         assert!(gaps.is_empty(), "still open");
         let gaps = s.live(3, t(30));
         assert_eq!(window(&gaps), [(t(21), t(30))]);

@@ -42,8 +42,11 @@ pub enum Coverage {
     Ended {
         /// Session number.
         session: u64,
-        /// Its last frame (its coverage ends a look-back before it).
+        /// Its last frame.
         until: Option<SystemTime>,
+        /// Its coverage ends a look-back before `until` (false only for a socket closed
+        /// in order after a full rollover overlap).
+        lookback: bool,
         /// Why.
         reason: String,
     },
@@ -329,12 +332,13 @@ impl EventStream {
                     Coverage::Ended {
                         session,
                         until,
+                        lookback,
                         reason,
                     } => {
                         let trim = self.refresh_window(Instant::now());
                         let coverage = &mut self.shards[shard];
                         coverage.set_lookback(trim);
-                        coverage.ended(session, until, &reason)
+                        coverage.ended(session, until, lookback, &reason)
                     }
                     Coverage::Topics(topics) => {
                         coverage.set_topics(topics);

@@ -268,6 +268,7 @@ impl Supervisor {
             let change = Coverage::Ended {
                 session,
                 until: last_frame,
+                lookback: true,
                 reason: reason.clone(),
             };
             let _ = t.control.send(Inbound::Coverage {
