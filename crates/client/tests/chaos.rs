@@ -20,13 +20,13 @@ use holdline_sim::{SimConfig, Simulator, Unknowns};
 use tokio::time::Instant;
 
 fn soak_secs() -> u64 {
-    env_or("HOLDLINE_SOAK_SECS", 16)
+    env_or("HOLDLINE_SOAK_SECS", 24)
 }
 
 /// The realistic soak waits out a wider look-back between faults, so it runs longer to
-/// throw every kind.
-fn realistic_soak_secs() -> u64 {
-    env_or("HOLDLINE_SOAK_SECS", 40)
+/// throw every kind (longest with two sockets per shard, which waits twice the look-back).
+fn realistic_soak_secs(redundancy: usize) -> u64 {
+    env_or("HOLDLINE_SOAK_SECS", if redundancy > 1 { 70 } else { 40 })
 }
 
 fn seed() -> u64 {
@@ -273,13 +273,15 @@ async fn soak_with(
         tokio::time::sleep_until(stalled_until).await;
         // Single-socket faults: every slot has been covering for longer than the gap
         // look-back, so the others cover whatever the struck one had in flight.
-        // The look-back follows the measured skew between sockets. With one socket per
-        // shard there are no others to cover anything, and gaps are expected.
-        let lookback = match redundancy {
+        // A socket that takes its channel over covers from a look-back after its first
+        // frame, and the next fault's socket stops covering a look-back before its last:
+        // so the slots wait twice the look-back, which follows the measured skew. With
+        // one socket per shard there are no others to cover anything, and gaps are
+        // expected.
+        let settle = match redundancy {
             1 => fast_timings().gap_lookback,
-            _ => Duration::from_micros(stats.lookback_micros.load(Ordering::Relaxed)),
-        };
-        let settle = lookback + Duration::from_millis(150);
+            _ => Duration::from_micros(stats.lookback_micros.load(Ordering::Relaxed)) * 2,
+        } + Duration::from_millis(150);
         loop {
             client
                 .until("every slot to be receiving", |_| {
@@ -412,7 +414,7 @@ async fn redundancy_one_reports_every_loss_as_a_gap() {
 /// channels, strict pings, a lossy hand-over) and every fault kind, two sockets per shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_realistic_service_with_redundancy_two_loses_nothing() {
-    let outcome = soak_with(2, realistic(), None, realistic_soak_secs()).await;
+    let outcome = soak_with(2, realistic(), None, realistic_soak_secs(2)).await;
     assert!(
         outcome.verdict.missing.is_empty(),
         "missing: {}",
@@ -436,7 +438,7 @@ async fn a_realistic_service_with_redundancy_two_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_realistic_service_with_redundancy_one_reports_every_loss() {
     let floor = late() + Duration::from_millis(100);
-    let outcome = soak_with(1, realistic(), Some(floor), realistic_soak_secs()).await;
+    let outcome = soak_with(1, realistic(), Some(floor), realistic_soak_secs(1)).await;
     assert!(
         outcome.verdict.missing.is_empty(),
         "silent loss: {}",
