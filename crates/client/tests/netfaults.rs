@@ -213,7 +213,9 @@ async fn started(cfg: ClientConfig) -> (Collector, SystemTime) {
 /// Every slot receiving again, then [`verdict`].
 async fn recovered(net: &Net, client: Collector, live: SystemTime) -> Seen {
     all_live(&client, 2).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both slots covering for longer than twice the look-back (a redial covers from a
+    // look-back after its first frame; a dead socket ends a look-back before its last).
+    tokio::time::sleep(2 * fast_timings().gap_lookback + Duration::from_millis(200)).await;
     verdict(net, client, live).await
 }
 
@@ -290,7 +292,7 @@ async fn a_reset_and_a_killed_socket_are_replaced_without_loss() {
         })
         .await;
     all_live(&client, 2).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(2 * fast_timings().gap_lookback + Duration::from_millis(200)).await;
     let port = net.socket_ports()[0];
     kill_socket(port);
     client
@@ -311,7 +313,9 @@ async fn rest_hung_alone_for_five_seconds_touches_no_socket() {
     let client = Collector::start(client_config(&net, 2)).await;
     let live = client.live_since().await;
     all_live(&client, 2).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both slots covering for longer than twice the look-back (a redial covers from a
+    // look-back after its first frame; a dead socket ends a look-back before its last).
+    tokio::time::sleep(2 * fast_timings().gap_lookback + Duration::from_millis(200)).await;
     let stats = client.handle.stats().clone();
     net.blackhole(net.rest);
     // While REST hangs, sockets still fail, and come back on their channels.
@@ -401,7 +405,7 @@ async fn partition_across_a_rollover(
         net.heal(net.rest);
     }
     all_live(&client, 2).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(2 * fast_timings().gap_lookback + Duration::from_millis(200)).await;
     let replaced = Stats::get(&stats.channels_created) - created;
     let seen = verdict(&net, client, live).await;
     assert!(replaced >= 1, "channels were replaced across the partition");
@@ -469,6 +473,6 @@ async fn five_percent_packet_loss_on_every_socket_loses_nothing_silently() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     iptables(&format!("-D {rule}"));
     all_live(&client, 2).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(2 * fast_timings().gap_lookback + Duration::from_millis(200)).await;
     verdict(&net, client, live).await;
 }
