@@ -125,11 +125,13 @@ async fn socket_faults_during_a_rest_outage_are_recovered_without_rest_and_cost_
                 })
                 .await;
             // A stalled socket resumes after its stall: let it finish before the next. A
-            // socket_closing with REST down is answered on the same channel, whose
-            // hand-over is not trusted: that slot covers again a look-back after the new
-            // socket's first frame, so the other slot's fault waits for that.
+            // socket_closing with REST down is answered on the same channel (half-way
+            // through holdline's closing grace), whose hand-over is not trusted: that slot
+            // covers again a look-back after the new socket's first frame, and the other
+            // slot's next socket stops covering a look-back before its last, so the next
+            // fault waits for both.
             let settle = match i {
-                1 => 1200,
+                1 => 2000,
                 2 => 1600,
                 _ => 400,
             };
