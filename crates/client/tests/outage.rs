@@ -90,7 +90,7 @@ async fn socket_faults_during_a_rest_outage_are_recovered_without_rest_and_cost_
     every_slot_live(&client, 2).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     for (status, retry_after) in [(503, 0), (429, 5)] {
-        let outage_ms = 8_000;
+        let outage_ms = 10_000;
         let started = Instant::now();
         let ends = started + Duration::from_millis(outage_ms);
         sim.core()
@@ -124,7 +124,10 @@ async fn socket_faults_during_a_rest_outage_are_recovered_without_rest_and_cost_
                         && stats.sockets_live.load(Ordering::Relaxed) >= 2
                 })
                 .await;
-            // A stalled socket resumes after its stall: let it finish before the next. A
+            // A redialled socket covers from a look-back after its first frame, and the
+            // other slot's next socket stops covering a look-back before its last: each
+            // fault waits twice the look-back. A stalled socket resumes after its stall:
+            // let it finish before the next. A
             // socket_closing with REST down is answered on the same channel (half-way
             // through holdline's closing grace), whose hand-over is not trusted: that slot
             // covers again a look-back after the new socket's first frame, and the other
@@ -133,7 +136,7 @@ async fn socket_faults_during_a_rest_outage_are_recovered_without_rest_and_cost_
             let settle = match i {
                 1 => 2000,
                 2 => 1600,
-                _ => 400,
+                _ => 1200,
             };
             tokio::time::sleep(Duration::from_millis(settle)).await;
         }
