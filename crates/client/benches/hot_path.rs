@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use holdline_client::stream::dedupe::Dedupe;
+use holdline_client::stream::dedupe::{Dedupe, Seen};
 use holdline_client::stream::event::Notification;
 use holdline_client::stream::record::write_event;
 use holdline_proto::{EventId, ServerFrame};
@@ -74,7 +74,15 @@ fn pipeline(c: &mut Criterion, name: &str, make: fn(u64) -> String) {
             if let Ok((text, Ok(ServerFrame::Notification(n)))) = ServerFrame::parse_payload(frame)
             {
                 let event = Notification::new(frame, text, &n, SystemTime::now(), channel.clone());
-                if dedupe.first_time(event.id, now) {
+                // As the stream does: the value id, with the byte hash and arrival beside it.
+                let seen = dedupe.arrival(
+                    event.id,
+                    event.bytes_hash(),
+                    event.received_at,
+                    &event.channel,
+                    now,
+                );
+                if seen == Seen::First {
                     out.clear();
                     write_event(&mut out, &event, "default");
                 }

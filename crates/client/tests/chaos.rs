@@ -296,10 +296,7 @@ async fn soak_with(
                 break;
             }
         }
-        let connected = sim
-            .core()
-            .channel_infos(|c, _| c.socket.is_some().then(|| c.id.to_string()));
-        let connected: Vec<String> = connected.into_iter().flatten().collect();
+        let connected = connected_channels(&sim);
         // Every kind once in a shuffled order, then at random.
         let kind = if round < KINDS.len() {
             KINDS[(round + seed() as usize) % KINDS.len()]

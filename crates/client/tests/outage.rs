@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use common::*;
 use holdline_client::Stats;
 use holdline_sim::faults::Fault;
-use holdline_sim::{SimConfig, Simulator};
+use holdline_sim::SimConfig;
 use tokio::time::Instant;
 
 fn soak_secs() -> u64 {
@@ -52,14 +52,6 @@ fn init_log() {
 }
 
 /// Channels this slot's sockets are on now, by whether a socket is connected.
-fn connected(sim: &Simulator) -> Vec<String> {
-    sim.core()
-        .channel_infos(|c, _| c.socket.is_some().then(|| c.id.to_string()))
-        .into_iter()
-        .flatten()
-        .collect()
-}
-
 async fn every_slot_live(client: &Collector, slots: i64) {
     let stats = client.handle.stats().clone();
     client
@@ -113,7 +105,7 @@ async fn socket_faults_during_a_rest_outage_are_recovered_without_rest_and_cost_
             },
         ];
         for (i, fault) in faults.iter().enumerate() {
-            let target = connected(&sim)[i % 2].clone();
+            let target = connected_channels(&sim)[i % 2].clone();
             let reconnects = Stats::get(&stats.reconnects);
             let closings = Stats::get(&stats.socket_closings);
             sim.core().apply_fault(&fault(target)).unwrap();
@@ -200,7 +192,7 @@ async fn soak(redundancy: usize, seed: u64) {
     let mut outage_until = Instant::now();
     let end = Instant::now() + Duration::from_secs(soak_secs());
     while Instant::now() < end {
-        let chans = connected(&sim);
+        let chans = connected_channels(&sim);
         let (kind, faults): (&'static str, Vec<Fault>) = match rng.below(9) {
             0 | 1 if Instant::now() >= outage_until => {
                 let ms = 1000 + rng.below((outage_max_ms() - 1000) as usize) as u64;

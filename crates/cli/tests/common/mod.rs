@@ -96,18 +96,21 @@ pub fn listen(url: &str, secret: &str, extra: &[&str]) -> Command {
     cmd
 }
 
+/// The simulator's channels (`GET /sim/channels`).
+pub fn sim_channels(http: &reqwest::blocking::Client, url: &str) -> Vec<serde_json::Value> {
+    http.get(format!("{url}/sim/channels"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
 /// Waits (up to 20 s) until `sockets` connected sockets of the simulator at `url` are
 /// subscribed to something.
 pub fn wait_subscribed(http: &reqwest::blocking::Client, url: &str, sockets: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let channels: Vec<serde_json::Value> = http
-            .get(format!("{url}/sim/channels"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        let live = channels
+        let live = sim_channels(http, url)
             .iter()
             .filter(|c| c["connected"] == true && !c["topics"].as_array().unwrap().is_empty())
             .count();
@@ -127,13 +130,10 @@ pub fn wait_subscribed(http: &reqwest::blocking::Client, url: &str, sockets: usi
 pub fn wait_no_sockets(http: &reqwest::blocking::Client, url: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let channels: Vec<serde_json::Value> = http
-            .get(format!("{url}/sim/channels"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        let connected = channels.iter().filter(|c| c["connected"] == true).count();
+        let connected = sim_channels(http, url)
+            .iter()
+            .filter(|c| c["connected"] == true)
+            .count();
         if connected == 0 {
             return;
         }

@@ -68,6 +68,8 @@ pub struct Dedupe {
     max_entries: usize,
     max_age: Duration,
     duplicates: u64,
+    /// The channel of arrivals that name none ([`Dedupe::first_time`]).
+    nowhere: Arc<str>,
 }
 
 impl Dedupe {
@@ -80,12 +82,13 @@ impl Dedupe {
             max_entries,
             max_age,
             duplicates: 0,
+            nowhere: Arc::from(""),
         }
     }
 
     /// True the first time `id` is seen within the window; false for a duplicate.
     pub fn first_time(&mut self, id: EventId, now: Instant) -> bool {
-        let channel: Arc<str> = Arc::from("");
+        let channel = self.nowhere.clone();
         self.arrival(id, id.as_u64(), SystemTime::UNIX_EPOCH, &channel, now) == Seen::First
     }
 

@@ -236,6 +236,15 @@ pub fn window(live: SystemTime, stopped: SystemTime) -> (SystemTime, SystemTime)
     )
 }
 
+/// The channels a socket is connected to now, oldest first.
+pub fn connected_channels(sim: &Simulator) -> Vec<String> {
+    sim.core()
+        .channel_infos(|c, _| c.socket.is_some().then(|| c.id.to_string()))
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 pub fn ledger(sim: &Simulator) -> Vec<LedgerEntry> {
     sim.core().ledger_since(0, usize::MAX)
 }

@@ -12,22 +12,6 @@ use tokio::time::Instant;
 
 use crate::common::*;
 
-fn connected_channels(sim: &holdline_sim::Simulator) -> Vec<String> {
-    sim.core()
-        .channel_infos(|c, _| c.socket.is_some().then(|| c.id.to_string()))
-        .into_iter()
-        .flatten()
-        .collect()
-}
-
-async fn until_stat(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_serialised_differently_per_channel_are_one_event() {
     let sim = sim(SimConfig {
@@ -45,10 +29,11 @@ async fn copies_serialised_differently_per_channel_are_one_event() {
     let client = Collector::start(cfg).await;
     let live = client.live_since().await;
     let stats = client.handle.stats().clone();
-    until_stat("copies on both channels", || {
-        Stats::get(&stats.near_duplicates) > 300
-    })
-    .await;
+    client
+        .until("copies on both channels", |_| {
+            Stats::get(&stats.near_duplicates) > 300
+        })
+        .await;
     let stopped = SystemTime::now();
     let seen = client.stop().await;
     let verdict = check(&ledger(&sim), &topics, &seen, window(live, stopped));
@@ -80,10 +65,11 @@ async fn the_lookback_widens_to_the_measured_skew_between_sockets() {
     let client = Collector::start(cfg).await;
     let live = client.live_since().await;
     let stats = client.handle.stats().clone();
-    until_stat("both slots connected", || {
-        connected_channels(&sim).len() == 2
-    })
-    .await;
+    client
+        .until("both slots connected", |_| {
+            connected_channels(&sim).len() == 2
+        })
+        .await;
     let channels = connected_channels(&sim);
     let (slow, fast) = (channels[0].clone(), channels[1].clone());
     sim.core()
@@ -94,11 +80,12 @@ async fn the_lookback_widens_to_the_measured_skew_between_sockets() {
             count: None,
         })
         .unwrap();
-    until_stat("the skew measured", || {
-        Duration::from_micros(stats.arrival_skew_micros.load(Ordering::Relaxed))
-            >= lag - Duration::from_millis(100)
-    })
-    .await;
+    client
+        .until("the skew measured", |_| {
+            Duration::from_micros(stats.arrival_skew_micros.load(Ordering::Relaxed))
+                >= lag - Duration::from_millis(100)
+        })
+        .await;
     let lookback = Duration::from_micros(stats.lookback_micros.load(Ordering::Relaxed));
     assert!(
         lookback >= floor + lag - Duration::from_millis(100),
@@ -123,10 +110,11 @@ async fn the_lookback_widens_to_the_measured_skew_between_sockets() {
         })
         .unwrap();
     let dropped = Stats::get(&stats.emitted);
-    until_stat("events after recovery", || {
-        Stats::get(&stats.emitted) > dropped + 400
-    })
-    .await;
+    client
+        .until("events after recovery", |_| {
+            Stats::get(&stats.emitted) > dropped + 400
+        })
+        .await;
     let stopped = SystemTime::now();
     let seen = client.stop().await;
     let verdict = check(&ledger(&sim), &topics, &seen, window(live, stopped));
@@ -235,19 +223,23 @@ async fn socket_closing_loses_nothing_when_the_service_hand_over_is_lossy() {
                 grace_ms: Some(2000),
             })
             .unwrap();
-        until_stat("the maintenance close handled", || {
-            Stats::get(&stats.socket_closings) >= round
-                && stats.sockets_live.load(Ordering::Relaxed) == 1
-        })
-        .await;
+        client
+            .until("the maintenance close handled", |_| {
+                Stats::get(&stats.socket_closings) >= round
+                    && stats.sockets_live.load(Ordering::Relaxed) == 1
+            })
+            .await;
         let emitted = Stats::get(&stats.emitted);
-        until_stat("events after it", || {
-            Stats::get(&stats.emitted) > emitted + 50
-        })
-        .await;
+        client
+            .until("events after it", |_| {
+                Stats::get(&stats.emitted) > emitted + 50
+            })
+            .await;
     }
     let emitted = Stats::get(&stats.emitted);
-    until_stat("more events", || Stats::get(&stats.emitted) > emitted + 50).await;
+    client
+        .until("more events", |_| Stats::get(&stats.emitted) > emitted + 50)
+        .await;
     let stopped = SystemTime::now();
     let seen = client.stop().await;
     let verdict = check(&ledger(&sim), &topics, &seen, window(live, stopped));
@@ -290,7 +282,9 @@ async fn a_lossy_hand_over_on_the_same_channel_is_a_gap() {
         .until("the hand-over's gap", |s| !s.gaps.is_empty())
         .await;
     let emitted = Stats::get(&stats.emitted);
-    until_stat("more events", || Stats::get(&stats.emitted) > emitted + 50).await;
+    client
+        .until("more events", |_| Stats::get(&stats.emitted) > emitted + 50)
+        .await;
     let stopped = SystemTime::now();
     let seen = client.stop().await;
     let verdict = check(&ledger(&sim), &topics, &seen, window(live, stopped));
@@ -323,7 +317,9 @@ async fn only_the_documented_ping_keeps_a_socket_alive() {
     client.live_since().await;
     let stats = client.handle.stats().clone();
     // Ping every 100 ms, dead after 300 ms without a pong: twenty rounds.
-    until_stat("twenty pongs", || Stats::get(&stats.pongs) >= 20).await;
+    client
+        .until("twenty pongs", |_| Stats::get(&stats.pongs) >= 20)
+        .await;
     let seen = client.stop().await;
     assert_eq!(Stats::get(&stats.reconnects), 0);
     assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);

@@ -46,11 +46,14 @@ impl Core {
         let seq = ledger.next_seq();
         let unknowns = &self.config.unknowns;
         let per_channel = unknowns.frames == Frames::PerChannel;
-        let frame: Utf8Bytes = notification_json(topic, body, &rng.uuid()).into();
         // Parsed once, only to write the body again in each channel's style.
         let value: Option<serde_json::Value> = per_channel
             .then(|| serde_json::from_str(body).ok())
             .flatten();
+        // One frame for every channel, unless each gets its own.
+        let shared: Option<Utf8Bytes> = value
+            .is_none()
+            .then(|| notification_json(topic, body, &rng.uuid()).into());
         let original = value
             .as_ref()
             .and_then(|_| holdline_proto::value_hash::value_hash(body.as_bytes()));
@@ -81,7 +84,7 @@ impl Core {
                     let styled = if same { styled.as_str() } else { body };
                     notification_json(topic, styled, &rng.uuid()).into()
                 }
-                None => frame.clone(),
+                None => shared.clone().unwrap_or_default(),
             };
             let mut late = false;
             let lag = (!unknowns.jitter.is_zero() || unknowns.late_share > 0.0).then(|| {
