@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime};
 
 use common::*;
 use holdline_client::Stats;
-use holdline_sim::faults::Fault;
 use holdline_sim::SimConfig;
+use holdline_sim::faults::Fault;
 use tokio::time::Instant;
 
 fn soak_secs() -> u64 {
