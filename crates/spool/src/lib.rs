@@ -1,37 +1,49 @@
 //! The durable spool: an on-disk log between receiving events and delivering them, so an
 //! event acknowledged by the spool reaches every sink at least once, across sink outages
-//! and restarts (including `kill -9`).
+//! and restarts (including `kill -9` and a machine crash).
 //!
-//! One redb file holds two tables: `events` (sequence number → record bytes, exactly as
-//! written to a sink) and `cursors` (sink name → last sequence number that sink confirmed).
+//! The spool is a directory of segment files (`<first sequence number>.log`), each a run
+//! of commits (a checksummed header, then the records; see `frame.rs`), and a small
+//! `state` file with each sink's cursor and whether a run is going. Appending is one
+//! positioned write and one `fdatasync`; delivering is positioned reads of what was
+//! appended; a segment is removed once every sink has passed its last record.
 //!
 //! Invariants:
-//! 1. [`Spool::append`] returns only after the write transaction holding the records has
-//!    committed with the configured [`Durability`]; with [`Durability::Immediate`] (the
-//!    default) that includes an fsync, so a record the caller was told about survives a
-//!    crash of the process or the machine.
+//! 1. [`Spool::append`] returns only after the records are durable with the configured
+//!    [`Durability`]; with [`Durability::Immediate`] (the default) that is an fsync, so a
+//!    record the caller was told about survives a crash of the process or the machine.
+//!    [`GroupCommit`] lets a writer go on while the previous commit syncs; a sink is
+//!    handed a record only once its commit is durable.
 //! 2. Sequence numbers are dense and increase by one per record, across restarts.
 //! 3. A sink's cursor only moves forward, and only through [`Spool::ack`], which a sink
-//!    calls after its destination confirmed every record up to it. Cursor and records live
-//!    in the same database and change in one transaction, so a crash leaves the old cursor
-//!    or the new one, never a cursor past an undelivered record.
+//!    calls after its destination confirmed every record up to it. A cursor lost or left
+//!    behind by a crash only means records are delivered again: a segment is removed only
+//!    after the state that passes it is durable, and a damaged state file re-delivers
+//!    everything held rather than skipping anything.
 //! 4. After a restart every record after a sink's cursor is delivered again: delivery is
 //!    at least once, and a duplicate is byte-for-byte the same record (same event id).
 //! 5. A record is removed only once every registered sink's cursor has passed it, or by
 //!    [`Spool::drop_oldest`], which the caller uses only after back-pressure failed and
 //!    which reports what it dropped so the caller can write a gap record: never silent loss.
+//! 6. A commit torn by a crash (never reported durable to anyone) is cut off on open and
+//!    counted in [`Spool::recovered`]; damage anywhere else is an error, not a guess.
 
+mod commit;
+mod frame;
+mod state;
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+pub use commit::GroupCommit;
+use frame::{HEADER, Payload};
+use state::{State, sync_dir};
 
-const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
-/// `last`: the highest sequence number ever given out (records may be gone);
-/// `received`: when the newest spooled event was received (unix microseconds);
-/// `running`: 1 from [`Spool::begin_run`] until [`Spool::end_run`];
-/// `bytes`: the bytes of the records held.
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// A segment is closed and a new one started once it holds this many bytes.
+pub const SEGMENT_BYTES: u64 = 64 << 20;
 
 /// When a commit counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,10 +60,18 @@ pub enum Durability {
 pub enum SpoolError {
     #[error("cannot open the spool at {path}: {detail}")]
     Open { path: PathBuf, detail: String },
+    #[error(
+        "the spool segment {path} is damaged at byte {offset}: move it aside to start without it (its records after that byte are lost), or restore it from a backup"
+    )]
+    Damaged { path: PathBuf, offset: u64 },
     #[error("spool storage failed: {0}")]
     Storage(String),
     #[error("sink {0:?} is not registered with the spool")]
     UnknownSink(String),
+    #[error("a sink name may not contain a line break: {0:?}")]
+    BadName(String),
+    #[error("the spool's writer has stopped")]
+    Closed,
 }
 
 fn storage(e: impl std::fmt::Display) -> SpoolError {
@@ -73,59 +93,397 @@ pub struct Dropped {
     pub records: Vec<Vec<u8>>,
 }
 
+/// What opening the spool found and mended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Bytes of a commit torn by a crash, cut off the end of the log. Such a commit was
+    /// never durable, so no caller was told its records were spooled.
+    pub torn_bytes: u64,
+    /// The state file was missing or damaged while records were held: every sink is
+    /// delivered everything held again, and the last run counts as not ended cleanly.
+    pub state_lost: bool,
+}
+
+/// One commit in memory: where its records are.
+struct Batch {
+    first: u64,
+    /// Offset of the payload in its segment.
+    at: u64,
+    /// Where each record ends in the payload (each starts 4 bytes after the last ended).
+    ends: Box<[u32]>,
+}
+
+impl Batch {
+    fn last(&self) -> u64 {
+        self.first + self.ends.len() as u64 - 1
+    }
+
+    /// Payload range of record `i` (its bytes, without the length field).
+    fn span(&self, i: usize) -> (u32, u32) {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        (start + 4, self.ends[i])
+    }
+}
+
+struct Segment {
+    path: PathBuf,
+    file: Arc<File>,
+    /// Bytes written (the next commit goes here).
+    len: u64,
+    batches: VecDeque<Batch>,
+}
+
+struct Inner {
+    segments: VecDeque<Segment>,
+    state: State,
+    /// The highest sequence number known durable: what sinks may be handed.
+    durable: u64,
+    /// Bytes of the records after the floor.
+    held: u64,
+    /// Records up to here are out of `held` and out of the index.
+    released: u64,
+    received: Option<u64>,
+    state_lost: bool,
+}
+
+impl Inner {
+    /// Every sink has passed this record (or, with no sink, nothing has been released).
+    fn floor(&self) -> u64 {
+        self.state
+            .cursors
+            .values()
+            .min()
+            .copied()
+            .unwrap_or(self.released)
+            .max(self.released)
+    }
+
+    fn active(&mut self) -> &mut Segment {
+        self.segments
+            .back_mut()
+            .expect("the spool always has a segment")
+    }
+
+    /// Takes the records every sink has passed out of `held` and the index; returns the
+    /// segments that may now be removed (all but the active one, once empty).
+    fn release(&mut self) -> Vec<Segment> {
+        let floor = self.floor();
+        'outer: while self.released < floor {
+            for seg in self.segments.iter_mut() {
+                let Some(batch) = seg.batches.front() else {
+                    continue;
+                };
+                let upto = floor.min(batch.last());
+                for seq in self.released.max(batch.first - 1) + 1..=upto {
+                    let (s, e) = batch.span((seq - batch.first) as usize);
+                    self.held -= u64::from(e - s);
+                }
+                self.released = upto;
+                if batch.last() <= floor {
+                    seg.batches.pop_front();
+                }
+                continue 'outer;
+            }
+            // Nothing indexed is left below the floor.
+            self.released = floor;
+        }
+        let mut gone = Vec::new();
+        while self.segments.len() > 1 && self.segments[0].batches.is_empty() {
+            gone.extend(self.segments.pop_front());
+        }
+        gone
+    }
+
+    /// Where records `from..=to` are: (file, offset, payload bytes, their ends, first seq).
+    fn locate(&self, from: u64, to: u64) -> Vec<Piece> {
+        let mut out = Vec::new();
+        if from > to {
+            return out;
+        }
+        for seg in &self.segments {
+            let start = seg.batches.partition_point(|b| b.last() < from);
+            for batch in seg.batches.range(start..) {
+                if batch.first > to {
+                    return out;
+                }
+                let i0 = from.saturating_sub(batch.first) as usize;
+                let i1 = (to.min(batch.last()) - batch.first) as usize;
+                let base = if i0 == 0 { 0 } else { batch.ends[i0 - 1] };
+                out.push(Piece {
+                    file: seg.file.clone(),
+                    at: batch.at + u64::from(base),
+                    len: (batch.ends[i1] - base) as usize,
+                    first: batch.first + i0 as u64,
+                    count: i1 - i0 + 1,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// A run of records in one commit, to be read without holding the lock.
+struct Piece {
+    file: Arc<File>,
+    at: u64,
+    len: usize,
+    first: u64,
+    count: usize,
+}
+
+fn read_pieces(pieces: Vec<Piece>) -> Result<Vec<Spooled>, SpoolError> {
+    let mut out = Vec::with_capacity(pieces.iter().map(|p| p.count).sum());
+    let mut buf = Vec::new();
+    for p in pieces {
+        buf.resize(p.len, 0);
+        p.file.read_exact_at(&mut buf, p.at).map_err(storage)?;
+        let mut pos = 0usize;
+        for i in 0..p.count {
+            let n = buf
+                .get(pos..pos + 4)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+                .ok_or_else(|| storage("a spooled commit changed under its reader"))?;
+            let record = buf
+                .get(pos + 4..pos + 4 + n)
+                .ok_or_else(|| storage("a spooled commit changed under its reader"))?;
+            out.push(Spooled {
+                seq: p.first + i as u64,
+                record: record.to_vec(),
+            });
+            pos += 4 + n;
+        }
+    }
+    Ok(out)
+}
+
 /// The spool: open one per directory.
 pub struct Spool {
-    db: Database,
+    dir: PathBuf,
     durability: Durability,
+    segment_bytes: u64,
+    inner: Mutex<Inner>,
+    recovered: Recovered,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("dir", &self.dir)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Spool {
     /// Opens (or creates) the spool in `dir`, recovering from any crash.
     pub fn open(dir: &Path, durability: Durability) -> Result<Spool, SpoolError> {
+        Spool::open_with(dir, durability, SEGMENT_BYTES)
+    }
+
+    /// [`Spool::open`] with segments of `segment_bytes` (small ones for tests).
+    pub fn open_with(
+        dir: &Path,
+        durability: Durability,
+        segment_bytes: u64,
+    ) -> Result<Spool, SpoolError> {
         let open_err = |detail: String| SpoolError::Open {
             path: dir.to_owned(),
             detail,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        let db = Database::create(dir.join("spool.redb")).map_err(|e| open_err(e.to_string()))?;
-        let spool = Spool { db, durability };
-        // Make sure both tables exist so readers never see "no such table".
-        let txn = spool.write()?;
-        txn.open_table(EVENTS).map_err(storage)?;
-        txn.open_table(CURSORS).map_err(storage)?;
-        txn.open_table(META).map_err(storage)?;
-        txn.commit().map_err(storage)?;
+        if dir.join("spool.redb").exists() {
+            return Err(open_err(
+                "it holds a spool in an older holdline's format (spool.redb): deliver it with that \
+                 version, or move the directory aside to start an empty spool"
+                    .into(),
+            ));
+        }
+        let loaded = State::load(dir).map_err(|e| open_err(e.to_string()))?;
+        let mut recovered = Recovered::default();
+        let mut segments = VecDeque::new();
+        let mut received = None;
+        let mut next = None::<u64>;
+        let mut held = 0u64;
+        let mut listed = list_segments(dir).map_err(|e| open_err(e.to_string()))?;
+        listed.sort();
+        let count = listed.len();
+        for (i, (base, path)) in listed.into_iter().enumerate() {
+            let data = std::fs::read(&path).map_err(|e| open_err(e.to_string()))?;
+            if next.is_some_and(|n| n != base) {
+                return Err(SpoolError::Damaged { path, offset: 0 });
+            }
+            let mut expected = base;
+            let mut batches = VecDeque::new();
+            let mut pos = 0u64;
+            while let Some(c) = frame::read(&data, pos) {
+                if c.first != expected || c.ends.is_empty() {
+                    break;
+                }
+                expected += c.ends.len() as u64;
+                held += c.record_bytes;
+                if c.received != 0 {
+                    received = Some(c.received);
+                }
+                batches.push_back(Batch {
+                    first: c.first,
+                    at: c.payload_at,
+                    ends: c.ends.into_boxed_slice(),
+                });
+                pos = c.next;
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| open_err(e.to_string()))?;
+            if pos < data.len() as u64 {
+                if i + 1 < count {
+                    return Err(SpoolError::Damaged { path, offset: pos });
+                }
+                recovered.torn_bytes = data.len() as u64 - pos;
+                file.set_len(pos).map_err(|e| open_err(e.to_string()))?;
+                file.sync_all().map_err(|e| open_err(e.to_string()))?;
+            }
+            next = Some(expected);
+            segments.push_back(Segment {
+                path,
+                file: Arc::new(file),
+                len: pos,
+                batches,
+            });
+        }
+        let oldest = segments
+            .iter()
+            .find_map(|s| s.batches.front().map(|b| b.first));
+        let log_last = next.map_or(0, |n| n - 1);
+        let mut state = match loaded {
+            Ok(Some(s)) => s,
+            Ok(None) if oldest.is_none() => State::default(),
+            // Records held but no trustworthy cursors: deliver them all again.
+            Ok(None) | Err(()) => {
+                recovered.state_lost = true;
+                State {
+                    running: true,
+                    ..State::default()
+                }
+            }
+        };
+        if recovered.state_lost {
+            state.last = log_last;
+        }
+        let spool_dir = dir.to_owned();
+        let new_segment = |base: u64| -> Result<Segment, SpoolError> {
+            let path = segment_path(&spool_dir, base);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(|e| open_err(e.to_string()))?;
+            Ok(Segment {
+                path,
+                file: Arc::new(file),
+                len: 0,
+                batches: VecDeque::new(),
+            })
+        };
+        // The numbering carries on from the log, or from the state when the log lost its
+        // newest records (possible only without fsync).
+        let last = log_last.max(state.last);
+        if segments.is_empty() || last > log_last {
+            if segments.back().is_some_and(|s| s.batches.is_empty()) {
+                let empty = segments.pop_back().expect("just looked");
+                let _ = std::fs::remove_file(&empty.path);
+            }
+            segments.push_back(new_segment(last + 1)?);
+            if durability == Durability::Immediate {
+                sync_dir(dir).map_err(|e| open_err(e.to_string()))?;
+            }
+        }
+        state.last = last;
+        for cursor in state.cursors.values_mut() {
+            *cursor = (*cursor).min(last);
+        }
+        let released = oldest.map_or(last, |o| o - 1);
+        let mut inner = Inner {
+            segments,
+            state,
+            durable: last,
+            held,
+            released,
+            received,
+            state_lost: recovered.state_lost,
+        };
+        let gone = inner.release();
+        let spool = Spool {
+            dir: dir.to_owned(),
+            durability,
+            segment_bytes,
+            inner: Mutex::new(inner),
+            recovered,
+        };
+        spool.remove(gone)?;
         Ok(spool)
     }
 
-    fn write(&self) -> Result<redb::WriteTransaction, SpoolError> {
-        let mut txn = self.db.begin_write().map_err(storage)?;
-        let durability = match self.durability {
-            Durability::Immediate => redb::Durability::Immediate,
-            Durability::Eventual => redb::Durability::None,
-        };
-        txn.set_durability(durability).map_err(storage)?;
-        Ok(txn)
+    /// What opening found and mended.
+    pub fn recovered(&self) -> &Recovered {
+        &self.recovered
+    }
+
+    /// The spool's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sync(&self) -> bool {
+        self.durability == Durability::Immediate
+    }
+
+    fn save(&self, inner: &Inner, sync: bool) -> Result<(), SpoolError> {
+        inner
+            .state
+            .save(&self.dir, sync && self.sync())
+            .map_err(storage)
+    }
+
+    /// Removes segments every sink has passed (their passing is already saved).
+    fn remove(&self, gone: Vec<Segment>) -> Result<(), SpoolError> {
+        if gone.is_empty() {
+            return Ok(());
+        }
+        for seg in gone {
+            std::fs::remove_file(&seg.path).map_err(storage)?;
+        }
+        if self.sync() {
+            sync_dir(&self.dir).map_err(storage)?;
+        }
+        Ok(())
     }
 
     /// Registers `sink` (its cursor starts at the current end of the log, so a new sink
     /// does not replay history); a known sink keeps its cursor.
     pub fn register(&self, sink: &str) -> Result<u64, SpoolError> {
-        let txn = self.write()?;
-        let cursor = {
-            let mut cursors = txn.open_table(CURSORS).map_err(storage)?;
-            let existing = cursors.get(sink).map_err(storage)?.map(|v| v.value());
-            match existing {
-                Some(c) => c,
-                None => {
-                    let meta = txn.open_table(META).map_err(storage)?;
-                    let end = last_given(&meta)?;
-                    cursors.insert(sink, end).map_err(storage)?;
-                    end
-                }
-            }
+        if sink.contains(['\n', '\r']) {
+            return Err(SpoolError::BadName(sink.to_owned()));
+        }
+        let mut inner = self.lock();
+        if let Some(c) = inner.state.cursors.get(sink) {
+            return Ok(*c);
+        }
+        // After a lost state, a sink it knew must not skip what it had not confirmed.
+        let cursor = if inner.state_lost {
+            inner.released
+        } else {
+            inner.state.last
         };
-        txn.commit().map_err(storage)?;
+        inner.state.cursors.insert(sink.to_owned(), cursor);
+        self.save(&inner, true)?;
         Ok(cursor)
     }
 
@@ -133,27 +491,22 @@ impl Spool {
     /// (unix microseconds) if that run did not end cleanly: events from then until this
     /// run receives again were missed, and the caller must say so with a gap.
     pub fn begin_run(&self) -> Result<Option<u64>, SpoolError> {
-        let txn = self.write()?;
-        let unclean = {
-            let mut meta = txn.open_table(META).map_err(storage)?;
-            let running = meta.get("running").map_err(storage)?.map(|v| v.value()) == Some(1);
-            let received = meta.get("received").map_err(storage)?.map(|v| v.value());
-            meta.insert("running", 1).map_err(storage)?;
-            if running { received } else { None }
+        let mut inner = self.lock();
+        let unclean = if inner.state.running {
+            inner.received
+        } else {
+            None
         };
-        txn.commit().map_err(storage)?;
+        inner.state.running = true;
+        self.save(&inner, true)?;
         Ok(unclean)
     }
 
     /// Ends a run cleanly (every event received was spooled).
     pub fn end_run(&self) -> Result<(), SpoolError> {
-        let txn = self.write()?;
-        txn.open_table(META)
-            .map_err(storage)?
-            .insert("running", 0)
-            .map_err(storage)?;
-        txn.commit().map_err(storage)?;
-        Ok(())
+        let mut inner = self.lock();
+        inner.state.running = false;
+        self.save(&inner, true)
     }
 
     /// [`Spool::append`], also noting when the newest event in `records` was received.
@@ -162,113 +515,162 @@ impl Spool {
         records: &[R],
         received: Option<u64>,
     ) -> Result<u64, SpoolError> {
-        self.append_inner(records, received)
+        let mut payload = Payload::default();
+        for r in records {
+            payload.push(r.as_ref());
+        }
+        self.append_payload(&payload, received)
     }
 
-    /// Appends `records` in one transaction (group commit) and returns the sequence number
-    /// of the last one; returns once the commit is durable.
+    /// Appends `records` in one commit and returns the sequence number of the last one;
+    /// returns once the commit is durable.
     pub fn append<R: AsRef<[u8]>>(&self, records: &[R]) -> Result<u64, SpoolError> {
-        self.append_inner(records, None)
+        self.append_received(records, None)
     }
 
-    fn append_inner<R: AsRef<[u8]>>(
-        &self,
-        records: &[R],
-        received: Option<u64>,
-    ) -> Result<u64, SpoolError> {
-        let txn = self.write()?;
-        let last = {
-            let mut meta = txn.open_table(META).map_err(storage)?;
-            let mut events = txn.open_table(EVENTS).map_err(storage)?;
-            let mut seq = last_given(&meta)?;
-            let mut added = 0u64;
-            for record in records {
-                seq += 1;
-                added += record.as_ref().len() as u64;
-                events.insert(seq, record.as_ref()).map_err(storage)?;
+    fn append_payload(&self, payload: &Payload, received: Option<u64>) -> Result<u64, SpoolError> {
+        if payload.bytes.len() > frame::MAX_PAYLOAD {
+            return Err(storage("a commit of more than 4 GiB"));
+        }
+        let (file, last) = {
+            let mut inner = self.lock();
+            if payload.is_empty() {
+                return Ok(inner.state.last);
             }
-            meta.insert("last", seq).map_err(storage)?;
-            let held = meta_value(&meta, "bytes")?;
-            meta.insert("bytes", held + added).map_err(storage)?;
-            if let Some(at) = received {
-                meta.insert("received", at).map_err(storage)?;
+            let size = (HEADER + payload.bytes.len()) as u64;
+            if inner.active().len > 0 && inner.active().len + size > self.segment_bytes {
+                self.rotate(&mut inner)?;
             }
-            seq
+            let first = inner.state.last + 1;
+            let head = frame::header(
+                first,
+                payload.len() as u32,
+                received.unwrap_or(0),
+                &payload.bytes,
+            );
+            let seg = inner.active();
+            let at = seg.len;
+            seg.file.write_all_at(&head, at).map_err(storage)?;
+            seg.file
+                .write_all_at(&payload.bytes, at + HEADER as u64)
+                .map_err(storage)?;
+            seg.len += size;
+            seg.batches.push_back(Batch {
+                first,
+                at: at + HEADER as u64,
+                ends: payload.ends.clone().into_boxed_slice(),
+            });
+            let file = seg.file.clone();
+            let last = first + payload.len() as u64 - 1;
+            inner.state.last = last;
+            inner.held += payload.record_bytes;
+            if received.is_some() {
+                inner.received = received;
+            }
+            if !self.sync() {
+                inner.durable = last;
+            }
+            (file, last)
         };
-        txn.commit().map_err(storage)?;
+        if self.sync() {
+            // Outside the lock: sinks go on reading what is already durable.
+            file.sync_data().map_err(storage)?;
+            let mut inner = self.lock();
+            inner.durable = inner.durable.max(last);
+        }
         Ok(last)
     }
 
-    /// Up to `max` records after `sink`'s cursor, oldest first.
-    pub fn pending(&self, sink: &str, max: usize) -> Result<Vec<Spooled>, SpoolError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let cursors = txn.open_table(CURSORS).map_err(storage)?;
-        let cursor = cursor_of(&cursors, sink)?;
-        let events = txn.open_table(EVENTS).map_err(storage)?;
-        let mut out = Vec::new();
-        for entry in events.range(cursor + 1..).map_err(storage)?.take(max) {
-            let (seq, record) = entry.map_err(storage)?;
-            out.push(Spooled {
-                seq: seq.value(),
-                record: record.value().to_vec(),
-            });
+    /// Closes the active segment (durably) and starts the next.
+    fn rotate(&self, inner: &mut Inner) -> Result<(), SpoolError> {
+        if self.sync() {
+            inner.active().file.sync_data().map_err(storage)?;
         }
-        Ok(out)
+        let base = inner.state.last + 1;
+        let path = segment_path(&self.dir, base);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(storage)?;
+        if self.sync() {
+            sync_dir(&self.dir).map_err(storage)?;
+        }
+        inner.segments.push_back(Segment {
+            path,
+            file: Arc::new(file),
+            len: 0,
+            batches: VecDeque::new(),
+        });
+        Ok(())
+    }
+
+    /// Up to `max` durable records after `sink`'s cursor, oldest first.
+    pub fn pending(&self, sink: &str, max: usize) -> Result<Vec<Spooled>, SpoolError> {
+        let pieces = {
+            let inner = self.lock();
+            let cursor = *inner
+                .state
+                .cursors
+                .get(sink)
+                .ok_or_else(|| SpoolError::UnknownSink(sink.to_owned()))?;
+            let from = cursor.max(inner.released) + 1;
+            let to = inner
+                .durable
+                .min(from.saturating_add(max as u64).saturating_sub(1));
+            if max == 0 {
+                return Ok(Vec::new());
+            }
+            inner.locate(from, to)
+        };
+        read_pieces(pieces)
     }
 
     /// `sink`'s destination confirmed every record up to `seq`: moves its cursor (never
-    /// back) and removes the records every sink has passed, in one transaction.
+    /// back) and removes the segments every sink has passed.
     pub fn ack(&self, sink: &str, seq: u64) -> Result<(), SpoolError> {
-        let txn = self.write()?;
-        {
-            let mut cursors = txn.open_table(CURSORS).map_err(storage)?;
-            let current = cursor_of(&cursors, sink)?;
-            if seq > current {
-                cursors.insert(sink, seq).map_err(storage)?;
+        let gone = {
+            let mut inner = self.lock();
+            let last = inner.state.last;
+            let cursor = inner
+                .state
+                .cursors
+                .get_mut(sink)
+                .ok_or_else(|| SpoolError::UnknownSink(sink.to_owned()))?;
+            if seq <= *cursor {
+                return Ok(());
             }
-            let mut lowest = u64::MAX;
-            for entry in cursors.iter().map_err(storage)? {
-                let (_, c) = entry.map_err(storage)?;
-                lowest = lowest.min(c.value());
-            }
-            let mut events = txn.open_table(EVENTS).map_err(storage)?;
-            let mut removed = 0u64;
-            events
-                .retain_in(..=lowest, |_, v| {
-                    removed += v.len() as u64;
-                    false
-                })
-                .map_err(storage)?;
-            let mut meta = txn.open_table(META).map_err(storage)?;
-            let held = meta_value(&meta, "bytes")?;
-            meta.insert("bytes", held.saturating_sub(removed))
-                .map_err(storage)?;
-        }
-        txn.commit().map_err(storage)?;
-        Ok(())
+            *cursor = seq.min(last);
+            let gone = inner.release();
+            // Durable before a segment goes, so no saved cursor points into a removed one.
+            self.save(&inner, !gone.is_empty())?;
+            gone
+        };
+        self.remove(gone)
     }
 
     /// Bytes of the records held.
     pub fn held_bytes(&self) -> Result<u64, SpoolError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let meta = txn.open_table(META).map_err(storage)?;
-        meta_value(&meta, "bytes")
+        Ok(self.lock().held)
     }
 
     /// Records waiting for `sink`.
     pub fn depth(&self, sink: &str) -> Result<u64, SpoolError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let cursors = txn.open_table(CURSORS).map_err(storage)?;
-        let cursor = cursor_of(&cursors, sink)?;
-        let meta = txn.open_table(META).map_err(storage)?;
-        Ok(last_given(&meta)?.saturating_sub(cursor))
+        let inner = self.lock();
+        let cursor = inner
+            .state
+            .cursors
+            .get(sink)
+            .ok_or_else(|| SpoolError::UnknownSink(sink.to_owned()))?;
+        Ok(inner.state.last.saturating_sub(*cursor))
     }
 
     /// Records held (delivered to some sinks but not all, or to none).
     pub fn len(&self) -> Result<u64, SpoolError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let events = txn.open_table(EVENTS).map_err(storage)?;
-        events.len().map_err(storage)
+        let inner = self.lock();
+        Ok(inner.state.last.saturating_sub(inner.floor()))
     }
 
     /// Whether no record is held.
@@ -279,78 +681,53 @@ impl Spool {
     /// Removes the `count` oldest undelivered records and moves every cursor past them.
     /// Only for when back-pressure has failed: the caller must report what was dropped.
     pub fn drop_oldest(&self, count: usize) -> Result<Option<Dropped>, SpoolError> {
-        let txn = self.write()?;
-        let dropped = {
-            let mut events = txn.open_table(EVENTS).map_err(storage)?;
-            let mut cursors = txn.open_table(CURSORS).map_err(storage)?;
-            let mut lowest = u64::MAX;
-            for entry in cursors.iter().map_err(storage)? {
-                let (_, c) = entry.map_err(storage)?;
-                lowest = lowest.min(c.value());
-            }
-            let mut records = Vec::new();
-            let mut seqs = Vec::new();
-            for entry in events
-                .range(lowest.saturating_add(1)..)
-                .map_err(storage)?
-                .take(count)
-            {
-                let (seq, record) = entry.map_err(storage)?;
-                seqs.push(seq.value());
-                records.push(record.value().to_vec());
-            }
-            match (seqs.first().copied(), seqs.last().copied()) {
-                (Some(first), Some(last)) => {
-                    let names: Vec<String> = cursors
-                        .iter()
-                        .map_err(storage)?
-                        .filter_map(|e| e.ok())
-                        .filter(|(_, c)| c.value() < last)
-                        .map(|(k, _)| k.value().to_owned())
-                        .collect();
-                    for name in names {
-                        cursors.insert(name.as_str(), last).map_err(storage)?;
-                    }
-                    let removed: u64 = records.iter().map(|r| r.len() as u64).sum();
-                    events
-                        .retain_in(first..=last, |_, _| false)
-                        .map_err(storage)?;
-                    let mut meta = txn.open_table(META).map_err(storage)?;
-                    let held = meta_value(&meta, "bytes")?;
-                    meta.insert("bytes", held.saturating_sub(removed))
-                        .map_err(storage)?;
-                    Some(Dropped {
-                        first,
-                        last,
-                        records,
-                    })
-                }
-                _ => None,
-            }
-        };
-        txn.commit().map_err(storage)?;
-        Ok(dropped)
+        let mut inner = self.lock();
+        let floor = inner.floor();
+        let first = floor + 1;
+        let last = inner.state.last.min(floor.saturating_add(count as u64));
+        if count == 0 || first > last {
+            return Ok(None);
+        }
+        let records = read_pieces(inner.locate(first, last))?
+            .into_iter()
+            .map(|s| s.record)
+            .collect();
+        for cursor in inner.state.cursors.values_mut() {
+            *cursor = (*cursor).max(last);
+        }
+        if inner.state.cursors.is_empty() {
+            inner.released = last;
+        }
+        let gone = inner.release();
+        self.save(&inner, true)?;
+        drop(inner);
+        self.remove(gone)?;
+        Ok(Some(Dropped {
+            first,
+            last,
+            records,
+        }))
     }
 }
 
-/// `sink`'s cursor: the sequence number of the last record it acknowledged.
-fn cursor_of(
-    cursors: &impl ReadableTable<&'static str, u64>,
-    sink: &str,
-) -> Result<u64, SpoolError> {
-    cursors
-        .get(sink)
-        .map_err(storage)?
-        .map(|v| v.value())
-        .ok_or_else(|| SpoolError::UnknownSink(sink.to_owned()))
+fn segment_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.log"))
 }
 
-fn last_given(meta: &impl ReadableTable<&'static str, u64>) -> Result<u64, SpoolError> {
-    meta_value(meta, "last")
-}
-
-fn meta_value(meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, SpoolError> {
-    Ok(meta.get(key).map_err(storage)?.map_or(0, |v| v.value()))
+fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let base = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(base) = base {
+            out.push((base, path));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,3 +1,6 @@
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
 use super::*;
 
 fn records(range: std::ops::Range<u32>) -> Vec<Vec<u8>> {
@@ -148,4 +151,151 @@ fn held_bytes_follow_appends_acks_and_drops() {
     );
     spool.ack("s", 10).unwrap();
     assert_eq!(spool.held_bytes().unwrap(), 0);
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_commit_torn_by_a_crash_is_cut_off_and_numbering_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let spool = Spool::open(dir.path(), Durability::Immediate).unwrap();
+        spool.register("s").unwrap();
+        spool.append(&records(0..3)).unwrap();
+        spool.append(&records(3..6)).unwrap();
+    }
+    // The second commit loses its last bytes, as when the machine stops mid-write.
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(len - 5).unwrap();
+    drop(f);
+    let spool = Spool::open(dir.path(), Durability::Immediate).unwrap();
+    assert!(spool.recovered().torn_bytes > 0);
+    let got = spool.pending("s", 100).unwrap();
+    assert_eq!(got.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(spool.append(&records(9..10)).unwrap(), 4);
+    assert_eq!(spool.pending("s", 100).unwrap()[3].record, b"{\"n\":9}");
+}
+
+#[test]
+fn damage_before_the_end_of_the_log_is_an_error_that_names_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let spool = Spool::open_with(dir.path(), Durability::Eventual, 64).unwrap();
+        spool.register("s").unwrap();
+        for i in 0..4 {
+            spool.append(&records(i * 3..i * 3 + 3)).unwrap();
+        }
+    }
+    let files = segment_files(dir.path());
+    assert!(files.len() >= 3, "small segments rotate: {files:?}");
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    bytes[40] ^= 0xff;
+    std::fs::write(&files[0], bytes).unwrap();
+    let err = Spool::open(dir.path(), Durability::Eventual).unwrap_err();
+    assert!(
+        matches!(err, SpoolError::Damaged { ref path, .. } if *path == files[0]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("move it aside"), "{err}");
+}
+
+#[test]
+fn segments_rotate_and_go_once_every_sink_has_passed_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open_with(dir.path(), Durability::Immediate, 256).unwrap();
+    spool.register("a").unwrap();
+    spool.register("b").unwrap();
+    for i in 0..20 {
+        spool.append(&records(i * 5..i * 5 + 5)).unwrap();
+    }
+    let many = segment_files(dir.path()).len();
+    assert!(many > 5, "{many} segments");
+    spool.ack("a", 100).unwrap();
+    assert_eq!(segment_files(dir.path()).len(), many, "b has not confirmed");
+    spool.ack("b", 50).unwrap();
+    let half = segment_files(dir.path()).len();
+    assert!(half < many && half > 1, "{half} of {many}");
+    assert_eq!(spool.pending("b", 1).unwrap()[0].seq, 51);
+    spool.ack("b", 100).unwrap();
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        1,
+        "the active segment stays"
+    );
+    assert!(spool.is_empty().unwrap());
+    drop(spool);
+    let spool = Spool::open_with(dir.path(), Durability::Immediate, 256).unwrap();
+    assert_eq!(spool.append(&records(0..1)).unwrap(), 101);
+    assert_eq!(spool.register("b").unwrap(), 100);
+}
+
+#[test]
+fn a_damaged_state_file_delivers_everything_held_again_and_counts_as_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let spool = Spool::open(dir.path(), Durability::Immediate).unwrap();
+        spool.register("s").unwrap();
+        spool.begin_run().unwrap();
+        spool.append_received(&records(0..6), Some(5_000)).unwrap();
+        spool.ack("s", 4).unwrap();
+        spool.end_run().unwrap();
+    }
+    std::fs::write(dir.path().join("state"), b"holdline-spool 1\nrunn").unwrap();
+    let spool = Spool::open(dir.path(), Durability::Immediate).unwrap();
+    assert!(spool.recovered().state_lost);
+    assert_eq!(spool.register("s").unwrap(), 0, "nothing is skipped");
+    assert_eq!(spool.pending("s", 100).unwrap().len(), 6);
+    assert_eq!(
+        spool.begin_run().unwrap(),
+        Some(5_000),
+        "the run is not known to have ended"
+    );
+}
+
+#[test]
+fn group_commit_delivers_everything_handed_over_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(Spool::open(dir.path(), Durability::Immediate).unwrap());
+    spool.register("s").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let commit = GroupCommit::start(spool.clone(), 256, move |last| {
+        let _ = tx.send(last);
+    })
+    .unwrap();
+    for i in 0..200 {
+        commit
+            .submit(&records(i * 5..i * 5 + 5), Some(u64::from(i)))
+            .unwrap();
+    }
+    commit.flush().unwrap();
+    assert_eq!(commit.queued_bytes(), 0);
+    let commits: Vec<u64> = rx.try_iter().collect();
+    assert_eq!(commits.last(), Some(&1000));
+    assert!(commits.windows(2).all(|w| w[0] < w[1]));
+    let got = spool.pending("s", 2000).unwrap();
+    assert_eq!(got.len(), 1000);
+    for (i, s) in got.iter().enumerate() {
+        assert_eq!(s.seq, i as u64 + 1);
+        assert_eq!(s.record, format!("{{\"n\":{i}}}").into_bytes());
+    }
+    commit.submit(&records(0..1), Some(999)).unwrap();
+    commit.finish().unwrap();
+    assert_eq!(
+        spool.pending("s", 2000).unwrap().len(),
+        1001,
+        "finish commits the rest"
+    );
+    drop(spool);
+    let spool = Spool::open(dir.path(), Durability::Immediate).unwrap();
+    assert_eq!(spool.begin_run().unwrap(), None, "no run was begun");
 }

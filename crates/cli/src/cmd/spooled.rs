@@ -22,10 +22,13 @@ use anyhow::Context;
 use holdline_client::Stats;
 use holdline_client::stream::record::write_gap;
 use holdline_sinks::{Sink, SinkError};
-use holdline_spool::{Dropped, Durability, Spool};
+use holdline_spool::{Dropped, Durability, GroupCommit, Spool};
 
 /// Most records delivered per write and acknowledgement.
 const DELIVER_BATCH: usize = 1024;
+/// Most bytes waiting for the spool's next commit before the writer waits (the sockets are
+/// then not read until the disk catches up).
+const COMMIT_QUEUE_BYTES: usize = 8 << 20;
 /// The first retry delay for a failing sink; it doubles up to `Limits::retry_max`.
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 
@@ -43,12 +46,13 @@ pub struct Limits {
 /// The spool and its delivery threads.
 pub struct Spooled {
     spool: Arc<Spool>,
+    /// Commits what the writer hands over while the previous commit syncs.
+    commit: GroupCommit,
     limits: Limits,
     stats: Arc<OnceLock<Arc<Stats>>>,
     /// When the spool last became full (cleared once a batch fits): events received
     /// since may have waited that long in the network while the sockets were held back.
     full_since: std::sync::Mutex<Option<SystemTime>>,
-    sinks: Arc<Vec<String>>,
     wake: Vec<mpsc::Sender<()>>,
     stop: Arc<AtomicBool>,
     delivery: std::sync::Mutex<Vec<JoinHandle<anyhow::Result<()>>>>,
@@ -60,6 +64,13 @@ impl Spooled {
     /// Opens the spool in `dir` and starts delivering what it holds to `sinks`.
     pub fn open(dir: &Path, limits: Limits, sinks: Vec<Box<dyn Sink>>) -> anyhow::Result<Spooled> {
         let spool = Arc::new(Spool::open(dir, Durability::Immediate)?);
+        let recovered = spool.recovered();
+        if recovered.torn_bytes > 0 {
+            tracing::warn!(dir = %dir.display(), bytes = recovered.torn_bytes, "the spool's last commit was cut short by a crash and is left out (it was never confirmed)");
+        }
+        if recovered.state_lost {
+            tracing::warn!(dir = %dir.display(), "the spool's state file was missing or damaged: every sink is sent everything held again");
+        }
         let names: Arc<Vec<String>> = Arc::new(sinks.iter().map(|s| s.name().to_owned()).collect());
         for name in names.iter() {
             spool.register(name)?;
@@ -73,11 +84,21 @@ impl Spooled {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let stats: Arc<OnceLock<Arc<Stats>>> = Arc::default();
-        let mut wake = Vec::new();
+        let (wake, woken): (Vec<_>, Vec<_>) = sinks.iter().map(|_| mpsc::channel()).unzip();
+        let commit = {
+            let (wake, stats, names, spool) =
+                (wake.clone(), stats.clone(), names.clone(), spool.clone());
+            // A small spool limit bounds the queue too, so "full" means what it says.
+            let queue = COMMIT_QUEUE_BYTES.min(limits.max_bytes as usize / 4);
+            GroupCommit::start(spool.clone(), queue, move |_| {
+                gauges(&spool, &stats, &names);
+                for w in &wake {
+                    let _ = w.send(());
+                }
+            })?
+        };
         let mut delivery = Vec::new();
-        for sink in sinks {
-            let (tx, woken) = mpsc::channel();
-            wake.push(tx);
+        for (sink, woken) in sinks.into_iter().zip(woken) {
             let (spool, stop, stats, names) =
                 (spool.clone(), stop.clone(), stats.clone(), names.clone());
             delivery.push(
@@ -98,21 +119,15 @@ impl Spooled {
         }
         Ok(Spooled {
             spool,
+            commit,
             limits,
             stats,
             full_since: std::sync::Mutex::new(None),
-            sinks: names,
             wake,
             stop,
             delivery: std::sync::Mutex::new(delivery),
             unclean_since,
         })
-    }
-
-    fn wake_all(&self) {
-        for w in &self.wake {
-            let _ = w.send(());
-        }
     }
 
     /// An error if a sink stopped for good (stdout closed): the caller ends the run.
@@ -131,8 +146,9 @@ impl Spooled {
         let _ = self.stats.set(stats);
     }
 
-    /// Spools `records` (each ending in a newline) in one durable commit, holding back
-    /// while the spool is full, then dropping the oldest with a gap record.
+    /// Hands `records` (each ending in a newline) to the spool's next commit, holding back
+    /// while the spool is full, then dropping the oldest with a gap record. Sinks see them
+    /// once their commit is durable.
     pub async fn append(
         &self,
         records: &[&[u8]],
@@ -178,15 +194,14 @@ impl Spooled {
             all.push(&gap_record);
         }
         all.extend_from_slice(records);
-        tokio::task::block_in_place(|| self.spool.append_received(&all, received))
+        tokio::task::block_in_place(|| self.commit.submit(&all, received))
             .context("writing to the spool")?;
-        self.gauges();
-        self.wake_all();
         Ok(())
     }
 
+    /// Bytes held, counting those waiting for a commit.
     fn held(&self) -> anyhow::Result<u64> {
-        Ok(tokio::task::block_in_place(|| self.spool.held_bytes())?)
+        Ok(self.spool.held_bytes()? + self.commit.queued_bytes())
     }
 
     /// Drops the oldest undelivered records until `incoming` fits; returns the gap
@@ -229,10 +244,6 @@ impl Spooled {
         Ok(out)
     }
 
-    fn gauges(&self) {
-        gauges(&self.spool, &self.stats, &self.sinks);
-    }
-
     /// Delivers everything spooled, then marks the run as ended cleanly.
     pub fn close(self) -> anyhow::Result<()> {
         self.finish(true)
@@ -245,8 +256,11 @@ impl Spooled {
     }
 
     fn finish(self, clean: bool) -> anyhow::Result<()> {
+        let committed = self.commit.finish().context("writing to the spool");
         self.stop.store(true, Ordering::Release);
-        self.wake_all();
+        for w in &self.wake {
+            let _ = w.send(());
+        }
         let threads = std::mem::take(&mut *self.delivery.lock().unwrap_or_else(|p| p.into_inner()));
         let mut result = Ok(());
         for t in threads {
@@ -258,6 +272,7 @@ impl Spooled {
                 result = done;
             }
         }
+        committed?;
         if clean {
             self.spool.end_run()?;
         }
