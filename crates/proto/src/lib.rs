@@ -8,6 +8,7 @@
 
 pub mod event_id;
 pub mod frame;
+pub mod record;
 pub mod region;
 pub mod rest;
 mod suggest;

@@ -7,7 +7,7 @@
 //!
 //! `kafka://broker1:9092,broker2:9092/topic?compression=zstd&linger=5ms&timeout=30s&security=sasl_ssl&sasl_mechanism=SCRAM-SHA-512&user=NAME&password_env=NAME&kafka.<librdkafka property>=<value>`
 //!
-//! Headers: `holdline-id` (the event id, or `gap-<hash>`) and `holdline-kind`.
+//! Headers: `holdline-id` (the event id, or `<kind>-<hash>` for a gap or rejected topic) and `holdline-kind`.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -20,8 +20,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
-use crate::record::{self, Meta};
 use crate::{Sink, SinkError, duration_option};
+use holdline_proto::record::Head;
+use holdline_proto::topic::entity;
 
 /// Kafka sink settings.
 #[derive(Clone, PartialEq, Eq)]
@@ -197,14 +198,14 @@ impl KafkaSink {
         let deadline = Instant::now() + self.config.timeout;
         let mut sent = 0;
         for rec in records {
-            let meta = record::meta(rec);
-            let id = meta.dedupe_id(rec);
+            let routed = crate::Routed::of(rec);
+            let id = &routed.id;
             let payload = rec.strip_suffix(b"\n").unwrap_or(rec);
-            let keys: Vec<Option<&str>> = match &meta {
-                Meta::Event { topic, .. } => vec![Some(record::entity(topic))],
-                Meta::Gap { topics } if !topics.is_empty() => topics
+            let keys: Vec<Option<&str>> = match &routed.head {
+                Some(Head::Event { topic, .. }) => vec![Some(entity(topic))],
+                Some(Head::Gap { topics }) if !topics.is_empty() => topics
                     .iter()
-                    .map(|t| record::entity(t))
+                    .map(|t| entity(t))
                     .collect::<BTreeSet<_>>()
                     .into_iter()
                     .map(Some)
@@ -219,7 +220,7 @@ impl KafkaSink {
                     })
                     .insert(Header {
                         key: "holdline-kind",
-                        value: Some(meta.kind()),
+                        value: Some(routed.kind()),
                     });
                 let mut msg = BaseRecord::to(&self.config.topic)
                     .payload(payload)

@@ -10,7 +10,6 @@ pub mod file;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod nats;
-pub mod record;
 pub mod redis;
 pub mod stdout;
 #[cfg(feature = "testing")]
@@ -18,6 +17,8 @@ pub mod testing;
 pub mod webhook;
 
 use std::time::Duration;
+
+use holdline_proto::record::{self, Head};
 
 /// Why a delivery failed; the spool keeps the records either way.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,41 @@ impl SinkError {
     /// Whether the service should stop delivering to this sink.
     pub fn is_fatal(&self) -> bool {
         matches!(self, SinkError::Fatal { .. })
+    }
+}
+
+/// What a sink routes a record on, read through the record format: its kind, its id (the
+/// event id, or one of its own for another record) and its head. A line holdline did not
+/// write is delivered as it is, kind `other`.
+pub(crate) struct Routed<'a> {
+    pub head: Option<Head<'a>>,
+    pub id: String,
+}
+
+impl<'a> Routed<'a> {
+    pub fn of(line: &'a [u8]) -> Routed<'a> {
+        match record::head(line) {
+            Ok(head) => Routed {
+                id: head.dedupe_id(line),
+                head: Some(head),
+            },
+            Err(_) => Routed {
+                head: None,
+                id: format!("other-{:016x}", xxhash_rust::xxh3::xxh3_64(line)),
+            },
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.head.as_ref().map_or("other", Head::kind)
+    }
+
+    /// The event's topic.
+    pub fn topic(&self) -> Option<&str> {
+        match &self.head {
+            Some(Head::Event { topic, .. }) => Some(topic),
+            _ => None,
+        }
     }
 }
 

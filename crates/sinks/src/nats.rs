@@ -7,7 +7,7 @@
 //!
 //! With `stream=NAME` the stream is created (subjects: the sink's subject, duplicate
 //! window 2 min) if it does not exist; otherwise a stream must already capture the
-//! subject. Headers: `Nats-Msg-Id`, `Holdline-Kind` (`event` or `gap`), and
+//! subject. Headers: `Nats-Msg-Id`, `Holdline-Kind` (`event`, `gap` or `rejected`), and
 //! `Holdline-Topic` for events. The payload is the JSON line without its newline.
 
 use std::path::PathBuf;
@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
 
-use crate::record::{self, Meta};
 use crate::{Sink, SinkError, duration_option};
 
 /// NATS sink settings.
@@ -186,14 +185,14 @@ impl NatsSink {
     ) -> Result<(), (PublishErrorKind, String)> {
         let mut acks = Vec::with_capacity(records.len());
         for rec in records {
-            let meta = record::meta(rec);
+            let routed = crate::Routed::of(rec);
             let body = rec.strip_suffix(b"\n").unwrap_or(rec);
             let mut msg = PublishMessage::build()
                 .payload(bytes::Bytes::copy_from_slice(body))
-                .message_id(meta.dedupe_id(rec))
-                .header("Holdline-Kind", meta.kind());
-            if let Meta::Event { topic, .. } = &meta {
-                msg = msg.header("Holdline-Topic", topic.as_ref());
+                .message_id(routed.id.as_str())
+                .header("Holdline-Kind", routed.kind());
+            if let Some(topic) = routed.topic() {
+                msg = msg.header("Holdline-Topic", topic);
             }
             let ack = js
                 .send_publish(subject.to_owned(), msg)

@@ -5,14 +5,14 @@
 //!
 //! `redis://host:6379/holdline-events?maxlen=1000000&db=0&password_env=NAME&user=NAME&timeout=10s`
 //!
-//! Entry fields: `id` (the event id, or `gap-<hash>` for a gap), `kind` (`event` or `gap`),
+//! Entry fields: `id` (the event id, or `<kind>-<hash>` for a gap or rejected topic), `kind`
+//! (`event`, `gap` or `rejected`),
 //! `record` (the JSON line without its newline).
 
 use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 
-use crate::record;
 use crate::{Sink, SinkError, duration_option};
 
 /// Redis sink settings.
@@ -162,16 +162,16 @@ impl Sink for RedisSink {
         }
         let mut pipe = redis::pipe();
         for rec in records {
-            let meta = record::meta(rec);
+            let routed = crate::Routed::of(rec);
             let cmd = pipe.cmd("XADD").arg(&self.config.stream);
             if let Some(n) = self.config.maxlen {
                 cmd.arg("MAXLEN").arg("~").arg(n);
             }
             cmd.arg("*")
                 .arg("id")
-                .arg(meta.dedupe_id(rec))
+                .arg(&routed.id)
                 .arg("kind")
-                .arg(meta.kind())
+                .arg(routed.kind())
                 .arg("record")
                 .arg(rec.strip_suffix(b"\n").unwrap_or(rec));
         }

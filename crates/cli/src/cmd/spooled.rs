@@ -283,30 +283,22 @@ impl Spooled {
 /// The gap record that reports dropped records: every topic they were on, from the
 /// earliest (less the look-back) to the latest time they cover.
 fn gap_for(records: &[&[u8]], lookback: Duration) -> Option<holdline_client::Gap> {
+    use holdline_proto::record::{self, Record};
     let mut topics = std::collections::BTreeSet::new();
     let (mut from, mut to): (Option<SystemTime>, Option<SystemTime>) = (None, None);
-    let parse = |v: &serde_json::Value| v.as_str().and_then(|t| humantime::parse_rfc3339(t).ok());
-    for record in records {
-        let Ok(r) = serde_json::from_slice::<serde_json::Value>(record) else {
-            continue;
-        };
-        let (start, end) = match r["kind"].as_str() {
-            Some("event") => {
-                if let Some(t) = r["topic"].as_str() {
-                    topics.insert(t.to_owned());
-                }
-                let at = parse(&r["received_at"]);
-                (at.and_then(|a| a.checked_sub(lookback)), at)
+    for line in records {
+        let (start, end) = match record::read(line) {
+            Ok(Record::Event(e)) => {
+                topics.insert(e.topic.into_owned());
+                let at = e.received_at;
+                (Some(at.checked_sub(lookback).unwrap_or(at)), Some(at))
             }
-            Some("gap") => {
-                for t in r["topics"].as_array().into_iter().flatten() {
-                    if let Some(t) = t.as_str() {
-                        topics.insert(t.to_owned());
-                    }
-                }
-                (parse(&r["from"]), parse(&r["to"]))
+            Ok(Record::Gap(g)) => {
+                topics.extend(g.topics.into_iter().map(|t| t.into_owned()));
+                (Some(g.from), Some(g.to))
             }
-            _ => (None, None),
+            // A rejected topic is no event; a line holdline did not write has no time.
+            Ok(Record::Rejected(_)) | Err(_) => (None, None),
         };
         from = match (from, start) {
             (Some(a), Some(b)) => Some(a.min(b)),

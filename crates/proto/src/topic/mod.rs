@@ -102,6 +102,17 @@ pub fn is_uuid(s: &str) -> bool {
         })
 }
 
+/// The entity a topic is about: its first segment shaped like a UUID
+/// (`v2.routing.queues.<id>.conversations` and `v2.users.<id>?presence` → `<id>`), else the
+/// whole topic. Events about one entity share it, so a sink that partitions by it keeps
+/// them in order.
+pub fn entity(topic: &str) -> &str {
+    topic
+        .split(['.', '?'])
+        .find(|s| is_uuid(s))
+        .unwrap_or(topic)
+}
+
 fn seg_matches(seg: Seg, part: &str) -> bool {
     match seg {
         Seg::Lit(lit) => lit == part,

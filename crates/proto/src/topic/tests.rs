@@ -196,3 +196,11 @@ fn the_services_other_topics_are_known_by_name() {
     );
     assert!(classify("v2.outbound.campaignz.x").is_err());
 }
+
+#[test]
+fn the_entity_is_the_uuid_segment_of_a_topic() {
+    let id = "0b2c1f5e-3a4d-4e6f-8a9b-1c2d3e4f5a6b";
+    assert_eq!(entity(&format!("v2.routing.queues.{id}.conversations")), id);
+    assert_eq!(entity(&format!("v2.users.{id}?presence&routingStatus")), id);
+    assert_eq!(entity("channel.metadata"), "channel.metadata");
+}

@@ -1,0 +1,60 @@
+//! holdline's records: one JSON object per line, written by [`write_event`],
+//! [`write_gap`] and [`write_rejected`] and read back by [`read`] (everything) or [`head`]
+//! (what a sink routes on). Writer and reader live side by side and are tested against
+//! each other, so nothing downstream guesses at the format.
+//!
+//! ```json
+//! {"kind":"event","id":"…","topic":"…","received_at":"…","org":"…","channel":"…","correlation_id":"…","body":{…}}
+//! {"kind":"gap","topics":["…"],"from":"…","to":"…","reason":"…"}
+//! {"kind":"rejected","topic":"…","org":"…","missing_permissions":["…"],"reason":"…"}
+//! ```
+//!
+//! `id` is 16 lowercase hex digits ([`EventId`]); times are UTC RFC 3339 with
+//! microseconds; `correlation_id` and `reason` (of `rejected`) are left out when absent;
+//! `body` is the event body exactly as the service sent it.
+
+mod read;
+mod write;
+
+use std::time::SystemTime;
+
+use crate::EventId;
+
+pub use read::{Event, Gap, Head, Record, RecordError, Rejected, head, parse_rfc3339, read};
+pub use write::{write_event, write_gap, write_rejected, write_rfc3339, write_str};
+
+/// What an event record is written from.
+#[derive(Debug, Clone, Copy)]
+pub struct EventFields<'a> {
+    pub id: EventId,
+    /// The topic's bytes as received (UTF-8).
+    pub topic: &'a [u8],
+    pub received_at: SystemTime,
+    pub org: &'a str,
+    pub channel: &'a str,
+    /// The correlation id's bytes as received (UTF-8), if the frame had one.
+    pub correlation_id: Option<&'a [u8]>,
+    /// The event body: one JSON value, copied in as it is.
+    pub body: &'a [u8],
+}
+
+/// What a gap record is written from.
+#[derive(Debug, Clone, Copy)]
+pub struct GapFields<'a> {
+    pub topics: &'a [String],
+    pub from: SystemTime,
+    pub to: SystemTime,
+    pub reason: &'a str,
+}
+
+/// What a rejected-topic record is written from.
+#[derive(Debug, Clone, Copy)]
+pub struct RejectedFields<'a> {
+    pub topic: &'a str,
+    pub org: &'a str,
+    pub missing_permissions: &'a [String],
+    pub reason: Option<&'a str>,
+}
+
+#[cfg(test)]
+mod tests;
