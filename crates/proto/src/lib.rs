@@ -6,7 +6,9 @@
 //! normalisation ([`region`]) and the REST bodies ([`rest`]). No sockets, no clocks, no
 //! async runtime, so all of it can be unit-tested, property-tested and fuzzed.
 
+pub mod backoff;
 pub mod event_id;
+pub mod exposition;
 pub mod frame;
 pub mod record;
 pub mod region;

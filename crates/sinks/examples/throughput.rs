@@ -53,7 +53,7 @@ fn main() {
         let started = Instant::now();
         for batch in records.chunks(1024) {
             let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
-            sink.deliver(&refs).expect("delivered");
+            testing::deliver(&mut *sink, &refs).expect("delivered");
         }
         let secs = started.elapsed().as_secs_f64();
         println!(

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::{Sink, SinkError, duration_option};
+use crate::{BlockingSink, SinkError, duration_option};
 
 /// `file:///path/events.jsonl?max_bytes=N&rotate=1h`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +116,7 @@ impl FileSink {
     }
 }
 
-impl Sink for FileSink {
+impl BlockingSink for FileSink {
     fn name(&self) -> &str {
         &self.name
     }

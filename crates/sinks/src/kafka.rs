@@ -20,7 +20,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
-use crate::{Sink, SinkError, duration_option};
+use crate::{BlockingSink, SinkError, duration_option};
 use holdline_proto::record::Head;
 use holdline_proto::topic::entity;
 
@@ -247,7 +247,7 @@ impl KafkaSink {
     }
 }
 
-impl Sink for KafkaSink {
+impl BlockingSink for KafkaSink {
     fn name(&self) -> &str {
         &self.name
     }

@@ -1,11 +1,14 @@
 //! Where holdline delivers events from its spool.
 //!
 //! Every sink has the same shape: a configuration parsed from a `--sink` URL (or a
-//! `[[sink]]` table), and [`Sink::deliver`], which returns only once the destination has
-//! confirmed every record it was given. The spool advances the sink's cursor only after
-//! that, so a record is delivered at least once whatever fails in between; a repeat is
-//! byte-for-byte the same record, with the same event id.
+//! `[[sink]]` table), and [`Sink::deliver`], which is done only once the destination has
+//! confirmed every record it was given. A [`Deliverer`] per sink reads the spool from that
+//! sink's cursor, delivers in batches, retries with the shared backoff, dead-letters what
+//! keeps failing (where the sink allows) and advances the cursor only after a
+//! confirmation, so a record is delivered at least once whatever fails in between; a
+//! repeat is byte-for-byte the same record, with the same event id.
 
+mod deliver;
 pub mod file;
 #[cfg(feature = "kafka")]
 pub mod kafka;
@@ -16,9 +19,14 @@ pub mod stdout;
 pub mod testing;
 pub mod webhook;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
+use bytes::Bytes;
 use holdline_proto::record::{self, Head};
+
+pub use deliver::{BATCH, DeliverError, Deliverer, SinkHealth, SinkMetrics};
 
 /// Why a delivery failed; the spool keeps the records either way.
 #[derive(Debug, thiserror::Error)]
@@ -80,17 +88,21 @@ impl<'a> Routed<'a> {
 /// Opens the sink `config` describes.
 pub fn open(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
     Ok(match config {
-        SinkConfig::Stdout => Box::new(stdout::StdoutSink),
-        SinkConfig::File(f) => Box::new(file::FileSink::open(f.clone())?),
+        SinkConfig::Stdout => Box::new(OnThread::new(stdout::StdoutSink)),
+        SinkConfig::File(f) => Box::new(OnThread::new(file::FileSink::open(f.clone())?)),
         SinkConfig::Webhook(w) => Box::new(webhook::WebhookSink::new(w.clone())),
         SinkConfig::Nats(n) => Box::new(nats::NatsSink::new(n.clone())),
-        SinkConfig::Redis(r) => Box::new(redis::RedisSink::new(r.clone())),
+        SinkConfig::Redis(r) => Box::new(OnThread::new(redis::RedisSink::new(r.clone()))),
         #[cfg(feature = "kafka")]
-        SinkConfig::Kafka(k) => Box::new(kafka::KafkaSink::new(k.clone())),
+        SinkConfig::Kafka(k) => Box::new(OnThread::new(kafka::KafkaSink::new(k.clone()))),
     })
 }
 
-/// A destination for records (each one JSON object ending in a newline).
+/// What [`Sink::deliver`] and [`Sink::dead_letter`] return.
+pub type Delivery<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+
+/// A destination for records (each one JSON object ending in a newline), driven on the
+/// async runtime by a [`Deliverer`].
 pub trait Sink: Send {
     /// A stable name: the spool keeps this sink's cursor under it.
     fn name(&self) -> &str;
@@ -99,17 +111,81 @@ pub trait Sink: Send {
     fn label(&self) -> String {
         self.name().to_owned()
     }
-    /// Delivers `records` in order; returns once the destination confirmed all of them.
-    fn deliver(&mut self, records: &[&[u8]]) -> Result<(), SinkError>;
+    /// Delivers `records` in order; done once the destination confirmed all of them.
+    fn deliver<'a>(&'a mut self, records: &'a [Bytes]) -> Delivery<'a>;
     /// Tries per batch before it goes to [`Sink::dead_letter`] (`None`: retry forever).
     fn attempts(&self) -> Option<u32> {
         None
     }
     /// Keeps a batch that kept failing somewhere it is not lost.
-    fn dead_letter(&mut self, _records: &[&[u8]]) -> Result<(), SinkError> {
-        Err(SinkError::Failed {
+    fn dead_letter<'a>(&'a mut self, _records: &'a [Bytes]) -> Delivery<'a> {
+        let err = SinkError::Failed {
             sink: self.name().to_owned(),
             detail: "this sink has no dead-letter file".into(),
+        };
+        Box::pin(async move { Err(err) })
+    }
+}
+
+/// A sink whose client blocks (a file, a synchronous connection). [`OnThread`] runs it on
+/// the runtime's blocking threads, never on a worker.
+pub trait BlockingSink: Send + 'static {
+    fn name(&self) -> &str;
+    fn label(&self) -> String {
+        self.name().to_owned()
+    }
+    /// Delivers `records` in order; returns once the destination confirmed all of them.
+    fn deliver(&mut self, records: &[&[u8]]) -> Result<(), SinkError>;
+}
+
+/// A [`BlockingSink`] as a [`Sink`]: each batch moves the sink onto a blocking thread and
+/// back (the records are shared, not copied).
+pub struct OnThread<S> {
+    sink: Option<S>,
+    name: String,
+    label: String,
+}
+
+impl<S: BlockingSink> OnThread<S> {
+    pub fn new(sink: S) -> OnThread<S> {
+        OnThread {
+            name: sink.name().to_owned(),
+            label: sink.label(),
+            sink: Some(sink),
+        }
+    }
+}
+
+impl<S: BlockingSink> Sink for OnThread<S> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn label(&self) -> String {
+        self.label.clone()
+    }
+
+    fn deliver<'a>(&'a mut self, records: &'a [Bytes]) -> Delivery<'a> {
+        Box::pin(async move {
+            let lost = |detail: &str| SinkError::Fatal {
+                sink: self.label.clone(),
+                detail: detail.to_owned(),
+                broken_pipe: false,
+            };
+            let mut sink = self
+                .sink
+                .take()
+                .ok_or_else(|| lost("an earlier delivery panicked"))?;
+            let records = records.to_vec();
+            let (sink, result) = tokio::task::spawn_blocking(move || {
+                let refs: Vec<&[u8]> = records.iter().map(|r| r.as_ref()).collect();
+                let result = sink.deliver(&refs);
+                (sink, result)
+            })
+            .await
+            .map_err(|e| lost(&format!("the delivery panicked: {e}")))?;
+            self.sink = Some(sink);
+            result
         })
     }
 }

@@ -14,8 +14,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+use bytes::Bytes;
 
-use crate::{Sink, SinkError, duration_option};
+use crate::{Delivery, Sink, SinkError, duration_option};
 
 /// NATS sink settings.
 #[derive(Clone, PartialEq, Eq)]
@@ -109,12 +110,10 @@ impl NatsConfig {
     }
 }
 
-/// The NATS JetStream sink. It runs its own small runtime (one worker, so the
-/// connection answers server pings between batches) and connects at first use.
+/// The NATS JetStream sink, on the caller's runtime; connects at first use.
 pub struct NatsSink {
     config: NatsConfig,
     name: String,
-    runtime: Option<tokio::runtime::Runtime>,
     js: Option<jetstream::Context>,
 }
 
@@ -123,7 +122,6 @@ impl NatsSink {
         NatsSink {
             name: format!("nats:{}/{}", config.servers, config.subject),
             config,
-            runtime: None,
             js: None,
         }
     }
@@ -181,14 +179,14 @@ impl NatsSink {
     async fn publish(
         js: &jetstream::Context,
         subject: &str,
-        records: &[&[u8]],
+        records: &[Bytes],
     ) -> Result<(), (PublishErrorKind, String)> {
         let mut acks = Vec::with_capacity(records.len());
         for rec in records {
             let routed = crate::Routed::of(rec);
             let body = rec.strip_suffix(b"\n").unwrap_or(rec);
             let mut msg = PublishMessage::build()
-                .payload(bytes::Bytes::copy_from_slice(body))
+                .payload(rec.slice(..body.len()))
                 .message_id(routed.id.as_str())
                 .header("Holdline-Kind", routed.kind());
             if let Some(topic) = routed.topic() {
@@ -207,25 +205,11 @@ impl NatsSink {
     }
 }
 
-impl Sink for NatsSink {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn deliver(&mut self, records: &[&[u8]]) -> Result<(), SinkError> {
-        if self.runtime.is_none() {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("nats-sink")
-                .enable_all()
-                .build()
-                .map_err(|e| self.fail(e))?;
-            self.runtime = Some(rt);
-        }
-        let rt = self.runtime.as_ref().expect("made above");
+impl NatsSink {
+    async fn send(&mut self, records: &[Bytes]) -> Result<(), SinkError> {
         if self.js.is_none() {
-            let js = rt
-                .block_on(Self::connect(&self.config))
+            let js = Self::connect(&self.config)
+                .await
                 .map_err(|e| self.fail(e))?;
             self.js = Some(js);
         }
@@ -233,17 +217,15 @@ impl Sink for NatsSink {
         // Each acknowledgement waits at most the timeout, and the first failure ends the
         // batch; the bound here also covers a publish stuck behind a full send buffer.
         let publish = Self::publish(js, &self.config.subject, records);
-        let bounded = async {
-            tokio::time::timeout(self.config.timeout * 2, publish)
-                .await
-                .unwrap_or_else(|_| {
-                    Err((
-                        PublishErrorKind::TimedOut,
-                        "no acknowledgement in time".into(),
-                    ))
-                })
-        };
-        match rt.block_on(bounded) {
+        let outcome = tokio::time::timeout(self.config.timeout * 2, publish)
+            .await
+            .unwrap_or_else(|_| {
+                Err((
+                    PublishErrorKind::TimedOut,
+                    "no acknowledgement in time".into(),
+                ))
+            });
+        match outcome {
             Ok(()) => Ok(()),
             Err((PublishErrorKind::StreamNotFound, _)) => Err(self.fail(format!(
                 "no JetStream stream captures subject {:?}: create one (nats stream add) or add stream=NAME to the sink URL",
@@ -252,6 +234,16 @@ impl Sink for NatsSink {
             // The client reconnects by itself; a new context is not needed.
             Err((_, detail)) => Err(self.fail(detail)),
         }
+    }
+}
+
+impl Sink for NatsSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn deliver<'a>(&'a mut self, records: &'a [Bytes]) -> Delivery<'a> {
+        Box::pin(self.send(records))
     }
 }
 

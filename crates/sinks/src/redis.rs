@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 
-use crate::{Sink, SinkError, duration_option};
+use crate::{BlockingSink, SinkError, duration_option};
 
 /// Redis sink settings.
 #[derive(Clone, PartialEq, Eq)]
@@ -151,7 +151,7 @@ impl RedisSink {
     }
 }
 
-impl Sink for RedisSink {
+impl BlockingSink for RedisSink {
     fn name(&self) -> &str {
         &self.name
     }

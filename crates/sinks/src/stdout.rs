@@ -3,13 +3,13 @@
 
 use std::io::Write;
 
-use crate::{Sink, SinkError};
+use crate::{BlockingSink, SinkError};
 
 /// Standard output.
 #[derive(Debug, Default)]
 pub struct StdoutSink;
 
-impl Sink for StdoutSink {
+impl BlockingSink for StdoutSink {
     fn name(&self) -> &str {
         "stdout"
     }

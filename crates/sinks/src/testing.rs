@@ -230,3 +230,21 @@ pub fn nats_payloads(addr: &str, stream: &str) -> Vec<Vec<u8>> {
         out
     })
 }
+
+/// Delivers `records` to `sink` from synchronous test code, on one runtime shared by every
+/// call (so a connection made in one call is still served in the next).
+pub fn deliver(sink: &mut dyn crate::Sink, records: &[&[u8]]) -> Result<(), crate::SinkError> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    let rt = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a test runtime")
+    });
+    let shared: Vec<bytes::Bytes> = records
+        .iter()
+        .map(|r| bytes::Bytes::copy_from_slice(r))
+        .collect();
+    rt.block_on(sink.deliver(&shared))
+}

@@ -14,8 +14,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_lc_rs::hmac;
+use bytes::Bytes;
 
-use crate::{Sink, SinkError, duration_option};
+use crate::{Delivery, Sink, SinkError, duration_option};
 
 /// Webhook settings.
 #[derive(Clone, PartialEq, Eq)]
@@ -88,13 +89,14 @@ impl WebhookConfig {
     }
 }
 
-/// The webhook sink. Its HTTP client is made on the delivery thread, at first use.
+/// The webhook sink. Its HTTP client is made at first use.
 pub struct WebhookSink {
     config: WebhookConfig,
     name: String,
     label: String,
     key: Option<hmac::Key>,
-    client: Option<reqwest::blocking::Client>,
+    client: Option<reqwest::Client>,
+    /// The dead-letter file once opened (taken while a blocking thread writes it).
     dead: Option<File>,
 }
 
@@ -134,25 +136,20 @@ pub fn signature(key: &hmac::Key, body: &[u8]) -> String {
     out
 }
 
-impl Sink for WebhookSink {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn label(&self) -> String {
-        self.label.clone()
-    }
-
-    fn deliver(&mut self, records: &[&[u8]]) -> Result<(), SinkError> {
+impl WebhookSink {
+    async fn post(&mut self, records: &[Bytes]) -> Result<(), SinkError> {
         if self.client.is_none() {
-            let client = reqwest::blocking::Client::builder()
+            let client = reqwest::Client::builder()
                 .timeout(self.config.timeout)
                 .user_agent(concat!("holdline/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|e| self.fail(e))?;
             self.client = Some(client);
         }
-        let body: Vec<u8> = records.concat();
+        let mut body = Vec::with_capacity(records.iter().map(Bytes::len).sum());
+        for r in records {
+            body.extend_from_slice(r);
+        }
         let mut req = self
             .client
             .as_ref()
@@ -166,6 +163,7 @@ impl Sink for WebhookSink {
         let resp = req
             .body(body)
             .send()
+            .await
             .map_err(|e| self.fail(e.without_url()))?;
         if resp.status().is_success() {
             Ok(())
@@ -174,31 +172,59 @@ impl Sink for WebhookSink {
         }
     }
 
+    async fn keep(&mut self, records: &[Bytes]) -> Result<(), SinkError> {
+        let Some(path) = self.config.dead_letter.clone() else {
+            return Err(self.fail("no dead_letter file configured"));
+        };
+        let file = self.dead.take();
+        let records = records.to_vec();
+        let written = tokio::task::spawn_blocking(move || -> Result<File, String> {
+            let mut file = match file {
+                Some(f) => f,
+                None => {
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                    }
+                    OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                        .map_err(|e| format!("cannot open {}: {e}", path.display()))?
+                }
+            };
+            records
+                .iter()
+                .try_for_each(|r| file.write_all(r))
+                .and_then(|()| file.sync_data())
+                .map_err(|e| e.to_string())?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| self.fail(format!("the dead-letter write panicked: {e}")))?;
+        self.dead = Some(written.map_err(|e| self.fail(e))?);
+        Ok(())
+    }
+}
+
+impl Sink for WebhookSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn label(&self) -> String {
+        self.label.clone()
+    }
+
+    fn deliver<'a>(&'a mut self, records: &'a [Bytes]) -> Delivery<'a> {
+        Box::pin(self.post(records))
+    }
+
     fn attempts(&self) -> Option<u32> {
         self.config.attempts
     }
 
-    fn dead_letter(&mut self, records: &[&[u8]]) -> Result<(), SinkError> {
-        let Some(path) = self.config.dead_letter.clone() else {
-            return Err(self.fail("no dead_letter file configured"));
-        };
-        if self.dead.is_none() {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| self.fail(e))?;
-            }
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| self.fail(format!("cannot open {}: {e}", path.display())))?;
-            self.dead = Some(file);
-        }
-        let file = self.dead.as_mut().expect("opened above");
-        let result = records
-            .iter()
-            .try_for_each(|r| file.write_all(r))
-            .and_then(|()| file.sync_data());
-        result.map_err(|e| self.fail(e))
+    fn dead_letter<'a>(&'a mut self, records: &'a [Bytes]) -> Delivery<'a> {
+        Box::pin(self.keep(records))
     }
 }
 
@@ -244,8 +270,8 @@ mod tests {
         assert!(err.contains("HOLDLINE_NO_SUCH_VAR"), "{err}");
     }
 
-    #[test]
-    fn logs_and_metrics_name_the_hook_without_its_path() {
+    #[tokio::test]
+    async fn logs_and_metrics_name_the_hook_without_its_path() {
         let c =
             WebhookConfig::from_parts("https", "hooks.example.com/services/T0/B0/s3cr3tpath", &[])
                 .unwrap();
@@ -259,7 +285,11 @@ mod tests {
         let mut sink9 = WebhookSink::new(
             WebhookConfig::from_parts("http", "127.0.0.1:9/s3cr3tpath?x=1", &[]).unwrap(),
         );
-        let err = sink9.deliver(&[b"{}\n"]).unwrap_err().to_string();
+        let err = sink9
+            .deliver(&[Bytes::from_static(b"{}\n")])
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("s3cr3t"), "{err}");
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use holdline_sinks::{SinkConfig, open};
+use holdline_sinks::{SinkConfig, open, testing};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::mocking::MockCluster;
@@ -86,14 +86,14 @@ fn events_are_keyed_by_entity_in_order_and_gaps_reach_each_entity() {
     let recs: Vec<Vec<u8>> = (0..700).map(record).collect();
     for batch in recs.chunks(100) {
         let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
-        sink.deliver(&refs).unwrap();
+        testing::deliver(&mut *sink, &refs).unwrap();
     }
     let gap = format!(
         "{{\"kind\":\"gap\",\"topics\":[\"v2.routing.queues.{0}.conversations\",\"v2.users.{1}?presence\",\"v2.users.{0}?presence\"],\"from\":\"2026-11-27T10:00:00.000000Z\",\"to\":\"2026-11-27T10:00:01.000000Z\",\"reason\":\"socket dead\"}}\n",
         entity(0),
         entity(1)
     );
-    sink.deliver(&[gap.as_bytes()]).unwrap();
+    testing::deliver(&mut *sink, &[gap.as_bytes()]).unwrap();
 
     let got = consume(&bootstrap, |got| got.len() >= 702);
     let mut partition_of: HashMap<String, i32> = HashMap::new();
@@ -134,16 +134,16 @@ fn a_broker_outage_fails_the_batch_and_the_next_attempt_delivers_it() {
     let mut sink = open(&SinkConfig::parse(&url).unwrap()).unwrap();
     let first: Vec<Vec<u8>> = (0..50).map(record).collect();
     let refs: Vec<&[u8]> = first.iter().map(Vec::as_slice).collect();
-    sink.deliver(&refs).unwrap();
+    testing::deliver(&mut *sink, &refs).unwrap();
 
     cluster.broker_down(1).unwrap();
     let later: Vec<Vec<u8>> = (50..100).map(record).collect();
     let refs: Vec<&[u8]> = later.iter().map(Vec::as_slice).collect();
-    let err = sink.deliver(&refs).unwrap_err();
+    let err = testing::deliver(&mut *sink, &refs).unwrap_err();
     assert!(!err.is_fatal(), "{err}");
     cluster.broker_up(1).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while let Err(e) = sink.deliver(&refs) {
+    while let Err(e) = testing::deliver(&mut *sink, &refs) {
         assert!(
             Instant::now() < deadline,
             "not delivered after the outage: {e}"

@@ -23,7 +23,7 @@ fn records(n: usize, from: usize) -> Vec<Vec<u8>> {
 fn deliver_all(sink: &mut dyn Sink, recs: &[Vec<u8>]) {
     for batch in recs.chunks(100) {
         let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
-        sink.deliver(&refs).expect("delivered");
+        testing::deliver(&mut *sink, &refs).expect("delivered");
     }
 }
 
@@ -37,7 +37,7 @@ fn redis_stores_every_record_with_its_id_and_comes_back_after_an_outage() {
     let mut sink = open(&SinkConfig::parse(&url).unwrap()).unwrap();
     let recs = records(1000, 0);
     deliver_all(sink.as_mut(), &recs);
-    sink.deliver(&[GAP]).unwrap();
+    testing::deliver(&mut *sink, &[GAP]).unwrap();
 
     let entries = testing::redis_entries(&server.addr(), "genesys");
     assert_eq!(entries.len(), 1001);
@@ -54,10 +54,10 @@ fn redis_stores_every_record_with_its_id_and_comes_back_after_an_outage() {
     server.kill();
     let later = records(10, 1000);
     let refs: Vec<&[u8]> = later.iter().map(Vec::as_slice).collect();
-    let err = sink.deliver(&refs).unwrap_err();
+    let err = testing::deliver(&mut *sink, &refs).unwrap_err();
     assert!(!err.is_fatal(), "{err}");
     let server = testing::redis_on(port).expect("redis back on its port");
-    sink.deliver(&refs).expect("delivered after the outage");
+    testing::deliver(&mut *sink, &refs).expect("delivered after the outage");
     let mut conn = redis::Client::open(format!("redis://{}/", server.addr()))
         .unwrap()
         .get_connection()
@@ -96,7 +96,7 @@ fn deliver_frozen(
     let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
     server.pause();
     let started = std::time::Instant::now();
-    let result = sink.deliver(&refs);
+    let result = testing::deliver(&mut *sink, &refs);
     let took = started.elapsed();
     server.resume();
     (result.expect_err("a frozen server cannot confirm"), took)
@@ -113,12 +113,12 @@ fn nats_publishes_with_the_event_id_so_jetstream_drops_repeats() {
     let mut sink = open(&SinkConfig::parse(&url).unwrap()).unwrap();
     let recs = records(500, 0);
     deliver_all(sink.as_mut(), &recs);
-    sink.deliver(&[GAP]).unwrap();
+    testing::deliver(&mut *sink, &[GAP]).unwrap();
     assert_eq!(nats_count(&server.addr(), "GENESYS"), 501);
 
     // A batch delivered again (holdline restarted before acknowledging it) is stored once.
     deliver_all(sink.as_mut(), &recs[200..400]);
-    sink.deliver(&[GAP]).unwrap();
+    testing::deliver(&mut *sink, &[GAP]).unwrap();
     assert_eq!(nats_count(&server.addr(), "GENESYS"), 501);
 
     // An outage: delivery fails within the timeout, then succeeds once the server is back
@@ -128,13 +128,13 @@ fn nats_publishes_with_the_event_id_so_jetstream_drops_repeats() {
     let later = records(50, 500);
     let refs: Vec<&[u8]> = later.iter().map(Vec::as_slice).collect();
     let started = std::time::Instant::now();
-    let err = sink.deliver(&refs).unwrap_err();
+    let err = testing::deliver(&mut *sink, &refs).unwrap_err();
     assert!(!err.is_fatal(), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10), "{err}");
     let server = testing::nats_on(port, store.path()).expect("nats back on its port");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        match sink.deliver(&refs) {
+        match testing::deliver(&mut *sink, &refs) {
             Ok(()) => break,
             Err(e) if std::time::Instant::now() < deadline => {
                 eprintln!("retrying: {e}");
@@ -153,7 +153,9 @@ fn nats_without_a_stream_says_how_to_make_one() {
     let url = format!("nats://{}/nobody.listens?timeout=2s", server.addr());
     let mut sink = open(&SinkConfig::parse(&url).unwrap()).unwrap();
     let recs = records(1, 0);
-    let err = sink.deliver(&[&recs[0]]).unwrap_err().to_string();
+    let err = testing::deliver(&mut *sink, &[&recs[0]])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("stream=NAME"), "{err}");
 }
 
@@ -186,7 +188,7 @@ fn nats_that_stops_answering_fails_within_the_timeout() {
     let refs: Vec<&[u8]> = recs.iter().map(Vec::as_slice).collect();
     assert!(took < Duration::from_secs(5), "took {took:?}: {err}");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while let Err(e) = sink.deliver(&refs) {
+    while let Err(e) = testing::deliver(&mut *sink, &refs) {
         assert!(std::time::Instant::now() < deadline, "{e}");
     }
     assert_eq!(nats_count(&server.addr(), "GENESYS"), 510);

@@ -30,6 +30,7 @@
 
 mod commit;
 mod frame;
+mod metrics;
 mod state;
 
 use std::collections::VecDeque;
@@ -38,8 +39,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::{Bytes, BytesMut};
+
 pub use commit::GroupCommit;
 use frame::{HEADER, Payload};
+pub use metrics::register;
 use state::{State, sync_dir};
 
 /// A segment is closed and a new one started once it holds this many bytes.
@@ -83,6 +87,21 @@ fn storage(e: impl std::fmt::Display) -> SpoolError {
 pub struct Spooled {
     pub seq: u64,
     pub record: Vec<u8>,
+}
+
+/// Records read back for delivery, sharing one buffer per commit: records `first`,
+/// `first + 1`, … in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pending {
+    pub first: u64,
+    pub records: Vec<Bytes>,
+}
+
+impl Pending {
+    /// The sequence number of the last record, if there is one.
+    pub fn last(&self) -> Option<u64> {
+        (!self.records.is_empty()).then(|| self.first + self.records.len() as u64 - 1)
+    }
 }
 
 /// What [`Spool::drop_oldest`] removed.
@@ -144,6 +163,8 @@ struct Inner {
     released: u64,
     received: Option<u64>,
     state_lost: bool,
+    /// Records removed by [`Spool::drop_oldest`] since open.
+    dropped: u64,
 }
 
 impl Inner {
@@ -231,25 +252,24 @@ struct Piece {
     count: usize,
 }
 
-fn read_pieces(pieces: Vec<Piece>) -> Result<Vec<Spooled>, SpoolError> {
-    let mut out = Vec::with_capacity(pieces.iter().map(|p| p.count).sum());
-    let mut buf = Vec::new();
+/// Reads `pieces` (in order): one buffer per piece, each record a slice of it.
+fn read_pieces(pieces: Vec<Piece>) -> Result<Pending, SpoolError> {
+    let mut out = Pending {
+        first: pieces.first().map_or(0, |p| p.first),
+        records: Vec::with_capacity(pieces.iter().map(|p| p.count).sum()),
+    };
     for p in pieces {
-        buf.resize(p.len, 0);
+        let mut buf = BytesMut::zeroed(p.len);
         p.file.read_exact_at(&mut buf, p.at).map_err(storage)?;
+        let buf = buf.freeze();
         let mut pos = 0usize;
-        for i in 0..p.count {
+        for _ in 0..p.count {
             let n = buf
                 .get(pos..pos + 4)
                 .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+                .filter(|n| pos + 4 + n <= buf.len())
                 .ok_or_else(|| storage("a spooled commit changed under its reader"))?;
-            let record = buf
-                .get(pos + 4..pos + 4 + n)
-                .ok_or_else(|| storage("a spooled commit changed under its reader"))?;
-            out.push(Spooled {
-                seq: p.first + i as u64,
-                record: record.to_vec(),
-            });
+            out.records.push(buf.slice(pos + 4..pos + 4 + n));
             pos += 4 + n;
         }
     }
@@ -414,6 +434,7 @@ impl Spool {
             released,
             received,
             state_lost: recovered.state_lost,
+            dropped: 0,
         };
         let gone = inner.release();
         let spool = Spool {
@@ -609,6 +630,18 @@ impl Spool {
 
     /// Up to `max` durable records after `sink`'s cursor, oldest first.
     pub fn pending(&self, sink: &str, max: usize) -> Result<Vec<Spooled>, SpoolError> {
+        let p = self.pending_shared(sink, max)?;
+        Ok((p.first..)
+            .zip(p.records)
+            .map(|(seq, r)| Spooled {
+                seq,
+                record: r.to_vec(),
+            })
+            .collect())
+    }
+
+    /// [`Spool::pending`] without a copy per record: what a delivery loop reads.
+    pub fn pending_shared(&self, sink: &str, max: usize) -> Result<Pending, SpoolError> {
         let pieces = {
             let inner = self.lock();
             let cursor = *inner
@@ -621,7 +654,7 @@ impl Spool {
                 .durable
                 .min(from.saturating_add(max as u64).saturating_sub(1));
             if max == 0 {
-                return Ok(Vec::new());
+                return Ok(Pending::default());
             }
             inner.locate(from, to)
         };
@@ -654,6 +687,24 @@ impl Spool {
     /// Bytes of the records held.
     pub fn held_bytes(&self) -> Result<u64, SpoolError> {
         Ok(self.lock().held)
+    }
+
+    /// Records the slowest sink has not confirmed.
+    pub fn deepest(&self) -> u64 {
+        let inner = self.lock();
+        let last = inner.state.last;
+        inner
+            .state
+            .cursors
+            .values()
+            .map(|c| last.saturating_sub(*c))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Records removed by [`Spool::drop_oldest`] since the spool was opened.
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped
     }
 
     /// Records waiting for `sink`.
@@ -689,8 +740,9 @@ impl Spool {
             return Ok(None);
         }
         let records = read_pieces(inner.locate(first, last))?
+            .records
             .into_iter()
-            .map(|s| s.record)
+            .map(|r| r.to_vec())
             .collect();
         for cursor in inner.state.cursors.values_mut() {
             *cursor = (*cursor).max(last);
@@ -698,6 +750,7 @@ impl Spool {
         if inner.state.cursors.is_empty() {
             inner.released = last;
         }
+        inner.dropped += last - first + 1;
         let gone = inner.release();
         self.save(&inner, true)?;
         drop(inner);

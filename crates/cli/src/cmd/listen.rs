@@ -478,13 +478,20 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     tracing::info!(endpoints = %config.endpoints, client_id = %config.credentials.client_id, topics = config.topics.len(), "starting");
     let metrics_addr = args.metrics_addr(&file);
     let lookback = config.timings.gap_lookback;
+    // Each component registers its own series; /metrics serves them all.
+    let mut registry = prometheus_client::registry::Registry::default();
     let spooled = match args.spool(&file, lookback)? {
         Some((dir, limits, sinks)) => {
             let opened = sinks
                 .iter()
                 .map(holdline_sinks::open)
                 .collect::<Result<Vec<_>, _>>()?;
-            Some(super::spooled::Spooled::open(&dir, limits, opened)?)
+            Some(super::spooled::Spooled::open(
+                &dir,
+                limits,
+                opened,
+                &mut registry,
+            )?)
         }
         None => None,
     };
@@ -511,8 +518,9 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    holdline_client::telemetry::metrics::register(handle.stats().clone(), &mut registry);
     if let Some(addr) = metrics_addr {
-        super::observe::serve(addr, handle.stats().clone()).await?;
+        super::observe::serve(addr, handle.stats().clone(), registry).await?;
     }
     if let Some(spooled) = &spooled {
         spooled.observe(handle.stats().clone());
@@ -594,8 +602,8 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     };
     let flushed = match out.flush().await {
         Ok(()) => match out.spooled.take() {
-            Some(spooled) if result.is_ok() => spooled.close(),
-            Some(spooled) => spooled.close_after_failure(),
+            Some(spooled) if result.is_ok() => spooled.close().await,
+            Some(spooled) => spooled.close_after_failure().await,
             None => Ok(()),
         },
         Err(e) => Err(e),

@@ -1,8 +1,10 @@
-//! `listen --spool DIR`: records go into the durable spool first (one commit per batch),
-//! and one delivery thread per sink (stdout unless `--sink` says otherwise) delivers them
+//! `listen --spool DIR`: records go into the durable spool first (group commit: a batch is
+//! written while the previous one syncs), and one delivery task per sink (stdout unless
+//! `--sink` says otherwise, each a `holdline_sinks::Deliverer`) delivers them once durable
 //! and acknowledges them only once the destination confirmed. A failing sink is retried
-//! with backoff while the spool keeps its records; each sink has its own cursor. After a crash (even `kill -9`) the next run delivers everything the spool
-//! had committed but stdout had not confirmed, and writes a gap record for the time no
+//! with backoff while the spool keeps its records; each sink has its own cursor. After a
+//! crash (even `kill -9`) the next run delivers everything the spool had committed but
+//! stdout had not confirmed, and writes a gap record for the time no
 //! run was receiving, from the newest event the crashed run spooled (less the look-back)
 //! to the moment the new run is receiving again.
 //!
@@ -12,20 +14,18 @@
 //! record covering them. Never silent loss.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use holdline_client::Stats;
 use holdline_client::stream::record::write_gap;
-use holdline_sinks::{Sink, SinkError};
+use holdline_sinks::{DeliverError, Deliverer, Sink, SinkMetrics};
 use holdline_spool::{Dropped, Durability, GroupCommit, Spool};
+use prometheus_client::registry::Registry;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 
-/// Most records delivered per write and acknowledgement.
-const DELIVER_BATCH: usize = 1024;
 /// Most bytes waiting for the spool's next commit before the writer waits (the sockets are
 /// then not read until the disk catches up).
 const COMMIT_QUEUE_BYTES: usize = 8 << 20;
@@ -43,7 +43,9 @@ pub struct Limits {
     pub retry_max: Duration,
 }
 
-/// The spool and its delivery threads.
+type Delivery = (String, JoinHandle<Result<(), DeliverError>>);
+
+/// The spool, its committer and one delivery task per sink.
 pub struct Spooled {
     spool: Arc<Spool>,
     /// Commits what the writer hands over while the previous commit syncs.
@@ -53,16 +55,21 @@ pub struct Spooled {
     /// When the spool last became full (cleared once a batch fits): events received
     /// since may have waited that long in the network while the sockets were held back.
     full_since: std::sync::Mutex<Option<SystemTime>>,
-    wake: Vec<mpsc::Sender<()>>,
-    stop: Arc<AtomicBool>,
-    delivery: std::sync::Mutex<Vec<JoinHandle<anyhow::Result<()>>>>,
+    stop: watch::Sender<bool>,
+    delivery: std::sync::Mutex<Vec<Delivery>>,
     /// When the crashed previous run last received an event, if it crashed.
     pub unclean_since: Option<SystemTime>,
 }
 
 impl Spooled {
-    /// Opens the spool in `dir` and starts delivering what it holds to `sinks`.
-    pub fn open(dir: &Path, limits: Limits, sinks: Vec<Box<dyn Sink>>) -> anyhow::Result<Spooled> {
+    /// Opens the spool in `dir` and starts delivering what it holds to `sinks` (on the
+    /// current runtime); the spool's and the sinks' series go into `registry`.
+    pub fn open(
+        dir: &Path,
+        limits: Limits,
+        sinks: Vec<Box<dyn Sink>>,
+        registry: &mut Registry,
+    ) -> anyhow::Result<Spooled> {
         let spool = Arc::new(Spool::open(dir, Durability::Immediate)?);
         let recovered = spool.recovered();
         if recovered.torn_bytes > 0 {
@@ -71,59 +78,50 @@ impl Spooled {
         if recovered.state_lost {
             tracing::warn!(dir = %dir.display(), "the spool's state file was missing or damaged: every sink is sent everything held again");
         }
-        let names: Arc<Vec<String>> = Arc::new(sinks.iter().map(|s| s.name().to_owned()).collect());
-        for name in names.iter() {
-            spool.register(name)?;
+        holdline_spool::register(spool.clone(), registry);
+        let metrics = SinkMetrics::default();
+        metrics.register(registry);
+        let (stop, stopped) = watch::channel(false);
+        let mut wakes = Vec::new();
+        let mut deliverers = Vec::new();
+        for sink in sinks {
+            let wake = Arc::new(Notify::new());
+            wakes.push(wake.clone());
+            let name = sink.name().to_owned();
+            let d = Deliverer::new(
+                spool.clone(),
+                sink,
+                metrics.clone(),
+                wake,
+                stopped.clone(),
+                RETRY_FIRST,
+                limits.retry_max,
+            )?;
+            tracing::info!(dir = %dir.display(), sink = %d.label(), pending = spool.depth(&name)?, "spool open");
+            deliverers.push(d);
         }
-        let labels: Vec<String> = sinks.iter().map(|s| s.label()).collect();
         let unclean_since = spool
             .begin_run()?
             .map(|micros| UNIX_EPOCH + Duration::from_micros(micros));
-        for (name, label) in names.iter().zip(&labels) {
-            tracing::info!(dir = %dir.display(), sink = %label, pending = spool.depth(name)?, "spool open");
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let stats: Arc<OnceLock<Arc<Stats>>> = Arc::default();
-        let (wake, woken): (Vec<_>, Vec<_>) = sinks.iter().map(|_| mpsc::channel()).unzip();
         let commit = {
-            let (wake, stats, names, spool) =
-                (wake.clone(), stats.clone(), names.clone(), spool.clone());
             // A small spool limit bounds the queue too, so "full" means what it says.
             let queue = COMMIT_QUEUE_BYTES.min(limits.max_bytes as usize / 4);
             GroupCommit::start(spool.clone(), queue, move |_| {
-                gauges(&spool, &stats, &names);
-                for w in &wake {
-                    let _ = w.send(());
+                for w in &wakes {
+                    w.notify_one();
                 }
             })?
         };
-        let mut delivery = Vec::new();
-        for (sink, woken) in sinks.into_iter().zip(woken) {
-            let (spool, stop, stats, names) =
-                (spool.clone(), stop.clone(), stats.clone(), names.clone());
-            delivery.push(
-                std::thread::Builder::new()
-                    .name(format!("sink-{}", sink.label()))
-                    .spawn(move || {
-                        deliver(
-                            &spool,
-                            sink,
-                            &woken,
-                            &stop,
-                            &stats,
-                            &names,
-                            limits.retry_max,
-                        )
-                    })?,
-            );
-        }
+        let delivery = deliverers
+            .into_iter()
+            .map(|d| (d.label().to_owned(), tokio::spawn(d.run())))
+            .collect();
         Ok(Spooled {
             spool,
             commit,
             limits,
-            stats,
+            stats: Arc::default(),
             full_since: std::sync::Mutex::new(None),
-            wake,
             stop,
             delivery: std::sync::Mutex::new(delivery),
             unclean_since,
@@ -131,17 +129,21 @@ impl Spooled {
     }
 
     /// An error if a sink stopped for good (stdout closed): the caller ends the run.
-    fn check_sinks(&self) -> anyhow::Result<()> {
-        let mut threads = self.delivery.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = threads.iter().position(|t| t.is_finished()) {
-            let done = threads.swap_remove(i);
-            done.join()
-                .map_err(|_| anyhow::anyhow!("a sink delivery thread panicked"))??;
+    async fn check_sinks(&self) -> anyhow::Result<()> {
+        let done = {
+            let mut tasks = self.delivery.lock().unwrap_or_else(|p| p.into_inner());
+            tasks
+                .iter()
+                .position(|(_, t)| t.is_finished())
+                .map(|i| tasks.swap_remove(i))
+        };
+        match done {
+            Some((label, task)) => ended(&label, task.await),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    /// Reports spool depth, bytes and drops in `stats` from now on.
+    /// Counts the gaps of dropped records in the engine's `stats` from now on.
     pub fn observe(&self, stats: Arc<Stats>) {
         let _ = self.stats.set(stats);
     }
@@ -157,7 +159,7 @@ impl Spooled {
         if records.is_empty() {
             return Ok(());
         }
-        self.check_sinks()?;
+        self.check_sinks().await?;
         let incoming: u64 = records.iter().map(|r| r.len() as u64).sum();
         let mut gap_record = Vec::new();
         let full = self.held()? + incoming > self.limits.max_bytes;
@@ -228,9 +230,6 @@ impl Spooled {
             .unwrap_or(full_since);
         gap.from = gap.from.min(held_back_from);
         if let Some(stats) = self.stats.get() {
-            stats
-                .spool_dropped
-                .fetch_add(records.len() as u64, Ordering::Relaxed);
             holdline_client::telemetry::notable::gap(stats, &gap);
         }
         tracing::error!(
@@ -245,38 +244,55 @@ impl Spooled {
     }
 
     /// Delivers everything spooled, then marks the run as ended cleanly.
-    pub fn close(self) -> anyhow::Result<()> {
-        self.finish(true)
+    pub async fn close(self) -> anyhow::Result<()> {
+        self.finish(true).await
     }
 
     /// Like [`Spooled::close`], but the run counts as not closed: the client stopped on
     /// an error, so the next run reports the time no run was receiving as a gap.
-    pub fn close_after_failure(self) -> anyhow::Result<()> {
-        self.finish(false)
+    pub async fn close_after_failure(self) -> anyhow::Result<()> {
+        self.finish(false).await
     }
 
-    fn finish(self, clean: bool) -> anyhow::Result<()> {
-        let committed = self.commit.finish().context("writing to the spool");
-        self.stop.store(true, Ordering::Release);
-        for w in &self.wake {
-            let _ = w.send(());
-        }
-        let threads = std::mem::take(&mut *self.delivery.lock().unwrap_or_else(|p| p.into_inner()));
+    async fn finish(self, clean: bool) -> anyhow::Result<()> {
+        let commit = self.commit;
+        let committed = tokio::task::spawn_blocking(move || commit.finish())
+            .await
+            .context("the spool's writer")?
+            .context("writing to the spool");
+        let _ = self.stop.send(true);
+        let tasks = std::mem::take(&mut *self.delivery.lock().unwrap_or_else(|p| p.into_inner()));
         let mut result = Ok(());
-        for t in threads {
-            let done = t
-                .join()
-                .map_err(|_| anyhow::anyhow!("a sink delivery thread panicked"))
-                .and_then(|r| r);
+        for (label, task) in tasks {
+            let done = ended(&label, task.await);
             if result.is_ok() {
                 result = done;
             }
         }
         committed?;
         if clean {
-            self.spool.end_run()?;
+            let spool = self.spool.clone();
+            tokio::task::spawn_blocking(move || spool.end_run())
+                .await
+                .context("the spool")??;
         }
         result
+    }
+}
+
+/// What a delivery task's end means for the run: stdout closed ends it as it does without
+/// a spool (the records stay spooled for the next run); any other error is reported.
+fn ended(
+    label: &str,
+    joined: Result<Result<(), DeliverError>, tokio::task::JoinError>,
+) -> anyhow::Result<()> {
+    match joined {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(DeliverError::BrokenPipe)) => {
+            Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe).into())
+        }
+        Ok(Err(e)) => Err(anyhow::Error::new(e).context(format!("delivering to {label}"))),
+        Err(e) => Err(anyhow::anyhow!("the delivery task of {label} died: {e}")),
     }
 }
 
@@ -315,102 +331,4 @@ fn gap_for(records: &[&[u8]], lookback: Duration) -> Option<holdline_client::Gap
             records.len()
         ),
     })
-}
-
-/// Depth is the deepest sink's backlog.
-fn gauges(spool: &Spool, stats: &OnceLock<Arc<Stats>>, sinks: &[String]) {
-    if let Some(stats) = stats.get() {
-        let depth = sinks
-            .iter()
-            .map(|s| spool.depth(s).unwrap_or_default())
-            .max()
-            .unwrap_or_default();
-        let bytes = spool.held_bytes().unwrap_or_default();
-        stats.spool_depth.store(depth as i64, Ordering::Relaxed);
-        stats.spool_bytes.store(bytes as i64, Ordering::Relaxed);
-    }
-}
-
-/// Delivers pending records to `sink` and acknowledges them, retrying a failing sink with
-/// backoff; until stopped and drained (or, when stopping, until the sink fails: its
-/// records stay in the spool for the next run). A fatal sink error ends the thread.
-fn deliver(
-    spool: &Spool,
-    mut sink: Box<dyn Sink>,
-    woken: &mpsc::Receiver<()>,
-    stop: &AtomicBool,
-    stats: &OnceLock<Arc<Stats>>,
-    sinks: &[String],
-    retry_max: Duration,
-) -> anyhow::Result<()> {
-    let name = sink.name().to_owned();
-    let label = sink.label();
-    let mut retry = RETRY_FIRST;
-    let mut failures = 0u32;
-    loop {
-        let batch = spool.pending(&name, DELIVER_BATCH)?;
-        let Some(last) = batch.last().map(|r| r.seq) else {
-            if stop.load(Ordering::Acquire) {
-                return Ok(());
-            }
-            let _ = woken.recv_timeout(Duration::from_millis(200));
-            continue;
-        };
-        let records: Vec<&[u8]> = batch.iter().map(|r| r.record.as_slice()).collect();
-        let health = |spool: &Spool| stats.get().map(|s| (s, spool.depth(&name).unwrap_or(0)));
-        match sink.deliver(&records) {
-            Ok(()) => {
-                spool.ack(&name, last)?;
-                gauges(spool, stats, sinks);
-                if let Some((s, pending)) = health(spool) {
-                    s.sink_delivered(&label, records.len(), pending);
-                }
-                retry = RETRY_FIRST;
-                failures = 0;
-            }
-            Err(SinkError::Fatal {
-                broken_pipe: true, ..
-            }) => {
-                // The reader went away; the records stay in the spool, and the run ends
-                // as it does without a spool.
-                return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe).into());
-            }
-            Err(e) if e.is_fatal() => return Err(e.into()),
-            Err(e) if sink.attempts().is_some_and(|n| failures + 1 >= n) => {
-                // Tried enough: keep the batch in the dead-letter file, not in the way.
-                sink.dead_letter(&records)?;
-                spool.ack(&name, last)?;
-                gauges(spool, stats, sinks);
-                if let Some((s, pending)) = health(spool) {
-                    s.sink_failed(&label, pending);
-                    s.sink_dead_lettered(&label, records.len(), pending);
-                }
-                tracing::error!(event = "sink_dead_letter", sink = %label, records = records.len(), error = %e, "batch kept failing; written to the dead-letter file");
-                failures = 0;
-                retry = RETRY_FIRST;
-            }
-            Err(e) => {
-                failures += 1;
-                if let Some((s, pending)) = health(spool) {
-                    s.sink_failed(&label, pending);
-                }
-                if stop.load(Ordering::Acquire) {
-                    tracing::warn!(event = "sink_undelivered", sink = %label, pending = spool.depth(&name)?, error = %e, "stopping with records undelivered; the next run delivers them");
-                    return Ok(());
-                }
-                tracing::warn!(event = "sink_retry", sink = %label, error = %e, retry_in_ms = retry.as_millis() as u64, "sink failed; retrying");
-                // Wait the whole backoff (new records must not hammer a failing sink),
-                // but notice a stop.
-                let until = std::time::Instant::now() + retry;
-                while !stop.load(Ordering::Acquire) {
-                    let left = until.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    let _ = woken.recv_timeout(left.min(Duration::from_millis(100)));
-                }
-                retry = (retry * 2).min(retry_max.max(RETRY_FIRST));
-            }
-        }
-    }
 }

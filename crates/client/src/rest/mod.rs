@@ -5,5 +5,5 @@
 
 pub mod api;
 pub mod auth;
-pub mod backoff;
+pub use holdline_proto::backoff;
 pub mod resolve;

@@ -1,11 +1,23 @@
-//! The counters in the Prometheus text exposition format (version 0.0.4), and the
-//! readiness rule. Written by hand: a few dozen series need no registry crate.
+//! The engine's metrics, registered with a `prometheus-client` registry as a collector
+//! that reads [`Stats`] at each scrape, and the readiness rule. The spool and each sink
+//! register their own; the binary serves the registry (OpenMetrics text).
 //!
 //! Nothing here can carry a secret: labels are topic families, causes, REST operation
 //! names, status codes, shard and slot numbers and channel ids.
 
-use std::fmt::Write;
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use holdline_proto::exposition::escape;
 
 use crate::CHANNEL_BUDGET;
 use crate::telemetry::stats::{Cause, FAMILIES, Stats};
@@ -42,374 +54,388 @@ pub fn readiness(stats: &Stats) -> Result<usize, NotReady> {
     }
 }
 
-struct Out(String);
+/// Adds the engine's series to `registry`, read from `stats` at every scrape.
+pub fn register(stats: Arc<Stats>, registry: &mut Registry) {
+    registry.register_collector(Box::new(Engine(stats)));
+}
 
-impl Out {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
+/// The engine's series alone, as the binary serves them (for tests and tools).
+pub fn render(stats: &Arc<Stats>) -> String {
+    let mut registry = Registry::default();
+    register(stats.clone(), &mut registry);
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.0.push_str(name);
-        if !labels.is_empty() {
-            self.0.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.0.push(',');
-                }
-                let _ = write!(self.0, "{k}=\"{}\"", escape(v));
-            }
-            self.0.push('}');
-        }
-        let _ = writeln!(self.0, " {}", number(value));
-    }
+#[derive(Debug)]
+struct Engine(Arc<Stats>);
 
-    fn one(&mut self, name: &str, kind: &str, help: &str, value: f64) {
-        self.family(name, kind, help);
-        self.sample(name, &[], value);
+impl Collector for Engine {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        encode(&self.0, &mut Out(encoder))
     }
 }
 
-fn number(v: f64) -> String {
-    if v.is_infinite() {
-        "+Inf".into()
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
+/// A sample's value: counts stay integers in the text, times are fractions.
+#[derive(Clone, Copy)]
+enum V {
+    U(u64),
+    I(i64),
+    F(f64),
+}
+
+impl From<u64> for V {
+    fn from(v: u64) -> V {
+        V::U(v)
     }
 }
 
-/// A per-sink series: name, type, help, and how to read it.
-type SinkSeries = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&crate::telemetry::stats::SinkHealth) -> u64,
-);
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+impl From<i64> for V {
+    fn from(v: i64) -> V {
+        V::I(v)
+    }
 }
 
-fn counter(c: &std::sync::atomic::AtomicU64) -> f64 {
-    Stats::get(c) as f64
+impl From<f64> for V {
+    fn from(v: f64) -> V {
+        V::F(v)
+    }
 }
 
-fn gauge(g: &std::sync::atomic::AtomicI64) -> f64 {
-    g.load(std::sync::atomic::Ordering::Relaxed) as f64
+fn put(m: MetricEncoder<'_>, counter: bool, v: V) -> fmt::Result {
+    match (counter, v) {
+        (true, V::U(v)) => ConstCounter::new(v).encode(m),
+        (true, V::I(v)) => ConstCounter::new(v.max(0) as u64).encode(m),
+        (true, V::F(v)) => ConstCounter::new(v).encode(m),
+        (false, V::U(v)) => ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(m),
+        (false, V::I(v)) => ConstGauge::new(v).encode(m),
+        (false, V::F(v)) => ConstGauge::new(v).encode(m),
+    }
 }
 
-/// Every series, as `/metrics` serves them.
-pub fn render(stats: &Stats) -> String {
-    let mut o = Out(String::with_capacity(8 * 1024));
+struct Out<'a>(DescriptorEncoder<'a>);
+
+/// One family's samples.
+struct Family<'a, 'b> {
+    m: &'a mut MetricEncoder<'b>,
+    counter: bool,
+}
+
+impl Family<'_, '_> {
+    fn sample(&mut self, labels: &[(&str, &str)], v: impl Into<V>) -> fmt::Result {
+        let labels: Vec<(&str, Cow<'_, str>)> =
+            labels.iter().map(|(k, v)| (*k, escape(v))).collect();
+        let m = self.m.encode_family(&labels)?;
+        put(m, self.counter, v.into())
+    }
+}
+
+impl Out<'_> {
+    /// A family: counters are named without `_total` (the encoder appends it).
+    fn family(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        samples: impl FnOnce(&mut Family<'_, '_>) -> fmt::Result,
+    ) -> fmt::Result {
+        let counter = kind == "counter";
+        let (name, ty) = if counter {
+            (
+                name.strip_suffix("_total").unwrap_or(name),
+                MetricType::Counter,
+            )
+        } else {
+            (name, MetricType::Gauge)
+        };
+        let help = help.strip_suffix('.').unwrap_or(help);
+        let mut m = self.0.encode_descriptor(name, help, None, ty)?;
+        samples(&mut Family { m: &mut m, counter })
+    }
+
+    fn one(&mut self, name: &str, kind: &str, help: &str, v: impl Into<V>) -> fmt::Result {
+        let v = v.into();
+        let counter = kind == "counter";
+        let (name, ty) = if counter {
+            (
+                name.strip_suffix("_total").unwrap_or(name),
+                MetricType::Counter,
+            )
+        } else {
+            (name, MetricType::Gauge)
+        };
+        let help = help.strip_suffix('.').unwrap_or(help);
+        let m = self.0.encode_descriptor(name, help, None, ty)?;
+        put(m, counter, v)
+    }
+}
+
+fn counter(c: &std::sync::atomic::AtomicU64) -> u64 {
+    Stats::get(c)
+}
+
+fn gauge(g: &std::sync::atomic::AtomicI64) -> i64 {
+    g.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Every engine series.
+fn encode(stats: &Stats, o: &mut Out<'_>) -> fmt::Result {
     let family_label = |i: usize| FAMILIES.get(i).map_or("other", |f| f.name());
 
     o.family(
         "holdline_events_received_total",
         "counter",
         "Notification frames received on any socket, before de-duplication, by topic family.",
-    );
-    for (i, c) in stats.frames_by_family.iter().enumerate() {
-        o.sample(
-            "holdline_events_received_total",
-            &[("family", family_label(i))],
-            counter(c),
-        );
-    }
+        |f| {
+            for (i, c) in stats.frames_by_family.iter().enumerate() {
+                f.sample(&[("family", family_label(i))], counter(c))?;
+            }
+            Ok(())
+        },
+    )?;
     o.family(
         "holdline_events_emitted_total",
         "counter",
         "Events written out once each, by topic family.",
-    );
-    for (i, c) in stats.emitted_by_family.iter().enumerate() {
-        o.sample(
-            "holdline_events_emitted_total",
-            &[("family", family_label(i))],
-            counter(c),
-        );
-    }
+        |f| {
+            for (i, c) in stats.emitted_by_family.iter().enumerate() {
+                f.sample(&[("family", family_label(i))], counter(c))?;
+            }
+            Ok(())
+        },
+    )?;
     o.one(
         "holdline_duplicates_dropped_total",
         "counter",
         "Events dropped because another socket delivered them first.",
         counter(&stats.duplicates),
-    );
+    )?;
     o.one(
         "holdline_near_duplicates_total",
         "counter",
         "Duplicates whose bytes differed from the first copy: the service serialises one \
          event differently per channel (the id is of the value, so they are still caught).",
         counter(&stats.near_duplicates),
-    );
+    )?;
     o.one(
         "holdline_arrival_skew_seconds",
         "gauge",
         "Largest delay between two sockets' copies of one event in the last 10 minutes.",
         Stats::get(&stats.arrival_skew_micros) as f64 / 1e6,
-    );
+    )?;
     o.one(
         "holdline_gap_lookback_seconds",
         "gauge",
         "Time trimmed from the end of every socket's coverage: the --gap-lookback floor \
          plus the arrival skew.",
         Stats::get(&stats.lookback_micros) as f64 / 1e6,
-    );
+    )?;
     o.one(
         "holdline_dedupe_window_seconds",
         "gauge",
         "How long event ids are remembered for de-duplication (at least twice the look-back).",
         Stats::get(&stats.dedupe_window_micros) as f64 / 1e6,
-    );
+    )?;
     o.one(
         "holdline_gaps_total",
         "counter",
         "Gap records: windows in which a shard's events could not have been received.",
         counter(&stats.gaps),
-    );
+    )?;
     o.one(
         "holdline_gap_seconds_total",
         "counter",
         "Total width of the reported gaps.",
         Stats::get(&stats.gap_micros) as f64 / 1e6,
-    );
+    )?;
     o.family(
         "holdline_reconnects_total",
         "counter",
         "Sockets connected again after a live one was lost, by cause.",
-    );
-    for (cause, c) in Cause::ALL.iter().zip(&stats.reconnects_by_cause) {
-        o.sample(
-            "holdline_reconnects_total",
-            &[("cause", cause.label())],
-            counter(c),
-        );
-    }
+        |f| {
+            for (cause, c) in Cause::ALL.iter().zip(&stats.reconnects_by_cause) {
+                f.sample(&[("cause", cause.label())], counter(c))?;
+            }
+            Ok(())
+        },
+    )?;
     o.family(
         "holdline_socket_ends_total",
         "counter",
         "Sockets that ended: planned (replaced at a rollover or a hand-over) or not.",
-    );
-    for (kind, c) in [
-        ("planned", &stats.socket_ends_planned),
-        ("unplanned", &stats.socket_ends_unplanned),
-    ] {
-        o.sample("holdline_socket_ends_total", &[("kind", kind)], counter(c));
-    }
+        |f| {
+            for (kind, c) in [
+                ("planned", &stats.socket_ends_planned),
+                ("unplanned", &stats.socket_ends_unplanned),
+            ] {
+                f.sample(&[("kind", kind)], counter(c))?;
+            }
+            Ok(())
+        },
+    )?;
     o.one(
         "holdline_socket_closing_total",
         "counter",
         "Maintenance notices (v2.system.socket_closing) handled with a second socket.",
         counter(&stats.socket_closings),
-    );
+    )?;
     o.one(
         "holdline_rollovers_total",
         "counter",
         "Channels replaced before they or their token expired.",
         counter(&stats.rollovers),
-    );
+    )?;
     o.one(
         "holdline_heartbeats_total",
         "counter",
         "Server heartbeats received.",
         counter(&stats.heartbeats),
-    );
+    )?;
     o.one(
         "holdline_pongs_total",
         "counter",
         "Pongs received.",
         counter(&stats.pongs),
-    );
+    )?;
     let (buckets, sum) = stats.ping_rtt.snapshot();
-    o.family(
+    // The snapshot is cumulative; the encoder adds the buckets up itself.
+    let mut below = 0;
+    let buckets: Vec<(f64, u64)> = buckets
+        .iter()
+        .map(|&(le, total)| {
+            let n = total - below;
+            below = total;
+            (if le.is_infinite() { f64::MAX } else { le }, n)
+        })
+        .collect();
+    let m = o.0.encode_descriptor(
         "holdline_ping_rtt_seconds",
-        "histogram",
-        "Time from a ping to its pong.",
-    );
-    for (le, n) in &buckets {
-        o.sample(
-            "holdline_ping_rtt_seconds_bucket",
-            &[("le", &number(*le))],
-            *n as f64,
-        );
-    }
-    o.sample("holdline_ping_rtt_seconds_sum", &[], sum);
-    o.sample(
-        "holdline_ping_rtt_seconds_count",
-        &[],
-        buckets.last().map_or(0.0, |b| b.1 as f64),
-    );
+        "Time from a ping to its pong",
+        None,
+        MetricType::Histogram,
+    )?;
+    let mut m = m;
+    m.encode_histogram::<NoLabelSet>(sum, below, &buckets, None)?;
     o.one(
         "holdline_tokens_fetched_total",
         "counter",
         "OAuth tokens fetched (the first and every renewal).",
         counter(&stats.tokens_fetched),
-    );
+    )?;
     o.family(
         "holdline_rest_requests_total",
         "counter",
         "Platform API calls by operation and HTTP status (0: no answer).",
-    );
-    for ((what, status), n) in stats.rest_snapshot() {
-        o.sample(
-            "holdline_rest_requests_total",
-            &[("operation", what), ("status", &status.to_string())],
-            n as f64,
-        );
-    }
+        |f| {
+            for ((what, status), n) in stats.rest_snapshot() {
+                f.sample(
+                    &[("operation", what), ("status", &status.to_string())],
+                    n as f64,
+                )?;
+            }
+            Ok(())
+        },
+    )?;
     o.one(
         "holdline_rate_limited_total",
         "counter",
         "429 answers waited out.",
         counter(&stats.rate_limited),
-    );
+    )?;
     o.one(
         "holdline_rate_limited_seconds_total",
         "counter",
         "Time spent waiting out 429 answers.",
         Stats::get(&stats.rate_limited_micros) as f64 / 1e6,
-    );
+    )?;
     o.one(
         "holdline_channels_held",
         "gauge",
         "Notification channels the service counts against the OAuth client (in use, being created, replaced but not yet expired, an earlier run's).",
         gauge(&stats.channels_held),
-    );
+    )?;
     o.one(
         "holdline_channels_created_total",
         "counter",
         "Notification channels created.",
         counter(&stats.channels_created),
-    );
+    )?;
     o.one(
         "holdline_task_panics_total",
         "counter",
         "Engine tasks that died on an internal error (each ended its coverage and was restarted).",
         counter(&stats.task_panics),
-    );
+    )?;
     o.one(
         "holdline_slots_failed",
         "gauge",
         "Slots whose task died and whose replacement is not receiving yet (readiness is 503 meanwhile).",
         gauge(&stats.slots_failed),
-    );
+    )?;
     o.one(
         "holdline_channel_budget",
         "gauge",
         "Channels one OAuth client may hold; the service evicts beyond it.",
-        CHANNEL_BUDGET as f64,
-    );
+        CHANNEL_BUDGET as u64,
+    )?;
     o.one(
         "holdline_sockets_live",
         "gauge",
         "Sockets receiving now.",
         gauge(&stats.sockets_live),
-    );
+    )?;
     o.one(
         "holdline_shards",
         "gauge",
         "Shards of topics being held.",
-        stats.shard_count() as f64,
-    );
+        stats.shard_count() as u64,
+    )?;
     o.one(
         "holdline_shards_down",
         "gauge",
         "Shards with no socket receiving: events on them are being missed.",
-        stats.shards_down().len() as f64,
-    );
-    o.one(
-        "holdline_spool_depth",
-        "gauge",
-        "Records in the spool not yet delivered to the slowest sink (with --spool).",
-        gauge(&stats.spool_depth),
-    );
-    let sinks = stats.sinks_snapshot();
-    let per_sink: [SinkSeries; 4] = [
-        (
-            "holdline_sink_delivered_total",
-            "counter",
-            "Records the sink confirmed.",
-            |h| h.delivered,
-        ),
-        (
-            "holdline_sink_failures_total",
-            "counter",
-            "Deliveries the sink did not confirm (retried with backoff).",
-            |h| h.failures,
-        ),
-        (
-            "holdline_sink_dead_lettered_total",
-            "counter",
-            "Records written to the sink's dead-letter file after its attempts.",
-            |h| h.dead_lettered,
-        ),
-        (
-            "holdline_sink_pending",
-            "gauge",
-            "Records in the spool the sink has not confirmed yet.",
-            |h| h.pending,
-        ),
-    ];
-    for (name, kind, help, value) in per_sink {
-        o.family(name, kind, help);
-        for (sink, health) in &sinks {
-            o.sample(name, &[("sink", sink)], value(health) as f64);
-        }
-    }
-    o.one(
-        "holdline_spool_bytes",
-        "gauge",
-        "Bytes of records held in the spool.",
-        gauge(&stats.spool_bytes),
-    );
-    o.one(
-        "holdline_spool_dropped_total",
-        "counter",
-        "Records dropped from a full spool after back-pressure (each reported in a gap).",
-        counter(&stats.spool_dropped),
-    );
+        stats.shards_down().len() as u64,
+    )?;
     o.one(
         "holdline_malformed_frames_total",
         "counter",
         "Frames that were not valid notification JSON (skipped).",
         counter(&stats.malformed),
-    );
+    )?;
     o.one(
         "holdline_oversized_frames_total",
         "counter",
         "Messages over the size limit (the socket is abandoned and replaced).",
         counter(&stats.oversized),
-    );
+    )?;
     o.one(
         "holdline_unknown_frames_total",
         "counter",
         "Frames of a shape holdline does not know (skipped).",
         counter(&stats.unknown),
-    );
+    )?;
     let now = SystemTime::now();
     o.family(
         "holdline_socket_heartbeat_age_seconds",
         "gauge",
         "Time since each receiving socket's last heartbeat (or since it went live).",
-    );
-    for s in stats.socket_states() {
-        let age = now
-            .duration_since(s.last_heartbeat)
-            .unwrap_or_default()
-            .as_secs_f64();
-        o.sample(
-            "holdline_socket_heartbeat_age_seconds",
-            &[
-                ("shard", &s.shard.to_string()),
-                ("slot", &s.slot.to_string()),
-                ("channel", &s.channel),
-            ],
-            age,
-        );
-    }
-    o.0
+        |f| {
+            for s in stats.socket_states() {
+                let age = now
+                    .duration_since(s.last_heartbeat)
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                let (shard, slot) = (s.shard.to_string(), s.slot.to_string());
+                f.sample(
+                    &[("shard", &shard), ("slot", &slot), ("channel", &s.channel)],
+                    age,
+                )?;
+            }
+            Ok(())
+        },
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -435,7 +461,7 @@ mod tests {
 
     #[test]
     fn counters_appear_with_their_labels_and_values() {
-        let stats = Stats::default();
+        let stats = Arc::new(Stats::default());
         stats.reconnect(Cause::Drop);
         stats.reconnect(Cause::Drop);
         stats.gap(std::time::Duration::from_millis(1500));
@@ -453,9 +479,6 @@ mod tests {
                 last_heartbeat: SystemTime::now(),
             },
         );
-        stats.sink_delivered("redis:h:6379/s", 100, 5);
-        stats.sink_failed("redis:h:6379/s", 40);
-        stats.sink_dead_lettered("webhook:https://h/x", 7, 0);
         let text = render(&stats);
         let all = samples(&text);
         let get = |name: &str| {
@@ -479,31 +502,21 @@ mod tests {
         assert_eq!(get(r#"holdline_ping_rtt_seconds_bucket{le="0.005"}"#), 1.0);
         assert_eq!(get(r#"holdline_ping_rtt_seconds_bucket{le="+Inf"}"#), 1.0);
         assert_eq!(get("holdline_shards_down"), 1.0);
-        assert_eq!(
-            get(r#"holdline_sink_delivered_total{sink="redis:h:6379/s"}"#),
-            100.0
-        );
-        assert_eq!(
-            get(r#"holdline_sink_failures_total{sink="redis:h:6379/s"}"#),
-            1.0
-        );
-        assert_eq!(get(r#"holdline_sink_pending{sink="redis:h:6379/s"}"#), 40.0);
-        assert_eq!(
-            get(r#"holdline_sink_dead_lettered_total{sink="webhook:https://h/x"}"#),
-            7.0
-        );
         assert_eq!(get("holdline_channel_budget"), 20.0);
         assert!(
             text.contains(r#"holdline_socket_heartbeat_age_seconds{shard="0",slot="1",channel="streaming-0-abc"}"#),
             "{text}"
         );
-        // Every series is declared before its samples.
+        // Every series is declared before its samples (a counter's TYPE line names it
+        // without `_total`).
         for (name, _) in &all {
             let base = name.split('{').next().unwrap();
-            let declared = ["", "_bucket", "_sum", "_count"].iter().any(|suffix| {
-                base.strip_suffix(suffix)
-                    .is_some_and(|b| text.contains(&format!("# TYPE {b} ")))
-            });
+            let declared = ["", "_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .any(|suffix| {
+                    base.strip_suffix(suffix)
+                        .is_some_and(|b| text.contains(&format!("# TYPE {b} ")))
+                });
             assert!(declared, "{base} has no TYPE line");
         }
     }
@@ -520,49 +533,23 @@ mod tests {
         assert_eq!(readiness(&stats), Ok(2));
     }
 
-    /// The alert rules and the dashboard in docs/ only use series that exist.
-    #[test]
-    fn the_docs_alerts_and_dashboard_name_real_series() {
-        let stats = Stats::default();
-        stats.rest_call("create channel", 200);
-        let text = render(&stats);
-        let known = |name: &str| {
-            ["", "_bucket", "_sum", "_count"].iter().any(|suffix| {
-                name.strip_suffix(suffix)
-                    .is_some_and(|base| text.contains(&format!("# TYPE {base} ")))
-            })
-        };
-        for (file, doc) in [
-            ("alerts.yml", include_str!("../../../../docs/alerts.yml")),
-            (
-                "grafana-dashboard.json",
-                include_str!("../../../../docs/grafana-dashboard.json"),
-            ),
-        ] {
-            let mut names = 0;
-            for (i, _) in doc.match_indices("holdline_") {
-                let name: String = doc[i..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                names += 1;
-                assert!(
-                    known(&name),
-                    "{file} uses {name}, which /metrics does not serve"
-                );
-            }
-            assert!(names >= 8, "{file} names only {names} series");
-        }
-        let dashboard: serde_json::Value =
-            serde_json::from_str(include_str!("../../../../docs/grafana-dashboard.json")).unwrap();
-        assert!(dashboard["panels"].as_array().unwrap().len() >= 8);
-    }
-
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape(r#"a"b\c"#), r#"a\"b\\c"#);
-        assert_eq!(number(f64::INFINITY), "+Inf");
-        assert_eq!(number(3.0), "3");
-        assert_eq!(number(0.25), "0.25");
+        let stats = Arc::new(Stats::default());
+        stats.socket_live(
+            1,
+            SocketState {
+                shard: 0,
+                slot: 0,
+                channel: r#"a"b\c"#.into(),
+                last_heartbeat: SystemTime::now(),
+            },
+        );
+        let text = render(&stats);
+        assert!(text.contains(r#"channel="a\"b\\c""#), "{text}");
+        assert!(
+            text.ends_with("# EOF\n"),
+            "OpenMetrics text ends with # EOF"
+        );
     }
 }

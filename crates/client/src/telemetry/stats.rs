@@ -147,19 +147,6 @@ pub struct ShardHealth {
     pub covering: usize,
 }
 
-/// A sink's deliveries so far and its backlog now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SinkHealth {
-    /// Records the sink confirmed.
-    pub delivered: u64,
-    /// Batches that failed (each retried, or dead-lettered after its attempts).
-    pub failures: u64,
-    /// Records written to the dead-letter file.
-    pub dead_lettered: u64,
-    /// Records in the spool this sink has not confirmed yet.
-    pub pending: u64,
-}
-
 /// A socket that is receiving.
 #[derive(Debug, Clone)]
 pub struct SocketState {
@@ -240,14 +227,6 @@ pub struct Stats {
     pub task_panics: AtomicU64,
     /// Unix milliseconds of the last heartbeat (0: none yet).
     pub last_heartbeat_ms: AtomicU64,
-    /// Gauge: records in the spool not yet delivered to the slowest sink (`--spool`).
-    pub spool_depth: AtomicI64,
-    /// Gauge: bytes of records held in the spool.
-    pub spool_bytes: AtomicI64,
-    /// Records dropped from a full spool (each reported in a gap record).
-    pub spool_dropped: AtomicU64,
-    /// Per sink (`--spool`): deliveries, failures and backlog.
-    pub sinks: Mutex<BTreeMap<String, SinkHealth>>,
     /// REST calls by what they did and the status answered (0: no answer).
     pub rest_calls: Mutex<BTreeMap<(&'static str, u16), u64>>,
     /// Per shard: slots and covering slots.
@@ -368,38 +347,6 @@ impl Stats {
     /// The receiving sockets now.
     pub fn socket_states(&self) -> Vec<SocketState> {
         lock(&self.sockets).values().cloned().collect()
-    }
-
-    /// `records` confirmed by `sink`, with `pending` left for it.
-    pub fn sink_delivered(&self, sink: &str, records: usize, pending: u64) {
-        let mut sinks = lock(&self.sinks);
-        let h = sinks.entry(sink.to_owned()).or_default();
-        h.delivered += records as u64;
-        h.pending = pending;
-    }
-
-    /// A batch `sink` did not confirm, with `pending` waiting for it.
-    pub fn sink_failed(&self, sink: &str, pending: u64) {
-        let mut sinks = lock(&self.sinks);
-        let h = sinks.entry(sink.to_owned()).or_default();
-        h.failures += 1;
-        h.pending = pending;
-    }
-
-    /// `records` that kept failing went to `sink`'s dead-letter file.
-    pub fn sink_dead_lettered(&self, sink: &str, records: usize, pending: u64) {
-        let mut sinks = lock(&self.sinks);
-        let h = sinks.entry(sink.to_owned()).or_default();
-        h.dead_lettered += records as u64;
-        h.pending = pending;
-    }
-
-    /// Every sink's health.
-    pub fn sinks_snapshot(&self) -> Vec<(String, SinkHealth)> {
-        lock(&self.sinks)
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
     }
 
     /// REST calls so far.

@@ -1,5 +1,6 @@
 //! Reconnect and retry delays: capped exponential backoff with jitter, reset after a
-//! success. An iterator, so its sequence is tested directly.
+//! success. The one backoff of holdline: token and REST retries, socket reconnects, slot
+//! restarts and sink retries all use it. An iterator, so its sequence is tested directly.
 
 use std::time::Duration;
 
@@ -17,10 +18,14 @@ pub struct Backoff {
 impl Backoff {
     /// A jittered backoff.
     pub fn new(base: Duration, max: Duration) -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-            | 1;
+        // A per-process random seed (the standard library's hash keys), no clock needed.
+        let seed = {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+                | 1
+        };
         Backoff {
             base,
             max: max.max(base),
