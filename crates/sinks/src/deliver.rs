@@ -20,7 +20,9 @@ use tokio::sync::{Notify, watch};
 use crate::{Sink, SinkError};
 
 /// Most records per batch.
-pub const BATCH: usize = 1024;
+pub const BATCH: usize = 4096;
+/// Most bytes of records per batch (at least one record).
+pub const BATCH_BYTES: usize = 4 << 20;
 /// How often an idle loop looks at the spool without being woken.
 const IDLE: Duration = Duration::from_millis(200);
 
@@ -256,7 +258,7 @@ impl Deliverer {
 }
 
 async fn read(spool: Arc<Spool>, name: Arc<str>) -> Result<Pending, DeliverError> {
-    tokio::task::spawn_blocking(move || spool.pending_shared(&name, BATCH))
+    tokio::task::spawn_blocking(move || spool.pending_shared(&name, BATCH, BATCH_BYTES))
         .await
         .map_err(|_| DeliverError::Panicked)?
         .map_err(DeliverError::from)

@@ -125,6 +125,26 @@ pub(crate) fn read(data: &[u8], at: u64) -> Option<Read> {
     })
 }
 
+/// If the bytes at `at` begin the commit of record `first` but it is not whole (a crash cut
+/// it short), how many bytes it claims; `None` for anything else (the end of the data, or
+/// older commits left in a recycled file).
+pub(crate) fn started(data: &[u8], at: u64, first: u64) -> Option<u64> {
+    let start = usize::try_from(at).ok()?;
+    let h = data.get(start..)?;
+    let magic = h.get(0..4)? == MAGIC.to_le_bytes();
+    // A header cut before its sequence number still counts when its magic is there.
+    let seq = h
+        .get(8..16)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    if !magic || seq.is_some_and(|s| s != first) {
+        return None;
+    }
+    let len = h.get(4..8).map_or(0, |b| {
+        u32::from_le_bytes(b.try_into().expect("4 bytes")) as u64
+    });
+    Some((HEADER as u64 + len).min(h.len() as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

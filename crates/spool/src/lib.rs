@@ -48,6 +48,10 @@ use state::{State, sync_dir};
 
 /// A segment is closed and a new one started once it holds this many bytes.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
+/// Segments every sink has passed are kept (up to this many) to be written over: writing
+/// over a file's blocks costs about half what growing a file does, page cache and
+/// journal included, and an fsync of such a write updates no metadata.
+const SPARES: usize = 2;
 
 /// When a commit counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -165,6 +169,10 @@ struct Inner {
     state_lost: bool,
     /// Records removed by [`Spool::drop_oldest`] since open.
     dropped: u64,
+    /// Passed segments kept to be written over (renamed `spare-<n>`).
+    spares: Vec<PathBuf>,
+    /// The next spare's number.
+    spare_no: u64,
 }
 
 impl Inner {
@@ -216,11 +224,13 @@ impl Inner {
     }
 
     /// Where records `from..=to` are: (file, offset, payload bytes, their ends, first seq).
-    fn locate(&self, from: u64, to: u64) -> Vec<Piece> {
-        let mut out = Vec::new();
+    /// At least one record (if any), and no more than `max_bytes` of records after it.
+    fn locate(&self, from: u64, to: u64, max_bytes: usize) -> Vec<Piece> {
+        let mut out: Vec<Piece> = Vec::new();
         if from > to {
             return out;
         }
+        let mut left = max_bytes;
         for seg in &self.segments {
             let start = seg.batches.partition_point(|b| b.last() < from);
             for batch in seg.batches.range(start..) {
@@ -230,13 +240,24 @@ impl Inner {
                 let i0 = from.saturating_sub(batch.first) as usize;
                 let i1 = (to.min(batch.last()) - batch.first) as usize;
                 let base = if i0 == 0 { 0 } else { batch.ends[i0 - 1] };
+                let limit = u64::from(base).saturating_add(left as u64);
+                let fit = batch.ends[i0..=i1].partition_point(|&e| u64::from(e) <= limit);
+                let n = if out.is_empty() { fit.max(1) } else { fit };
+                if n == 0 {
+                    return out;
+                }
+                let len = (batch.ends[i0 + n - 1] - base) as usize;
                 out.push(Piece {
                     file: seg.file.clone(),
                     at: batch.at + u64::from(base),
-                    len: (batch.ends[i1] - base) as usize,
+                    len,
                     first: batch.first + i0 as u64,
-                    count: i1 - i0 + 1,
+                    count: n,
                 });
+                left = left.saturating_sub(len);
+                if n <= i1 - i0 {
+                    return out;
+                }
             }
         }
         out
@@ -324,13 +345,22 @@ impl Spool {
         let mut received = None;
         let mut next = None::<u64>;
         let mut held = 0u64;
-        let mut listed = list_segments(dir).map_err(|e| open_err(e.to_string()))?;
+        let (mut listed, mut spares) = list_segments(dir).map_err(|e| open_err(e.to_string()))?;
         listed.sort();
-        let count = listed.len();
-        for (i, (base, path)) in listed.into_iter().enumerate() {
+        for extra in spares.split_off(spares.len().min(SPARES)) {
+            let _ = std::fs::remove_file(extra);
+        }
+        // Where the previous segment's commits ended: the next must start right there.
+        let mut previous: Option<(PathBuf, u64)> = None;
+        for (base, path) in listed {
             let data = std::fs::read(&path).map_err(|e| open_err(e.to_string()))?;
-            if next.is_some_and(|n| n != base) {
-                return Err(SpoolError::Damaged { path, offset: 0 });
+            if let (Some(n), Some((prev, at))) = (next, &previous)
+                && n != base
+            {
+                return Err(SpoolError::Damaged {
+                    path: prev.clone(),
+                    offset: *at,
+                });
             }
             let mut expected = base;
             let mut batches = VecDeque::new();
@@ -351,20 +381,19 @@ impl Spool {
                 });
                 pos = c.next;
             }
+            // What follows is either nothing, what an earlier use of a recycled file
+            // left (older commits), or the commit a crash cut short (it starts like the
+            // next one should). The next commit is written over it either way.
+            if let Some(torn) = frame::started(&data, pos, expected) {
+                recovered.torn_bytes = torn;
+            }
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(&path)
                 .map_err(|e| open_err(e.to_string()))?;
-            if pos < data.len() as u64 {
-                if i + 1 < count {
-                    return Err(SpoolError::Damaged { path, offset: pos });
-                }
-                recovered.torn_bytes = data.len() as u64 - pos;
-                file.set_len(pos).map_err(|e| open_err(e.to_string()))?;
-                file.sync_all().map_err(|e| open_err(e.to_string()))?;
-            }
             next = Some(expected);
+            previous = Some((path.clone(), pos));
             segments.push_back(Segment {
                 path,
                 file: Arc::new(file),
@@ -435,6 +464,8 @@ impl Spool {
             received,
             state_lost: recovered.state_lost,
             dropped: 0,
+            spare_no: spares.len() as u64,
+            spares,
         };
         let gone = inner.release();
         let spool = Spool {
@@ -479,7 +510,16 @@ impl Spool {
             return Ok(());
         }
         for seg in gone {
-            std::fs::remove_file(&seg.path).map_err(storage)?;
+            let mut inner = self.lock();
+            if inner.spares.len() < SPARES {
+                let spare = self.dir.join(format!("spare-{}", inner.spare_no));
+                inner.spare_no += 1;
+                std::fs::rename(&seg.path, &spare).map_err(storage)?;
+                inner.spares.push(spare);
+            } else {
+                drop(inner);
+                std::fs::remove_file(&seg.path).map_err(storage)?;
+            }
         }
         if self.sync() {
             sync_dir(&self.dir).map_err(storage)?;
@@ -609,11 +649,16 @@ impl Spool {
         }
         let base = inner.state.last + 1;
         let path = segment_path(&self.dir, base);
+        // A spare is written over from its start; what it held before is older commits,
+        // which recovery tells apart by their sequence numbers.
+        if let Some(spare) = inner.spares.pop() {
+            std::fs::rename(&spare, &path).map_err(storage)?;
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .open(&path)
             .map_err(storage)?;
         if self.sync() {
@@ -630,7 +675,7 @@ impl Spool {
 
     /// Up to `max` durable records after `sink`'s cursor, oldest first.
     pub fn pending(&self, sink: &str, max: usize) -> Result<Vec<Spooled>, SpoolError> {
-        let p = self.pending_shared(sink, max)?;
+        let p = self.pending_shared(sink, max, usize::MAX)?;
         Ok((p.first..)
             .zip(p.records)
             .map(|(seq, r)| Spooled {
@@ -640,8 +685,14 @@ impl Spool {
             .collect())
     }
 
-    /// [`Spool::pending`] without a copy per record: what a delivery loop reads.
-    pub fn pending_shared(&self, sink: &str, max: usize) -> Result<Pending, SpoolError> {
+    /// [`Spool::pending`] without a copy per record, and no more than about `max_bytes`
+    /// (always at least one record): what a delivery loop reads.
+    pub fn pending_shared(
+        &self,
+        sink: &str,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Pending, SpoolError> {
         let pieces = {
             let inner = self.lock();
             let cursor = *inner
@@ -656,7 +707,7 @@ impl Spool {
             if max == 0 {
                 return Ok(Pending::default());
             }
-            inner.locate(from, to)
+            inner.locate(from, to, max_bytes)
         };
         read_pieces(pieces)
     }
@@ -739,7 +790,7 @@ impl Spool {
         if count == 0 || first > last {
             return Ok(None);
         }
-        let records = read_pieces(inner.locate(first, last))?
+        let records = read_pieces(inner.locate(first, last, usize::MAX))?
             .records
             .into_iter()
             .map(|r| r.to_vec())
@@ -767,20 +818,26 @@ fn segment_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{base:020}.log"))
 }
 
-fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
-    let mut out = Vec::new();
+/// The segments (by first sequence number) and the spares in `dir`.
+type Listing = (Vec<(u64, PathBuf)>, Vec<PathBuf>);
+
+fn list_segments(dir: &Path) -> std::io::Result<Listing> {
+    let (mut segments, mut spares) = (Vec::new(), Vec::new());
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        let base = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".log"))
-            .and_then(|n| n.parse::<u64>().ok());
-        if let Some(base) = base {
-            out.push((base, path));
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if let Some(base) = name
+            .strip_suffix(".log")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            segments.push((base, path));
+        } else if name.starts_with("spare-") {
+            spares.push(path);
         }
     }
-    Ok(out)
+    Ok((segments, spares))
 }
 
 #[cfg(test)]

@@ -299,3 +299,84 @@ fn group_commit_delivers_everything_handed_over_in_order() {
     let spool = Spool::open(dir.path(), Durability::Immediate).unwrap();
     assert_eq!(spool.begin_run().unwrap(), None, "no run was begun");
 }
+
+#[test]
+fn passed_segments_are_written_over_and_what_they_held_never_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = |dir: &Path| std::fs::read_dir(dir).unwrap().count();
+    {
+        let spool = Spool::open_with(dir.path(), Durability::Immediate, 200).unwrap();
+        spool.register("s").unwrap();
+        for i in 0..40 {
+            let last = spool.append(&records(i * 4..i * 4 + 4)).unwrap();
+            spool.ack("s", last).unwrap();
+        }
+        // The active segment, at most two spares, the state file.
+        assert!(files(dir.path()) <= 4, "{} files", files(dir.path()));
+        let spares = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("spare-")
+            })
+            .count();
+        assert!(spares >= 1, "passed segments are kept to be written over");
+        spool.append(&records(500..503)).unwrap();
+    }
+    let spool = Spool::open_with(dir.path(), Durability::Immediate, 200).unwrap();
+    assert_eq!(
+        spool.recovered().torn_bytes,
+        0,
+        "older commits are not a torn one"
+    );
+    let got = spool.pending("s", 100).unwrap();
+    assert_eq!(
+        got.iter().map(|s| s.seq).collect::<Vec<_>>(),
+        vec![161, 162, 163]
+    );
+    assert_eq!(got[0].record, b"{\"n\":500}");
+    for i in 0..10 {
+        spool.append(&records(i * 4..i * 4 + 4)).unwrap();
+    }
+    drop(spool);
+    let spool = Spool::open_with(dir.path(), Durability::Immediate, 200).unwrap();
+    let got = spool.pending("s", 100).unwrap();
+    assert_eq!(got.len(), 43, "only what was not acknowledged");
+    assert_eq!(got.last().unwrap().seq, 203);
+}
+
+#[test]
+fn a_delivery_batch_stops_at_its_byte_limit_but_always_holds_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), Durability::Eventual).unwrap();
+    spool.register("s").unwrap();
+    spool.append(&records(0..10)).unwrap(); // 7 bytes each
+    spool.append(&records(10..20)).unwrap(); // 8 bytes each
+    let p = spool.pending_shared("s", 100, 40).unwrap();
+    assert_eq!(
+        (p.first, p.records.len()),
+        (1, 3),
+        "3 × (7 + 4) ≤ 40 < 4 × 11"
+    );
+    let p = spool.pending_shared("s", 100, 1).unwrap();
+    assert_eq!(p.records.len(), 1);
+    spool.ack("s", 8).unwrap();
+    let p = spool.pending_shared("s", 100, 40).unwrap();
+    assert_eq!(
+        (p.first, p.records.len()),
+        (9, 3),
+        "two of the first commit, one of the next"
+    );
+    assert_eq!(p.records[2].as_ref(), b"{\"n\":10}");
+    assert_eq!(
+        spool
+            .pending_shared("s", 100, usize::MAX)
+            .unwrap()
+            .records
+            .len(),
+        12
+    );
+}

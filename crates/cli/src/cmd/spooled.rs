@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 
 /// Most bytes waiting for the spool's next commit before the writer waits (the sockets are
 /// then not read until the disk catches up).
-const COMMIT_QUEUE_BYTES: usize = 8 << 20;
+const COMMIT_QUEUE_BYTES: usize = 4 << 20;
 /// The first retry delay for a failing sink; it doubles up to `Limits::retry_max`.
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 
