@@ -16,6 +16,7 @@ mod floor;
 mod harness;
 mod proc;
 mod report;
+mod sinks;
 mod stats;
 mod suites;
 mod verify;
@@ -55,6 +56,7 @@ enum Suite {
     Throughput,
     Latency,
     Scaling,
+    Sinks,
 }
 
 #[derive(clap::Args)]
@@ -238,6 +240,12 @@ async fn run(args: RunArgs) -> Result<()> {
         None
     };
 
+    let sink_runs = if skip(Suite::Sinks) {
+        Vec::new()
+    } else {
+        sinks::measure(args.events, args.runs).await?
+    };
+
     let setup = Setup {
         command: command_line(),
         machine: machine(),
@@ -247,7 +255,14 @@ async fn run(args: RunArgs) -> Result<()> {
         bytes: work.firehose.bytes(),
         runs: args.runs,
     };
-    let md = report::render(&setup, &throughput, &latency, &scaling, idle.as_ref());
+    let md = report::render(
+        &setup,
+        &throughput,
+        &latency,
+        &scaling,
+        idle.as_ref(),
+        &sink_runs,
+    );
     print!("{md}");
     if let Some(path) = &args.write {
         let old = std::fs::read_to_string(path).unwrap_or_default();

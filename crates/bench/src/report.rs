@@ -62,6 +62,7 @@ pub fn render(
     latency: &[Latency],
     scaling: &[Scale],
     idle: Option<&IdleSockets>,
+    sinks: &[crate::sinks::SinkRuns],
 ) -> String {
     let mut md = String::new();
     let _ = writeln!(
@@ -89,6 +90,9 @@ pub fn render(
     }
     if let Some(idle) = idle {
         idle_section(&mut md, idle);
+    }
+    if !sinks.is_empty() {
+        sinks_section(&mut md, setup, sinks);
     }
     targets_section(&mut md, throughput, latency, scaling);
     md
@@ -196,6 +200,33 @@ fn latency_section(md: &mut String, all: &[Latency]) {
             } else {
                 l.verdict.describe()
             }
+        );
+    }
+}
+
+fn sinks_section(md: &mut String, setup: &Setup, all: &[crate::sinks::SinkRuns]) {
+    let _ = writeln!(
+        md,
+        "\n### Sinks\n\n{} records of {:.0} B (conversation snapshots over 50 queues) \
+         from a spool on this machine's disk through each sink's delivery loop, the one \
+         `listen --spool` runs: batches of up to 4,096 records or 4 MiB, each confirmed by \
+         the server and acknowledged in the spool before the next. One warm-up run, then \
+         the median of {}.\n",
+        setup.events,
+        all.first().map_or(0.0, |s| s.record_bytes),
+        setup.runs
+    );
+    let _ = writeln!(md, "| sink | server | records/s (median) | MB/s |");
+    let _ = writeln!(md, "|---|---|---:|---:|");
+    for s in all {
+        let rate = crate::stats::median(&s.rates).unwrap_or(0.0);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.0} | {:.1} |",
+            s.sink,
+            s.server,
+            rate,
+            rate * s.record_bytes / 1e6
         );
     }
 }

@@ -180,7 +180,12 @@ impl Deliverer {
     pub async fn run(mut self) -> Result<(), DeliverError> {
         let mut failures = 0u32;
         loop {
-            let batch = read(self.spool.clone(), self.name.clone()).await?;
+            let batch = read(
+                self.spool.clone(),
+                self.name.clone(),
+                self.sink.batch_bytes(),
+            )
+            .await?;
             let Some(last) = batch.last() else {
                 if *self.stop.borrow() {
                     return Ok(());
@@ -257,8 +262,8 @@ impl Deliverer {
     }
 }
 
-async fn read(spool: Arc<Spool>, name: Arc<str>) -> Result<Pending, DeliverError> {
-    tokio::task::spawn_blocking(move || spool.pending_shared(&name, BATCH, BATCH_BYTES))
+async fn read(spool: Arc<Spool>, name: Arc<str>, bytes: usize) -> Result<Pending, DeliverError> {
+    tokio::task::spawn_blocking(move || spool.pending_shared(&name, BATCH, bytes))
         .await
         .map_err(|_| DeliverError::Panicked)?
         .map_err(DeliverError::from)

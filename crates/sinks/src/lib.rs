@@ -117,6 +117,10 @@ pub trait Sink: Send {
     fn attempts(&self) -> Option<u32> {
         None
     }
+    /// The most bytes of records one batch may hold (at least one record is always sent).
+    fn batch_bytes(&self) -> usize {
+        deliver::BATCH_BYTES
+    }
     /// Keeps a batch that kept failing somewhere it is not lost.
     fn dead_letter<'a>(&'a mut self, _records: &'a [Bytes]) -> Delivery<'a> {
         let err = SinkError::Failed {

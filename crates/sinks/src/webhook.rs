@@ -5,7 +5,8 @@
 //! `attempts` failed tries a batch is written to the dead-letter file (when configured)
 //! and counts as handled, so one poisoned batch cannot block the stream forever.
 //!
-//! `https://host/path?secret_env=NAME&attempts=10&dead_letter=/var/lib/holdline/dead.jsonl&timeout=10s`
+//! `https://host/path?secret_env=NAME&attempts=10&dead_letter=/var/lib/holdline/dead.jsonl&timeout=10s&max_bytes=1048576`
+//! (`max_bytes`: the most bytes of records per POST, default 1 MiB).
 //! The secret is read from the environment variable NAME, never from the URL.
 
 use std::fs::{File, OpenOptions};
@@ -17,6 +18,10 @@ use aws_lc_rs::hmac;
 use bytes::Bytes;
 
 use crate::{Delivery, Sink, SinkError, duration_option};
+
+/// The most bytes per POST unless `max_bytes` says otherwise: under the request limits
+/// common receivers and gateways set (1 MiB by default in many frameworks).
+pub const DEFAULT_MAX_BYTES: usize = 1 << 20;
 
 /// Webhook settings.
 #[derive(Clone, PartialEq, Eq)]
@@ -31,6 +36,8 @@ pub struct WebhookConfig {
     pub dead_letter: Option<PathBuf>,
     /// Per request.
     pub timeout: Duration,
+    /// The most bytes of records per POST (at least one record is always sent).
+    pub max_bytes: usize,
 }
 
 impl std::fmt::Debug for WebhookConfig {
@@ -41,6 +48,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("attempts", &self.attempts)
             .field("dead_letter", &self.dead_letter)
             .field("timeout", &self.timeout)
+            .field("max_bytes", &self.max_bytes)
             .finish()
     }
 }
@@ -57,6 +65,7 @@ impl WebhookConfig {
             attempts: None,
             dead_letter: None,
             timeout: Duration::from_secs(10),
+            max_bytes: DEFAULT_MAX_BYTES,
         };
         for (k, v) in params {
             match k.as_str() {
@@ -75,9 +84,14 @@ impl WebhookConfig {
                 }
                 "dead_letter" => config.dead_letter = Some(PathBuf::from(v)),
                 "timeout" => config.timeout = duration_option(k, v)?,
+                "max_bytes" => {
+                    config.max_bytes = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        format!("webhook max_bytes={v} must be a number of bytes above 0")
+                    })?;
+                }
                 other => {
                     return Err(format!(
-                        "unknown webhook option {other:?}; the options are secret_env, attempts, dead_letter and timeout"
+                        "unknown webhook option {other:?}; the options are secret_env, attempts, dead_letter, timeout and max_bytes"
                     ));
                 }
             }
@@ -221,6 +235,10 @@ impl Sink for WebhookSink {
 
     fn attempts(&self) -> Option<u32> {
         self.config.attempts
+    }
+
+    fn batch_bytes(&self) -> usize {
+        self.config.max_bytes
     }
 
     fn dead_letter<'a>(&'a mut self, records: &'a [Bytes]) -> Delivery<'a> {
