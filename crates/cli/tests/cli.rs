@@ -891,3 +891,81 @@ fn the_demos_status_line_never_shares_a_line_with_a_log() {
         "log lines clear the status line first: {text}"
     );
 }
+
+#[test]
+fn filter_keeps_only_matching_records_before_the_spool() {
+    let (_sim, url) = quiet_sim();
+    let queue = "v2.routing.queues.0b2c1f5e-3a4d-4e6f-8a9b-0000000000aa.conversations";
+    let user = "v2.users.6f1c1e52-9b7e-4c57-8a8f-2f1f5d0a3b11.presence";
+    let spool = std::env::temp_dir().join(format!("holdline-filter-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&spool);
+    let mut child = Running(
+        listen(
+            &url,
+            "holdline-demo",
+            &[
+                "--topic",
+                queue,
+                "--topic",
+                user,
+                "--redundancy",
+                "1",
+                "--spool",
+                spool.to_str().unwrap(),
+                "--filter",
+                "topic=v2.routing.queues.*.conversations",
+                "--filter",
+                "has=/participants",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let lines = lines_of(&mut child.0);
+    let http = reqwest::blocking::Client::new();
+    wait_subscribed(&http, &url, 1);
+    let publish = |topic: &str, body: serde_json::Value| {
+        let resp = http
+            .post(format!("{url}/sim/publish"))
+            .json(&serde_json::json!({ "topic": topic, "body": body }))
+            .send()
+            .unwrap();
+        assert!(resp.status().is_success());
+    };
+    publish(queue, serde_json::json!({ "n": 1, "participants": [] }));
+    publish(queue, serde_json::json!({ "n": 2 }));
+    publish(user, serde_json::json!({ "n": 3, "participants": [] }));
+    publish(queue, serde_json::json!({ "n": 4, "participants": null }));
+    publish(queue, serde_json::json!({ "n": 5, "participants": [{}] }));
+    let mut kept = Vec::new();
+    while kept.last() != Some(&5) {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("the last event never came; kept so far {kept:?}"));
+        let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(record["kind"], "event", "{line}");
+        kept.push(record["body"]["n"].as_u64().unwrap());
+    }
+    assert_eq!(kept, [1, 5]);
+    drop(child);
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+#[test]
+fn a_bad_filter_exits_2_naming_the_clause() {
+    let out = listen(
+        "http://127.0.0.1:9",
+        "x",
+        &["--all-queues", "--filter", "kind=events"],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("kind=events") && stderr.contains("event, gap and rejected"),
+        "{stderr}"
+    );
+}

@@ -9,6 +9,7 @@
 pub mod backoff;
 pub mod event_id;
 pub mod exposition;
+pub mod filter;
 pub mod frame;
 pub mod record;
 pub mod region;
