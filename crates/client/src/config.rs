@@ -68,6 +68,14 @@ pub struct Resolve {
     pub addr: std::net::IpAddr,
 }
 
+/// Read from the `HOST:PORT:ADDRESS` text form.
+impl<'de> serde::Deserialize<'de> for Resolve {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Resolve::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 impl Resolve {
     /// Parses `HOST:PORT:ADDR` (an IPv6 address may be in brackets).
     pub fn parse(text: &str) -> Result<Resolve, String> {
@@ -99,6 +107,10 @@ impl Resolve {
     }
 }
 
+/// Channels holding each shard unless told otherwise: with two, one socket fault costs
+/// nothing.
+pub const DEFAULT_REDUNDANCY: usize = 2;
+
 /// A secret string: shown as `[redacted]` by `Debug` and `Display`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Arc<str>);
@@ -112,6 +124,19 @@ impl Secret {
     /// The secret itself, for the one place that sends it.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret::new(s))
     }
 }
 
@@ -242,7 +267,7 @@ impl ClientConfig {
             all_queues: false,
             all_users: false,
             refresh_every: Duration::from_secs(300),
-            redundancy: 1,
+            redundancy: DEFAULT_REDUNDANCY,
             timings: Timings::default(),
             dedupe_window: Duration::from_secs(600),
             dedupe_max_ids: 200_000,

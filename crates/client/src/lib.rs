@@ -23,7 +23,9 @@ mod supervisor;
 pub mod telemetry;
 pub mod tls;
 
-pub use config::{ClientConfig, Credentials, Endpoints, Resolve, Secret, Timings};
+pub use config::{
+    ClientConfig, Credentials, DEFAULT_REDUNDANCY, Endpoints, Resolve, Secret, Timings,
+};
 pub use error::ClientError;
 pub use stream::EventStream;
 pub use stream::event::{Event, Gap, Notification, Rejection, StateChange, StateKind};

@@ -14,6 +14,7 @@ pub mod file;
 pub mod kafka;
 pub mod nats;
 pub mod redis;
+mod sink_url;
 pub mod stdout;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -27,6 +28,7 @@ use bytes::Bytes;
 use holdline_proto::record::{self, Head};
 
 pub use deliver::{BATCH, DeliverError, Deliverer, SinkHealth, SinkMetrics};
+pub use sink_url::{SinkUrl, SinkUrlError};
 
 /// Why a delivery failed; the spool keeps the records either way.
 #[derive(Debug, thiserror::Error)]
@@ -212,50 +214,37 @@ pub enum SinkConfig {
     Kafka(kafka::KafkaConfig),
 }
 
-const FORMS: &str = "stdout, file:///path/events.jsonl, https://host/path, nats://host:4222/subject, redis://host:6379/stream or kafka://host:9092/topic";
-
 impl SinkConfig {
     /// Parses the `--sink` URL form: `stdout`, `file:///path/events.jsonl?max_bytes=N&rotate=1h`,
     /// `https://host/path?secret_env=NAME`, `nats://host:4222/subject?stream=NAME`,
     /// `redis://host:6379/stream?maxlen=N`, `kafka://host:9092/topic?compression=zstd`.
-    pub fn parse(url: &str) -> Result<SinkConfig, String> {
-        if url == "stdout" || url == "-" {
+    pub fn parse(text: &str) -> Result<SinkConfig, SinkUrlError> {
+        if text == "stdout" || text == "-" {
             return Ok(SinkConfig::Stdout);
         }
-        let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(format!("sink {url:?} is not a URL; use {FORMS}"));
-        };
-        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let params = parse_query(query)?;
-        match scheme {
-            "file" => file::FileConfig::from_parts(path, &params).map(SinkConfig::File),
-            "http" | "https" => {
-                webhook::WebhookConfig::from_parts(scheme, path, &params).map(SinkConfig::Webhook)
+        let url = SinkUrl::parse(text)?;
+        let params = &url.params;
+        Ok(match url.scheme.as_str() {
+            "file" => {
+                if !url.authority.is_empty() {
+                    return Err(SinkUrlError::Invalid(format!(
+                        "file sink {text:?} names a host; write an absolute path: file:///var/log/holdline/events.jsonl"
+                    )));
+                }
+                SinkConfig::File(file::FileConfig::from_parts(&url.path, params)?)
             }
-            "nats" => nats::NatsConfig::from_parts(path, &params).map(SinkConfig::Nats),
-            "redis" => redis::RedisConfig::from_parts(path, &params).map(SinkConfig::Redis),
+            "http" | "https" => {
+                SinkConfig::Webhook(webhook::WebhookConfig::from_parts(&url.base, params)?)
+            }
+            "nats" => SinkConfig::Nats(nats::NatsConfig::from_parts(&url.rest(), params)?),
+            "redis" => SinkConfig::Redis(redis::RedisConfig::from_parts(&url.rest(), params)?),
             #[cfg(feature = "kafka")]
-            "kafka" => kafka::KafkaConfig::from_parts(path, &params).map(SinkConfig::Kafka),
+            "kafka" => SinkConfig::Kafka(kafka::KafkaConfig::from_parts(&url.rest(), params)?),
             #[cfg(not(feature = "kafka"))]
-            "kafka" => Err(
-                "this holdline was built without the kafka sink; build it with --features kafka"
-                    .into(),
-            ),
-            other => Err(format!("unknown sink scheme {other:?}; use {FORMS}")),
-        }
-    }
-}
-
-fn parse_query(query: &str) -> Result<Vec<(String, String)>, String> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .ok_or_else(|| format!("sink option {p:?} needs a value (name=value)"))
+            "kafka" => return Err(SinkUrlError::NotBuilt),
+            other => return Err(SinkUrlError::Scheme(other.to_owned())),
         })
-        .collect()
+    }
 }
 
 /// Splits `host[:port]`, with `default` for a missing port.
@@ -296,14 +285,42 @@ mod tests {
         assert_eq!(f.path, std::path::PathBuf::from("/var/log/h/events.jsonl"));
         assert_eq!(f.max_bytes, Some(1_048_576));
         assert_eq!(f.rotate_every, Some(Duration::from_secs(3600)));
-        let err = SinkConfig::parse("events.jsonl").unwrap_err();
+        let err = SinkConfig::parse("events.jsonl").unwrap_err().to_string();
         assert!(err.contains("file:///"), "{err}");
-        let err = SinkConfig::parse("file:///x?rotate=soon").unwrap_err();
+        let err = SinkConfig::parse("file:///x?rotate=soon")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("examples"), "{err}");
-        let err = SinkConfig::parse("file:///x?colour=red").unwrap_err();
+        let err = SinkConfig::parse("file:///x?colour=red")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_bytes"), "{err}");
-        let err = SinkConfig::parse("ftp://host/x").unwrap_err();
+        let err = SinkConfig::parse("ftp://host/x").unwrap_err().to_string();
         assert!(err.contains("unknown sink scheme"), "{err}");
         assert!(SinkConfig::parse("file://relative/x").is_err());
+    }
+
+    #[test]
+    fn urls_are_percent_decoded_into_typed_configs() {
+        let SinkConfig::File(f) = SinkConfig::parse("file:///var/log/my%20events.jsonl").unwrap()
+        else {
+            panic!("not a file sink");
+        };
+        assert_eq!(f.path, std::path::PathBuf::from("/var/log/my events.jsonl"));
+        let SinkConfig::Redis(r) =
+            SinkConfig::parse("redis://h:6380/holdline%2Devents?user=ops%40example").unwrap()
+        else {
+            panic!("not a redis sink");
+        };
+        assert_eq!((r.port, r.stream.as_str()), (6380, "holdline-events"));
+        assert_eq!(r.user.as_deref(), Some("ops@example"));
+        assert!(matches!(
+            SinkConfig::parse("gopher://h/x"),
+            Err(SinkUrlError::Scheme(s)) if s == "gopher"
+        ));
+        assert!(matches!(
+            SinkConfig::parse("redis://h/s?colour=red"),
+            Err(SinkUrlError::Invalid(_))
+        ));
     }
 }

@@ -54,13 +54,9 @@ impl std::fmt::Debug for WebhookConfig {
 }
 
 impl WebhookConfig {
-    pub(crate) fn from_parts(
-        scheme: &str,
-        rest: &str,
-        params: &[(String, String)],
-    ) -> Result<Self, String> {
+    pub(crate) fn from_parts(url: &str, params: &[(String, String)]) -> Result<Self, String> {
         let mut config = WebhookConfig {
-            url: format!("{scheme}://{rest}"),
+            url: url.to_owned(),
             secret: None,
             attempts: None,
             dead_letter: None,
@@ -272,16 +268,15 @@ mod tests {
             ("attempts".to_owned(), "3".to_owned()),
             ("dead_letter".to_owned(), "/tmp/dead.jsonl".to_owned()),
         ];
-        let c = WebhookConfig::from_parts("https", "example.com/hook", &params).unwrap();
+        let c = WebhookConfig::from_parts("https://example.com/hook", &params).unwrap();
         assert_eq!(c.url, "https://example.com/hook");
         assert_eq!(c.attempts, Some(3));
         assert!(!format!("{c:?}").contains("s3cr3t"));
-        let err = WebhookConfig::from_parts("https", "x", &[("attempts".into(), "3".into())])
-            .unwrap_err();
+        let err =
+            WebhookConfig::from_parts("https://x", &[("attempts".into(), "3".into())]).unwrap_err();
         assert!(err.contains("dead_letter"), "{err}");
         let err = WebhookConfig::from_parts(
-            "https",
-            "x",
+            "https://x",
             &[("secret_env".into(), "HOLDLINE_NO_SUCH_VAR".into())],
         )
         .unwrap_err();
@@ -291,7 +286,7 @@ mod tests {
     #[tokio::test]
     async fn logs_and_metrics_name_the_hook_without_its_path() {
         let c =
-            WebhookConfig::from_parts("https", "hooks.example.com/services/T0/B0/s3cr3tpath", &[])
+            WebhookConfig::from_parts("https://hooks.example.com/services/T0/B0/s3cr3tpath", &[])
                 .unwrap();
         let sink = WebhookSink::new(c);
         assert_eq!(sink.label(), "webhook:https://hooks.example.com/…");
@@ -301,7 +296,7 @@ mod tests {
         );
         // Nothing listens on port 9 (discard): the error names the label only.
         let mut sink9 = WebhookSink::new(
-            WebhookConfig::from_parts("http", "127.0.0.1:9/s3cr3tpath?x=1", &[]).unwrap(),
+            WebhookConfig::from_parts("http://127.0.0.1:9/s3cr3tpath?x=1", &[]).unwrap(),
         );
         let err = sink9
             .deliver(&[Bytes::from_static(b"{}\n")])

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -20,483 +20,369 @@ use holdline_sinks::SinkConfig;
 use serde::Deserialize;
 use tokio::time::{Instant, sleep_until};
 
-use super::{Signal, Signals, UsageError, duration};
+use super::config::{self, ConfigError, de};
+use super::service::ServiceArgs;
+use super::{Signal, Signals, duration};
 
-/// `holdline listen` flags.
-#[derive(Debug, Clone, Args)]
+/// `holdline listen` settings: its flags, and under the same names the keys of its
+/// `--config` file (with the service settings of [`ServiceArgs`]). Every value is
+/// optional here; the defaults live with what they configure ([`ClientConfig::new`],
+/// [`Timings::default`], the spool's limits below).
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListenArgs {
-    /// Region key, domain or URL (eu-west-1, mypurecloud.ie, https://api.mypurecloud.ie).
-    #[arg(long, env = "GENESYSCLOUD_REGION")]
-    region: Option<String>,
-    /// OAuth client id (client-credentials grant).
-    #[arg(long, env = "GENESYSCLOUD_OAUTHCLIENT_ID")]
-    client_id: Option<String>,
-    /// OAuth client secret (prefer the environment variable).
-    #[arg(long, env = "GENESYSCLOUD_OAUTHCLIENT_SECRET", hide_env_values = true)]
-    client_secret: Option<String>,
-    /// REST API base instead of a region (the simulator, a proxy, a private deployment).
-    #[arg(long)]
-    api_base: Option<String>,
-    /// Token endpoint base (default: the API base with api. replaced by login.).
-    #[arg(long)]
-    login_base: Option<String>,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub service: ServiceArgs,
     /// TOML file with any of these settings; flags and environment win over it.
     #[arg(long)]
-    config: Option<PathBuf>,
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
     /// Topic to subscribe (repeatable; combined topics allowed).
     #[arg(long = "topic")]
-    topics: Vec<String>,
+    #[serde(default)]
+    pub topics: Vec<String>,
     /// File with one topic per line (# starts a comment).
     #[arg(long)]
-    topics_file: Option<PathBuf>,
+    pub topics_file: Option<PathBuf>,
     /// Queue name whose conversations to subscribe (repeatable).
     #[arg(long = "queue")]
-    queues: Vec<String>,
+    #[serde(default)]
+    pub queues: Vec<String>,
     /// User email whose conversations to subscribe (repeatable).
     #[arg(long = "user")]
-    users: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<String>,
     /// Stop after this long.
     #[arg(long, value_parser = duration)]
-    duration: Option<Duration>,
+    #[serde(skip)]
+    pub duration: Option<Duration>,
     /// Give up if the first token, look-ups and channel plan take longer than this (a
     /// wrong host, a proxy or a firewall in the way).
     #[arg(long, value_parser = duration)]
-    start_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de::duration")]
+    pub start_timeout: Option<Duration>,
     /// Period of {"message":"ping"} health checks.
     #[arg(long, value_parser = duration)]
-    ping_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "de::duration")]
+    pub ping_interval: Option<Duration>,
     /// How long a ping may go unanswered.
     #[arg(long, value_parser = duration)]
-    pong_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de::duration")]
+    pub pong_timeout: Option<Duration>,
     /// How long a socket may stay silent (2.2 server heartbeats by default).
     #[arg(long, value_parser = duration)]
-    watchdog: Option<Duration>,
+    #[serde(default, deserialize_with = "de::duration")]
+    pub watchdog: Option<Duration>,
     /// Roll channels over this long before they or their token expire.
     #[arg(long, value_parser = duration)]
-    rollover_margin: Option<Duration>,
+    #[serde(default, deserialize_with = "de::duration")]
+    pub rollover_margin: Option<Duration>,
     /// Longest delay between reconnect attempts.
     #[arg(long, value_parser = duration)]
-    backoff_max: Option<Duration>,
+    #[serde(default, deserialize_with = "de::duration")]
+    pub backoff_max: Option<Duration>,
     /// Shortest time the service leaves between socket_closing and the close (about 60s).
     #[arg(long, value_parser = duration)]
-    closing_grace: Option<Duration>,
+    #[serde(default, deserialize_with = "de::duration")]
+    pub closing_grace: Option<Duration>,
     /// How far before a dead socket's last frame its gap starts (events in flight).
     #[arg(long, value_parser = duration)]
-    gap_lookback: Option<Duration>,
+    #[serde(default, deserialize_with = "de::duration")]
+    pub gap_lookback: Option<Duration>,
     /// How long a socket replaced at rollover keeps receiving (events in flight).
     #[arg(long, value_parser = duration)]
-    overlap: Option<Duration>,
+    #[serde(default, deserialize_with = "de::duration")]
+    pub overlap: Option<Duration>,
     /// Channels (each with its own socket and token) holding every topic; with 2 a single
     /// socket fault loses nothing.
     #[arg(long)]
-    redundancy: Option<usize>,
+    pub redundancy: Option<usize>,
     /// Subscribe every queue's conversations, picking up new queues as they appear.
     #[arg(long)]
-    all_queues: bool,
+    #[serde(default)]
+    pub all_queues: bool,
     /// Subscribe every user's conversations, picking up new users as they appear.
     #[arg(long)]
-    all_users: bool,
+    #[serde(default)]
+    pub all_users: bool,
     /// How often --all-queues/--all-users list the org again.
     #[arg(long, value_parser = duration)]
-    refresh_every: Option<Duration>,
+    #[serde(default, deserialize_with = "de::duration")]
+    pub refresh_every: Option<Duration>,
     /// How long an event id is remembered for de-duplication (must cover the worst delay
     /// between two sockets).
     #[arg(long, value_parser = duration)]
-    dedupe_window: Option<Duration>,
+    #[serde(default, deserialize_with = "de::duration")]
+    pub dedupe_window: Option<Duration>,
     /// Most event ids remembered (about 37 bytes each).
     #[arg(long)]
-    dedupe_max_ids: Option<usize>,
-    /// Extra PEM root certificates to trust (corporate TLS proxies).
-    #[arg(long)]
-    ca_file: Option<PathBuf>,
-    /// HTTP proxy for REST and WebSockets, http://[user[:password]@]host:port, or `none`
-    /// (default: HTTPS_PROXY, http_proxy, ALL_PROXY and NO_PROXY, as curl reads them).
-    #[arg(long, value_name = "URL")]
-    proxy: Option<String>,
-    /// Connect to ADDRESS for HOST:PORT instead of what DNS says, as curl's --resolve
-    /// (repeatable), e.g. api.example.test:443:127.0.0.1.
-    #[arg(long = "resolve", value_name = "HOST:PORT:ADDRESS", value_parser = holdline_client::Resolve::parse)]
-    resolve: Vec<holdline_client::Resolve>,
+    pub dedupe_max_ids: Option<usize>,
     /// Label for the records' `org` field.
     #[arg(long)]
-    org: Option<String>,
+    pub org: Option<String>,
     /// Serve Prometheus /metrics, /healthz and /readyz on this address (127.0.0.1:9464
     /// when the flag has no value; off without the flag).
     #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = super::observe::DEFAULT_ADDR)]
-    metrics_addr: Option<SocketAddr>,
+    pub metrics_addr: Option<SocketAddr>,
     /// Spool records durably in this folder before writing them to stdout; after a crash
     /// the next run delivers what stdout had not confirmed and reports the time no run
     /// was receiving as a gap.
     #[arg(long, value_name = "DIR")]
-    spool: Option<PathBuf>,
+    pub spool: Option<PathBuf>,
     /// Deliver from the spool to this sink instead of stdout (repeatable; needs --spool):
     /// stdout, file:///path/events.jsonl?max_bytes=N&rotate=1h, https://host/path?secret_env=NAME,
     /// nats://host:4222/subject?stream=NAME, redis://host:6379/stream?maxlen=N,
-    /// kafka://host:9092/topic.
+    /// kafka://host:9092/topic. In the file: [[sink]] tables with a url.
     #[arg(long = "sink", value_name = "URL")]
-    sinks: Vec<String>,
+    #[serde(rename = "sink", default, deserialize_with = "de::sinks")]
+    pub sinks: Vec<String>,
     /// Most bytes of records the spool holds before holding back (default 1 GiB).
     #[arg(long, value_name = "BYTES")]
-    spool_max_bytes: Option<u64>,
+    pub spool_max_bytes: Option<u64>,
     /// How long to hold back while the spool is full before dropping its oldest records
     /// (reported as a gap; default 30s).
     #[arg(long, value_parser = duration)]
-    spool_full_wait: Option<Duration>,
+    #[serde(default, deserialize_with = "de::duration")]
+    pub spool_full_wait: Option<Duration>,
     /// Longest wait between tries of a failing sink (the wait doubles from 200ms up to
     /// this; default 10s).
     #[arg(long, value_parser = duration)]
-    sink_retry_max: Option<Duration>,
+    #[serde(default, deserialize_with = "de::duration")]
+    pub sink_retry_max: Option<Duration>,
     /// Write only the records this clause keeps (repeatable; every clause must pass),
     /// before the spool: kind=event,gap,rejected; topic=v2.routing.queues.*.conversations
     /// (* is one part); has=/json/pointer or missing=/pointer on the event body;
     /// /pointer=value or /pointer!=value. Gaps are kept whenever one of their topics is.
+    /// In the file: filter = ["…", …].
     #[arg(long = "filter", value_name = "CLAUSE")]
-    filters: Vec<String>,
+    #[serde(rename = "filter", default)]
+    pub filters: Vec<String>,
     /// Debug logs (heartbeats, pongs, subscribe replies) on stderr.
     #[arg(long, short)]
+    #[serde(skip)]
     pub verbose: bool,
 }
 
-/// A config value that may hold a secret (the client secret, a proxy URL with its
-/// password): read like a string, shown as `[redacted]`.
-#[derive(Clone, Default, Deserialize)]
-#[serde(transparent)]
-pub struct Hidden(pub String);
-
-impl std::fmt::Debug for Hidden {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-/// A `[[sink]]` table of the config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkTable {
-    pub url: String,
-}
-
-/// The `--config` file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenFile {
-    pub region: Option<String>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<Hidden>,
-    pub api_base: Option<String>,
-    pub login_base: Option<String>,
-    #[serde(default)]
-    pub topics: Vec<String>,
-    pub topics_file: Option<PathBuf>,
-    #[serde(default)]
-    pub queues: Vec<String>,
-    #[serde(default)]
-    pub users: Vec<String>,
-    pub redundancy: Option<usize>,
-    #[serde(default)]
-    pub all_queues: bool,
-    #[serde(default)]
-    pub all_users: bool,
-    pub refresh_every: Option<String>,
-    pub dedupe_window: Option<String>,
-    pub dedupe_max_ids: Option<usize>,
-    pub ca_file: Option<PathBuf>,
-    pub proxy: Option<Hidden>,
-    #[serde(default)]
-    pub resolve: Vec<String>,
-    pub org: Option<String>,
-    pub metrics_addr: Option<SocketAddr>,
-    pub spool: Option<PathBuf>,
-    #[serde(default)]
-    pub sink: Vec<SinkTable>,
-    pub spool_max_bytes: Option<u64>,
-    pub spool_full_wait: Option<String>,
-    pub sink_retry_max: Option<String>,
-    pub ping_interval: Option<String>,
-    pub pong_timeout: Option<String>,
-    pub watchdog: Option<String>,
-    pub rollover_margin: Option<String>,
-    pub backoff_max: Option<String>,
-    pub closing_grace: Option<String>,
-    pub gap_lookback: Option<String>,
-    pub overlap: Option<String>,
-    pub start_timeout: Option<String>,
-    #[serde(default)]
-    pub filter: Vec<String>,
-}
-
-fn usage(msg: impl Into<String>) -> anyhow::Error {
-    UsageError(msg.into()).into()
-}
-
-/// Reads and checks a `listen` config file.
-pub fn read_file(path: &Path) -> anyhow::Result<ListenFile> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| usage(format!("cannot read config {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| usage(format!("config {} is not valid: {e}", path.display())))
-}
-
-fn read_topics(path: &Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| usage(format!("cannot read topics file {}: {e}", path.display())))?;
-    Ok(text
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or_default().trim())
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect())
-}
-
-fn file_duration(value: &Option<String>, name: &str) -> anyhow::Result<Option<Duration>> {
-    value
-        .as_deref()
-        .map(|v| duration(v).map_err(|e| usage(format!("{name}: {e}"))))
-        .transpose()
-}
-
+/// Defaults of the spool and its sinks.
+const SPOOL_MAX_BYTES: u64 = 1 << 30;
+const SPOOL_MIN_BYTES: u64 = 64 * 1024;
+const SPOOL_FULL_WAIT: Duration = Duration::from_secs(30);
+const SINK_RETRY_MAX: Duration = Duration::from_secs(10);
+/// How long `listen` may take to get its first token and plan its channels.
+const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 impl ListenArgs {
-    fn file(&self) -> anyhow::Result<ListenFile> {
-        match &self.config {
-            Some(path) => read_file(path),
-            None => Ok(ListenFile::default()),
-        }
+    /// These settings laid over those of `--config` (if given): a flag or environment
+    /// variable wins over the file; topic, queue and user lists add up; sinks and
+    /// filters given as flags replace the file's.
+    pub fn resolved(&self) -> Result<ListenArgs, ConfigError> {
+        let Some(path) = &self.config else {
+            return Ok(self.clone());
+        };
+        let (service, file) = config::read(path)?;
+        self.clone().or(service, file)
     }
 
-    /// Where to spool, if anywhere, and its limits: flags, else the file, else defaults.
+    fn or(self, service: ServiceArgs, file: ListenArgs) -> Result<ListenArgs, ConfigError> {
+        // Destructured so that a new setting cannot be forgotten here.
+        let ListenArgs {
+            service: _,
+            config: _,
+            mut topics,
+            topics_file,
+            mut queues,
+            mut users,
+            duration: _,
+            start_timeout,
+            ping_interval,
+            pong_timeout,
+            watchdog,
+            rollover_margin,
+            backoff_max,
+            closing_grace,
+            gap_lookback,
+            overlap,
+            redundancy,
+            all_queues,
+            all_users,
+            refresh_every,
+            dedupe_window,
+            dedupe_max_ids,
+            org,
+            metrics_addr,
+            spool,
+            sinks,
+            spool_max_bytes,
+            spool_full_wait,
+            sink_retry_max,
+            filters,
+            verbose: _,
+        } = file;
+        // The file's topics file is read here, the flag's with the rest of the topics.
+        if let Some(path) = &topics_file {
+            topics.extend(config::read_topics(path)?);
+        }
+        topics.extend(self.topics);
+        queues.extend(self.queues);
+        users.extend(self.users);
+        let replace = |flags: Vec<String>, file: Vec<String>| match flags.is_empty() {
+            true => file,
+            false => flags,
+        };
+        Ok(ListenArgs {
+            service: self.service.or(service),
+            config: self.config,
+            topics,
+            topics_file: self.topics_file,
+            queues,
+            users,
+            duration: self.duration,
+            start_timeout: self.start_timeout.or(start_timeout),
+            ping_interval: self.ping_interval.or(ping_interval),
+            pong_timeout: self.pong_timeout.or(pong_timeout),
+            watchdog: self.watchdog.or(watchdog),
+            rollover_margin: self.rollover_margin.or(rollover_margin),
+            backoff_max: self.backoff_max.or(backoff_max),
+            closing_grace: self.closing_grace.or(closing_grace),
+            gap_lookback: self.gap_lookback.or(gap_lookback),
+            overlap: self.overlap.or(overlap),
+            redundancy: self.redundancy.or(redundancy),
+            all_queues: self.all_queues || all_queues,
+            all_users: self.all_users || all_users,
+            refresh_every: self.refresh_every.or(refresh_every),
+            dedupe_window: self.dedupe_window.or(dedupe_window),
+            dedupe_max_ids: self.dedupe_max_ids.or(dedupe_max_ids),
+            org: self.org.or(org),
+            metrics_addr: self.metrics_addr.or(metrics_addr),
+            spool: self.spool.or(spool),
+            sinks: replace(self.sinks, sinks),
+            spool_max_bytes: self.spool_max_bytes.or(spool_max_bytes),
+            spool_full_wait: self.spool_full_wait.or(spool_full_wait),
+            sink_retry_max: self.sink_retry_max.or(sink_retry_max),
+            filters: replace(self.filters, filters),
+            verbose: self.verbose,
+        })
+    }
+
+    /// The output filter, if any.
+    fn filter(&self) -> Result<Option<Filter>, ConfigError> {
+        Ok(Filter::parse(&self.filters)?)
+    }
+
+    /// How long starting may take.
+    fn start_timeout(&self) -> Duration {
+        self.start_timeout.unwrap_or(DEFAULT_START_TIMEOUT)
+    }
+
+    /// Where to spool, if anywhere, its limits and its sinks.
     fn spool(
         &self,
-        file: &ListenFile,
         lookback: Duration,
-    ) -> anyhow::Result<Option<(PathBuf, super::spooled::Limits, Vec<SinkConfig>)>> {
-        let urls: Vec<String> = if self.sinks.is_empty() {
-            file.sink.iter().map(|s| s.url.clone()).collect()
-        } else {
-            self.sinks.clone()
-        };
-        let mut sinks = urls
+    ) -> Result<Option<(PathBuf, super::spooled::Limits, Vec<SinkConfig>)>, ConfigError> {
+        let mut sinks = self
+            .sinks
             .iter()
-            .map(|u| SinkConfig::parse(u).map_err(usage))
+            .map(|u| SinkConfig::parse(u))
             .collect::<Result<Vec<_>, _>>()?;
-        let Some(dir) = self.spool.clone().or_else(|| file.spool.clone()) else {
-            if !sinks.is_empty() {
-                return Err(usage(
-                    "--sink needs --spool DIR: sinks deliver from the durable spool",
-                ));
-            }
-            return Ok(None);
+        let Some(dir) = self.spool.clone() else {
+            return match sinks.is_empty() {
+                true => Ok(None),
+                false => Err(ConfigError::SinkWithoutSpool),
+            };
         };
         if sinks.is_empty() {
             sinks.push(SinkConfig::Stdout);
         }
-        let full_wait = match (self.spool_full_wait, &file.spool_full_wait) {
-            (Some(d), _) => d,
-            (None, Some(text)) => duration(text)
-                .map_err(|e| usage(format!("spool_full_wait in the config file: {e}")))?,
-            (None, None) => Duration::from_secs(30),
-        };
-        let retry_max = match (self.sink_retry_max, &file.sink_retry_max) {
-            (Some(d), _) => d,
-            (None, Some(text)) => duration(text)
-                .map_err(|e| usage(format!("sink_retry_max in the config file: {e}")))?,
-            (None, None) => Duration::from_secs(10),
-        };
-        let max_bytes = self
-            .spool_max_bytes
-            .or(file.spool_max_bytes)
-            .unwrap_or(1 << 30);
-        if max_bytes < 64 * 1024 {
-            return Err(usage("--spool-max-bytes must be at least 65536"));
+        let max_bytes = self.spool_max_bytes.unwrap_or(SPOOL_MAX_BYTES);
+        if max_bytes < SPOOL_MIN_BYTES {
+            return Err(ConfigError::SpoolTooSmall);
         }
-        Ok(Some((
-            dir,
-            super::spooled::Limits {
-                max_bytes,
-                full_wait,
-                lookback,
-                retry_max,
-            },
-            sinks,
-        )))
-    }
-
-    /// The output filter, if any: the flags' clauses, else the file's.
-    fn filter(&self, file: &ListenFile) -> anyhow::Result<Option<Filter>> {
-        let clauses = match self.filters.is_empty() {
-            true => &file.filter,
-            false => &self.filters,
+        let limits = super::spooled::Limits {
+            max_bytes,
+            full_wait: self.spool_full_wait.unwrap_or(SPOOL_FULL_WAIT),
+            lookback,
+            retry_max: self.sink_retry_max.unwrap_or(SINK_RETRY_MAX),
         };
-        Filter::parse(clauses).map_err(|e| usage(e.to_string()))
+        Ok(Some((dir, limits, sinks)))
     }
 
-    /// Where to serve metrics, if anywhere: the flag, else the file.
-    fn metrics_addr(&self, file: &ListenFile) -> Option<SocketAddr> {
-        self.metrics_addr.or(file.metrics_addr)
-    }
-
-    /// Layers defaults, the file, then environment and flags into a client configuration.
-    fn client_config(&self, file: &ListenFile) -> anyhow::Result<ClientConfig> {
-        let endpoints = self.endpoints(file)?;
-        let client_id = self
-            .client_id
-            .clone()
-            .or(file.client_id.clone())
-            .ok_or_else(|| {
-                usage("no OAuth client id: set GENESYSCLOUD_OAUTHCLIENT_ID or --client-id")
-            })?;
-        let secret = self.client_secret.clone().or(file.client_secret.clone().map(|h| h.0)).ok_or_else(|| {
-            usage("no OAuth client secret: set GENESYSCLOUD_OAUTHCLIENT_SECRET (or --client-secret)")
-        })?;
-        let mut topics = file.topics.clone();
-        if let Some(path) = &file.topics_file {
-            topics.extend(read_topics(path)?);
-        }
-        topics.extend(self.topics.iter().cloned());
+    /// The client's configuration: its defaults with these settings laid over them.
+    fn client_config(&self) -> Result<ClientConfig, ConfigError> {
+        let endpoints = self.service.endpoints()?;
+        let credentials = self.service.credentials()?;
+        let mut topics = self.topics.clone();
         if let Some(path) = &self.topics_file {
-            topics.extend(read_topics(path)?);
+            topics.extend(config::read_topics(path)?);
         }
-        let credentials = Credentials {
-            client_id,
-            client_secret: Secret::new(secret),
-        };
         let mut config = ClientConfig::new(endpoints, credentials, topics);
-        config.queues = file.queues.iter().chain(&self.queues).cloned().collect();
-        config.users = file.users.iter().chain(&self.users).cloned().collect();
-        config.redundancy = self
-            .redundancy
-            .or(file.redundancy)
-            .unwrap_or(DEFAULT_REDUNDANCY);
-        config.all_queues = self.all_queues || file.all_queues;
-        if let Some(window) = self
-            .dedupe_window
-            .or(file_duration(&file.dedupe_window, "dedupe_window")?)
-        {
-            config.dedupe_window = window;
-        }
-        if let Some(max) = self.dedupe_max_ids.or(file.dedupe_max_ids) {
-            config.dedupe_max_ids = max.max(1);
-        }
-        config.all_users = self.all_users || file.all_users;
-        if let Some(every) = self
-            .refresh_every
-            .or(file_duration(&file.refresh_every, "refresh_every")?)
-        {
-            config.refresh_every = every;
-        }
-        if config.redundancy == 0 {
-            return Err(usage("--redundancy must be at least 1"));
-        }
-        config.ca_file = self.ca_file.clone().or(file.ca_file.clone());
-        config.resolve = file
-            .resolve
-            .iter()
-            .map(|r| holdline_client::Resolve::parse(r).map_err(usage))
-            .collect::<Result<Vec<_>, _>>()?;
-        config.resolve.extend(self.resolve.iter().cloned());
-        config.proxy = super::service::proxy_setting(
-            self.proxy
-                .as_deref()
-                .or(file.proxy.as_ref().map(|h| h.0.as_str())),
+        config.queues = self.queues.clone();
+        config.users = self.users.clone();
+        config.all_queues = self.all_queues;
+        config.all_users = self.all_users;
+        set(&mut config.redundancy, self.redundancy);
+        set(&mut config.refresh_every, self.refresh_every);
+        set(&mut config.dedupe_window, self.dedupe_window);
+        set(
+            &mut config.dedupe_max_ids,
+            self.dedupe_max_ids.map(|n| n.max(1)),
         );
-        config.org = self
-            .org
-            .clone()
-            .or(file.org.clone())
-            .unwrap_or_else(|| "default".to_owned());
-        config.timings = self.timings(file)?;
+        set(&mut config.org, self.org.clone());
+        if config.redundancy == 0 {
+            return Err(ConfigError::NoRedundancy);
+        }
+        config.ca_file = self.service.ca_file.clone();
+        config.resolve = self.service.resolve.clone();
+        config.proxy = self.service.proxy_setting();
+        config.timings = self.timings()?;
         Ok(config)
     }
 
-    fn endpoints(&self, file: &ListenFile) -> anyhow::Result<Endpoints> {
-        Ok(super::service::endpoints(
-            self.api_base.clone().or(file.api_base.clone()),
-            self.login_base.clone().or(file.login_base.clone()),
-            self.region.clone().or(file.region.clone()),
-        )?)
-    }
-
-    fn timings(&self, file: &ListenFile) -> anyhow::Result<Timings> {
+    fn timings(&self) -> Result<Timings, ConfigError> {
         let mut t = Timings::default();
-        let pick = |flag: Option<Duration>,
-                    value: &Option<String>,
-                    name: &str,
-                    slot: &mut Duration|
-         -> anyhow::Result<()> {
-            if let Some(d) = flag.or(file_duration(value, name)?) {
-                *slot = d;
-            }
-            Ok(())
-        };
-        pick(
-            self.ping_interval,
-            &file.ping_interval,
-            "ping_interval",
-            &mut t.ping_interval,
-        )?;
-        pick(
-            self.pong_timeout,
-            &file.pong_timeout,
-            "pong_timeout",
-            &mut t.pong_timeout,
-        )?;
-        pick(self.watchdog, &file.watchdog, "watchdog", &mut t.watchdog)?;
-        pick(
-            self.rollover_margin,
-            &file.rollover_margin,
-            "rollover_margin",
-            &mut t.rollover_margin,
-        )?;
-        pick(
-            self.backoff_max,
-            &file.backoff_max,
-            "backoff_max",
-            &mut t.backoff_max,
-        )?;
-        pick(
-            self.closing_grace,
-            &file.closing_grace,
-            "closing_grace",
-            &mut t.closing_grace,
-        )?;
-        pick(
-            self.gap_lookback,
-            &file.gap_lookback,
-            "gap_lookback",
-            &mut t.gap_lookback,
-        )?;
-        pick(self.overlap, &file.overlap, "overlap", &mut t.overlap)?;
+        set(&mut t.ping_interval, self.ping_interval);
+        set(&mut t.pong_timeout, self.pong_timeout);
+        set(&mut t.watchdog, self.watchdog);
+        set(&mut t.rollover_margin, self.rollover_margin);
+        set(&mut t.backoff_max, self.backoff_max);
+        set(&mut t.closing_grace, self.closing_grace);
+        set(&mut t.gap_lookback, self.gap_lookback);
+        set(&mut t.overlap, self.overlap);
         for (name, d) in [
             ("ping interval", t.ping_interval),
             ("pong timeout", t.pong_timeout),
             ("watchdog", t.watchdog),
         ] {
             if d.is_zero() {
-                return Err(usage(format!("the {name} must be longer than 0")));
+                return Err(ConfigError::Zero(name));
             }
         }
         if t.watchdog < t.ping_interval + t.pong_timeout {
-            return Err(usage(format!(
-                "--watchdog {:?} is shorter than --ping-interval {:?} + --pong-timeout {:?}: a quiet socket \
-                 hears nothing but the answers to its pings, so every healthy socket would be declared dead \
-                 between two pings. Make the watchdog at least {:?} (the default is 66s: 2.2 server heartbeats)",
-                t.watchdog,
-                t.ping_interval,
-                t.pong_timeout,
-                t.ping_interval + t.pong_timeout
-            )));
+            return Err(ConfigError::WatchdogTooShort {
+                watchdog: t.watchdog,
+                ping: t.ping_interval,
+                pong: t.pong_timeout,
+            });
         }
         Ok(t)
     }
 }
 
+/// Overrides a default with a setting that was given.
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
 /// Runs `listen` until `--duration`, a signal, or a fatal error.
-pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
-    let file = args.file()?;
-    let config = args.client_config(&file)?;
+pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
+    let args = flags.resolved()?;
+    let config = args.client_config()?;
     let org = config.org.clone();
     tracing::info!(endpoints = %config.endpoints, client_id = %config.credentials.client_id, topics = config.topics.len(), "starting");
-    let metrics_addr = args.metrics_addr(&file);
+    let metrics_addr = args.metrics_addr;
     let lookback = config.timings.gap_lookback;
-    let filter = args.filter(&file)?;
+    let filter = args.filter()?;
     // Each component registers its own series; /metrics serves them all.
     let mut registry = prometheus_client::registry::Registry::default();
     let filtered = Filtered::default();
@@ -507,7 +393,7 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
             filtered.0.clone(),
         );
     }
-    let spooled = match args.spool(&file, lookback)? {
+    let spooled = match args.spool(lookback)? {
         Some((dir, limits, sinks)) => {
             let opened = sinks
                 .iter()
@@ -525,20 +411,17 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     let mut unclean_since = spooled.as_ref().and_then(|s| s.unclean_since);
     let mut signals = Signals::new().context("cannot install the signal handlers")?;
     let reload = Reload::new(&config);
-    let start_timeout = args
-        .start_timeout
-        .or(file_duration(&file.start_timeout, "start_timeout")?)
-        .unwrap_or(DEFAULT_START_TIMEOUT);
+    let start_timeout = args.start_timeout();
     let reach = config.endpoints.to_string();
     let (handle, mut stream) = tokio::select! {
         // Starting may retry for a while; a signal meanwhile stops at once.
         started = tokio::time::timeout(start_timeout, Client::start(config)) => match started {
             Ok(started) => started?,
-            Err(_) => return Err(usage(format!(
+            Err(_) => return Err(super::UsageError(format!(
                 "could not start within {start_timeout:?} ({reach}): nothing answered in time. Check that the \
                  hosts resolve (DNS), that a proxy is set if the network needs one (HTTPS_PROXY), and that no \
                  firewall drops the traffic; `holdline doctor` checks each hop. --start-timeout sets the limit"
-            ))),
+            )).into()),
         },
         () = stop_signal(&mut signals) => {
             tracing::info!("stopped while starting");
@@ -561,7 +444,7 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     };
     let deadline = args.duration.map(|d| Instant::now() + d);
     // Signals are watched beside the output, which may be blocked on a full stdout.
-    let watcher = tokio::spawn(watch_signals(signals, handle.clone(), args.clone(), reload));
+    let watcher = tokio::spawn(watch_signals(signals, handle.clone(), flags, reload));
     let mut stopping = false;
     let result = loop {
         let item = tokio::select! {
@@ -694,9 +577,6 @@ async fn watch_signals(
     }
 }
 
-/// How long `listen` may take to get its first token and plan its channels.
-const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// `listen --help` with the default of every setting that has one (taken from where the
 /// default lives) and a few examples.
 pub fn help_with_defaults(cmd: clap::Command) -> clap::Command {
@@ -725,7 +605,7 @@ pub fn help_with_defaults(cmd: clap::Command) -> clap::Command {
         ("refresh_every", d(c.refresh_every)),
         ("dedupe_window", d(c.dedupe_window)),
         ("dedupe_max_ids", c.dedupe_max_ids.to_string()),
-        ("redundancy", DEFAULT_REDUNDANCY.to_string()),
+        ("redundancy", c.redundancy.to_string()),
         ("start_timeout", d(DEFAULT_START_TIMEOUT)),
     ];
     let mut cmd = cmd.after_help(LISTEN_EXAMPLES);
@@ -748,9 +628,6 @@ const LISTEN_EXAMPLES: &str = "Examples:
   # Durable, with metrics, into a file that rotates hourly:
   holdline listen --config listen.toml --spool /var/lib/holdline \\
     --sink 'file:///var/log/holdline/events.jsonl?rotate=1h' --metrics-addr";
-
-/// Channels holding each shard unless told otherwise: one socket fault costs nothing.
-const DEFAULT_REDUNDANCY: usize = 2;
 
 /// Waits for SIGINT or SIGTERM (a SIGHUP before the client runs changes nothing).
 async fn stop_signal(signals: &mut Signals) {
@@ -823,7 +700,7 @@ impl Reload {
     }
 
     fn start(&self, args: &ListenArgs, handle: &holdline_client::ClientHandle) {
-        let lists = match args.file().and_then(|file| args.client_config(&file)) {
+        let lists = match args.resolved().and_then(|args| args.client_config()) {
             Ok(config) => Lists::of(&config),
             Err(e) => {
                 tracing::error!(error = %e, "SIGHUP: the configuration is not valid; keeping the current topics");
@@ -1058,24 +935,33 @@ mod tests {
         listen: ListenArgs,
     }
 
-    /// The metrics address the flags and their config file give.
-    fn metrics(args: &ListenArgs) -> Option<SocketAddr> {
-        args.metrics_addr(&args.file().unwrap())
-    }
-
     fn parse(args: &[&str]) -> ListenArgs {
         let argv = std::iter::once("listen").chain(args.iter().copied());
         Wrapper::try_parse_from(argv).unwrap().listen
     }
 
+    /// The settings the flags and their config file give.
+    fn resolved(args: &[&str]) -> Result<ListenArgs, ConfigError> {
+        parse(args).resolved()
+    }
+
+    fn with_file(text: &str, args: &[&str]) -> Result<ListenArgs, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("listen.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut all = vec!["--config", path.to_str().unwrap()];
+        all.extend_from_slice(args);
+        resolved(&all)
+    }
+
     #[test]
     fn metrics_are_off_unless_asked_and_loopback_when_asked_without_an_address() {
-        assert_eq!(metrics(&parse(&[])), None);
+        assert_eq!(resolved(&[]).unwrap().metrics_addr, None);
         let default: SocketAddr = "127.0.0.1:9464".parse().unwrap();
-        assert_eq!(metrics(&parse(&["--metrics-addr"])), Some(default));
+        assert_eq!(parse(&["--metrics-addr"]).metrics_addr, Some(default));
         let chosen: SocketAddr = "0.0.0.0:9999".parse().unwrap();
         assert_eq!(
-            metrics(&parse(&["--metrics-addr", "0.0.0.0:9999"])),
+            parse(&["--metrics-addr", "0.0.0.0:9999"]).metrics_addr,
             Some(chosen)
         );
         assert!(
@@ -1085,26 +971,119 @@ mod tests {
     }
 
     #[test]
-    fn the_config_files_secrets_never_show_in_debug() {
-        let file: ListenFile =
-            toml::from_str("client_secret = \"hunter2\"\nproxy = \"http://alice:s3cret@p:3128\"\n")
-                .unwrap();
-        let shown = format!("{file:?}");
-        assert!(
-            !shown.contains("hunter2") && !shown.contains("s3cret"),
-            "{shown}"
-        );
-        assert_eq!(file.client_secret.unwrap().0, "hunter2");
+    fn the_config_file_can_turn_metrics_on() {
+        let args = with_file("metrics_addr = \"127.0.0.1:9100\"\n", &[]).unwrap();
+        assert_eq!(args.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
     }
 
     #[test]
-    fn the_config_file_can_turn_metrics_on() {
-        let dir = std::env::temp_dir().join(format!("holdline-metrics-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("listen.toml");
-        std::fs::write(&path, "metrics_addr = \"127.0.0.1:9100\"\n").unwrap();
-        let args = parse(&["--config", path.to_str().unwrap()]);
-        assert_eq!(metrics(&args), Some("127.0.0.1:9100".parse().unwrap()));
-        let _ = std::fs::remove_dir_all(&dir);
+    fn flags_win_over_the_file_and_lists_add_up() {
+        let file = "region = \"eu-west-1\"\nclient_id = \"file-id\"\nclient_secret = \"s\"\n\
+                    topics = [\"a\"]\nwatchdog = \"90s\"\nredundancy = 3\n\
+                    resolve = [\"h:443:127.0.0.1\"]\nfilter = [\"kind=gap\"]\n";
+        let args = with_file(
+            file,
+            &[
+                "--client-id",
+                "flag-id",
+                "--topic",
+                "b",
+                "--resolve",
+                "h:80:127.0.0.2",
+            ],
+        )
+        .unwrap();
+        assert_eq!(args.service.client_id.as_deref(), Some("flag-id"));
+        assert_eq!(args.service.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(args.topics, ["a", "b"]);
+        assert_eq!(args.service.resolve.len(), 2);
+        let config = args.client_config().unwrap();
+        assert_eq!(config.redundancy, 3);
+        assert_eq!(config.timings.watchdog, Duration::from_secs(90));
+        assert!(args.filter().unwrap().is_some());
+        let args = with_file(file, &["--filter", "kind=event", "--redundancy", "1"]).unwrap();
+        assert_eq!(
+            args.filters,
+            ["kind=event"],
+            "flag filters replace the file's"
+        );
+        assert_eq!(args.client_config().unwrap().redundancy, 1);
+    }
+
+    #[test]
+    fn the_defaults_are_the_libraries() {
+        let args = parse(&[
+            "--api-base",
+            "http://127.0.0.1:1",
+            "--client-id",
+            "i",
+            "--client-secret",
+            "s",
+        ]);
+        let config = args.client_config().unwrap();
+        assert_eq!(config.redundancy, holdline_client::DEFAULT_REDUNDANCY);
+        assert_eq!(config.timings, Timings::default());
+    }
+
+    #[test]
+    fn bad_settings_are_typed_errors() {
+        let base = [
+            "--api-base",
+            "http://127.0.0.1:1",
+            "--client-id",
+            "i",
+            "--client-secret",
+            "s",
+        ];
+        let config = |extra: &[&str]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(extra);
+            parse(&all).client_config()
+        };
+        assert!(matches!(
+            config(&["--redundancy", "0"]),
+            Err(ConfigError::NoRedundancy)
+        ));
+        assert!(matches!(
+            config(&["--watchdog", "10s"]),
+            Err(ConfigError::WatchdogTooShort { .. })
+        ));
+        assert!(matches!(
+            config(&["--ping-interval", "0s"]),
+            Err(ConfigError::Zero(_))
+        ));
+        let no_id = parse(&["--api-base", "http://127.0.0.1:1"]);
+        assert!(matches!(
+            no_id.client_config(),
+            Err(ConfigError::NoClientId)
+        ));
+        let ftp = parse(&[
+            "--api-base",
+            "ftp://x",
+            "--client-id",
+            "i",
+            "--client-secret",
+            "s",
+        ]);
+        assert!(matches!(ftp.client_config(), Err(ConfigError::NotHttp(_))));
+        let sink = parse(&["--sink", "stdout"]);
+        assert!(matches!(
+            sink.spool(Duration::ZERO),
+            Err(ConfigError::SinkWithoutSpool)
+        ));
+        let small = parse(&["--spool", "/tmp/x", "--spool-max-bytes", "10"]);
+        assert!(matches!(
+            small.spool(Duration::ZERO),
+            Err(ConfigError::SpoolTooSmall)
+        ));
+        let bad = parse(&["--spool", "/tmp/x", "--sink", "gopher://x"]);
+        assert!(matches!(
+            bad.spool(Duration::ZERO),
+            Err(ConfigError::Sink(_))
+        ));
+        assert!(matches!(
+            parse(&["--filter", "kind=x"]).filter(),
+            Err(ConfigError::Filter(_))
+        ));
     }
 }

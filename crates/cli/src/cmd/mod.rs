@@ -1,5 +1,6 @@
 //! The subcommands.
 
+pub mod config;
 pub mod demo;
 pub mod listen;
 pub mod observe;
@@ -28,7 +29,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     if let Some(Exit(code)) = err.downcast_ref::<Exit>() {
         return *code;
     }
-    if err.downcast_ref::<UsageError>().is_some() {
+    if err.downcast_ref::<UsageError>().is_some()
+        || err.downcast_ref::<config::ConfigError>().is_some()
+    {
         return crate::exit::USAGE;
     }
     match err.downcast_ref::<ClientError>() {

@@ -13,9 +13,13 @@ use holdline_client::{Credentials, Endpoints, Resolve, Secret, Timings};
 use holdline_proto::Region;
 
 use super::UsageError;
+use super::config::ConfigError;
 
-/// Where the service is and who we are.
-#[derive(Debug, Clone, Args)]
+/// Where the service is and who we are: flags of every command that talks to the
+/// service, and the same keys in a `listen` config file. Secrets are [`Secret`]s, so
+/// `Debug` never shows them.
+#[derive(Debug, Clone, Default, Args, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServiceArgs {
     /// Region key, domain or URL (eu-west-1, mypurecloud.ie, https://api.mypurecloud.ie).
     #[arg(long, env = "GENESYSCLOUD_REGION")]
@@ -25,7 +29,7 @@ pub struct ServiceArgs {
     pub client_id: Option<String>,
     /// OAuth client secret (prefer the environment variable).
     #[arg(long, env = "GENESYSCLOUD_OAUTHCLIENT_SECRET", hide_env_values = true)]
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Secret>,
     /// REST API base instead of a region (the simulator, a proxy, a private deployment).
     #[arg(long)]
     pub api_base: Option<String>,
@@ -38,10 +42,11 @@ pub struct ServiceArgs {
     /// HTTP proxy for REST and WebSockets, http://[user[:password]@]host:port, or `none`
     /// (default: HTTPS_PROXY, http_proxy, ALL_PROXY and NO_PROXY, as curl reads them).
     #[arg(long, value_name = "URL")]
-    pub proxy: Option<String>,
+    pub proxy: Option<Secret>,
     /// Connect to ADDRESS for HOST:PORT instead of what DNS says, as curl's --resolve
     /// (repeatable), e.g. api.example.test:443:127.0.0.1.
     #[arg(long = "resolve", value_name = "HOST:PORT:ADDRESS", value_parser = Resolve::parse)]
+    #[serde(default)]
     pub resolve: Vec<Resolve>,
 }
 
@@ -59,12 +64,12 @@ pub fn endpoints(
     api_base: Option<String>,
     login_base: Option<String>,
     region: Option<String>,
-) -> Result<Endpoints, UsageError> {
+) -> Result<Endpoints, ConfigError> {
     if let Some(api) = api_base {
         let login = login_base.unwrap_or_else(|| api.replacen("://api.", "://login.", 1));
         for url in [&api, &login] {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(UsageError(format!("{url:?} is not an http(s) URL")));
+                return Err(ConfigError::NotHttp(url.clone()));
             }
         }
         return Ok(Endpoints::Custom {
@@ -72,17 +77,55 @@ pub fn endpoints(
             login_base: login,
         });
     }
-    let region = region.ok_or_else(|| {
-        UsageError("no region: set GENESYSCLOUD_REGION or --region (e.g. eu-west-1 or mypurecloud.ie), or --api-base for the simulator".into())
-    })?;
-    Region::parse(&region)
-        .map(Endpoints::Region)
-        .map_err(|e| UsageError(e.to_string()))
+    let region = region.ok_or(ConfigError::NoRegion)?;
+    Ok(Endpoints::Region(Region::parse(&region)?))
 }
 
 impl ServiceArgs {
+    /// The config-file keys these settings take (the field names).
+    pub const KEYS: &[&str] = &[
+        "region",
+        "client_id",
+        "client_secret",
+        "api_base",
+        "login_base",
+        "ca_file",
+        "proxy",
+        "resolve",
+    ];
+
+    /// These settings where given, else `file`'s; resolver overrides from both.
+    pub fn or(self, file: ServiceArgs) -> ServiceArgs {
+        let ServiceArgs {
+            region,
+            client_id,
+            client_secret,
+            api_base,
+            login_base,
+            ca_file,
+            proxy,
+            mut resolve,
+        } = file;
+        resolve.extend(self.resolve);
+        ServiceArgs {
+            region: self.region.or(region),
+            client_id: self.client_id.or(client_id),
+            client_secret: self.client_secret.or(client_secret),
+            api_base: self.api_base.or(api_base),
+            login_base: self.login_base.or(login_base),
+            ca_file: self.ca_file.or(ca_file),
+            proxy: self.proxy.or(proxy),
+            resolve,
+        }
+    }
+
+    /// `--proxy` as a setting.
+    pub fn proxy_setting(&self) -> ProxySetting {
+        proxy_setting(self.proxy.as_ref().map(Secret::expose))
+    }
+
     /// Where the service is.
-    pub fn endpoints(&self) -> Result<Endpoints, UsageError> {
+    pub fn endpoints(&self) -> Result<Endpoints, ConfigError> {
         endpoints(
             self.api_base.clone(),
             self.login_base.clone(),
@@ -91,26 +134,21 @@ impl ServiceArgs {
     }
 
     /// Who we are.
-    pub fn credentials(&self) -> Result<Credentials, UsageError> {
-        let client_id = self.client_id.clone().ok_or_else(|| {
-            UsageError("no OAuth client id: set GENESYSCLOUD_OAUTHCLIENT_ID or --client-id".into())
-        })?;
-        let secret = self.client_secret.clone().ok_or_else(|| {
-            UsageError(
-                "no OAuth client secret: set GENESYSCLOUD_OAUTHCLIENT_SECRET (or --client-secret)"
-                    .into(),
-            )
-        })?;
+    pub fn credentials(&self) -> Result<Credentials, ConfigError> {
+        let client_id = self.client_id.clone().ok_or(ConfigError::NoClientId)?;
+        let client_secret = self
+            .client_secret
+            .clone()
+            .ok_or(ConfigError::NoClientSecret)?;
         Ok(Credentials {
             client_id,
-            client_secret: Secret::new(secret),
+            client_secret,
         })
     }
 
     /// The proxies in force.
     pub fn proxy(&self) -> Result<ProxyRules, UsageError> {
-        ProxyRules::new(&proxy_setting(self.proxy.as_deref()))
-            .map_err(|e| UsageError(e.to_string()))
+        ProxyRules::new(&self.proxy_setting()).map_err(|e| UsageError(e.to_string()))
     }
 
     /// The REST API as this OAuth client, with a first token fetched (so bad credentials

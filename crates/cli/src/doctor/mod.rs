@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use holdline_client::{Credentials, Endpoints, Secret};
+use holdline_client::{Credentials, Endpoints};
 use holdline_proto::Region;
 
 use crate::cmd::service::ServiceArgs;
@@ -63,22 +63,13 @@ pub struct DoctorArgs {
 pub async fn run(mut args: DoctorArgs) -> anyhow::Result<()> {
     let mut report = Report::default();
     if let Some(path) = args.config.clone() {
-        match crate::cmd::listen::read_file(&path) {
-            Ok(file) => {
+        match crate::cmd::config::read(&path) {
+            Ok((service, file)) => {
                 report.push(Check::pass(
                     "config",
                     format!("{} is valid", path.display()),
                 ));
-                args.service.region = args.service.region.take().or(file.region);
-                args.service.api_base = args.service.api_base.take().or(file.api_base);
-                args.service.login_base = args.service.login_base.take().or(file.login_base);
-                args.service.client_id = args.service.client_id.take().or(file.client_id);
-                args.service.client_secret = args
-                    .service
-                    .client_secret
-                    .take()
-                    .or(file.client_secret.map(|h| h.0));
-                args.service.proxy = args.service.proxy.take().or(file.proxy.map(|h| h.0));
+                args.service = std::mem::take(&mut args.service).or(service);
                 args.topics.extend(file.topics);
             }
             Err(e) => report.push(Check::fail(
@@ -175,7 +166,7 @@ fn online_config(args: &DoctorArgs) -> Result<Option<online::Online>, (String, S
         endpoints,
         credentials: Credentials {
             client_id: id.clone(),
-            client_secret: Secret::new(secret.as_str()),
+            client_secret: secret.clone(),
         },
         tls,
         proxy: args

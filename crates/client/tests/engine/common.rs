@@ -83,6 +83,8 @@ pub fn config(sim: &Simulator, topics: Vec<String>) -> ClientConfig {
         client_secret: Secret::new("holdline-demo"),
     };
     let mut config = ClientConfig::new(endpoints, credentials, topics);
+    // One socket per shard: tests that count sockets or want redundancy say so.
+    config.redundancy = 1;
     config.timings = fast_timings();
     config
 }
