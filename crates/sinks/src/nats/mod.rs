@@ -10,105 +10,18 @@
 //! subject. Headers: `Nats-Msg-Id`, `Holdline-Kind` (`event`, `gap` or `rejected`), and
 //! `Holdline-Topic` for events. The payload is the JSON line without its newline.
 
-use std::path::PathBuf;
+mod config;
+#[cfg(test)]
+mod tests;
+
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
 use bytes::Bytes;
 
-use crate::{Delivery, Sink, SinkError, duration_option};
+use crate::{Delivery, Sink, SinkError};
 
-/// NATS sink settings.
-#[derive(Clone, PartialEq, Eq)]
-pub struct NatsConfig {
-    /// `host:port` (several separated by commas).
-    pub servers: String,
-    pub subject: String,
-    /// Create this stream for the subject if it is missing.
-    pub stream: Option<String>,
-    /// From the environment variable named by `token_env`.
-    pub token: Option<String>,
-    pub user: Option<String>,
-    /// From the environment variable named by `password_env`.
-    pub password: Option<String>,
-    /// A `.creds` file (JWT and nkey seed).
-    pub creds: Option<PathBuf>,
-    pub tls: bool,
-    /// Connect and acknowledgement timeout.
-    pub timeout: Duration,
-}
-
-impl std::fmt::Debug for NatsConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsConfig")
-            .field("servers", &self.servers)
-            .field("subject", &self.subject)
-            .field("stream", &self.stream)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("creds", &self.creds)
-            .field("tls", &self.tls)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
-
-const FORM: &str = "nats://host:4222/subject";
-
-impl NatsConfig {
-    pub(crate) fn from_parts(rest: &str, params: &[(String, String)]) -> Result<Self, String> {
-        let (servers, subject) = rest
-            .split_once('/')
-            .filter(|(_, s)| !s.is_empty() && !s.contains(['/', ' ', '*', '>']))
-            .ok_or_else(|| format!("nats sink needs a subject without wildcards: {FORM}"))?;
-        if servers.contains('@') {
-            return Err("put no credentials in a nats sink URL; use token_env=VARIABLE, user=NAME&password_env=VARIABLE or creds=/path/file.creds".into());
-        }
-        for server in servers.split(',') {
-            crate::host_port(server, 4222, FORM)?;
-        }
-        let env = |name: &str, v: &str| {
-            std::env::var(v)
-                .map_err(|_| format!("nats {name}={v}: set the environment variable {v}"))
-        };
-        let mut config = NatsConfig {
-            servers: servers.to_owned(),
-            subject: subject.to_owned(),
-            stream: None,
-            token: None,
-            user: None,
-            password: None,
-            creds: None,
-            tls: false,
-            timeout: Duration::from_secs(10),
-        };
-        for (k, v) in params {
-            match k.as_str() {
-                "stream" => config.stream = Some(v.clone()),
-                "token_env" => config.token = Some(env(k, v)?),
-                "user" => config.user = Some(v.clone()),
-                "password_env" => config.password = Some(env(k, v)?),
-                "creds" => config.creds = Some(PathBuf::from(v)),
-                "tls" => {
-                    config.tls = v
-                        .parse()
-                        .map_err(|_| format!("nats tls={v} must be true or false"))?;
-                }
-                "timeout" => config.timeout = duration_option(k, v)?,
-                other => {
-                    return Err(format!(
-                        "unknown nats sink option {other:?}; the options are stream, token_env, user, password_env, creds, tls and timeout"
-                    ));
-                }
-            }
-        }
-        if config.user.is_some() != config.password.is_some() {
-            return Err("nats user=NAME and password_env=VARIABLE go together".into());
-        }
-        Ok(config)
-    }
-}
+pub use config::*;
 
 /// The NATS JetStream sink, on the caller's runtime; connects at first use.
 pub struct NatsSink {
@@ -244,40 +157,5 @@ impl Sink for NatsSink {
 
     fn deliver<'a>(&'a mut self, records: &'a [Bytes]) -> Delivery<'a> {
         Box::pin(self.send(records))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn options_parse_and_secrets_stay_out_of_debug() {
-        // SAFETY: no other test reads this variable.
-        unsafe { std::env::set_var("HOLDLINE_TEST_NATS_TOKEN", "t0ken-nats") };
-        let params = vec![
-            ("stream".to_owned(), "GENESYS".to_owned()),
-            (
-                "token_env".to_owned(),
-                "HOLDLINE_TEST_NATS_TOKEN".to_owned(),
-            ),
-            ("timeout".to_owned(), "3s".to_owned()),
-        ];
-        let c = NatsConfig::from_parts("a:4222,b:4223/genesys.events", &params).unwrap();
-        assert_eq!(c.servers, "a:4222,b:4223");
-        assert_eq!(c.subject, "genesys.events");
-        assert_eq!(c.stream.as_deref(), Some("GENESYS"));
-        assert_eq!(c.timeout, Duration::from_secs(3));
-        assert!(!format!("{c:?}").contains("t0ken"));
-        for bad in [
-            "localhost",
-            "localhost/",
-            "localhost/a.*",
-            "u:p@localhost/s",
-        ] {
-            assert!(NatsConfig::from_parts(bad, &[]).is_err(), "{bad}");
-        }
-        let err = NatsConfig::from_parts("h/s", &[("user".into(), "u".into())]).unwrap_err();
-        assert!(err.contains("password_env"), "{err}");
     }
 }
