@@ -339,18 +339,7 @@ fn listen_trusts_the_simulators_tls_certificate_with_ca_file() {
 fn the_end_of_a_burst_is_written_at_once_with_redundant_sockets() {
     let (_sim, url) = quiet_sim();
     let topic = "v2.users.6f1c1e52-9b7e-4c57-8a8f-2f1f5d0a3b11.presence";
-    let mut child = Running(
-        listen(
-            &url,
-            "holdline-demo",
-            &["--topic", topic, "--redundancy", "2"],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
-    let lines = lines_of(&mut child.0);
+    let (_child, lines) = streaming(&url, &["--topic", topic, "--redundancy", "2"]);
     let http = reqwest::blocking::Client::new();
     wait_subscribed(&http, &url, 2);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -899,31 +888,23 @@ fn filter_keeps_only_matching_records_before_the_spool() {
     let user = "v2.users.6f1c1e52-9b7e-4c57-8a8f-2f1f5d0a3b11.presence";
     let spool = std::env::temp_dir().join(format!("holdline-filter-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&spool);
-    let mut child = Running(
-        listen(
-            &url,
-            "holdline-demo",
-            &[
-                "--topic",
-                queue,
-                "--topic",
-                user,
-                "--redundancy",
-                "1",
-                "--spool",
-                spool.to_str().unwrap(),
-                "--filter",
-                "topic=v2.routing.queues.*.conversations",
-                "--filter",
-                "has=/participants",
-            ],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap(),
+    let (child, lines) = streaming(
+        &url,
+        &[
+            "--topic",
+            queue,
+            "--topic",
+            user,
+            "--redundancy",
+            "1",
+            "--spool",
+            spool.to_str().unwrap(),
+            "--filter",
+            "topic=v2.routing.queues.*.conversations",
+            "--filter",
+            "has=/participants",
+        ],
     );
-    let lines = lines_of(&mut child.0);
     let http = reqwest::blocking::Client::new();
     wait_subscribed(&http, &url, 1);
     let publish = |topic: &str, body: serde_json::Value| {

@@ -176,6 +176,20 @@ impl Deliverer {
         &self.shown
     }
 
+    /// Marks everything up to `last` delivered and updates the depth (`&mut`, so the
+    /// future needs no `Sync` sink).
+    async fn ack(&mut self, last: u64) -> Result<(), DeliverError> {
+        let (spool, name) = (self.spool.clone(), self.name.clone());
+        let pending = tokio::task::spawn_blocking(move || {
+            spool.ack(&name, last)?;
+            spool.depth(&name)
+        })
+        .await
+        .map_err(|_| DeliverError::Panicked)??;
+        self.metrics.pending(&self.label, pending);
+        Ok(())
+    }
+
     /// Runs until stopped and drained.
     pub async fn run(mut self) -> Result<(), DeliverError> {
         let mut failures = 0u32;
@@ -200,14 +214,7 @@ impl Deliverer {
             let n = batch.records.len() as u64;
             match self.sink.deliver(&batch.records).await {
                 Ok(()) => {
-                    ack(
-                        self.spool.clone(),
-                        self.name.clone(),
-                        last,
-                        &self.metrics,
-                        &self.label,
-                    )
-                    .await?;
+                    self.ack(last).await?;
                     self.metrics.delivered.get_or_create(&self.label).inc_by(n);
                     self.retry.reset();
                     failures = 0;
@@ -222,14 +229,7 @@ impl Deliverer {
                         .dead_letter(&batch.records)
                         .await
                         .map_err(DeliverError::Sink)?;
-                    ack(
-                        self.spool.clone(),
-                        self.name.clone(),
-                        last,
-                        &self.metrics,
-                        &self.label,
-                    )
-                    .await?;
+                    self.ack(last).await?;
                     self.metrics.failures.get_or_create(&self.label).inc();
                     self.metrics
                         .dead_lettered
@@ -267,21 +267,4 @@ async fn read(spool: Arc<Spool>, name: Arc<str>, bytes: usize) -> Result<Pending
         .await
         .map_err(|_| DeliverError::Panicked)?
         .map_err(DeliverError::from)
-}
-
-async fn ack(
-    spool: Arc<Spool>,
-    name: Arc<str>,
-    last: u64,
-    metrics: &SinkMetrics,
-    label: &SinkLabel,
-) -> Result<(), DeliverError> {
-    let pending = tokio::task::spawn_blocking(move || {
-        spool.ack(&name, last)?;
-        spool.depth(&name)
-    })
-    .await
-    .map_err(|_| DeliverError::Panicked)??;
-    metrics.pending(label, pending);
-    Ok(())
 }

@@ -1010,16 +1010,19 @@ mod tests {
         assert_eq!(args.client_config().unwrap().redundancy, 1);
     }
 
+    /// Enough flags to make a client configuration.
+    const BASE: [&str; 6] = [
+        "--api-base",
+        "http://127.0.0.1:1",
+        "--client-id",
+        "i",
+        "--client-secret",
+        "s",
+    ];
+
     #[test]
     fn the_defaults_are_the_libraries() {
-        let args = parse(&[
-            "--api-base",
-            "http://127.0.0.1:1",
-            "--client-id",
-            "i",
-            "--client-secret",
-            "s",
-        ]);
+        let args = parse(&BASE);
         let config = args.client_config().unwrap();
         assert_eq!(config.redundancy, holdline_client::DEFAULT_REDUNDANCY);
         assert_eq!(config.timings, Timings::default());
@@ -1027,16 +1030,8 @@ mod tests {
 
     #[test]
     fn bad_settings_are_typed_errors() {
-        let base = [
-            "--api-base",
-            "http://127.0.0.1:1",
-            "--client-id",
-            "i",
-            "--client-secret",
-            "s",
-        ];
         let config = |extra: &[&str]| {
-            let mut all = base.to_vec();
+            let mut all = BASE.to_vec();
             all.extend_from_slice(extra);
             parse(&all).client_config()
         };

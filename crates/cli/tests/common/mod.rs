@@ -96,6 +96,19 @@ pub fn listen(url: &str, secret: &str, extra: &[&str]) -> Command {
     cmd
 }
 
+/// A running `listen` (logs discarded) and its stdout lines.
+pub fn streaming(url: &str, extra: &[&str]) -> (Running, mpsc::Receiver<String>) {
+    let mut child = Running(
+        listen(url, "holdline-demo", extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = lines_of(&mut child.0);
+    (child, lines)
+}
+
 /// The simulator's channels (`GET /sim/channels`).
 pub fn sim_channels(http: &reqwest::blocking::Client, url: &str) -> Vec<serde_json::Value> {
     http.get(format!("{url}/sim/channels"))

@@ -132,7 +132,27 @@ impl Family<'_, '_> {
 }
 
 impl Out<'_> {
-    /// A family: counters are named without `_total` (the encoder appends it).
+    /// A family's descriptor: counters are named without `_total` (the encoder appends
+    /// it); whether it counts.
+    fn descriptor<'s>(
+        &'s mut self,
+        name: &'s str,
+        kind: &str,
+        help: &'s str,
+    ) -> Result<(MetricEncoder<'s>, bool), fmt::Error> {
+        let counter = kind == "counter";
+        let (name, ty) = match counter {
+            true => (
+                name.strip_suffix("_total").unwrap_or(name),
+                MetricType::Counter,
+            ),
+            false => (name, MetricType::Gauge),
+        };
+        let help = help.strip_suffix('.').unwrap_or(help);
+        Ok((self.0.encode_descriptor(name, help, None, ty)?, counter))
+    }
+
+    /// A family of labelled samples.
     fn family(
         &mut self,
         name: &str,
@@ -140,34 +160,14 @@ impl Out<'_> {
         help: &str,
         samples: impl FnOnce(&mut Family<'_, '_>) -> fmt::Result,
     ) -> fmt::Result {
-        let counter = kind == "counter";
-        let (name, ty) = if counter {
-            (
-                name.strip_suffix("_total").unwrap_or(name),
-                MetricType::Counter,
-            )
-        } else {
-            (name, MetricType::Gauge)
-        };
-        let help = help.strip_suffix('.').unwrap_or(help);
-        let mut m = self.0.encode_descriptor(name, help, None, ty)?;
+        let (mut m, counter) = self.descriptor(name, kind, help)?;
         samples(&mut Family { m: &mut m, counter })
     }
 
+    /// A family of one sample.
     fn one(&mut self, name: &str, kind: &str, help: &str, v: impl Into<V>) -> fmt::Result {
-        let v = v.into();
-        let counter = kind == "counter";
-        let (name, ty) = if counter {
-            (
-                name.strip_suffix("_total").unwrap_or(name),
-                MetricType::Counter,
-            )
-        } else {
-            (name, MetricType::Gauge)
-        };
-        let help = help.strip_suffix('.').unwrap_or(help);
-        let m = self.0.encode_descriptor(name, help, None, ty)?;
-        put(m, counter, v)
+        let (m, counter) = self.descriptor(name, kind, help)?;
+        put(m, counter, v.into())
     }
 }
 
