@@ -209,8 +209,8 @@ fn sinks_section(md: &mut String, setup: &Setup, all: &[crate::sinks::SinkRuns])
         md,
         "\n### Sinks\n\n{} records of {:.0} B (conversation snapshots over 50 queues) \
          from a spool on this machine's disk through each sink's delivery loop, the one \
-         `listen --spool` runs: batches of up to 4,096 records or 4 MiB, each confirmed by \
-         the server and acknowledged in the spool before the next. One warm-up run, then \
+         `listen --spool` runs: batches of up to 4,096 records or 4 MiB (1 MiB per webhook \
+         POST by default), each confirmed by the server and acknowledged in the spool before the next. One warm-up run, then \
          the median of {}.\n",
         setup.events,
         all.first().map_or(0.0, |s| s.record_bytes),

