@@ -23,8 +23,9 @@ pub struct SinkRuns {
     pub record_bytes: f64,
 }
 
-/// Records like the throughput suite's conversation snapshots: ~2.4 KB, over 50 queues.
-pub fn records(n: usize) -> Vec<Vec<u8>> {
+/// Records like the throughput suite's conversation snapshots: ~2.4 KB, over 50 queues,
+/// with ids from `first_id` on (each run its own, or JetStream would drop the repeats).
+pub fn records(n: usize, first_id: u64) -> Vec<Vec<u8>> {
     let pad = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2300));
     (0..n)
         .map(|i| {
@@ -36,7 +37,7 @@ pub fn records(n: usize) -> Vec<Vec<u8>> {
             write_event(
                 &mut out,
                 &EventFields {
-                    id: EventId::from(i as u64),
+                    id: EventId::from(first_id + i as u64),
                     topic: topic.as_bytes(),
                     received_at: SystemTime::now(),
                     org: "bench",
@@ -111,8 +112,8 @@ async fn once(url: &str, records: &[Vec<u8>], disk: &std::path::Path) -> Result<
 
 /// Every sink, `runs` times each.
 pub async fn measure(n: usize, runs: usize) -> Result<Vec<SinkRuns>> {
-    let records = records(n);
-    let record_bytes = records.iter().map(Vec::len).sum::<usize>() as f64 / n.max(1) as f64;
+    let record_bytes = records(n, 0).iter().map(Vec::len).sum::<usize>() as f64 / n.max(1) as f64;
+    let mut first_id = 0u64;
     // On disk (not tmpfs) for the spool and the file sink: fsyncs cost what they cost.
     let disk = std::env::temp_dir().join(format!("holdline-bench-sinks-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&disk);
@@ -160,6 +161,8 @@ pub async fn measure(n: usize, runs: usize) -> Result<Vec<SinkRuns>> {
         let mut rates = Vec::new();
         // One warm-up run, then the measured ones.
         for run in 0..=runs {
+            let records = records(n, first_id);
+            first_id += n as u64;
             let rate = once(&url, &records, &disk)
                 .await
                 .map_err(|e| anyhow::anyhow!("{sink}: {e:?}"))?;

@@ -169,14 +169,17 @@ fn commit(shared: &Shared, mut on_commit: impl FnMut(u64)) {
         // Writers may fill the next commit while this one syncs.
         shared.done.notify_all();
         let result = shared.spool.append_payload(&batch, received);
+        // Told before the commit counts, so that `flush` returning means it was told.
+        if let Ok(last) = result {
+            on_commit(last);
+        }
         let mut q = shared.lock();
         q.in_flight = 0;
         match result {
-            Ok(last) => {
+            Ok(_) => {
                 q.committed += batch.len() as u64;
                 drop(q);
                 shared.done.notify_all();
-                on_commit(last);
             }
             Err(e) => {
                 q.failed = Some(e.to_string());

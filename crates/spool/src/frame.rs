@@ -125,6 +125,21 @@ pub(crate) fn read(data: &[u8], at: u64) -> Option<Read> {
     })
 }
 
+/// Where an intact commit after `at` continues the log past record `expected`: proof that
+/// what stopped the reading at `at` is damage in the middle, not a torn end (a torn end is
+/// the last thing written; older commits left in a recycled file hold older records).
+pub(crate) fn later(data: &[u8], at: u64, expected: u64) -> Option<u64> {
+    let start = usize::try_from(at).ok()?;
+    let magic = MAGIC.to_le_bytes();
+    let tail = data.get(start..)?;
+    tail.windows(magic.len())
+        .enumerate()
+        .skip(1)
+        .filter(|(_, w)| *w == magic)
+        .map(|(i, _)| (start + i) as u64)
+        .find(|&pos| read(data, pos).is_some_and(|c| c.first > expected))
+}
+
 /// If the bytes at `at` begin the commit of record `first` but it is not whole (a crash cut
 /// it short), how many bytes it claims; `None` for anything else (the end of the data, or
 /// older commits left in a recycled file).

@@ -381,6 +381,12 @@ impl Spool {
                 });
                 pos = c.next;
             }
+            if frame::later(&data, pos, expected).is_some() {
+                return Err(SpoolError::Damaged {
+                    path: path.clone(),
+                    offset: pos,
+                });
+            }
             // What follows is either nothing, what an earlier use of a recycled file
             // left (older commits), or the commit a crash cut short (it starts like the
             // next one should). The next commit is written over it either way.
@@ -464,7 +470,12 @@ impl Spool {
             received,
             state_lost: recovered.state_lost,
             dropped: 0,
-            spare_no: spares.len() as u64,
+            // Past every spare's number: a new spare never takes an existing one's name.
+            spare_no: spares
+                .iter()
+                .filter_map(|p| spare_number(p))
+                .max()
+                .map_or(0, |n| n + 1),
             spares,
         };
         let gone = inner.release();
@@ -546,6 +557,34 @@ impl Spool {
         inner.state.cursors.insert(sink.to_owned(), cursor);
         self.save(&inner, true)?;
         Ok(cursor)
+    }
+
+    /// Every sink the spool keeps a cursor for, with how many records it has not confirmed.
+    pub fn sinks(&self) -> Vec<(String, u64)> {
+        let inner = self.lock();
+        let last = inner.state.last;
+        inner
+            .state
+            .cursors
+            .iter()
+            .map(|(name, c)| (name.clone(), last.saturating_sub(*c)))
+            .collect()
+    }
+
+    /// Stops keeping records for `sink` (one no longer configured); what only it had not
+    /// confirmed can go.
+    pub fn forget(&self, sink: &str) -> Result<(), SpoolError> {
+        let mut inner = self.lock();
+        if inner.state.cursors.remove(sink).is_none() {
+            return Ok(());
+        }
+        if inner.state.cursors.is_empty() {
+            inner.released = inner.released.max(inner.state.last);
+        }
+        let gone = inner.release();
+        self.save(&inner, true)?;
+        drop(inner);
+        self.remove(gone)
     }
 
     /// Starts a run. Returns when the newest event of the previous run was received
@@ -783,35 +822,65 @@ impl Spool {
     /// Removes the `count` oldest undelivered records and moves every cursor past them.
     /// Only for when back-pressure has failed: the caller must report what was dropped.
     pub fn drop_oldest(&self, count: usize) -> Result<Option<Dropped>, SpoolError> {
-        let mut inner = self.lock();
-        let floor = inner.floor();
+        let Some(dropped) = self.oldest(None, count)? else {
+            return Ok(None);
+        };
+        self.forget_through(dropped.last)?;
+        Ok(Some(dropped))
+    }
+
+    /// Reads (without removing) up to `count` of the oldest undelivered records, after
+    /// sequence number `after` when given: what [`Spool::forget_through`] would drop.
+    pub fn oldest(&self, after: Option<u64>, count: usize) -> Result<Option<Dropped>, SpoolError> {
+        let inner = self.lock();
+        let floor = inner.floor().max(after.unwrap_or(0));
         let first = floor + 1;
         let last = inner.state.last.min(floor.saturating_add(count as u64));
         if count == 0 || first > last {
             return Ok(None);
         }
+        // Read under the lock: a segment passed meanwhile could be recycled.
         let records = read_pieces(inner.locate(first, last, usize::MAX))?
             .records
             .into_iter()
             .map(|r| r.to_vec())
             .collect();
-        for cursor in inner.state.cursors.values_mut() {
-            *cursor = (*cursor).max(last);
-        }
-        if inner.state.cursors.is_empty() {
-            inner.released = last;
-        }
-        inner.dropped += last - first + 1;
-        let gone = inner.release();
-        self.save(&inner, true)?;
-        drop(inner);
-        self.remove(gone)?;
         Ok(Some(Dropped {
             first,
             last,
             records,
         }))
     }
+
+    /// Moves every cursor past `last`, dropping what no sink has confirmed up to it. Only
+    /// for when back-pressure has failed, once what is dropped has been reported durably.
+    pub fn forget_through(&self, last: u64) -> Result<(), SpoolError> {
+        let mut inner = self.lock();
+        let floor = inner.floor();
+        let last = last.min(inner.state.last);
+        if last <= floor {
+            return Ok(());
+        }
+        for cursor in inner.state.cursors.values_mut() {
+            *cursor = (*cursor).max(last);
+        }
+        if inner.state.cursors.is_empty() {
+            inner.released = last;
+        }
+        inner.dropped += last - floor;
+        let gone = inner.release();
+        self.save(&inner, true)?;
+        drop(inner);
+        self.remove(gone)
+    }
+}
+
+fn spare_number(path: &Path) -> Option<u64> {
+    path.file_name()?
+        .to_str()?
+        .strip_prefix("spare-")?
+        .parse()
+        .ok()
 }
 
 fn segment_path(dir: &Path, base: u64) -> PathBuf {

@@ -210,6 +210,52 @@ fn damage_before_the_end_of_the_log_is_an_error_that_names_the_segment() {
 }
 
 #[test]
+fn damage_inside_the_newest_segment_is_an_error_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let spool = Spool::open(dir.path(), Durability::Eventual).unwrap();
+        spool.register("s").unwrap();
+        for i in 0..4 {
+            spool.append(&records(i * 3..i * 3 + 3)).unwrap();
+        }
+    }
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 1);
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    // Inside the second commit's payload: the third and fourth commits follow it intact.
+    let second = bytes.len() / 4 + 40;
+    bytes[second] ^= 0xff;
+    std::fs::write(&files[0], bytes).unwrap();
+    let err = Spool::open(dir.path(), Durability::Eventual).unwrap_err();
+    assert!(
+        matches!(err, SpoolError::Damaged { ref path, .. } if *path == files[0]),
+        "{err}"
+    );
+}
+
+#[test]
+fn spares_are_numbered_past_every_one_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let spool = Spool::open_with(dir.path(), Durability::Eventual, 64).unwrap();
+        spool.register("s").unwrap();
+        for i in 0..3 {
+            spool.append(&records(i * 3..i * 3 + 3)).unwrap();
+        }
+    }
+    // A gap in the spares' numbers, as a crash between two renames can leave.
+    std::fs::write(dir.path().join("spare-1"), b"").unwrap();
+    let spool = Spool::open_with(dir.path(), Durability::Eventual, 64).unwrap();
+    // Passed segments become spares before any is taken.
+    spool.ack("s", 9).unwrap();
+    // Then each new segment takes a spare, each spare a different file.
+    for i in 3..7 {
+        spool.append(&records(i * 3..i * 3 + 3)).unwrap();
+    }
+    assert_eq!(spool.pending("s", 100).unwrap().len(), 12);
+}
+
+#[test]
 fn segments_rotate_and_go_once_every_sink_has_passed_them() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open_with(dir.path(), Durability::Immediate, 256).unwrap();

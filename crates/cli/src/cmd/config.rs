@@ -70,7 +70,12 @@ pub fn read(path: &Path) -> Result<(ServiceArgs, ListenArgs), ConfigError> {
         path: path.to_owned(),
         message,
     };
-    let mut table: toml::Table = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    // The message and where, never the line itself: it may hold a secret.
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
+        let at = e.span().map_or(0, |s| s.start).min(text.len());
+        let line = text[..at].matches('\n').count() + 1;
+        invalid(format!("line {line}: {}", e.message().trim()))
+    })?;
     // The keys of the service settings go to their struct, the rest to listen's; each
     // refuses keys it does not know.
     let service: toml::Table = ServiceArgs::KEYS
@@ -187,6 +192,22 @@ mod tests {
             "{shown}"
         );
         assert_eq!(service.client_secret.unwrap().expose(), "hunter2");
+    }
+
+    #[test]
+    fn errors_in_the_file_never_repeat_a_secret() {
+        for text in [
+            "client_secret = hunter2\n",
+            "client_secret = 12345678\n",
+            "region = \"x\"\nclient_secret = \"hunter2\n",
+        ] {
+            let err = file(text).unwrap_err().to_string();
+            assert!(
+                !err.contains("hunter2") && !err.contains("12345678"),
+                "{err}"
+            );
+            assert!(err.contains("line") || err.contains("string"), "{err}");
+        }
     }
 
     #[test]

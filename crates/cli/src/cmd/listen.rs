@@ -264,6 +264,20 @@ impl ListenArgs {
         })
     }
 
+    /// Every check that needs no credentials (what `doctor --config` runs).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let timings = self.timings()?;
+        if self.redundancy == Some(0) {
+            return Err(ConfigError::NoRedundancy);
+        }
+        if let Some(path) = &self.topics_file {
+            config::read_topics(path)?;
+        }
+        self.filter()?;
+        self.spool(timings.gap_lookback)?;
+        Ok(())
+    }
+
     /// The output filter, if any.
     fn filter(&self) -> Result<Option<Filter>, ConfigError> {
         Ok(Filter::parse(&self.filters)?)
@@ -527,6 +541,15 @@ pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
             }
         }
     };
+    // The gap owed for the run before, if this one never went live: written now, since a
+    // clean close of the spool would otherwise erase it.
+    if let Some(since) = unclean_since.take() {
+        let gap = restart_gap(&handle, since, lookback);
+        if filter.as_ref().is_none_or(|f| f.gap(&gap.topics)) {
+            write_gap(&mut out.buf, &gap);
+            out.ended(None);
+        }
+    }
     let flushed = match out.flush().await {
         Ok(()) => match out.spooled.take() {
             Some(spooled) if result.is_ok() => spooled.close().await,
@@ -846,8 +869,8 @@ struct Output {
 impl Output {
     /// How many bytes of records to hold before writing them.
     fn flush_bytes(&self) -> usize {
-        match self.spooled {
-            Some(_) => SPOOL_FLUSH_BYTES,
+        match &self.spooled {
+            Some(spooled) => spooled.batch_bytes(SPOOL_FLUSH_BYTES),
             None => FLUSH_BYTES,
         }
     }
@@ -1019,6 +1042,21 @@ mod tests {
         "--client-secret",
         "s",
     ];
+
+    #[test]
+    fn where_the_service_is_comes_from_one_source() {
+        let file = "api_base = \"http://file.test\"\nlogin_base = \"http://login.file.test\"\n";
+        let args = with_file(file, &["--region", "eu-west-1"]).unwrap();
+        assert_eq!(args.service.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(args.service.api_base, None, "the flag's region wins");
+        let args = with_file(file, &["--api-base", "http://flag.test"]).unwrap();
+        assert_eq!(
+            args.service.login_base, None,
+            "no login base from another source"
+        );
+        let args = with_file(file, &[]).unwrap();
+        assert_eq!(args.service.api_base.as_deref(), Some("http://file.test"));
+    }
 
     #[test]
     fn the_defaults_are_the_libraries() {

@@ -107,12 +107,20 @@ impl ServiceArgs {
             mut resolve,
         } = file;
         resolve.extend(self.resolve);
+        // Where the service is comes from one source as a whole: a region given here
+        // wins over the file's API base, and a file's login base never pairs with an API
+        // base given here.
+        let here = self.region.is_some() || self.api_base.is_some() || self.login_base.is_some();
+        let (region, api_base, login_base) = match here {
+            true => (self.region, self.api_base, self.login_base),
+            false => (region, api_base, login_base),
+        };
         ServiceArgs {
-            region: self.region.or(region),
+            region,
             client_id: self.client_id.or(client_id),
             client_secret: self.client_secret.or(client_secret),
-            api_base: self.api_base.or(api_base),
-            login_base: self.login_base.or(login_base),
+            api_base,
+            login_base,
             ca_file: self.ca_file.or(ca_file),
             proxy: self.proxy.or(proxy),
             resolve,

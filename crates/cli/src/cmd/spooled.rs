@@ -78,6 +78,27 @@ impl Spooled {
         if recovered.state_lost {
             tracing::warn!(dir = %dir.display(), "the spool's state file was missing or damaged: every sink is sent everything held again");
         }
+        let names: Vec<String> = sinks.iter().map(|s| s.name().to_owned()).collect();
+        if let Some(twice) = names
+            .iter()
+            .enumerate()
+            .find_map(|(i, n)| names[..i].contains(n).then_some(n))
+        {
+            return Err(super::UsageError(format!(
+                "two sinks deliver to {twice}: each sink needs its own destination (they would share one cursor in the spool)"
+            ))
+            .into());
+        }
+        for (name, pending) in spool.sinks() {
+            if names.contains(&name) {
+                continue;
+            }
+            if pending == 0 {
+                spool.forget(&name)?;
+            } else {
+                tracing::warn!(dir = %dir.display(), sink = %without_path(&name), pending, "the spool keeps records for a sink this run does not deliver to; they count toward --spool-max-bytes until a run delivers to it again (or the spool folder is cleared)");
+            }
+        }
         holdline_spool::register(spool.clone(), registry);
         let metrics = SinkMetrics::default();
         metrics.register(registry);
@@ -148,6 +169,12 @@ impl Spooled {
         let _ = self.stats.set(stats);
     }
 
+    /// How many bytes of records the writer should gather per hand-over: at most an eighth
+    /// of the spool, so that one burst never counts as a full spool.
+    pub fn batch_bytes(&self, most: usize) -> usize {
+        most.min(self.limits.max_bytes as usize / 8).max(1)
+    }
+
     /// Hands `records` (each ending in a newline) to the spool's next commit, holding back
     /// while the spool is full, then dropping the oldest with a gap record. Sinks see them
     /// once their commit is durable.
@@ -161,7 +188,6 @@ impl Spooled {
         }
         self.check_sinks().await?;
         let incoming: u64 = records.iter().map(|r| r.len() as u64).sum();
-        let mut gap_record = Vec::new();
         let full = self.held()? + incoming > self.limits.max_bytes;
         let full_since = {
             let mut since = self.full_since.lock().unwrap_or_else(|p| p.into_inner());
@@ -185,18 +211,13 @@ impl Spooled {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             if self.held()? + incoming > self.limits.max_bytes {
-                gap_record = self.make_room(incoming, full_since)?;
+                self.make_room(incoming, full_since)?;
             }
         }
         let received = newest
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_micros() as u64);
-        let mut all: Vec<&[u8]> = Vec::with_capacity(records.len() + 1);
-        if !gap_record.is_empty() {
-            all.push(&gap_record);
-        }
-        all.extend_from_slice(records);
-        tokio::task::block_in_place(|| self.commit.submit(&all, received))
+        tokio::task::block_in_place(|| self.commit.submit(records, received))
             .context("writing to the spool")?;
         Ok(())
     }
@@ -206,41 +227,53 @@ impl Spooled {
         Ok(self.spool.held_bytes()? + self.commit.queued_bytes())
     }
 
-    /// Drops the oldest undelivered records until `incoming` fits; returns the gap
-    /// record that reports them.
-    fn make_room(&self, incoming: u64, full_since: SystemTime) -> anyhow::Result<Vec<u8>> {
+    /// Drops the oldest undelivered records until `incoming` fits. The gap record that
+    /// reports them is committed before they are forgotten, so a crash in between keeps
+    /// the records or their gap, never neither.
+    fn make_room(&self, incoming: u64, full_since: SystemTime) -> anyhow::Result<()> {
+        let over = (self.held()? + incoming).saturating_sub(self.limits.max_bytes);
         let mut dropped: Vec<Dropped> = Vec::new();
-        while self.held()? + incoming > self.limits.max_bytes {
-            match tokio::task::block_in_place(|| self.spool.drop_oldest(256))? {
-                Some(d) => dropped.push(d),
-                None => break,
-            }
+        let (mut through, mut freed) = (None, 0u64);
+        while freed < over {
+            let next = tokio::task::block_in_place(|| self.spool.oldest(through, 256))?;
+            let Some(d) = next else { break };
+            freed += d.records.iter().map(|r| r.len() as u64).sum::<u64>();
+            through = Some(d.last);
+            dropped.push(d);
         }
+        let Some(through) = through else {
+            return Ok(());
+        };
         let records: Vec<&[u8]> = dropped
             .iter()
             .flat_map(|d| d.records.iter().map(Vec::as_slice))
             .collect();
-        let Some(mut gap) = gap_for(&records, self.limits.lookback) else {
-            return Ok(Vec::new());
-        };
-        // While the sockets were held back, these events may have waited in the network
-        // since the spool filled.
-        let held_back_from = full_since
-            .checked_sub(self.limits.lookback)
-            .unwrap_or(full_since);
-        gap.from = gap.from.min(held_back_from);
-        if let Some(stats) = self.stats.get() {
-            holdline_client::telemetry::notable::gap(stats, &gap);
+        if let Some(mut gap) = gap_for(&records, self.limits.lookback) {
+            // While the sockets were held back, these events may have waited in the
+            // network since the spool filled.
+            let held_back_from = full_since
+                .checked_sub(self.limits.lookback)
+                .unwrap_or(full_since);
+            gap.from = gap.from.min(held_back_from);
+            if let Some(stats) = self.stats.get() {
+                holdline_client::telemetry::notable::gap(stats, &gap);
+            }
+            tracing::error!(
+                event = "spool_dropped",
+                records = records.len(),
+                topics = gap.topics.len(),
+                "spool full and the sinks not taking records: dropped the oldest, reported as a gap"
+            );
+            let mut out = Vec::new();
+            write_gap(&mut out, &gap);
+            tokio::task::block_in_place(|| {
+                self.commit.submit(&[&out], None)?;
+                self.commit.flush()
+            })
+            .context("writing to the spool")?;
         }
-        tracing::error!(
-            event = "spool_dropped",
-            records = records.len(),
-            topics = gap.topics.len(),
-            "spool full and the sinks not taking records: dropped the oldest, reported as a gap"
-        );
-        let mut out = Vec::new();
-        write_gap(&mut out, &gap);
-        Ok(out)
+        tokio::task::block_in_place(|| self.spool.forget_through(through))?;
+        Ok(())
     }
 
     /// Delivers everything spooled, then marks the run as ended cleanly.
@@ -331,4 +364,15 @@ fn gap_for(records: &[&[u8]], lookback: Duration) -> Option<holdline_client::Gap
             records.len()
         ),
     })
+}
+
+/// A sink's name as logs may show it: a URL's path (a webhook's may be its secret) left out.
+fn without_path(name: &str) -> String {
+    let Some((scheme, rest)) = name.split_once("://") else {
+        return name.to_owned();
+    };
+    match rest.split_once('/') {
+        Some((host, _)) => format!("{scheme}://{host}/…"),
+        None => name.to_owned(),
+    }
 }

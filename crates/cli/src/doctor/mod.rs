@@ -63,13 +63,21 @@ pub struct DoctorArgs {
 pub async fn run(mut args: DoctorArgs) -> anyhow::Result<()> {
     let mut report = Report::default();
     if let Some(path) = args.config.clone() {
-        match crate::cmd::config::read(&path) {
-            Ok((service, file)) => {
+        // The file as `listen` reads it, with every check that needs no credentials.
+        let listen = crate::cmd::listen::ListenArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        match listen
+            .resolved()
+            .and_then(|file| file.check().map(|()| file))
+        {
+            Ok(file) => {
                 report.push(Check::pass(
                     "config",
                     format!("{} is valid", path.display()),
                 ));
-                args.service = std::mem::take(&mut args.service).or(service);
+                args.service = std::mem::take(&mut args.service).or(file.service);
                 args.topics.extend(file.topics);
             }
             Err(e) => report.push(Check::fail(

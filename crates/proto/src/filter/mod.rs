@@ -110,6 +110,11 @@ impl Pointer {
                     map.get(token.as_str())?.get()
                 }
                 b'[' => {
+                    // RFC 6901: digits, no sign, no leading zero.
+                    let digits = !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit());
+                    if !digits || (token.len() > 1 && token.starts_with('0')) {
+                        return None;
+                    }
                     let index: usize = token.parse().ok()?;
                     let items: Vec<&'a RawValue> = serde_json::from_str(at).ok()?;
                     items.get(index)?.get()
@@ -145,9 +150,19 @@ impl Condition {
         match self {
             Condition::Has(p) => p.present(body),
             Condition::Missing(p) => !p.present(body),
-            Condition::Equals(p, want) => value(p).as_ref() == Some(want),
-            Condition::Differs(p, want) => value(p).as_ref() != Some(want),
+            Condition::Equals(p, want) => value(p).is_some_and(|v| same(&v, want)),
+            Condition::Differs(p, want) => !value(p).is_some_and(|v| same(&v, want)),
         }
+    }
+}
+
+/// JSON equality with numbers compared by value (`1` and `1.0` are the same).
+fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a, b) {
+        (serde_json::Value::Number(x), serde_json::Value::Number(y)) => {
+            x == y || x.as_f64().is_some_and(|x| y.as_f64() == Some(x))
+        }
+        _ => a == b,
     }
 }
 
@@ -262,10 +277,12 @@ impl Filter {
         if self.body.is_empty() {
             return true;
         }
+        // A body that is not JSON passes no body condition, `missing=` and `!=` included.
         let Ok(body) = std::str::from_utf8(body) else {
             return false;
         };
-        self.body.iter().all(|c| c.holds(body))
+        serde_json::from_str::<serde::de::IgnoredAny>(body).is_ok()
+            && self.body.iter().all(|c| c.holds(body))
     }
 
     /// Whether to keep a gap over these topics.

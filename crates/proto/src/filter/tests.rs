@@ -49,6 +49,9 @@ fn body_conditions_walk_the_pointer() {
     assert!(keep(&["/a~1b/~0=1"]), "escaped tokens");
     assert!(!keep(&["/a~1b/~0=\"1\""]), "JSON values compare by type");
     assert!(!keep(&["has=/participants/x"]), "not an array index");
+    assert!(!keep(&["has=/participants/01"]), "no leading zero");
+    assert!(!keep(&["has=/participants/+1"]), "no sign");
+    assert!(keep(&["/a~1b/~0=1.0"]), "numbers compare by value");
 }
 
 #[test]
@@ -57,6 +60,8 @@ fn bodies_that_are_not_json_never_pass_a_body_condition() {
     assert!(f.event(QUEUE, b"{}"));
     assert!(f.event(QUEUE, b"[1,2]"));
     assert!(!filter(&["has=/x"]).event(QUEUE, b"{\"x\":"));
+    assert!(!filter(&["missing=/x"]).event(QUEUE, b"{\"y\":"));
+    assert!(!filter(&["/x!=1"]).event(QUEUE, b"not json"));
     assert!(!filter(&["has=/x"]).event(QUEUE, &[0xff, 0xfe]));
 }
 
