@@ -559,3 +559,50 @@ fn a_nats_outage_loses_nothing_and_the_spool_depth_shows_the_backlog() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&store);
 }
+
+#[test]
+fn a_run_that_stops_before_it_receives_still_reports_the_previous_runs_outage() {
+    let (_sim, url) = quiet_sim();
+    let dir = std::env::temp_dir().join(format!("holdline-spool-owed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let http = reqwest::blocking::Client::new();
+    let mut first = listen(&url, &dir);
+    let lines = lines_of(&mut first.0);
+    wait_subscribed(&http, &url, 1);
+    firehose(&http, &url, TOPIC, 10);
+    for _ in 0..10 {
+        lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("run 1 printed its events");
+    }
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    wait_no_sockets(&http, &url);
+
+    // Run 2 never gets a socket open (every upgrade is held) and stops at --duration.
+    let resp = http
+        .post(format!("{url}/sim/faults"))
+        .json(&serde_json::json!({ "kind": "slow_upgrade", "ms": 20000, "count": 20 }))
+        .send()
+        .unwrap();
+    assert!(resp.status().is_success());
+    let out = Command::new(BIN)
+        .args(["listen", "--api-base", &url, "--topic", TOPIC])
+        .args(["--redundancy", "1", "--duration", "1s", "--spool"])
+        .arg(&dir)
+        .env("GENESYSCLOUD_OAUTHCLIENT_ID", "holdline-demo")
+        .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", "holdline-demo")
+        .env_remove("GENESYSCLOUD_REGION")
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let gaps: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with(r#"{"kind":"gap""#))
+        .collect();
+    assert_eq!(gaps.len(), 1, "the outage of run 1 is reported: {stdout}");
+    assert!(gaps[0].contains("not running"), "{}", gaps[0]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
