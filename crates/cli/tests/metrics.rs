@@ -254,11 +254,27 @@ fn top_shows_a_running_listen_and_explains_an_unreachable_one() {
 #[test]
 fn socket_closing_is_a_hand_over_and_an_eviction_a_reconnect_for_cause_evicted() {
     let (_sim, url) = sim(&["--client", &format!("metrics-test:{SECRET}")]);
-    let (_listen, base, _log) = listen_with_metrics(&url, &["--redundancy", "1"]);
+    let (_listen, base, _log) =
+        listen_with_metrics(&url, &["--redundancy", "1", "--gap-lookback", "200ms"]);
     let http = reqwest::blocking::Client::new();
     until("readiness", Duration::from_secs(20), || {
         ready(&http, &base).0 == 200
     });
+    // Maintenance on an established socket: one live for less than the look-back covers
+    // nothing for sure yet (its events may still be in flight), so a hand-over that early
+    // is rightly a gap.
+    until(
+        "the socket live for longer than the look-back",
+        Duration::from_secs(10),
+        || {
+            let (_, m) = scrape(&http, &base);
+            let age = m
+                .iter()
+                .find(|(k, _)| k.starts_with("holdline_socket_heartbeat_age_seconds"))
+                .map_or(0.0, |(_, v)| *v);
+            age > m["holdline_gap_lookback_seconds"] + 0.05
+        },
+    );
     let fault = |body: serde_json::Value| {
         let resp = http
             .post(format!("{url}/sim/faults"))
