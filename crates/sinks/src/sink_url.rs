@@ -72,11 +72,18 @@ impl SinkUrl {
         }
         // URL syntax has one host: the first stands in for all while the rest is read.
         let first = authority.split(',').next().unwrap_or_default();
-        let url = url::Url::parse(&format!("{scheme}://{first}{}", &rest[end..]))
-            .map_err(|e| SinkUrlError::Invalid(format!("sink {text:?} is not a valid URL: {e}")))?;
+        let url = url::Url::parse(&format!("{scheme}://{first}{}", &rest[end..])).map_err(|e| {
+            SinkUrlError::Invalid(format!(
+                "sink {scheme}://{authority}… is not a valid URL: {e}"
+            ))
+        })?;
         let path = percent_decode_str(url.path())
             .decode_utf8()
-            .map_err(|_| SinkUrlError::Invalid(format!("sink {text:?}: the path is not UTF-8")))?
+            .map_err(|_| {
+                SinkUrlError::Invalid(format!(
+                    "sink {scheme}://{authority}…: the path is not UTF-8"
+                ))
+            })?
             .into_owned();
         let params = url
             .query_pairs()
