@@ -45,12 +45,6 @@ impl RedisConfig {
             .split_once('/')
             .filter(|(_, s)| !s.is_empty() && !s.contains('/'))
             .ok_or_else(|| format!("redis sink needs a stream name: {FORM}"))?;
-        if authority.contains('@') {
-            return Err(
-                "put no credentials in a redis sink URL; use user=NAME&password_env=VARIABLE"
-                    .into(),
-            );
-        }
         let (host, port) = crate::host_port(authority, 6379, FORM)?;
         let mut config = RedisConfig {
             host,
