@@ -308,7 +308,18 @@ fn socket_closing_is_a_hand_over_and_an_eviction_a_reconnect_for_cause_evicted()
         "{text}"
     );
 
-    fault(serde_json::json!({"kind": "evict"}));
+    // Evict the one connected channel: the handed-over one may still be on the simulator's
+    // books (channels are not deleted), and its socket may not have closed yet.
+    let mut live = Vec::new();
+    until("one connected channel", Duration::from_secs(10), || {
+        live = sim_channels(&http, &url)
+            .into_iter()
+            .filter(|c| c["connected"] == true)
+            .collect();
+        live.len() == 1
+    });
+    let channel = live[0]["id"].as_str().unwrap().to_owned();
+    fault(serde_json::json!({"kind": "evict", "channel": channel}));
     until("the eviction counted", Duration::from_secs(20), || {
         scrape(&http, &base).1[r#"holdline_reconnects_total{cause="evicted"}"#] == 1.0
     });
