@@ -56,6 +56,10 @@ pub struct SimConfig {
     pub queues: usize,
     /// Agents in the simulated org.
     pub agents: usize,
+    /// Orgs served on the one port (`org-1` … `org-N`), each with its own queues, agents,
+    /// generator, ledger, rate limits, faults and OAuth client `org-I` (secret
+    /// `secret-I`); the `clients` above belong to `org-1`.
+    pub orgs: usize,
     /// Ledger entries kept (oldest dropped first).
     pub ledger_capacity: usize,
     /// Base URL handed out in `connectUri`s and links; derived from the bound address when
@@ -220,6 +224,7 @@ impl Default for SimConfig {
             seed: 1,
             queues: 4,
             agents: 12,
+            orgs: 1,
             ledger_capacity: 1_000_000,
             public_url: None,
             tls: false,

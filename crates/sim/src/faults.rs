@@ -134,7 +134,7 @@ pub enum FaultError {
 }
 
 /// What a fault touched.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Applied {
     /// The fault kind.
     pub kind: String,

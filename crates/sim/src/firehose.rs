@@ -175,6 +175,7 @@ impl Firehose {
             }
             core.record(LedgerEntry {
                 seq,
+                org: None,
                 id: event.id,
                 topic: event.topic.clone(),
                 published_at,

@@ -40,14 +40,15 @@ pub async fn run(
     config: SimConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let (core, tls) = core_for(&listener, config)?;
-    serve(listener, core, tls.map(|t| t.server), shutdown).await
+    let (cores, tls) = cores_for(&listener, config)?;
+    serve(listener, cores, tls.map(|t| t.server), shutdown).await
 }
 
-fn core_for(
+/// One core per org (`config.orgs`, at least one).
+fn cores_for(
     listener: &TcpListener,
     config: SimConfig,
-) -> io::Result<(Arc<Core>, Option<tls::SimTls>)> {
+) -> io::Result<(Vec<Arc<Core>>, Option<tls::SimTls>)> {
     let addr = listener.local_addr()?;
     let tls = if config.tls {
         Some(tls::generate(config.domain.as_deref()).map_err(io::Error::other)?)
@@ -59,10 +60,11 @@ fn core_for(
         .public_url
         .clone()
         .unwrap_or_else(|| base_url(scheme, addr));
-    Ok((
-        Core::new(config, base.trim_end_matches('/').to_owned()),
-        tls,
-    ))
+    let base = base.trim_end_matches('/').to_owned();
+    let cores = (1..=config.orgs.max(1))
+        .map(|n| Core::for_org(config.clone(), base.clone(), n))
+        .collect();
+    Ok((cores, tls))
 }
 
 /// `http://127.0.0.1:PORT` for a bound address (unspecified addresses become loopback).
@@ -82,23 +84,32 @@ fn base_url(scheme: &str, addr: SocketAddr) -> String {
 
 async fn serve(
     listener: TcpListener,
-    core: Arc<Core>,
+    cores: Vec<Arc<Core>>,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let listener = net::SimListener::new(listener, tls)?;
-    let sweeper = tokio::spawn(sweep(core.clone()));
-    let generator = tokio::spawn(generator::run(core.clone()));
-    let app = http::router(core.clone()).into_make_service_with_connect_info::<net::ConnInfo>();
-    let closer = core.clone();
+    let mut tasks = Vec::with_capacity(cores.len() * 2);
+    for core in &cores {
+        tasks.push(tokio::spawn(sweep(core.clone())));
+        tasks.push(tokio::spawn(generator::run(core.clone())));
+    }
+    let router = match cores.as_slice() {
+        [one] => http::router(one.clone()),
+        _ => http::Orgs::new(cores.clone()).router(),
+    };
+    let app = router.into_make_service_with_connect_info::<net::ConnInfo>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
-            closer.close_all();
+            for core in &cores {
+                core.close_all();
+            }
         })
         .await;
-    sweeper.abort();
-    generator.abort();
+    for task in tasks {
+        task.abort();
+    }
     result
 }
 
@@ -112,7 +123,7 @@ async fn sweep(core: Arc<Core>) {
 
 /// A simulator running in the background of this process (tests, `holdline demo`).
 pub struct Simulator {
-    core: Arc<Core>,
+    cores: Vec<Arc<Core>>,
     cert_pem: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<io::Result<()>>,
@@ -121,15 +132,15 @@ pub struct Simulator {
 impl Simulator {
     /// Starts serving on `listener`.
     pub fn start(listener: TcpListener, config: SimConfig) -> io::Result<Simulator> {
-        let (core, tls) = core_for(&listener, config)?;
+        let (cores, tls) = cores_for(&listener, config)?;
         let (stop, stopped) = oneshot::channel::<()>();
         let cert_pem = tls.as_ref().map(|t| t.cert_pem.clone());
         let server_tls = tls.map(|t| t.server);
-        let task = tokio::spawn(serve(listener, core.clone(), server_tls, async move {
+        let task = tokio::spawn(serve(listener, cores.clone(), server_tls, async move {
             let _ = stopped.await;
         }));
         Ok(Simulator {
-            core,
+            cores,
             cert_pem,
             stop: Some(stop),
             task,
@@ -138,7 +149,7 @@ impl Simulator {
 
     /// `http://127.0.0.1:PORT`: the base of the API, the token endpoint and `/sim/`.
     pub fn url(&self) -> &str {
-        &self.core.base_url
+        &self.cores[0].base_url
     }
 
     /// With `tls`, the self-signed certificate (PEM) clients must trust.
@@ -146,9 +157,14 @@ impl Simulator {
         self.cert_pem.as_deref()
     }
 
-    /// The simulator's state (ledger, org, publishing).
+    /// The state (ledger, org, publishing) of the first org, `org-1`.
     pub fn core(&self) -> &Arc<Core> {
-        &self.core
+        &self.cores[0]
+    }
+
+    /// Every org's state, `org-1` first.
+    pub fn cores(&self) -> &[Arc<Core>] {
+        &self.cores
     }
 
     /// Closes every socket and stops serving.

@@ -60,6 +60,11 @@ pub struct SimArgs {
     /// Agents in the simulated org.
     #[arg(long)]
     agents: Option<usize>,
+    /// Orgs to serve on the one port, org-1 … org-N, each with its own queues, agents,
+    /// traffic (--rate each), ledger (/sim/ledger?org=org-N) and OAuth client
+    /// org-N:secret-N; --client adds clients to org-1.
+    #[arg(long)]
+    orgs: Option<usize>,
     /// REST calls per token per minute before 429 (0 = unlimited).
     #[arg(long)]
     rate_limit: Option<u32>,
@@ -115,6 +120,10 @@ impl SimArgs {
         config.seed = self.seed.unwrap_or(config.seed);
         config.queues = self.queues.unwrap_or(config.queues);
         config.agents = self.agents.unwrap_or(config.agents);
+        config.orgs = self.orgs.unwrap_or(config.orgs);
+        if config.orgs == 0 {
+            return Err(UsageError("--orgs must be at least 1".into()).into());
+        }
         config.rate_limit_per_minute = self.rate_limit.unwrap_or(config.rate_limit_per_minute);
         config.tls |= self.tls;
         if let Some(domain) = &self.domain {
@@ -223,6 +232,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         .context("writing the simulator's address to stdout")?;
     drop(out);
     tracing::info!(
+        orgs = sim.cores().len(),
         clients = sim.core().config.clients.len(),
         queues = sim.core().org.queues.len(),
         agents = sim.core().org.agents.len(),
@@ -232,32 +242,56 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     if args.quiet {
         interrupted().await;
     } else {
-        let core = sim.core().clone();
-        let mut published = core.watch_published();
+        // Each org's events, as lines (prefixed by the org when there are several).
+        let (lines, mut printed) = tokio::sync::mpsc::channel::<String>(1024);
+        let many = sim.cores().len() > 1;
+        for core in sim.cores() {
+            let (core, lines) = (core.clone(), lines.clone());
+            tokio::spawn(async move {
+                let mut published = core.watch_published();
+                loop {
+                    match published.recv().await {
+                        Ok(p) => {
+                            let at = p.entry.published_at.time();
+                            let org = if many {
+                                format!("{}  ", core.name)
+                            } else {
+                                String::new()
+                            };
+                            let line = format!(
+                                "{:02}:{:02}:{:02}.{:03}  {org}{}",
+                                at.hour(),
+                                at.minute(),
+                                at.second(),
+                                at.millisecond(),
+                                describe(&core.org, &p.entry.topic, &p.body)
+                            );
+                            if lines.send(line).await.is_err() {
+                                break;
+                            }
+                        }
+                        // A lagging receiver just skips ahead.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(org = %core.name, skipped = n, "display fell behind");
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    }
+                }
+            });
+        }
+        drop(lines);
         loop {
             tokio::select! {
                 // Stop on a signal.
                 _ = interrupted() => break,
-                // Print each published event; a lagging receiver just skips ahead.
-                msg = published.recv() => match msg {
-                    Ok(p) => {
-                        let at = p.entry.published_at.time();
-                        let line = format!(
-                            "{:02}:{:02}:{:02}.{:03}  {}",
-                            at.hour(), at.minute(), at.second(), at.millisecond(),
-                            describe(&core.org, &p.entry.topic, &p.body)
-                        );
-                        let mut out = std::io::stdout().lock();
-                        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-                            // Whoever read stdout went away (`holdline sim | head`): stop.
-                            break;
-                        }
+                line = printed.recv() => {
+                    let Some(line) = line else { break };
+                    let mut out = std::io::stdout().lock();
+                    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                        // Whoever read stdout went away (`holdline sim | head`): stop.
+                        break;
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(skipped = n, "display fell behind");
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                },
+                }
             }
         }
     }

@@ -7,6 +7,7 @@ mod error;
 mod notifications;
 mod oauth;
 mod org;
+mod orgs;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use holdline_proto::rest::ErrorBody;
 use crate::net::ConnInfo;
 use crate::state::Core;
 pub use error::ApiError;
+pub use orgs::Orgs;
 
 /// The whole simulator as one router.
 pub fn router(core: Arc<Core>) -> Router {

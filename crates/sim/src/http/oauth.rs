@@ -69,7 +69,7 @@ fn oauth_error(status: StatusCode, error: &str, text: &str) -> Response {
 }
 
 /// `Authorization: Basic base64(id:secret)`.
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+pub(super) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, encoded) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {

@@ -13,6 +13,9 @@ use time::OffsetDateTime;
 pub struct LedgerEntry {
     /// Publication order, from 1.
     pub seq: u64,
+    /// The org it was published in (with more than one org).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org: Option<Arc<str>>,
     /// The event id (same function as holdline's output).
     pub id: EventId,
     /// The topic it was published on.
@@ -88,6 +91,7 @@ mod tests {
     fn entry(seq: u64) -> LedgerEntry {
         LedgerEntry {
             seq,
+            org: None,
             id: EventId::of("t", seq.to_string().as_bytes()),
             topic: Arc::from("t"),
             published_at: OffsetDateTime::UNIX_EPOCH,

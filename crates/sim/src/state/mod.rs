@@ -99,6 +99,10 @@ pub struct Core {
     pub org: Org,
     /// `http://host:port` of the simulator.
     pub base_url: String,
+    /// The org's name (`org-1` …).
+    pub name: Arc<str>,
+    /// The name again, for ledger entries, when the simulator serves more than one org.
+    org_label: Option<Arc<str>>,
     inner: Mutex<Inner>,
     published: broadcast::Sender<Arc<Published>>,
     rest_calls: std::sync::atomic::AtomicU64,
@@ -118,6 +122,26 @@ struct OrgChanges {
 impl Core {
     /// New state for a simulator reachable at `base_url`.
     pub fn new(config: SimConfig, base_url: String) -> Arc<Core> {
+        Core::for_org(config, base_url, 1)
+    }
+
+    /// The state of org number `n` (from 1) of a simulator reachable at `base_url`: its
+    /// seed is the configured one plus `n - 1`, and it accepts the client `org-N`.
+    pub fn for_org(mut config: SimConfig, base_url: String, n: usize) -> Arc<Core> {
+        let name: Arc<str> = Arc::from(format!("org-{n}"));
+        let client = ClientSpec {
+            id: name.to_string(),
+            secret: format!("secret-{n}"),
+            permissions: vec!["*".to_owned()],
+        };
+        if n > 1 {
+            config.clients.clear();
+        }
+        if !config.clients.iter().any(|c| c.id == client.id) {
+            config.clients.push(client);
+        }
+        config.seed = config.seed.wrapping_add(n as u64 - 1);
+        let org_label = (config.orgs > 1).then(|| name.clone());
         let org = Org::generate(config.seed, config.queues, config.agents);
         let inner = Inner {
             tokens: Tokens::default(),
@@ -137,6 +161,8 @@ impl Core {
             config,
             org,
             base_url,
+            name,
+            org_label,
             inner: Mutex::new(inner),
             published,
             rest_calls: Default::default(),
@@ -482,6 +508,21 @@ impl Core {
         chan.expires = now + self.config.channel_ttl;
         chan.last_used = now;
         Ok(())
+    }
+
+    /// Whether this org holds the channel `id` (expired or not).
+    pub fn has_channel(&self, id: &str) -> bool {
+        self.lock().channels.contains_key(id)
+    }
+
+    /// Whether this org issued `token` (expired or not).
+    pub fn issued(&self, token: &str) -> bool {
+        self.lock().tokens.get(token).is_some()
+    }
+
+    /// Whether `POST /oauth/token` knows this client id.
+    pub fn has_client(&self, id: &str) -> bool {
+        self.config.clients.iter().any(|c| c.id == id)
     }
 
     /// True when a socket may connect to this channel.

@@ -128,6 +128,7 @@ impl Core {
         }
         let entry = LedgerEntry {
             seq,
+            org: self.org_label.clone(),
             id: EventId::of(topic, body.as_bytes()),
             topic: Arc::from(topic),
             published_at,
@@ -159,7 +160,8 @@ impl Core {
     }
 
     /// Records an event published outside [`Core::publish`].
-    pub fn record(&self, entry: LedgerEntry) {
+    pub fn record(&self, mut entry: LedgerEntry) {
+        entry.org = self.org_label.clone();
         self.lock().ledger.push(entry);
     }
 

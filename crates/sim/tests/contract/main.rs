@@ -7,6 +7,7 @@ mod channels;
 mod faults;
 mod oauth;
 mod org;
+mod orgs;
 mod rest;
 mod subscriptions;
 mod traffic;
