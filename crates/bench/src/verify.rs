@@ -156,6 +156,7 @@ mod tests {
 
     fn entry(seq: u64, topic: &str, body: &str) -> LedgerEntry {
         LedgerEntry {
+            org: None,
             seq,
             id: EventId::of(topic, body.as_bytes()),
             topic: Arc::from(topic),

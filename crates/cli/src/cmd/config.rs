@@ -9,6 +9,7 @@ use std::time::Duration;
 use holdline_proto::filter::FilterError;
 
 use super::listen::ListenArgs;
+use super::orgs::OrgTable;
 use super::service::ServiceArgs;
 
 /// What is wrong with a configuration.
@@ -83,7 +84,22 @@ pub fn read(path: &Path) -> Result<(ServiceArgs, ListenArgs), ConfigError> {
         .filter_map(|k| table.remove(*k).map(|v| ((*k).to_owned(), v)))
         .collect();
     let service: ServiceArgs = service.try_into().map_err(|e| invalid(e.to_string()))?;
-    let listen: ListenArgs = table.try_into().map_err(|e| invalid(e.to_string()))?;
+    // `org` is the records' label; `[[org]]` tables are orgs of their own.
+    let orgs = match table.remove("org") {
+        Some(toml::Value::Array(tables)) => tables
+            .into_iter()
+            .map(|t| t.try_into::<OrgTable>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(format!("[[org]]: {e}")))?,
+        Some(label) => {
+            table.insert("org".to_owned(), label);
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+    super::orgs::check_names(orgs.iter().map(|o| o.name.as_str()), path)?;
+    let mut listen: ListenArgs = table.try_into().map_err(|e| invalid(e.to_string()))?;
+    listen.orgs = orgs;
     Ok((service, listen))
 }
 

@@ -162,6 +162,11 @@ pub struct ListenArgs {
     #[arg(long, short)]
     #[serde(skip)]
     pub verbose: bool,
+    /// The config file's `[[org]]` tables: one org each, beside the one the flags and
+    /// environment describe (if they name a client).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub orgs: Vec<super::orgs::OrgTable>,
 }
 
 /// Defaults of the spool and its sinks.
@@ -217,6 +222,7 @@ impl ListenArgs {
             sink_retry_max,
             filters,
             verbose: _,
+            orgs,
         } = file;
         // The file's topics file is read here, the flag's with the rest of the topics.
         if let Some(path) = &topics_file {
@@ -261,6 +267,7 @@ impl ListenArgs {
             sink_retry_max: self.sink_retry_max.or(sink_retry_max),
             filters: replace(self.filters, filters),
             verbose: self.verbose,
+            orgs,
         })
     }
 
@@ -279,17 +286,17 @@ impl ListenArgs {
     }
 
     /// The output filter, if any.
-    fn filter(&self) -> Result<Option<Filter>, ConfigError> {
+    pub(super) fn filter(&self) -> Result<Option<Filter>, ConfigError> {
         Ok(Filter::parse(&self.filters)?)
     }
 
     /// How long starting may take.
-    fn start_timeout(&self) -> Duration {
+    pub(super) fn start_timeout(&self) -> Duration {
         self.start_timeout.unwrap_or(DEFAULT_START_TIMEOUT)
     }
 
     /// Where to spool, if anywhere, its limits and its sinks.
-    fn spool(
+    pub(super) fn spool(
         &self,
         lookback: Duration,
     ) -> Result<Option<(PathBuf, super::spooled::Limits, Vec<SinkConfig>)>, ConfigError> {
@@ -321,7 +328,7 @@ impl ListenArgs {
     }
 
     /// The client's configuration: its defaults with these settings laid over them.
-    fn client_config(&self) -> Result<ClientConfig, ConfigError> {
+    pub(super) fn client_config(&self) -> Result<ClientConfig, ConfigError> {
         let endpoints = self.service.endpoints()?;
         let credentials = self.service.credentials()?;
         let mut topics = self.topics.clone();
@@ -351,7 +358,7 @@ impl ListenArgs {
         Ok(config)
     }
 
-    fn timings(&self) -> Result<Timings, ConfigError> {
+    pub(super) fn timings(&self) -> Result<Timings, ConfigError> {
         let mut t = Timings::default();
         set(&mut t.ping_interval, self.ping_interval);
         set(&mut t.pong_timeout, self.pong_timeout);
@@ -391,6 +398,9 @@ fn set<T>(slot: &mut T, value: Option<T>) {
 /// Runs `listen` until `--duration`, a signal, or a fatal error.
 pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
     let args = flags.resolved()?;
+    if !args.orgs.is_empty() {
+        return super::orgs::run(args).await;
+    }
     let config = args.client_config()?;
     let org = config.org.clone();
     tracing::info!(endpoints = %config.endpoints, client_id = %config.credentials.client_id, topics = config.topics.len(), "starting");
@@ -492,7 +502,7 @@ pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
                 }
                 Some(Ok(Event::Gap(gap))) => {
                     if filter.as_ref().is_none_or(|f| f.gap(&gap.topics)) {
-                        write_gap(&mut out.buf, &gap);
+                        write_gap(&mut out.buf, &gap, &org);
                         out.ended(None);
                     } else {
                         filtered.inc("gap");
@@ -513,7 +523,7 @@ pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
                     {
                         let gap = restart_gap(&handle, since, lookback);
                         if filter.as_ref().is_none_or(|f| f.gap(&gap.topics)) {
-                            write_gap(&mut out.buf, &gap);
+                            write_gap(&mut out.buf, &gap, &org);
                             out.ended(None);
                         }
                     }
@@ -546,7 +556,7 @@ pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
     if let Some(since) = unclean_since.take() {
         let gap = restart_gap(&handle, since, lookback);
         if filter.as_ref().is_none_or(|f| f.gap(&gap.topics)) {
-            write_gap(&mut out.buf, &gap);
+            write_gap(&mut out.buf, &gap, &org);
             out.ended(None);
         }
     }
@@ -570,7 +580,7 @@ pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
 
 /// Whoever read stdout went away: a stream that nobody reads loses events, so holdline
 /// stops with an error that a supervisor restarts it on.
-fn stdout_closed() -> anyhow::Error {
+pub(super) fn stdout_closed() -> anyhow::Error {
     anyhow::anyhow!(
         "stdout was closed by the program reading it; stopping, since events received from now on \
          could not be written (a supervisor should restart holdline; with --spool, anything spooled is \
@@ -658,7 +668,7 @@ async fn stop_signal(signals: &mut Signals) {
 }
 
 /// A second SIGINT/SIGTERM: the user will not wait for the sockets to close.
-fn exit_at_once() -> ! {
+pub(super) fn exit_at_once() -> ! {
     tracing::warn!(
         "second signal: exiting at once; events still queued inside holdline are not written          (with --spool, anything spooled is delivered by the next run)"
     );
@@ -789,7 +799,7 @@ async fn reload(
     Ok(after)
 }
 
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
+pub(super) fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.downcast_ref::<std::io::Error>()
         .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
@@ -806,7 +816,7 @@ const STDOUT_PIPE_BYTES: libc::c_int = 1 << 20;
 /// it is written, and a small pipe keeps what a crashing reader can lose small. Anything
 /// else (a file, a terminal, a refused size) is left as it is.
 #[cfg(target_os = "linux")]
-fn widen_stdout_pipe() {
+pub(super) fn widen_stdout_pipe() {
     use std::os::fd::AsRawFd;
     let fd = std::io::stdout().as_raw_fd();
     // SAFETY: F_SETPIPE_SZ only resizes the buffer of the pipe behind `fd`; on anything
@@ -816,10 +826,10 @@ fn widen_stdout_pipe() {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn widen_stdout_pipe() {}
+pub(super) fn widen_stdout_pipe() {}
 
 /// Most records taken from the stream before writing and looking at signals again.
-const BATCH: usize = 1024;
+pub(super) const BATCH: usize = 1024;
 /// Most bytes of records held before writing to stdout. Half of Linux's default pipe: a
 /// write that fills the whole pipe puts the writer to sleep until the reader empties it,
 /// and on a busy machine that sleep and wake-up cost more than the extra write (measured:
@@ -832,7 +842,7 @@ const SPOOL_FLUSH_BYTES: usize = 64 * 1024;
 
 /// Records `--filter` left out of the output, by kind.
 #[derive(Clone, Default)]
-struct Filtered(
+pub(super) struct Filtered(
     prometheus_client::metrics::family::Family<
         Vec<(&'static str, &'static str)>,
         prometheus_client::metrics::counter::Counter,
@@ -840,7 +850,7 @@ struct Filtered(
 );
 
 impl Filtered {
-    fn inc(&self, kind: &'static str) {
+    pub(super) fn inc(&self, kind: &'static str) {
         self.0.get_or_create(&vec![("kind", kind)]).inc();
     }
 }
@@ -856,19 +866,26 @@ enum Step {
 /// [`FLUSH_BYTES`] ([`SPOOL_FLUSH_BYTES`] into the spool), so a burst costs one write,
 /// and a quiet stream is never held back.
 #[derive(Default)]
-struct Output {
-    buf: Vec<u8>,
+pub(super) struct Output {
+    pub(super) buf: Vec<u8>,
     /// Where each record in `buf` ends.
     ends: Vec<usize>,
     /// When the newest event in `buf` was received.
     newest: Option<std::time::SystemTime>,
     /// With `--spool`, records go there and a thread delivers them to stdout.
-    spooled: Option<super::spooled::Spooled>,
+    pub(super) spooled: Option<super::spooled::Spooled>,
 }
 
 impl Output {
+    pub(super) fn new(spooled: Option<super::spooled::Spooled>) -> Output {
+        Output {
+            spooled,
+            ..Output::default()
+        }
+    }
+
     /// How many bytes of records to hold before writing them.
-    fn flush_bytes(&self) -> usize {
+    pub(super) fn flush_bytes(&self) -> usize {
         match &self.spooled {
             Some(spooled) => spooled.batch_bytes(SPOOL_FLUSH_BYTES),
             None => FLUSH_BYTES,
@@ -876,14 +893,14 @@ impl Output {
     }
 
     /// A record was written into `buf`.
-    fn ended(&mut self, received: Option<std::time::SystemTime>) {
+    pub(super) fn ended(&mut self, received: Option<std::time::SystemTime>) {
         self.ends.push(self.buf.len());
         if received.is_some() {
             self.newest = self.newest.max(received);
         }
     }
 
-    async fn flush(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn flush(&mut self) -> anyhow::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }

@@ -4,6 +4,7 @@ pub mod config;
 pub mod demo;
 pub mod listen;
 pub mod observe;
+pub mod orgs;
 pub mod service;
 pub mod sim;
 pub mod spooled;

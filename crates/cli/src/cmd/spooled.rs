@@ -248,26 +248,31 @@ impl Spooled {
             .iter()
             .flat_map(|d| d.records.iter().map(Vec::as_slice))
             .collect();
-        if let Some(mut gap) = gap_for(&records, self.limits.lookback) {
+        let gaps = gaps_for(&records, self.limits.lookback);
+        if !gaps.is_empty() {
             // While the sockets were held back, these events may have waited in the
             // network since the spool filled.
             let held_back_from = full_since
                 .checked_sub(self.limits.lookback)
                 .unwrap_or(full_since);
-            gap.from = gap.from.min(held_back_from);
-            if let Some(stats) = self.stats.get() {
-                holdline_client::telemetry::notable::gap(stats, &gap);
+            let mut lines = Vec::with_capacity(gaps.len());
+            for (org, mut gap) in gaps {
+                gap.from = gap.from.min(held_back_from);
+                if let Some(stats) = self.stats.get() {
+                    holdline_client::telemetry::notable::gap(stats, &gap);
+                }
+                let mut line = Vec::new();
+                write_gap(&mut line, &gap, &org);
+                lines.push(line);
             }
             tracing::error!(
                 event = "spool_dropped",
                 records = records.len(),
-                topics = gap.topics.len(),
                 "spool full and the sinks not taking records: dropped the oldest, reported as a gap"
             );
-            let mut out = Vec::new();
-            write_gap(&mut out, &gap);
             tokio::task::block_in_place(|| {
-                self.commit.submit(&[&out], None)?;
+                let lines: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+                self.commit.submit(&lines, None)?;
                 self.commit.flush()
             })
             .context("writing to the spool")?;
@@ -328,42 +333,55 @@ fn ended(
         Err(e) => Err(anyhow::anyhow!("the delivery task of {label} died: {e}")),
     }
 }
-
-/// The gap record that reports dropped records: every topic they were on, from the
-/// earliest (less the look-back) to the latest time they cover.
-fn gap_for(records: &[&[u8]], lookback: Duration) -> Option<holdline_client::Gap> {
+/// The gaps that report `records` dropped: one per org, over the topics and times of its
+/// records (less the look-back before each event, for events in flight).
+fn gaps_for(records: &[&[u8]], lookback: Duration) -> Vec<(String, holdline_client::Gap)> {
     use holdline_proto::record::{self, Record};
-    let mut topics = std::collections::BTreeSet::new();
-    let (mut from, mut to): (Option<SystemTime>, Option<SystemTime>) = (None, None);
+    #[derive(Default)]
+    struct Span {
+        topics: std::collections::BTreeSet<String>,
+        from: Option<SystemTime>,
+        to: Option<SystemTime>,
+        records: usize,
+    }
+    let mut orgs: std::collections::BTreeMap<String, Span> = Default::default();
     for line in records {
-        let (start, end) = match record::read(line) {
+        let (org, start, end) = match record::read(line) {
             Ok(Record::Event(e)) => {
-                topics.insert(e.topic.into_owned());
                 let at = e.received_at;
-                (Some(at.checked_sub(lookback).unwrap_or(at)), Some(at))
+                let span = orgs.entry(e.org.into_owned()).or_default();
+                span.topics.insert(e.topic.into_owned());
+                (span, at.checked_sub(lookback).unwrap_or(at), at)
             }
             Ok(Record::Gap(g)) => {
-                topics.extend(g.topics.into_iter().map(|t| t.into_owned()));
-                (Some(g.from), Some(g.to))
+                let span = orgs
+                    .entry(g.org.unwrap_or_default().into_owned())
+                    .or_default();
+                span.topics
+                    .extend(g.topics.into_iter().map(|t| t.into_owned()));
+                (span, g.from, g.to)
             }
             // A rejected topic is no event; a line holdline did not write has no time.
-            Ok(Record::Rejected(_)) | Err(_) => (None, None),
+            Ok(Record::Rejected(_)) | Err(_) => continue,
         };
-        from = match (from, start) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        to = to.max(end);
+        org.from = Some(org.from.map_or(start, |f| f.min(start)));
+        org.to = org.to.max(Some(end));
+        org.records += 1;
     }
-    Some(holdline_client::Gap {
-        topics: topics.into_iter().collect::<Vec<_>>().into(),
-        from: from?,
-        to: to?,
-        reason: format!(
-            "the spool was full and the sinks were not taking records: {} records dropped",
-            records.len()
-        ),
-    })
+    orgs.into_iter()
+        .filter_map(|(org, span)| {
+            let gap = holdline_client::Gap {
+                topics: span.topics.into_iter().collect::<Vec<_>>().into(),
+                from: span.from?,
+                to: span.to?,
+                reason: format!(
+                    "the spool was full and the sinks were not taking records: {} records dropped",
+                    span.records
+                ),
+            };
+            Some((org, gap))
+        })
+        .collect()
 }
 
 /// A sink's name as logs may show it: a URL's path (a webhook's may be its secret) left out.

@@ -24,13 +24,14 @@ pub fn write_event(out: &mut Vec<u8>, n: &Notification, org: &str) {
 }
 
 /// Appends one gap record and a newline.
-pub fn write_gap(out: &mut Vec<u8>, gap: &Gap) {
+pub fn write_gap(out: &mut Vec<u8>, gap: &Gap, org: &str) {
     record::write_gap(
         out,
         &GapFields {
             topics: &gap.topics,
             from: gap.from,
             to: gap.to,
+            org,
             reason: &gap.reason,
         },
     );
@@ -64,9 +65,10 @@ mod tests {
             reason: "socket dropped: \"reset\"".into(),
         };
         let mut out = Vec::new();
-        write_gap(&mut out, &gap);
+        write_gap(&mut out, &gap, "acme");
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["kind"], "gap");
+        assert_eq!(v["org"], "acme");
         assert_eq!(v["topics"], serde_json::json!(["a", "b"]));
         assert_eq!(v["to"], "1970-01-01T00:00:01.000000Z");
         assert_eq!(v["reason"], "socket dropped: \"reset\"");

@@ -5,7 +5,7 @@
 //!
 //! ```json
 //! {"kind":"event","id":"…","topic":"…","received_at":"…","org":"…","channel":"…","correlation_id":"…","body":{…}}
-//! {"kind":"gap","topics":["…"],"from":"…","to":"…","reason":"…"}
+//! {"kind":"gap","topics":["…"],"from":"…","to":"…","org":"…","reason":"…"}
 //! {"kind":"rejected","topic":"…","org":"…","missing_permissions":["…"],"reason":"…"}
 //! ```
 //!
@@ -44,6 +44,7 @@ pub struct GapFields<'a> {
     pub topics: &'a [String],
     pub from: SystemTime,
     pub to: SystemTime,
+    pub org: &'a str,
     pub reason: &'a str,
 }
 

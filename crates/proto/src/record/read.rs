@@ -76,6 +76,8 @@ pub struct Gap<'a> {
     pub topics: Vec<Cow<'a, str>>,
     pub from: SystemTime,
     pub to: SystemTime,
+    /// Absent in records written before holdline held many orgs.
+    pub org: Option<Cow<'a, str>>,
     pub reason: Cow<'a, str>,
 }
 
@@ -179,6 +181,7 @@ pub fn read(line: &[u8]) -> Result<Record<'_>, RecordError> {
                 topics: need(w.topics, K, "topics")?,
                 from: time("from", &need(w.from, K, "from")?)?,
                 to: time("to", &need(w.to, K, "to")?)?,
+                org: w.org,
                 reason: need(w.reason, K, "reason")?,
             })
         }

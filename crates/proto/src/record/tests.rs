@@ -74,11 +74,12 @@ proptest! {
         perms in prop::collection::vec(text(), 0..3), why in proptest::option::of(text()),
     ) {
         let mut line = Vec::new();
-        write_gap(&mut line, &GapFields { topics: &topics, from, to, reason: &reason });
+        write_gap(&mut line, &GapFields { topics: &topics, from, to, org: &reason, reason: &reason });
         let Record::Gap(g) = read(&line).unwrap() else { panic!("not a gap") };
         prop_assert_eq!(&g.topics, &topics.iter().map(|t| Cow::Borrowed(t.as_str())).collect::<Vec<_>>());
         prop_assert_eq!((g.from, g.to), (from, to));
         prop_assert_eq!(&g.reason, &reason);
+        prop_assert_eq!(g.org.as_deref(), Some(reason.as_str()));
         prop_assert_eq!(head(&line).unwrap().kind(), "gap");
 
         let topic = topics.first().cloned().unwrap_or_default();
@@ -152,6 +153,7 @@ fn a_gap_or_rejected_record_has_a_stable_id_of_its_own() {
             topics: &["a.b".to_owned()],
             from: UNIX_EPOCH,
             to: UNIX_EPOCH,
+            org: "o",
             reason: "r",
         },
     );

@@ -43,7 +43,9 @@ pub fn write_gap(out: &mut Vec<u8>, gap: &GapFields<'_>) {
     write_rfc3339(out, gap.from);
     out.extend_from_slice(br#"","to":""#);
     write_rfc3339(out, gap.to);
-    out.extend_from_slice(br#"","reason":"#);
+    out.extend_from_slice(br#"","org":"#);
+    write_str(out, gap.org);
+    out.extend_from_slice(br#","reason":"#);
     write_str(out, gap.reason);
     out.extend_from_slice(b"}\n");
 }
