@@ -94,6 +94,7 @@ fn an_org_with_a_wrong_secret_leaves_every_other_org_whole() {
     let path = config(dir.path(), &url);
     let mut child = Running(
         listen_orgs(&path, "not-the-secret")
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -101,6 +102,17 @@ fn an_org_with_a_wrong_secret_leaves_every_other_org_whole() {
     );
     let lines = lines_of(&mut child.0);
     let log = log_lines_of(&mut child.0);
+    let mut logged = Vec::new();
+    let base = loop {
+        let line = log
+            .recv_timeout(Duration::from_secs(20))
+            .expect("no metrics address logged");
+        if let Some(at) = line.find("metrics on http://") {
+            let rest = &line[at + "metrics on ".len()..];
+            break rest[..rest.find("/metrics").unwrap()].to_owned();
+        }
+        logged.push(line);
+    };
     let good = [("alpha", "org-1"), ("beta", "org-2"), ("delta", "org-4")];
     let mut events: HashMap<String, Vec<String>> = HashMap::new();
     let mut gaps: Vec<serde_json::Value> = Vec::new();
@@ -156,11 +168,44 @@ fn an_org_with_a_wrong_secret_leaves_every_other_org_whole() {
             last - first + 1
         );
     }
+    // Per org in /metrics and /readyz: gamma is the one not ready.
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for (name, _) in good {
+        assert!(
+            text.contains(&format!(
+                r#"holdline_events_emitted_total{{org="{name}",family="queue.conversations"}}"#
+            )),
+            "{text}"
+        );
+    }
+    assert!(!text.contains("not-the-secret"));
+    let resp = http.get(format!("{base}/readyz")).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let ready: serde_json::Value = resp.json().unwrap();
+    for (name, _) in good {
+        assert_eq!(ready["orgs"][name]["ready"], true, "{ready}");
+    }
+    assert_eq!(ready["orgs"]["gamma"]["ready"], false, "{ready}");
+    assert!(
+        ready["orgs"]["gamma"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("secret is wrong"),
+        "{ready}"
+    );
     // gamma's trouble is in the log, by name, as an error.
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut logged = logged.into_iter();
     loop {
-        let line = log
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        let line = logged
+            .next()
+            .map(Ok)
+            .unwrap_or_else(|| log.recv_timeout(deadline.saturating_duration_since(Instant::now())))
             .expect("no ERROR for gamma in the log");
         if line.contains("\"gamma\"") && line.contains("ERROR") && line.contains("could not start")
         {

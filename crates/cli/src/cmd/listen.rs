@@ -454,7 +454,8 @@ pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
     };
     holdline_client::telemetry::metrics::register(handle.stats().clone(), &mut registry);
     if let Some(addr) = metrics_addr {
-        super::observe::serve(addr, handle.stats().clone(), registry).await?;
+        let ready = super::observe::Readiness::One(handle.stats().clone());
+        super::observe::serve(addr, ready, registry).await?;
     }
     if let Some(spooled) = &spooled {
         spooled.observe(handle.stats().clone());
@@ -843,7 +844,7 @@ const SPOOL_FLUSH_BYTES: usize = 64 * 1024;
 /// Records `--filter` left out of the output, by kind.
 #[derive(Clone, Default)]
 pub(super) struct Filtered(
-    prometheus_client::metrics::family::Family<
+    pub(super)  prometheus_client::metrics::family::Family<
         Vec<(&'static str, &'static str)>,
         prometheus_client::metrics::counter::Counter,
     >,

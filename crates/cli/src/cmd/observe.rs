@@ -20,10 +20,17 @@ use tokio::net::TcpListener;
 /// Where `--metrics-addr` without a value listens.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9464";
 
+/// What `/readyz` judges: one engine, or every org's.
+#[derive(Clone)]
+pub enum Readiness {
+    One(Arc<Stats>),
+    Orgs(super::orgs::Status),
+}
+
 /// Binds `addr` and serves in the background; returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
-    stats: Arc<Stats>,
+    ready: Readiness,
     registry: Registry,
 ) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await.with_context(|| {
@@ -35,7 +42,7 @@ pub async fn serve(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(Served {
-            stats,
+            ready,
             registry: Arc::new(registry),
         });
     tokio::spawn(async move {
@@ -49,7 +56,7 @@ pub async fn serve(
 
 #[derive(Clone)]
 struct Served {
-    stats: Arc<Stats>,
+    ready: Readiness,
     registry: Arc<Registry>,
 }
 
@@ -83,7 +90,47 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(served): State<Served>) -> Response {
-    let (status, body) = match metrics::readiness(&served.stats) {
+    let (status, body) = match &served.ready {
+        Readiness::One(stats) => readiness(stats),
+        Readiness::Orgs(orgs) => {
+            // Ready when every org is: one org missing events is events being missed.
+            let orgs = super::orgs::snapshot(orgs);
+            let mut all = StatusCode::OK;
+            let mut each = serde_json::Map::new();
+            for (name, state) in orgs {
+                let (status, body) = match state {
+                    super::orgs::OrgState::Running(stats) => readiness(&stats),
+                    super::orgs::OrgState::Starting => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        serde_json::json!({ "ready": false, "reason": "starting" }),
+                    ),
+                    super::orgs::OrgState::Down(why) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        serde_json::json!({ "ready": false, "reason": format!("not receiving: {why}") }),
+                    ),
+                };
+                if status != StatusCode::OK {
+                    all = status;
+                }
+                each.insert(name.to_string(), body);
+            }
+            (
+                all,
+                serde_json::json!({ "ready": all == StatusCode::OK, "orgs": each }),
+            )
+        }
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// One engine's readiness and its JSON.
+fn readiness(stats: &Stats) -> (StatusCode, serde_json::Value) {
+    match metrics::readiness(stats) {
         Ok(shards) => (
             StatusCode::OK,
             serde_json::json!({ "ready": true, "shards": shards }),
@@ -108,13 +155,7 @@ async fn readyz(State(served): State<Served>) -> Response {
                 "shards_down": down,
             }),
         ),
-    };
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    }
 }
 
 #[cfg(test)]

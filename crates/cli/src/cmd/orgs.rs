@@ -188,6 +188,29 @@ pub enum FirstStart {
     },
 }
 
+/// Each org's state, for `/readyz`.
+pub type Status = Arc<std::sync::Mutex<std::collections::BTreeMap<Arc<str>, OrgState>>>;
+
+/// Where an org is.
+#[derive(Clone)]
+pub enum OrgState {
+    Starting,
+    Running(Arc<holdline_client::Stats>),
+    /// Not receiving, and why.
+    Down(String),
+}
+
+/// Every org's state now.
+pub fn snapshot(status: &Status) -> Vec<(Arc<str>, OrgState)> {
+    let map = status.lock().unwrap_or_else(|p| p.into_inner());
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn set(status: &Status, name: &Arc<str>, state: OrgState) {
+    let mut map = status.lock().unwrap_or_else(|p| p.into_inner());
+    map.insert(name.clone(), state);
+}
+
 /// Longest wait between an org's attempts to start again.
 const RETRY_MAX: Duration = Duration::from_secs(300);
 
@@ -200,6 +223,9 @@ pub struct Holder {
     /// The time from which a gap is owed when the org next receives (a previous run
     /// that did not close its spool).
     pub owed_since: Option<SystemTime>,
+    pub status: Status,
+    /// Where each running org's engine series are served.
+    pub metrics: holdline_client::telemetry::metrics::Orgs,
 }
 
 impl Holder {
@@ -214,7 +240,10 @@ impl Holder {
             config,
             start_timeout,
             mut owed_since,
+            status,
+            metrics,
         } = self;
+        set(&status, &name, OrgState::Starting);
         let lookback = config.timings.gap_lookback;
         let mut first = Some(first);
         let mut backoff = Backoff::new(Duration::from_secs(1), RETRY_MAX);
@@ -242,6 +271,7 @@ impl Holder {
                     tracing::error!(org = %name, error = %error, retry_in = ?wait, "org not receiving: its client could not start");
                     owed_since.get_or_insert_with(SystemTime::now);
                     why = error.clone();
+                    set(&status, &name, OrgState::Down(error.clone()));
                     if let Some(first) = first.take() {
                         let _ = first.send(FirstStart::Failed { error, fatal });
                     }
@@ -254,6 +284,8 @@ impl Holder {
             if let Some(first) = first.take() {
                 let _ = first.send(FirstStart::Live);
             }
+            set(&status, &name, OrgState::Running(handle.stats().clone()));
+            metrics.add(&name, handle.stats().clone());
             let mut stopping = false;
             let ended = loop {
                 let item = tokio::select! {
@@ -317,6 +349,7 @@ impl Holder {
                 }
             }
             owed_since.get_or_insert_with(SystemTime::now);
+            set(&status, &name, OrgState::Down(why.clone()));
             let wait = backoff.next().unwrap_or(RETRY_MAX);
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
@@ -344,12 +377,6 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         orgs.push((Arc::from(table.name.as_str()), config));
     }
     check_names(orgs.iter().map(|(n, _)| &**n), &file)?;
-    if args.metrics_addr.is_some() {
-        return Err(super::UsageError(
-            "--metrics-addr does not serve [[org]] tables yet: run one org per process to scrape it".into(),
-        )
-        .into());
-    }
     let lookback = args.timings()?.gap_lookback;
     let filter = args.filter()?;
     let mut registry = prometheus_client::registry::Registry::default();
@@ -370,6 +397,20 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         None => None,
     };
     let owed_since = spooled.as_ref().and_then(|s| s.unclean_since);
+    let status = Status::default();
+    let engines = holdline_client::telemetry::metrics::Orgs::default();
+    engines.register(&mut registry);
+    if filter.is_some() {
+        registry.register(
+            "holdline_filtered",
+            "Records --filter left out of the output, by kind",
+            filtered.0.clone(),
+        );
+    }
+    if let Some(addr) = args.metrics_addr {
+        let ready = super::observe::Readiness::Orgs(status.clone());
+        super::observe::serve(addr, ready, registry).await?;
+    }
     if spooled.is_none() {
         super::listen::widen_stdout_pipe();
     }
@@ -388,6 +429,8 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
             config,
             start_timeout: args.start_timeout(),
             owed_since,
+            status: status.clone(),
+            metrics: engines.clone(),
         };
         holders.push(tokio::spawn(holder.run(tx.clone(), stopped.clone(), first)));
     }

@@ -73,7 +73,56 @@ struct Engine(Arc<Stats>);
 
 impl Collector for Engine {
     fn encode(&self, encoder: DescriptorEncoder<'_>) -> fmt::Result {
-        encode(&self.0, &mut Out(encoder))
+        let orgs = [(None, &*self.0)];
+        encode(&mut Out {
+            encoder,
+            orgs: &orgs,
+        })
+    }
+}
+
+/// The engines of many orgs, each series labelled with its `org`: orgs come and go
+/// while the registry serves them.
+#[derive(Debug, Clone, Default)]
+pub struct Orgs(Arc<std::sync::RwLock<Vec<OrgEngine>>>);
+
+/// An org's name and its engine's counters.
+pub type OrgEngine = (Arc<str>, Arc<Stats>);
+
+impl Orgs {
+    /// Adds `org`'s engine (replacing one of that name).
+    pub fn add(&self, org: &str, stats: Arc<Stats>) {
+        let mut orgs = self.0.write().unwrap_or_else(|p| p.into_inner());
+        orgs.retain(|(name, _)| &**name != org);
+        orgs.push((Arc::from(org), stats));
+    }
+
+    /// Removes `org`'s engine.
+    pub fn remove(&self, org: &str) {
+        let mut orgs = self.0.write().unwrap_or_else(|p| p.into_inner());
+        orgs.retain(|(name, _)| &**name != org);
+    }
+
+    /// Each org's engine, in the order they were added.
+    pub fn list(&self) -> Vec<OrgEngine> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Adds every org's series to `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(self.clone()));
+    }
+}
+
+impl Collector for Orgs {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        let list = self.list();
+        let orgs: Vec<(Option<&str>, &Stats)> =
+            list.iter().map(|(n, s)| (Some(&**n), &**s)).collect();
+        encode(&mut Out {
+            encoder,
+            orgs: &orgs,
+        })
     }
 }
 
@@ -114,24 +163,33 @@ fn put(m: MetricEncoder<'_>, counter: bool, v: V) -> fmt::Result {
     }
 }
 
-struct Out<'a>(DescriptorEncoder<'a>);
+/// The encoder and the engines it reads: one unlabelled, or one per org with an `org`
+/// label.
+struct Out<'a, 's> {
+    encoder: DescriptorEncoder<'a>,
+    orgs: &'s [(Option<&'s str>, &'s Stats)],
+}
 
-/// One family's samples.
+/// One family's samples for one engine.
 struct Family<'a, 'b> {
     m: &'a mut MetricEncoder<'b>,
     counter: bool,
+    org: Option<&'a str>,
 }
 
 impl Family<'_, '_> {
     fn sample(&mut self, labels: &[(&str, &str)], v: impl Into<V>) -> fmt::Result {
-        let labels: Vec<(&str, Cow<'_, str>)> =
-            labels.iter().map(|(k, v)| (*k, escape(v))).collect();
-        let m = self.m.encode_family(&labels)?;
-        put(m, self.counter, v.into())
+        let labels: Vec<(&str, Cow<'_, str>)> = self
+            .org
+            .map(|org| ("org", escape(org)))
+            .into_iter()
+            .chain(labels.iter().map(|(k, v)| (*k, escape(v))))
+            .collect();
+        put(self.m.encode_family(&labels)?, self.counter, v.into())
     }
 }
 
-impl Out<'_> {
+impl Out<'_, '_> {
     /// A family's descriptor: counters are named without `_total` (the encoder appends
     /// it); whether it counts.
     fn descriptor<'s>(
@@ -149,25 +207,52 @@ impl Out<'_> {
             false => (name, MetricType::Gauge),
         };
         let help = help.strip_suffix('.').unwrap_or(help);
-        Ok((self.0.encode_descriptor(name, help, None, ty)?, counter))
+        Ok((
+            self.encoder.encode_descriptor(name, help, None, ty)?,
+            counter,
+        ))
     }
 
-    /// A family of labelled samples.
+    /// A family of labelled samples, `samples` called once per engine.
     fn family(
         &mut self,
         name: &str,
         kind: &str,
         help: &str,
-        samples: impl FnOnce(&mut Family<'_, '_>) -> fmt::Result,
+        samples: impl Fn(&mut Family<'_, '_>, &Stats) -> fmt::Result,
     ) -> fmt::Result {
+        let orgs = self.orgs;
         let (mut m, counter) = self.descriptor(name, kind, help)?;
-        samples(&mut Family { m: &mut m, counter })
+        for (org, stats) in orgs {
+            samples(
+                &mut Family {
+                    m: &mut m,
+                    counter,
+                    org: *org,
+                },
+                stats,
+            )?;
+        }
+        Ok(())
     }
 
-    /// A family of one sample.
-    fn one(&mut self, name: &str, kind: &str, help: &str, v: impl Into<V>) -> fmt::Result {
-        let (m, counter) = self.descriptor(name, kind, help)?;
-        put(m, counter, v.into())
+    /// A family of one sample per engine.
+    fn one<T: Into<V>>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        v: impl Fn(&Stats) -> T,
+    ) -> fmt::Result {
+        match self.orgs {
+            // One engine without a label: the sample is the family's alone.
+            [(None, stats)] => {
+                let stats = *stats;
+                let (m, counter) = self.descriptor(name, kind, help)?;
+                put(m, counter, v(stats).into())
+            }
+            _ => self.family(name, kind, help, |f, stats| f.sample(&[], v(stats))),
+        }
     }
 }
 
@@ -180,14 +265,14 @@ fn gauge(g: &std::sync::atomic::AtomicI64) -> i64 {
 }
 
 /// Every engine series.
-fn encode(stats: &Stats, o: &mut Out<'_>) -> fmt::Result {
+fn encode(o: &mut Out<'_, '_>) -> fmt::Result {
     let family_label = |i: usize| FAMILIES.get(i).map_or("other", |f| f.name());
 
     o.family(
         "holdline_events_received_total",
         "counter",
         "Notification frames received on any socket, before de-duplication, by topic family.",
-        |f| {
+        |f, stats| {
             for (i, c) in stats.frames_by_family.iter().enumerate() {
                 f.sample(&[("family", family_label(i))], counter(c))?;
             }
@@ -198,7 +283,7 @@ fn encode(stats: &Stats, o: &mut Out<'_>) -> fmt::Result {
         "holdline_events_emitted_total",
         "counter",
         "Events written out once each, by topic family.",
-        |f| {
+        |f, stats| {
             for (i, c) in stats.emitted_by_family.iter().enumerate() {
                 f.sample(&[("family", family_label(i))], counter(c))?;
             }
@@ -209,51 +294,51 @@ fn encode(stats: &Stats, o: &mut Out<'_>) -> fmt::Result {
         "holdline_duplicates_dropped_total",
         "counter",
         "Events dropped because another socket delivered them first.",
-        counter(&stats.duplicates),
+        |stats| counter(&stats.duplicates),
     )?;
     o.one(
         "holdline_near_duplicates_total",
         "counter",
         "Duplicates whose bytes differed from the first copy: the service serialises one \
          event differently per channel (the id is of the value, so they are still caught).",
-        counter(&stats.near_duplicates),
+        |stats| counter(&stats.near_duplicates),
     )?;
     o.one(
         "holdline_arrival_skew_seconds",
         "gauge",
         "Largest delay between two sockets' copies of one event in the last 10 minutes.",
-        Stats::get(&stats.arrival_skew_micros) as f64 / 1e6,
+        |stats| Stats::get(&stats.arrival_skew_micros) as f64 / 1e6,
     )?;
     o.one(
         "holdline_gap_lookback_seconds",
         "gauge",
         "Time trimmed from the end of every socket's coverage: the --gap-lookback floor \
          plus the arrival skew.",
-        Stats::get(&stats.lookback_micros) as f64 / 1e6,
+        |stats| Stats::get(&stats.lookback_micros) as f64 / 1e6,
     )?;
     o.one(
         "holdline_dedupe_window_seconds",
         "gauge",
         "How long event ids are remembered for de-duplication (at least twice the look-back).",
-        Stats::get(&stats.dedupe_window_micros) as f64 / 1e6,
+        |stats| Stats::get(&stats.dedupe_window_micros) as f64 / 1e6,
     )?;
     o.one(
         "holdline_gaps_total",
         "counter",
         "Gap records: windows in which a shard's events could not have been received.",
-        counter(&stats.gaps),
+        |stats| counter(&stats.gaps),
     )?;
     o.one(
         "holdline_gap_seconds_total",
         "counter",
         "Total width of the reported gaps.",
-        Stats::get(&stats.gap_micros) as f64 / 1e6,
+        |stats| Stats::get(&stats.gap_micros) as f64 / 1e6,
     )?;
     o.family(
         "holdline_reconnects_total",
         "counter",
         "Sockets connected again after a live one was lost, by cause.",
-        |f| {
+        |f, stats| {
             for (cause, c) in Cause::ALL.iter().zip(&stats.reconnects_by_cause) {
                 f.sample(&[("cause", cause.label())], counter(c))?;
             }
@@ -264,7 +349,7 @@ fn encode(stats: &Stats, o: &mut Out<'_>) -> fmt::Result {
         "holdline_socket_ends_total",
         "counter",
         "Sockets that ended: planned (replaced at a rollover or a hand-over) or not.",
-        |f| {
+        |f, stats| {
             for (kind, c) in [
                 ("planned", &stats.socket_ends_planned),
                 ("unplanned", &stats.socket_ends_unplanned),
@@ -278,56 +363,62 @@ fn encode(stats: &Stats, o: &mut Out<'_>) -> fmt::Result {
         "holdline_socket_closing_total",
         "counter",
         "Maintenance notices (v2.system.socket_closing) handled with a second socket.",
-        counter(&stats.socket_closings),
+        |stats| counter(&stats.socket_closings),
     )?;
     o.one(
         "holdline_rollovers_total",
         "counter",
         "Channels replaced before they or their token expired.",
-        counter(&stats.rollovers),
+        |stats| counter(&stats.rollovers),
     )?;
     o.one(
         "holdline_heartbeats_total",
         "counter",
         "Server heartbeats received.",
-        counter(&stats.heartbeats),
+        |stats| counter(&stats.heartbeats),
     )?;
     o.one(
         "holdline_pongs_total",
         "counter",
         "Pongs received.",
-        counter(&stats.pongs),
+        |stats| counter(&stats.pongs),
     )?;
-    let (buckets, sum) = stats.ping_rtt.snapshot();
-    // The snapshot is cumulative; the encoder adds the buckets up itself.
-    let mut below = 0;
-    let buckets: Vec<(f64, u64)> = buckets
-        .iter()
-        .map(|&(le, total)| {
-            let n = total - below;
-            below = total;
-            (if le.is_infinite() { f64::MAX } else { le }, n)
-        })
-        .collect();
-    let m = o.0.encode_descriptor(
+    let mut m = o.encoder.encode_descriptor(
         "holdline_ping_rtt_seconds",
         "Time from a ping to its pong",
         None,
         MetricType::Histogram,
     )?;
-    let mut m = m;
-    m.encode_histogram::<NoLabelSet>(sum, below, &buckets, None)?;
+    for (org, stats) in o.orgs {
+        let (buckets, sum) = stats.ping_rtt.snapshot();
+        // The snapshot is cumulative; the encoder adds the buckets up itself.
+        let mut below = 0;
+        let buckets: Vec<(f64, u64)> = buckets
+            .iter()
+            .map(|&(le, total)| {
+                let n = total - below;
+                below = total;
+                (if le.is_infinite() { f64::MAX } else { le }, n)
+            })
+            .collect();
+        match org {
+            Some(org) => m
+                .encode_family(&[("org", escape(org))])?
+                .encode_histogram::<NoLabelSet>(sum, below, &buckets, None)?,
+            None => m.encode_histogram::<NoLabelSet>(sum, below, &buckets, None)?,
+        }
+    }
     o.one(
         "holdline_tokens_fetched_total",
         "counter",
         "OAuth tokens fetched (the first and every renewal).",
-        counter(&stats.tokens_fetched),
+        |stats| counter(&stats.tokens_fetched),
     )?;
     o.family(
         "holdline_rest_requests_total",
         "counter",
         "Platform API calls by operation and HTTP status (0: no answer).",
-        |f| {
+        |f, stats| {
             for ((what, status), n) in stats.rest_snapshot() {
                 f.sample(
                     &[("operation", what), ("status", &status.to_string())],
@@ -341,86 +432,82 @@ fn encode(stats: &Stats, o: &mut Out<'_>) -> fmt::Result {
         "holdline_rate_limited_total",
         "counter",
         "429 answers waited out.",
-        counter(&stats.rate_limited),
+        |stats| counter(&stats.rate_limited),
     )?;
     o.one(
         "holdline_rate_limited_seconds_total",
         "counter",
         "Time spent waiting out 429 answers.",
-        Stats::get(&stats.rate_limited_micros) as f64 / 1e6,
+        |stats| Stats::get(&stats.rate_limited_micros) as f64 / 1e6,
     )?;
     o.one(
         "holdline_channels_held",
         "gauge",
-        "Notification channels the service counts against the OAuth client (in use, being created, replaced but not yet expired, an earlier run's).",
-        gauge(&stats.channels_held),
-    )?;
+        "Notification channels the service counts against the OAuth client (in use, being created, replaced but not yet expired, an earlier run's).", |stats| gauge(&stats.channels_held),)?;
     o.one(
         "holdline_channels_created_total",
         "counter",
         "Notification channels created.",
-        counter(&stats.channels_created),
+        |stats| counter(&stats.channels_created),
     )?;
     o.one(
         "holdline_task_panics_total",
         "counter",
         "Engine tasks that died on an internal error (each ended its coverage and was restarted).",
-        counter(&stats.task_panics),
+        |stats| counter(&stats.task_panics),
     )?;
     o.one(
         "holdline_slots_failed",
         "gauge",
-        "Slots whose task died and whose replacement is not receiving yet (readiness is 503 meanwhile).",
-        gauge(&stats.slots_failed),
-    )?;
+        "Slots whose task died and whose replacement is not receiving yet (readiness is 503 meanwhile).", |stats| gauge(&stats.slots_failed),)?;
     o.one(
         "holdline_channel_budget",
         "gauge",
         "Channels one OAuth client may hold; the service evicts beyond it.",
-        CHANNEL_BUDGET as u64,
+        |_| CHANNEL_BUDGET as u64,
     )?;
     o.one(
         "holdline_sockets_live",
         "gauge",
         "Sockets receiving now.",
-        gauge(&stats.sockets_live),
+        |stats| gauge(&stats.sockets_live),
     )?;
     o.one(
         "holdline_shards",
         "gauge",
         "Shards of topics being held.",
-        stats.shard_count() as u64,
+        |stats| stats.shard_count() as u64,
     )?;
     o.one(
         "holdline_shards_down",
         "gauge",
         "Shards with no socket receiving: events on them are being missed.",
-        stats.shards_down().len() as u64,
+        |stats| stats.shards_down().len() as u64,
     )?;
     o.one(
         "holdline_malformed_frames_total",
         "counter",
         "Frames that were not valid notification JSON (skipped).",
-        counter(&stats.malformed),
+        |stats| counter(&stats.malformed),
     )?;
     o.one(
         "holdline_oversized_frames_total",
         "counter",
         "Messages over the size limit (the socket is abandoned and replaced).",
-        counter(&stats.oversized),
+        |stats| counter(&stats.oversized),
     )?;
     o.one(
         "holdline_unknown_frames_total",
         "counter",
         "Frames of a shape holdline does not know (skipped).",
-        counter(&stats.unknown),
+        |stats| counter(&stats.unknown),
     )?;
     let now = SystemTime::now();
     o.family(
         "holdline_socket_heartbeat_age_seconds",
         "gauge",
         "Time since each receiving socket's last heartbeat (or since it went live).",
-        |f| {
+        |f, stats| {
             for s in stats.socket_states() {
                 let age = now
                     .duration_since(s.last_heartbeat)
@@ -457,6 +544,56 @@ mod tests {
                 (name.to_owned(), v)
             })
             .collect()
+    }
+
+    #[test]
+    fn many_orgs_share_each_family_with_an_org_label() {
+        let (a, b) = (Arc::new(Stats::default()), Arc::new(Stats::default()));
+        Stats::bump(&a.gaps);
+        b.reconnects_by_cause[0].fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+        b.ping_rtt.observe(std::time::Duration::from_millis(3));
+        let orgs = Orgs::default();
+        orgs.add("acme", a.clone());
+        orgs.add("globex", b);
+        let mut registry = Registry::default();
+        orgs.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let all = samples(&text);
+        let get = |name: &str| all.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+        assert_eq!(
+            get(r#"holdline_gaps_total{org="acme"}"#),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(get(r#"holdline_gaps_total{org="globex"}"#), Some(0.0));
+        let cause = Cause::ALL[0].label();
+        assert_eq!(
+            get(&format!(
+                r#"holdline_reconnects_total{{org="globex",cause="{cause}"}}"#
+            )),
+            Some(3.0)
+        );
+        assert_eq!(
+            get(r#"holdline_ping_rtt_seconds_bucket{le="0.005",org="globex"}"#).or(get(
+                r#"holdline_ping_rtt_seconds_bucket{org="globex",le="0.005"}"#
+            )),
+            Some(1.0),
+            "{text}"
+        );
+        assert!(
+            all.iter().all(|(n, _)| n.contains("org=\"")),
+            "every series is an org's: {text}"
+        );
+        assert_eq!(
+            text.matches("# TYPE holdline_gaps counter").count(),
+            1,
+            "one family, declared once"
+        );
+        orgs.remove("acme");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(!text.contains("acme") && text.contains("globex"), "{text}");
     }
 
     #[test]
