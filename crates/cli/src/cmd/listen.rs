@@ -409,30 +409,8 @@ pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
     let filter = args.filter()?;
     // Each component registers its own series; /metrics serves them all.
     let mut registry = prometheus_client::registry::Registry::default();
-    let filtered = Filtered::default();
-    if filter.is_some() {
-        registry.register(
-            "holdline_filtered",
-            "Records --filter left out of the output, by kind",
-            filtered.0.clone(),
-        );
-    }
-    let spooled = match args.spool(lookback)? {
-        Some((dir, limits, sinks)) => {
-            let opened = sinks
-                .iter()
-                .map(holdline_sinks::open)
-                .collect::<Result<Vec<_>, _>>()?;
-            Some(super::spooled::Spooled::open(
-                &dir,
-                limits,
-                opened,
-                &mut registry,
-            )?)
-        }
-        None => None,
-    };
-    let mut unclean_since = spooled.as_ref().and_then(|s| s.unclean_since);
+    let (mut out, filtered) = open_output(&args, lookback, filter.is_some(), &mut registry)?;
+    let mut unclean_since = out.spooled.as_ref().and_then(|s| s.unclean_since);
     let mut signals = Signals::new().context("cannot install the signal handlers")?;
     let reload = Reload::new(&config);
     let start_timeout = args.start_timeout();
@@ -457,16 +435,9 @@ pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
         let ready = super::observe::Readiness::One(handle.stats().clone());
         super::observe::serve(addr, ready, registry).await?;
     }
-    if let Some(spooled) = &spooled {
+    if let Some(spooled) = &out.spooled {
         spooled.observe(handle.stats().clone());
     }
-    if spooled.is_none() {
-        widen_stdout_pipe();
-    }
-    let mut out = Output {
-        spooled,
-        ..Output::default()
-    };
     let deadline = args.duration.map(|d| Instant::now() + d);
     // Signals are watched beside the output, which may be blocked on a full stdout.
     let watcher = tokio::spawn(watch_signals(signals, handle.clone(), flags, reload));
@@ -561,27 +532,54 @@ pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
             out.ended(None);
         }
     }
-    let flushed = match out.flush().await {
-        Ok(()) => match out.spooled.take() {
-            Some(spooled) if result.is_ok() => spooled.close().await,
-            Some(spooled) => spooled.close_after_failure().await,
-            None => Ok(()),
-        },
-        Err(e) => Err(e),
-    };
     watcher.abort();
     summary(handle.stats());
-    match (result, flushed) {
-        (Err(e), _) if is_broken_pipe(&e) => Err(stdout_closed()),
-        (Err(e), _) => Err(e),
-        (Ok(()), Err(e)) if is_broken_pipe(&e) => Err(stdout_closed()),
-        (Ok(()), flushed) => flushed,
+    out.finish(result).await
+}
+
+/// Where `listen` writes: the spool (and its sinks) when asked, else stdout; and the
+/// counter of what `--filter` leaves out. Each registers its series in `registry`.
+pub(super) fn open_output(
+    args: &ListenArgs,
+    lookback: Duration,
+    filtering: bool,
+    registry: &mut prometheus_client::registry::Registry,
+) -> anyhow::Result<(Output, Filtered)> {
+    let filtered = Filtered::default();
+    if filtering {
+        registry.register(
+            "holdline_filtered",
+            "Records --filter left out of the output, by kind",
+            filtered.0.clone(),
+        );
     }
+    let spooled = match args.spool(lookback)? {
+        Some((dir, limits, sinks)) => {
+            let opened = sinks
+                .iter()
+                .map(holdline_sinks::open)
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(super::spooled::Spooled::open(
+                &dir, limits, opened, registry,
+            )?)
+        }
+        None => {
+            widen_stdout_pipe();
+            None
+        }
+    };
+    Ok((
+        Output {
+            spooled,
+            ..Output::default()
+        },
+        filtered,
+    ))
 }
 
 /// Whoever read stdout went away: a stream that nobody reads loses events, so holdline
 /// stops with an error that a supervisor restarts it on.
-pub(super) fn stdout_closed() -> anyhow::Error {
+fn stdout_closed() -> anyhow::Error {
     anyhow::anyhow!(
         "stdout was closed by the program reading it; stopping, since events received from now on \
          could not be written (a supervisor should restart holdline; with --spool, anything spooled is \
@@ -800,7 +798,7 @@ async fn reload(
     Ok(after)
 }
 
-pub(super) fn is_broken_pipe(e: &anyhow::Error) -> bool {
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.downcast_ref::<std::io::Error>()
         .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
@@ -817,7 +815,7 @@ const STDOUT_PIPE_BYTES: libc::c_int = 1 << 20;
 /// it is written, and a small pipe keeps what a crashing reader can lose small. Anything
 /// else (a file, a terminal, a refused size) is left as it is.
 #[cfg(target_os = "linux")]
-pub(super) fn widen_stdout_pipe() {
+fn widen_stdout_pipe() {
     use std::os::fd::AsRawFd;
     let fd = std::io::stdout().as_raw_fd();
     // SAFETY: F_SETPIPE_SZ only resizes the buffer of the pipe behind `fd`; on anything
@@ -827,7 +825,7 @@ pub(super) fn widen_stdout_pipe() {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub(super) fn widen_stdout_pipe() {}
+fn widen_stdout_pipe() {}
 
 /// Most records taken from the stream before writing and looking at signals again.
 pub(super) const BATCH: usize = 1024;
@@ -878,10 +876,22 @@ pub(super) struct Output {
 }
 
 impl Output {
-    pub(super) fn new(spooled: Option<super::spooled::Spooled>) -> Output {
-        Output {
-            spooled,
-            ..Output::default()
+    /// Writes what is left, closes the spool (cleanly only after a clean run) and says
+    /// how the run ended: a closed stdout as itself, whichever step found it.
+    pub(super) async fn finish(mut self, result: anyhow::Result<()>) -> anyhow::Result<()> {
+        let flushed = match self.flush().await {
+            Ok(()) => match self.spooled.take() {
+                Some(spooled) if result.is_ok() => spooled.close().await,
+                Some(spooled) => spooled.close_after_failure().await,
+                None => Ok(()),
+            },
+            Err(e) => Err(e),
+        };
+        match (result, flushed) {
+            (Err(e), _) if is_broken_pipe(&e) => Err(stdout_closed()),
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(e)) if is_broken_pipe(&e) => Err(stdout_closed()),
+            (Ok(()), flushed) => flushed,
         }
     }
 

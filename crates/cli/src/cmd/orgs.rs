@@ -380,39 +380,15 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     let lookback = args.timings()?.gap_lookback;
     let filter = args.filter()?;
     let mut registry = prometheus_client::registry::Registry::default();
-    let filtered = super::listen::Filtered::default();
-    let spooled = match args.spool(lookback)? {
-        Some((dir, limits, sinks)) => {
-            let opened = sinks
-                .iter()
-                .map(holdline_sinks::open)
-                .collect::<Result<Vec<_>, _>>()?;
-            Some(super::spooled::Spooled::open(
-                &dir,
-                limits,
-                opened,
-                &mut registry,
-            )?)
-        }
-        None => None,
-    };
-    let owed_since = spooled.as_ref().and_then(|s| s.unclean_since);
+    let (mut out, filtered) =
+        super::listen::open_output(&args, lookback, filter.is_some(), &mut registry)?;
+    let owed_since = out.spooled.as_ref().and_then(|s| s.unclean_since);
     let status = Status::default();
     let engines = holdline_client::telemetry::metrics::Orgs::default();
     engines.register(&mut registry);
-    if filter.is_some() {
-        registry.register(
-            "holdline_filtered",
-            "Records --filter left out of the output, by kind",
-            filtered.0.clone(),
-        );
-    }
     if let Some(addr) = args.metrics_addr {
         let ready = super::observe::Readiness::Orgs(status.clone());
         super::observe::serve(addr, ready, registry).await?;
-    }
-    if spooled.is_none() {
-        super::listen::widen_stdout_pipe();
     }
     let mut signals = super::Signals::new().context("cannot install the signal handlers")?;
     tracing::info!(orgs = orgs.len(), "starting");
@@ -450,7 +426,6 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         let _ = refused.send(reasons.join("; "));
     });
 
-    let mut out = super::listen::Output::new(spooled);
     // One record into the output, unless the filter leaves it out.
     let write = |out: &mut super::listen::Output, item: Item| match item {
         Item::Event(org, n) => {
@@ -545,20 +520,5 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
             tracing::error!(error = %e, "an org's task died");
         }
     }
-    let flushed = match out.flush().await {
-        Ok(()) => match out.spooled.take() {
-            Some(spooled) if result.is_ok() => spooled.close().await,
-            Some(spooled) => spooled.close_after_failure().await,
-            None => Ok(()),
-        },
-        Err(e) => Err(e),
-    };
-    match (result, flushed) {
-        (Err(e), _) if super::listen::is_broken_pipe(&e) => Err(super::listen::stdout_closed()),
-        (Err(e), _) => Err(e),
-        (Ok(()), Err(e)) if super::listen::is_broken_pipe(&e) => {
-            Err(super::listen::stdout_closed())
-        }
-        (Ok(()), flushed) => flushed,
-    }
+    out.finish(result).await
 }
