@@ -287,6 +287,9 @@ impl Holder {
             set(&status, &name, OrgState::Running(handle.stats().clone()));
             metrics.add(&name, handle.stats().clone());
             let mut stopping = false;
+            // A fatal error, once seen: the client is shut down and what it still holds
+            // is forwarded until its stream ends.
+            let mut failed: Option<holdline_client::ClientError> = None;
             let ended = loop {
                 let item = tokio::select! {
                     item = stream.next() => item,
@@ -297,8 +300,16 @@ impl Holder {
                     }
                 };
                 let sent = match item {
-                    None => break None,
-                    Some(Err(e)) => break Some(e),
+                    None => break failed.take(),
+                    Some(Err(e)) => {
+                        if failed.is_none() {
+                            owed_since.get_or_insert_with(SystemTime::now);
+                            stopping = true;
+                            handle.shutdown();
+                            failed = Some(e);
+                        }
+                        Ok(())
+                    }
                     Some(Ok(Event::Notification(n))) => {
                         out.send(Item::Event(name.clone(), n)).await
                     }
@@ -337,13 +348,12 @@ impl Holder {
                 }
             };
             match ended {
-                None if stopping || *stop.borrow() => return,
+                None if *stop.borrow() => return,
                 None => {
                     why = "its client ended by itself".into();
                     tracing::error!(org = %name, "org's client ended by itself; starting it again");
                 }
                 Some(e) => {
-                    handle.shutdown();
                     why = e.to_string();
                     tracing::error!(org = %name, error = %e, "org not receiving: its client stopped on a fatal error; starting it again with backoff");
                 }
