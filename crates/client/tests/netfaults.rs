@@ -405,10 +405,15 @@ async fn partition_across_a_rollover(
         net.heal(net.rest);
     }
     all_live(&client, 2).await;
+    // A channel that rolled over before the partition may keep its socket through a short
+    // one; the next rollover (within a channel's life) replaces one all the same.
+    client
+        .until("a channel replaced across the partition", |_| {
+            Stats::get(&stats.channels_created) > created
+        })
+        .await;
     tokio::time::sleep(2 * fast_timings().gap_lookback + Duration::from_millis(200)).await;
-    let replaced = Stats::get(&stats.channels_created) - created;
     let seen = verdict(&net, client, live).await;
-    assert!(replaced >= 1, "channels were replaced across the partition");
     if in_the_overlap {
         assert!(
             overlapping >= 3,
