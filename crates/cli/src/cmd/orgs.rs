@@ -249,13 +249,15 @@ impl Holder {
         let mut backoff = Backoff::new(Duration::from_secs(1), RETRY_MAX);
         // Why the org was last not receiving, for the gap that reports it.
         let mut why = String::new();
-        loop {
+        // The topics the org last held, for a gap owed when it stops while down.
+        let mut held: Arc<[String]> = Arc::from(Vec::new());
+        'held: loop {
             if *stop.borrow() {
-                return;
+                break 'held;
             }
             let started = tokio::select! {
                 started = tokio::time::timeout(start_timeout, Client::start(config.clone())) => started,
-                _ = stop.changed() => return,
+                _ = stop.wait_for(|s| *s) => break 'held,
             };
             let (handle, mut stream) = match started {
                 Ok(Ok(started)) => started,
@@ -277,7 +279,7 @@ impl Holder {
                     }
                     tokio::select! {
                         () = tokio::time::sleep(wait) => continue,
-                        _ = stop.changed() => return,
+                        _ = stop.wait_for(|s| *s) => break 'held,
                     }
                 }
             };
@@ -319,6 +321,7 @@ impl Holder {
                         tracing::info!(org = %name, kind = ?change.kind, channel = change.channel.as_deref().unwrap_or("-"), "{}", change.detail);
                         if change.kind == StateKind::Live {
                             backoff.reset();
+                            held = handle.topics().into();
                             if let Some(since) = owed_since.take() {
                                 let from = since.checked_sub(lookback).unwrap_or(since);
                                 let reason = match why.is_empty() {
@@ -348,7 +351,7 @@ impl Holder {
                 }
             };
             match ended {
-                None if *stop.borrow() => return,
+                None if *stop.borrow() => break 'held,
                 None => {
                     why = "its client ended by itself".into();
                     tracing::error!(org = %name, "org's client ended by itself; starting it again");
@@ -363,8 +366,24 @@ impl Holder {
             let wait = backoff.next().unwrap_or(RETRY_MAX);
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => return,
+                _ = stop.wait_for(|s| *s) => break 'held,
             }
+        }
+        // Stopping while down: the time since is reported now, or a clean close of the
+        // spool would erase it.
+        if let Some(since) = owed_since {
+            if held.is_empty() {
+                tracing::error!(org = %name, "stopping while the org was not receiving, before it ever held a topic: no gap can name its topics");
+                return;
+            }
+            let from = since.checked_sub(lookback).unwrap_or(since);
+            let gap = holdline_client::Gap {
+                topics: held,
+                from,
+                to: SystemTime::now().max(from),
+                reason: format!("the org's client was not running when holdline stopped: {why}"),
+            };
+            let _ = out.send(Item::Gap(name, gap)).await;
         }
     }
 }

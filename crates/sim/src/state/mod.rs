@@ -126,7 +126,8 @@ impl Core {
     }
 
     /// The state of org number `n` (from 1) of a simulator reachable at `base_url`: its
-    /// seed is the configured one plus `n - 1`, and it accepts the client `org-N`.
+    /// seed is the configured one plus `n - 1`, and with more than one org it accepts the
+    /// client `org-N` (org 1 also the configured clients).
     pub fn for_org(mut config: SimConfig, base_url: String, n: usize) -> Arc<Core> {
         let name: Arc<str> = Arc::from(format!("org-{n}"));
         let client = ClientSpec {
@@ -137,7 +138,8 @@ impl Core {
         if n > 1 {
             config.clients.clear();
         }
-        if !config.clients.iter().any(|c| c.id == client.id) {
+        // A simulator of one org keeps exactly the clients it was given.
+        if config.orgs > 1 && !config.clients.iter().any(|c| c.id == client.id) {
             config.clients.push(client);
         }
         config.seed = config.seed.wrapping_add(n as u64 - 1);

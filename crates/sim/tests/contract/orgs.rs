@@ -122,6 +122,10 @@ async fn each_org_has_its_client_channels_ledger_and_faults() {
     };
     assert_eq!(status(&two).await, 429);
     assert_eq!(status(&one).await, 200);
+    // A fault aimed at a channel finds its org without ?org=.
+    let (code, applied) = fault(&sim, json!({"kind": "drop", "channel": b.id})).await;
+    assert_eq!(code, 200, "{applied}");
+    assert_eq!(applied["applied_to"], json!([b.id]));
     // Without ?org= a fault reaches every org.
     let (code, applied) = fault(&sim, json!({"kind": "expire"})).await;
     assert_eq!(code, 200);
