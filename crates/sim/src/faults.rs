@@ -61,6 +61,21 @@ pub enum Fault {
         /// The client whose tokens to revoke.
         client: Option<String>,
     },
+    /// Delete an OAuth client (as an admin would, or as deleting its org does): the token
+    /// endpoint answers `invalid_client` for it from now on and its tokens are revoked
+    /// (their channels end as revoked tokens' channels do).
+    RevokeClient {
+        /// The client id.
+        client: String,
+    },
+    /// Give an OAuth client these permissions from now on (its role changed): later
+    /// subscriptions are checked against them; topics already subscribed stay.
+    Grant {
+        /// The client id.
+        client: String,
+        /// The permissions (`*` for all; empty for none).
+        permissions: Vec<String>,
+    },
     /// Fail the next `count` REST calls with `status` (or every call for `for_ms`).
     RestErrors {
         /// HTTP status (429, 500, 502, 503, 504, ...).
@@ -158,7 +173,11 @@ impl Fault {
             | Fault::Duplicate { channel, .. }
             | Fault::Malformed { channel, .. }
             | Fault::Oversized { channel, .. } => channel.as_deref(),
-            Fault::RestErrors { .. } | Fault::SlowUpgrade { .. } | Fault::Clear {} => None,
+            Fault::RestErrors { .. }
+            | Fault::RevokeClient { .. }
+            | Fault::Grant { .. }
+            | Fault::SlowUpgrade { .. }
+            | Fault::Clear {} => None,
         }
     }
 
@@ -242,6 +261,31 @@ impl Core {
                 for token in self.tokens_of(inner, client) {
                     self.revoke(inner, &token);
                 }
+                return Ok(applied);
+            }
+            Fault::RevokeClient { client } => {
+                let before = inner.clients.len();
+                inner.clients.retain(|c| &c.id != client);
+                if inner.clients.len() == before {
+                    return Err(FaultError::Invalid(format!(
+                        "no client {client:?} in this org"
+                    )));
+                }
+                for token in self.tokens_of(inner, client) {
+                    self.revoke(inner, &token);
+                }
+                return Ok(applied);
+            }
+            Fault::Grant {
+                client,
+                permissions,
+            } => {
+                let Some(spec) = inner.clients.iter_mut().find(|c| &c.id == client) else {
+                    return Err(FaultError::Invalid(format!(
+                        "no client {client:?} in this org"
+                    )));
+                };
+                spec.permissions = permissions.clone();
                 return Ok(applied);
             }
             Fault::Delay { channel: None, .. } | Fault::Duplicate { channel: None, .. } => {

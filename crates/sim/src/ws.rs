@@ -307,7 +307,9 @@ impl Socket {
             // tungstenite queued the pong; flush so it leaves now.
             Message::Ping(_) => self.ws.flush().await.err().map(|_| End::Closed),
             // tungstenite queued the close reply; flush so the client's close completes.
-            Message::Close(_) => {
+            Message::Close(frame) => {
+                let code = frame.map_or(1005, |f| f.code);
+                self.core.client_closed(&self.channel, code);
                 let _ = self.ws.flush().await;
                 Some(End::Closed)
             }

@@ -69,6 +69,9 @@ pub struct ChannelInfo {
     peer: Option<String>,
     expires_in_ms: u128,
     age_ms: u128,
+    /// The code of the last close frame the client sent (none yet: absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_close_code: Option<u16>,
 }
 
 /// `GET /sim/channels`.
@@ -87,6 +90,7 @@ pub async fn channels(State(core): State<Arc<Core>>) -> Json<Vec<ChannelInfo>> {
         peer: c.socket.as_ref().map(|s| s.peer.to_string()),
         expires_in_ms: c.expires.saturating_duration_since(now).as_millis(),
         age_ms: now.saturating_duration_since(c.created).as_millis(),
+        client_close_code: c.client_close,
     });
     Json(list)
 }

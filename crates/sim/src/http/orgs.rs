@@ -1,7 +1,8 @@
 //! Many orgs on one port. Each org is a whole simulator core (its clients, tokens,
 //! channels, ledger, rate limits, faults and generator) behind its own router; a request
 //! goes to the org it belongs to: a token request by its client id, an API call by its
-//! bearer token, a socket by its channel id, a `/sim/` call by `?org=`. Nothing one org
+//! bearer token, a socket by its channel id, a `/sim/` call by `?org=` (a fault naming a
+//! channel or a client also by that). Nothing one org
 //! does can reach another's state.
 
 use std::sync::Arc;
@@ -104,12 +105,15 @@ impl Orgs {
                 return ApiError::bad_request(format!("cannot read the body: {e}")).into_response();
             }
         };
-        // A fault aimed at one channel goes to the org that holds it.
-        let aimed = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("channel")?.as_str().map(str::to_owned));
-        if let Some(channel) = aimed {
-            let i = self.cores.iter().position(|c| c.has_channel(&channel));
+        // A fault aimed at one channel or one client goes to the org that holds it.
+        let fault = serde_json::from_slice::<serde_json::Value>(&body).ok();
+        let field = |key: &str| fault.as_ref()?.get(key)?.as_str().map(str::to_owned);
+        let aimed = match (field("channel"), field("client")) {
+            (Some(channel), _) => Some(self.cores.iter().position(|c| c.has_channel(&channel))),
+            (None, Some(client)) => Some(self.cores.iter().position(|c| c.has_client(&client))),
+            (None, None) => None,
+        };
+        if let Some(i) = aimed {
             let mut one = Request::from_parts(parts.clone(), Body::from(body.clone()));
             *one.extensions_mut() = parts.extensions.clone();
             return match self.routers[i.unwrap_or(0)].clone().oneshot(one).await {

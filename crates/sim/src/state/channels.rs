@@ -140,6 +140,8 @@ pub struct ChannelRec {
     pub style: u64,
     /// A lossy hand-over: events published before this go to no socket.
     pub paused_until: Option<Instant>,
+    /// The close code of the last close frame a client sent on this channel's socket.
+    pub client_close: Option<u16>,
 }
 
 /// How a subscribe request treats the existing list.
@@ -185,6 +187,7 @@ impl ChannelRec {
             faults: DeliveryFaults::default(),
             style: 0,
             paused_until: None,
+            client_close: None,
         }
     }
 

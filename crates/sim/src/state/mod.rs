@@ -89,6 +89,9 @@ pub(crate) struct Inner {
     evictions: Evictions,
     /// Serialisation style of the next channel created.
     next_style: u64,
+    /// The OAuth clients that exist now (the configured ones, less any revoked, with their
+    /// permissions as last granted).
+    pub(crate) clients: Vec<ClientSpec>,
 }
 
 /// The state of one simulator.
@@ -157,6 +160,7 @@ impl Core {
             slow_upgrades: None,
             evictions: Evictions::default(),
             next_style: 0,
+            clients: config.clients.clone(),
         };
         let (published, _) = broadcast::channel(4096);
         Arc::new(Core {
@@ -254,15 +258,17 @@ impl Core {
 
     /// `POST /oauth/token`: issues a token to a known client.
     pub fn issue_token(&self, id: &str, secret: &str) -> Result<String, OAuthProblem> {
-        let client = self.config.clients.iter().find(|c| c.id == id);
-        match client {
+        let mut inner = self.lock();
+        let Inner {
+            tokens,
+            rng,
+            clients,
+            ..
+        } = &mut *inner;
+        match clients.iter().find(|c| c.id == id) {
             None => Err(OAuthProblem::UnknownClient),
             Some(c) if c.secret != secret => Err(OAuthProblem::WrongSecret),
-            Some(c) => {
-                let mut inner = self.lock();
-                let Inner { tokens, rng, .. } = &mut *inner;
-                Ok(tokens.issue(&c.id, self.config.token_ttl, Instant::now(), rng))
-            }
+            Some(c) => Ok(tokens.issue(&c.id, self.config.token_ttl, Instant::now(), rng)),
         }
     }
 
@@ -280,8 +286,7 @@ impl Core {
             .limiter
             .take(token, now)
             .map_err(Refusal::RateLimited)?;
-        let client = self
-            .config
+        let client = inner
             .clients
             .iter()
             .find(|c| c.id == client_id)
@@ -494,14 +499,14 @@ impl Core {
     /// Subscribe or unsubscribe sent over a channel's socket.
     pub fn ws_subscribe(&self, id: &str, topics: &[String], mode: Mode) -> Result<(), Refusal> {
         let now = Instant::now();
-        let mut inner = self.lock();
-        let chan = inner
-            .channels
+        let mut guard = self.lock();
+        let Inner {
+            channels, clients, ..
+        } = &mut *guard;
+        let chan = channels
             .get_mut(id)
             .ok_or_else(|| Refusal::NotFound(format!("channel {id} not found")))?;
-        let client = self
-            .config
-            .clients
+        let client = clients
             .iter()
             .find(|c| c.id == chan.client_id)
             .ok_or_else(|| Refusal::NotFound("client removed".to_owned()))?;
@@ -522,7 +527,8 @@ impl Core {
         self.lock().tokens.get(token).is_some()
     }
 
-    /// Whether `POST /oauth/token` knows this client id.
+    /// Whether this org was configured with this client id (revoked or not), for routing
+    /// a token request to the org that answers it.
     pub fn has_client(&self, id: &str) -> bool {
         self.config.clients.iter().any(|c| c.id == id)
     }
@@ -580,6 +586,13 @@ impl Core {
             let _ = old.ctl.send(order);
         }
         true
+    }
+
+    /// Notes the close code a client sent on channel `id`'s socket.
+    pub fn client_closed(&self, id: &str, code: u16) {
+        if let Some(chan) = self.lock().channels.get_mut(id) {
+            chan.client_close = Some(code);
+        }
     }
 
     /// Disconnects socket `conn` from its channel (a newer socket is left alone).

@@ -135,3 +135,90 @@ async fn each_org_has_its_client_channels_ledger_and_faults() {
         "{applied}"
     );
 }
+
+async fn token_status(sim: &holdline_sim::Simulator, id: &str, secret: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}/oauth/token", sim.url()))
+        .header("authorization", basic(id, secret))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_revoked_client_or_a_narrowed_grant_touches_its_org_only() {
+    let sim = start(holdline_sim::SimConfig { orgs: 2, ..fast() }).await;
+    let one = Api::login_as(&sim, "org-1", "secret-1").await;
+    let two = Api::login_as(&sim, "org-2", "secret-2").await;
+    let queue_topic = |core: &holdline_sim::Core| {
+        format!("v2.routing.queues.{}.conversations", core.org.queues[0].id)
+    };
+    let (t1, t2) = (queue_topic(&sim.cores()[0]), queue_topic(&sim.cores()[1]));
+    let (_, mut ws_one) = live_channel(&one, std::slice::from_ref(&t1)).await;
+    let (b, _ws_two) = live_channel(&two, std::slice::from_ref(&t2)).await;
+
+    // The grant changes what org-1's client may subscribe from now on.
+    let (code, body) = fault(
+        &sim,
+        json!({"kind": "grant", "client": "org-1", "permissions": ["routing:queue:view"]}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let fresh = one.create_channel().await;
+    let (status, body) = one
+        .subscribe(Method::PUT, &fresh.id, std::slice::from_ref(&t1), "")
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.to_string().contains("conversation:communication:view"),
+        "the missing permission is named: {body}"
+    );
+    let (status, _) = two
+        .subscribe(Method::PUT, &b.id, std::slice::from_ref(&t2), "")
+        .await;
+    assert_eq!(status, 200, "org-2's client keeps its permissions");
+
+    // Revoking org-1's client: no more tokens, its channel ends, org-2 carries on.
+    let (code, body) = fault(&sim, json!({"kind": "revoke_client", "client": "org-1"})).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(token_status(&sim, "org-1", "secret-1").await, 400);
+    assert_eq!(token_status(&sim, "org-2", "secret-2").await, 200);
+    let ended = ws_one
+        .expect(Duration::from_secs(5), |v| {
+            v["topicName"]
+                .as_str()
+                .is_some_and(|t| t.contains("token_revoked"))
+        })
+        .await;
+    assert!(ended["topicName"].is_string());
+    let (status, _) = one
+        .subscribe(Method::PUT, &fresh.id, std::slice::from_ref(&t1), "")
+        .await;
+    assert_eq!(status, 401, "the revoked client's tokens are dead");
+    let (code, body) = fault(&sim, json!({"kind": "revoke_client", "client": "nobody"})).await;
+    assert_eq!(code, 400, "an unknown client is refused: {body}");
+    let listed: Vec<Value> =
+        serde_json::from_str(&get(&sim, "/sim/channels?org=org-2").await.1).unwrap();
+    assert_eq!(listed[0]["connected"], true, "{listed:?}");
+}
+
+#[tokio::test]
+async fn the_close_code_a_client_sends_is_listed() {
+    let sim = start(fast()).await;
+    let api = Api::login(&sim).await;
+    let (channel, mut ws) = live_channel(&api, &[]).await;
+    ws.inner
+        .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: 1000.into(),
+            reason: "bye".into(),
+        }))
+        .await
+        .unwrap();
+    wait_connected(sim.url(), &channel.id, false).await;
+    let listed: Vec<Value> = serde_json::from_str(&get(&sim, "/sim/channels").await.1).unwrap();
+    assert_eq!(listed[0]["client_close_code"], 1000, "{listed:?}");
+}
