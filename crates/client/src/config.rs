@@ -240,7 +240,7 @@ impl Default for Timings {
 }
 
 /// Everything the client needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
     /// Where the service is.
     pub endpoints: Endpoints,

@@ -399,7 +399,7 @@ fn set<T>(slot: &mut T, value: Option<T>) {
 pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
     let args = flags.resolved()?;
     if !args.orgs.is_empty() {
-        return super::orgs::run(args).await;
+        return super::orgs::run(flags, args).await;
     }
     let config = args.client_config()?;
     let org = config.org.clone();
@@ -461,43 +461,16 @@ pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
         let step = loop {
             match item {
                 None => break Step::End,
-                Some(Ok(Event::Notification(n))) => {
-                    if filter
-                        .as_ref()
-                        .is_none_or(|f| f.event(n.topic(), n.body_bytes()))
-                    {
-                        write_event(&mut out.buf, &n, &org);
-                        out.ended(Some(n.received_at));
-                    } else {
-                        filtered.inc("event");
-                    }
-                }
-                Some(Ok(Event::Gap(gap))) => {
-                    if filter.as_ref().is_none_or(|f| f.gap(&gap.topics)) {
-                        write_gap(&mut out.buf, &gap, &org);
-                        out.ended(None);
-                    } else {
-                        filtered.inc("gap");
-                    }
-                }
-                Some(Ok(Event::Rejected(r))) => {
-                    if filter.as_ref().is_none_or(|f| f.rejected(&r.topic)) {
-                        write_rejected(&mut out.buf, &r, &org);
-                        out.ended(None);
-                    } else {
-                        filtered.inc("rejected");
-                    }
-                }
+                Some(Ok(Event::Notification(n))) => out.event(&n, &org, filter.as_ref(), &filtered),
+                Some(Ok(Event::Gap(gap))) => out.gap(&gap, &org, filter.as_ref(), &filtered),
+                Some(Ok(Event::Rejected(r))) => out.rejected(&r, &org, filter.as_ref(), &filtered),
                 Some(Ok(Event::State(change))) => {
                     tracing::info!(kind = ?change.kind, channel = change.channel.as_deref().unwrap_or("-"), "{}", change.detail);
                     if change.kind == StateKind::Live
                         && let Some(since) = unclean_since.take()
                     {
                         let gap = restart_gap(&handle, since, lookback);
-                        if filter.as_ref().is_none_or(|f| f.gap(&gap.topics)) {
-                            write_gap(&mut out.buf, &gap, &org);
-                            out.ended(None);
-                        }
+                        out.gap(&gap, &org, filter.as_ref(), &filtered);
                     }
                 }
                 Some(Err(e)) => break Step::Fatal(e),
@@ -527,10 +500,7 @@ pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
     // clean close of the spool would otherwise erase it.
     if let Some(since) = unclean_since.take() {
         let gap = restart_gap(&handle, since, lookback);
-        if filter.as_ref().is_none_or(|f| f.gap(&gap.topics)) {
-            write_gap(&mut out.buf, &gap, &org);
-            out.ended(None);
-        }
+        out.gap(&gap, &org, filter.as_ref(), &filtered);
     }
     watcher.abort();
     summary(handle.stats());
@@ -676,7 +646,7 @@ pub(super) fn exit_at_once() -> ! {
 
 /// SIGHUP: reads `--config` and the topics files again and moves only the topics that
 /// changed (the resolution of queue and user names runs beside the stream).
-struct Reload {
+pub(super) struct Reload {
     /// The explicit topics in force (combined ones as their parts), resolved names
     /// included; None until the first reload resolves the starting lists.
     applied: std::sync::Arc<tokio::sync::Mutex<Option<HashSet<String>>>>,
@@ -684,18 +654,20 @@ struct Reload {
     /// Topics the client follows by itself (`--all-queues`, `--all-users`): never removed
     /// by a reload.
     tracked: (bool, bool),
+    /// The org it moves, for the log.
+    org: String,
 }
 
 /// The topic lists of a configuration.
-#[derive(Debug, Clone, Default)]
-struct Lists {
-    topics: Vec<String>,
-    queues: Vec<String>,
-    users: Vec<String>,
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Lists {
+    pub(super) topics: Vec<String>,
+    pub(super) queues: Vec<String>,
+    pub(super) users: Vec<String>,
 }
 
 impl Lists {
-    fn of(config: &ClientConfig) -> Lists {
+    pub(super) fn of(config: &ClientConfig) -> Lists {
         Lists {
             topics: config.topics.clone(),
             queues: config.queues.clone(),
@@ -723,11 +695,12 @@ impl Lists {
 }
 
 impl Reload {
-    fn new(config: &ClientConfig) -> Reload {
+    pub(super) fn new(config: &ClientConfig) -> Reload {
         Reload {
             applied: Default::default(),
             start: Lists::of(config),
             tracked: (config.all_queues, config.all_users),
+            org: config.org.clone(),
         }
     }
 
@@ -740,9 +713,15 @@ impl Reload {
             }
         };
         tracing::info!("SIGHUP: reading the topic lists again");
+        self.apply(lists, handle);
+    }
+
+    /// Moves the client to the topics `lists` names, beside the stream.
+    pub(super) fn apply(&self, lists: Lists, handle: &holdline_client::ClientHandle) {
         let (applied, start, tracked) = (self.applied.clone(), self.start.clone(), self.tracked);
         let handle = handle.clone();
-        tokio::spawn(async move {
+        let span = tracing::info_span!("reload", org = %self.org);
+        let task = async move {
             let mut applied = applied.lock().await;
             let old = match applied.take() {
                 Some(old) => old,
@@ -760,7 +739,8 @@ impl Reload {
                     *applied = Some(old);
                 }
             }
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, span));
     }
 }
 
@@ -903,8 +883,56 @@ impl Output {
         }
     }
 
+    /// An event into the batch, unless the filter leaves it out.
+    pub(super) fn event(
+        &mut self,
+        n: &holdline_client::Notification,
+        org: &str,
+        filter: Option<&Filter>,
+        filtered: &Filtered,
+    ) {
+        if filter.is_none_or(|f| f.event(n.topic(), n.body_bytes())) {
+            write_event(&mut self.buf, n, org);
+            self.ended(Some(n.received_at));
+        } else {
+            filtered.inc("event");
+        }
+    }
+
+    /// A gap into the batch, unless the filter leaves out every topic it covers.
+    pub(super) fn gap(
+        &mut self,
+        gap: &holdline_client::Gap,
+        org: &str,
+        filter: Option<&Filter>,
+        filtered: &Filtered,
+    ) {
+        if filter.is_none_or(|f| f.gap(&gap.topics)) {
+            write_gap(&mut self.buf, gap, org);
+            self.ended(None);
+        } else {
+            filtered.inc("gap");
+        }
+    }
+
+    /// A rejected topic into the batch, unless the filter leaves it out.
+    pub(super) fn rejected(
+        &mut self,
+        r: &holdline_client::Rejection,
+        org: &str,
+        filter: Option<&Filter>,
+        filtered: &Filtered,
+    ) {
+        if filter.is_none_or(|f| f.rejected(&r.topic)) {
+            write_rejected(&mut self.buf, r, org);
+            self.ended(None);
+        } else {
+            filtered.inc("rejected");
+        }
+    }
+
     /// A record was written into `buf`.
-    pub(super) fn ended(&mut self, received: Option<std::time::SystemTime>) {
+    fn ended(&mut self, received: Option<std::time::SystemTime>) {
         self.ends.push(self.buf.len());
         if received.is_some() {
             self.newest = self.newest.max(received);

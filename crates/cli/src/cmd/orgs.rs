@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
 use super::config::ConfigError;
-use super::listen::ListenArgs;
+use super::listen::{ListenArgs, Lists};
 use super::service::ServiceArgs;
 
 /// One `[[org]]` table: who the org's OAuth client is, where its service is, and what to
@@ -188,8 +188,8 @@ pub enum FirstStart {
     },
 }
 
-/// Each org's state, for `/readyz`.
-pub type Status = Arc<std::sync::Mutex<std::collections::BTreeMap<Arc<str>, OrgState>>>;
+/// Each org's state, for `/readyz`, with the number of the holder that set it.
+pub type Status = Arc<std::sync::Mutex<std::collections::BTreeMap<Arc<str>, (u64, OrgState)>>>;
 
 /// Where an org is.
 #[derive(Clone)]
@@ -203,33 +203,57 @@ pub enum OrgState {
 /// Every org's state now.
 pub fn snapshot(status: &Status) -> Vec<(Arc<str>, OrgState)> {
     let map = status.lock().unwrap_or_else(|p| p.into_inner());
-    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    map.iter()
+        .map(|(k, (_, v))| (k.clone(), v.clone()))
+        .collect()
 }
 
-fn set(status: &Status, name: &Arc<str>, state: OrgState) {
+fn set(status: &Status, name: &Arc<str>, generation: u64, state: OrgState) {
     let mut map = status.lock().unwrap_or_else(|p| p.into_inner());
-    map.insert(name.clone(), state);
+    map.insert(name.clone(), (generation, state));
+}
+
+/// Forgets an org's state if holder `generation` set it (not one started since in its
+/// place).
+fn clear(status: &Status, name: &Arc<str>, generation: u64) {
+    let mut map = status.lock().unwrap_or_else(|p| p.into_inner());
+    if map.get(name).is_some_and(|(g, _)| *g == generation) {
+        map.remove(name);
+    }
 }
 
 /// Longest wait between an org's attempts to start again.
 const RETRY_MAX: Duration = Duration::from_secs(300);
 
-/// One org, held until `stop`: starts its client, forwards its records, and on a
-/// fatal error or a failed start waits (with backoff) and starts again.
-pub struct Holder {
-    pub name: Arc<str>,
-    pub config: ClientConfig,
-    pub start_timeout: Duration,
-    /// The time from which a gap is owed when the org next receives (a previous run
-    /// that did not close its spool).
-    pub owed_since: Option<SystemTime>,
-    pub status: Status,
+/// How long an org must stay live before a later failure starts its backoff from the
+/// shortest wait again (an org that fails just after each start keeps backing off).
+const STEADY: Duration = Duration::from_secs(60);
+
+/// One org, held until `stop`: starts its client, forwards its records, moves its topics
+/// when told, and on a fatal error or a failed start waits (with backoff) and starts again.
+struct Holder {
+    name: Arc<str>,
+    config: ClientConfig,
+    start_timeout: Duration,
+    /// A gap owed from this time when the org next receives, and why it was not (a
+    /// previous run that did not close its spool; a restart of the org's client).
+    owed: Option<(SystemTime, String)>,
+    status: Status,
+    /// This holder's number: the entries it made in `status` and `metrics` are its own to
+    /// remove when it ends.
+    generation: u64,
     /// Where each running org's engine series are served.
-    pub metrics: holdline_client::telemetry::metrics::Orgs,
+    metrics: holdline_client::telemetry::metrics::Orgs,
+    /// New topic lists for the org (a SIGHUP that changed only them).
+    topics: mpsc::UnboundedReceiver<Lists>,
 }
 
+/// Why an org did not receive, for the gap that reports it.
+const NOT_RUNNING: &str =
+    "holdline was not running: the previous run stopped without closing its spool";
+
 impl Holder {
-    pub async fn run(
+    async fn run(
         self,
         out: mpsc::Sender<Item>,
         mut stop: watch::Receiver<bool>,
@@ -237,20 +261,26 @@ impl Holder {
     ) {
         let Holder {
             name,
-            config,
+            mut config,
             start_timeout,
-            mut owed_since,
+            owed,
             status,
+            generation,
             metrics,
+            mut topics,
         } = self;
-        set(&status, &name, OrgState::Starting);
+        set(&status, &name, generation, OrgState::Starting);
         let lookback = config.timings.gap_lookback;
         let mut first = Some(first);
         let mut backoff = Backoff::new(Duration::from_secs(1), RETRY_MAX);
-        // Why the org was last not receiving, for the gap that reports it.
-        let mut why = String::new();
+        let (mut owed_since, mut why) = match owed {
+            Some((since, why)) => (Some(since), why),
+            None => (None, String::new()),
+        };
         // The topics the org last held, for a gap owed when it stops while down.
         let mut held: Arc<[String]> = Arc::from(Vec::new());
+        let mut engine: Option<Arc<holdline_client::Stats>> = None;
+        let mut topics_open = true;
         'held: loop {
             if *stop.borrow() {
                 break 'held;
@@ -272,23 +302,30 @@ impl Holder {
                     let wait = backoff.next().unwrap_or(RETRY_MAX);
                     tracing::error!(org = %name, error = %error, retry_in = ?wait, "org not receiving: its client could not start");
                     owed_since.get_or_insert_with(SystemTime::now);
-                    why = error.clone();
-                    set(&status, &name, OrgState::Down(error.clone()));
+                    why = format!("the org's client was not running: {error}");
+                    set(&status, &name, generation, OrgState::Down(error.clone()));
                     if let Some(first) = first.take() {
                         let _ = first.send(FirstStart::Failed { error, fatal });
                     }
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => continue,
-                        _ = stop.wait_for(|s| *s) => break 'held,
-                    }
+                    let waited =
+                        wait_out(wait, &mut stop, &mut topics, &mut topics_open, &mut config).await;
+                    if waited { continue } else { break 'held }
                 }
             };
             if let Some(first) = first.take() {
                 let _ = first.send(FirstStart::Live);
             }
-            set(&status, &name, OrgState::Running(handle.stats().clone()));
+            let reload = super::listen::Reload::new(&config);
+            set(
+                &status,
+                &name,
+                generation,
+                OrgState::Running(handle.stats().clone()),
+            );
             metrics.add(&name, handle.stats().clone());
+            engine = Some(handle.stats().clone());
             let mut stopping = false;
+            let mut live_since: Option<tokio::time::Instant> = None;
             // A fatal error, once seen: the client is shut down and what it still holds
             // is forwarded until its stream ends.
             let mut failed: Option<holdline_client::ClientError> = None;
@@ -298,6 +335,16 @@ impl Holder {
                     _ = stop.changed(), if !stopping => {
                         stopping = true;
                         handle.shutdown();
+                        continue;
+                    }
+                    lists = topics.recv(), if topics_open && !stopping => {
+                        match lists {
+                            Some(lists) => {
+                                take_lists(&mut config, &lists);
+                                reload.apply(lists, &handle);
+                            }
+                            None => topics_open = false,
+                        }
                         continue;
                     }
                 };
@@ -320,13 +367,13 @@ impl Holder {
                     Some(Ok(Event::State(change))) => {
                         tracing::info!(org = %name, kind = ?change.kind, channel = change.channel.as_deref().unwrap_or("-"), "{}", change.detail);
                         if change.kind == StateKind::Live {
-                            backoff.reset();
+                            live_since.get_or_insert_with(tokio::time::Instant::now);
                             held = handle.topics().into();
                             if let Some(since) = owed_since.take() {
                                 let from = since.checked_sub(lookback).unwrap_or(since);
                                 let reason = match why.is_empty() {
-                                    true => "holdline was not running: the previous run stopped without closing its spool".to_owned(),
-                                    false => format!("the org's client was not running: {why}"),
+                                    true => NOT_RUNNING.to_owned(),
+                                    false => why.clone(),
                                 };
                                 let gap = holdline_client::Gap {
                                     topics: handle.topics().into(),
@@ -337,7 +384,7 @@ impl Holder {
                                 holdline_client::telemetry::notable::gap(handle.stats(), &gap);
                                 if out.send(Item::Gap(name.clone(), gap)).await.is_err() {
                                     handle.shutdown();
-                                    return;
+                                    break 'held;
                                 }
                             }
                         }
@@ -347,27 +394,33 @@ impl Holder {
                 if sent.is_err() {
                     // The writer is gone: the process is stopping.
                     handle.shutdown();
-                    return;
+                    break 'held;
                 }
             };
+            if live_since.is_some_and(|t| t.elapsed() >= STEADY) {
+                backoff.reset();
+            }
             match ended {
                 None if *stop.borrow() => break 'held,
                 None => {
-                    why = "its client ended by itself".into();
+                    why = "the org's client ended by itself".into();
                     tracing::error!(org = %name, "org's client ended by itself; starting it again");
                 }
                 Some(e) => {
-                    why = e.to_string();
+                    why = format!("the org's client was not running: {e}");
                     tracing::error!(org = %name, error = %e, "org not receiving: its client stopped on a fatal error; starting it again with backoff");
                 }
             }
             owed_since.get_or_insert_with(SystemTime::now);
-            set(&status, &name, OrgState::Down(why.clone()));
+            set(&status, &name, generation, OrgState::Down(why.clone()));
             let wait = backoff.next().unwrap_or(RETRY_MAX);
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                _ = stop.wait_for(|s| *s) => break 'held,
+            if !wait_out(wait, &mut stop, &mut topics, &mut topics_open, &mut config).await {
+                break 'held;
             }
+        }
+        clear(&status, &name, generation);
+        if let Some(stats) = &engine {
+            metrics.remove_engine(&name, stats);
         }
         // Stopping while down: the time since is reported now, or a clean close of the
         // spool would erase it.
@@ -381,20 +434,44 @@ impl Holder {
                 topics: held,
                 from,
                 to: SystemTime::now().max(from),
-                reason: format!("the org's client was not running when holdline stopped: {why}"),
+                reason: format!("holdline stopped while the org was not receiving: {why}"),
             };
             let _ = out.send(Item::Gap(name, gap)).await;
         }
     }
 }
 
-/// Runs `listen` over every org of `args` (its `[[org]]` tables, and the org the flags
-/// and environment describe when they name a client) until `--duration`, a signal, or
-/// every org failing to start for a reason only a change of configuration can fix.
-pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use holdline_client::stream::record::{write_event, write_gap, write_rejected};
+/// Waits `wait` before the next start, taking new topic lists meanwhile; false when told
+/// to stop.
+async fn wait_out(
+    wait: Duration,
+    stop: &mut watch::Receiver<bool>,
+    topics: &mut mpsc::UnboundedReceiver<Lists>,
+    topics_open: &mut bool,
+    config: &mut ClientConfig,
+) -> bool {
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => return true,
+            _ = stop.wait_for(|s| *s) => return false,
+            lists = topics.recv(), if *topics_open => match lists {
+                Some(lists) => take_lists(config, &lists),
+                None => *topics_open = false,
+            },
+        }
+    }
+}
 
+fn take_lists(config: &mut ClientConfig, lists: &Lists) {
+    config.topics = lists.topics.clone();
+    config.queues = lists.queues.clone();
+    config.users = lists.users.clone();
+}
+
+/// Each org `args` describes: its `[[org]]` tables, and the org of the flags and
+/// environment when they name a client.
+fn org_configs(args: &ListenArgs) -> Result<Vec<(Arc<str>, ClientConfig)>, ConfigError> {
     let file = args.config.clone().unwrap_or_default();
     let mut orgs: Vec<(Arc<str>, ClientConfig)> = Vec::new();
     if args.service.client_id.is_some() {
@@ -402,10 +479,164 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         orgs.push((Arc::from(config.org.as_str()), config));
     }
     for table in &args.orgs {
-        let config = table.listen_args(&args, &file)?.client_config()?;
+        let config = table.listen_args(args, &file)?.client_config()?;
         orgs.push((Arc::from(table.name.as_str()), config));
     }
     check_names(orgs.iter().map(|(n, _)| &**n), &file)?;
+    Ok(orgs)
+}
+
+/// Whether two configurations of an org differ in their topic lists at most, so the
+/// running client can be moved instead of started again.
+fn only_topics_differ(a: &ClientConfig, b: &ClientConfig) -> bool {
+    let bare = |c: &ClientConfig| ClientConfig {
+        topics: Vec::new(),
+        queues: Vec::new(),
+        users: Vec::new(),
+        ..c.clone()
+    };
+    bare(a) == bare(b)
+}
+
+/// A running org, as the process holds it.
+struct Held {
+    config: ClientConfig,
+    stop: watch::Sender<bool>,
+    topics: mpsc::UnboundedSender<Lists>,
+}
+
+/// Every org of the process: starts, moves and stops them.
+struct Fleet {
+    orgs: std::collections::BTreeMap<Arc<str>, Held>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Where the holders send their records; None once stopping.
+    out: Option<mpsc::Sender<Item>>,
+    status: Status,
+    engines: holdline_client::telemetry::metrics::Orgs,
+    start_timeout: Duration,
+    generation: u64,
+}
+
+impl Fleet {
+    fn start(
+        &mut self,
+        name: Arc<str>,
+        config: ClientConfig,
+        owed: Option<(SystemTime, String)>,
+    ) -> Option<tokio::sync::oneshot::Receiver<FirstStart>> {
+        let out = self.out.clone()?;
+        let (first, first_rx) = tokio::sync::oneshot::channel();
+        let (stop, stopped) = watch::channel(false);
+        let (topics, topics_rx) = mpsc::unbounded_channel();
+        self.generation += 1;
+        let holder = Holder {
+            name: name.clone(),
+            config: config.clone(),
+            start_timeout: self.start_timeout,
+            owed,
+            status: self.status.clone(),
+            generation: self.generation,
+            metrics: self.engines.clone(),
+            topics: topics_rx,
+        };
+        self.tasks
+            .push(tokio::spawn(holder.run(out, stopped, first)));
+        self.orgs.insert(
+            name,
+            Held {
+                config,
+                stop,
+                topics,
+            },
+        );
+        Some(first_rx)
+    }
+
+    /// Stops one org: its sockets close with 1000 and its client lets its channels go.
+    fn stop_one(&mut self, name: &str) {
+        if let Some(held) = self.orgs.remove(name) {
+            let _ = held.stop.send(true);
+        }
+    }
+
+    /// Stops every org; the holders' senders end the stream once they are done.
+    fn stop(&mut self) {
+        for held in self.orgs.values() {
+            let _ = held.stop.send(true);
+        }
+        self.orgs.clear();
+        self.out = None;
+    }
+
+    /// SIGHUP: reads the configuration again; orgs added start, orgs removed stop, an org
+    /// whose topics alone changed moves them, an org changed otherwise starts again (with a
+    /// gap over the moment between), and every other org is left alone.
+    fn reload(&mut self, flags: &ListenArgs) {
+        if self.out.is_none() {
+            return;
+        }
+        let wanted = match flags.resolved().and_then(|args| org_configs(&args)) {
+            Ok(wanted) => wanted,
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: the configuration is not valid; every org is kept as it is");
+                return;
+            }
+        };
+        let names: std::collections::HashSet<Arc<str>> =
+            wanted.iter().map(|(n, _)| n.clone()).collect();
+        let gone: Vec<Arc<str>> = self
+            .orgs
+            .keys()
+            .filter(|n| !names.contains(*n))
+            .cloned()
+            .collect();
+        let (mut added, mut moved, mut restarted) = (0, 0, 0);
+        for name in &gone {
+            tracing::info!(org = %name, "SIGHUP: org removed; closing its sockets");
+            self.stop_one(name);
+        }
+        for (name, config) in wanted {
+            match self.orgs.get_mut(&name) {
+                None => {
+                    tracing::info!(org = %name, "SIGHUP: org added; starting it");
+                    self.start(name, config, None);
+                    added += 1;
+                }
+                Some(held) if held.config == config => {}
+                Some(held) if only_topics_differ(&held.config, &config) => {
+                    tracing::info!(org = %name, "SIGHUP: the org's topics changed; moving them");
+                    let _ = held.topics.send(super::listen::Lists::of(&config));
+                    held.config = config;
+                    moved += 1;
+                }
+                Some(_) => {
+                    tracing::info!(org = %name, "SIGHUP: the org's settings changed; starting its client again with them");
+                    self.stop_one(&name);
+                    let why = "the org's settings changed (SIGHUP) and its client started again with them".to_owned();
+                    self.start(name, config, Some((SystemTime::now(), why)));
+                    restarted += 1;
+                }
+            }
+        }
+        tracing::info!(
+            orgs = self.orgs.len(),
+            added,
+            removed = gone.len(),
+            moved,
+            restarted,
+            "SIGHUP: orgs reloaded"
+        );
+    }
+}
+
+/// Runs `listen` over every org of `args` (its `[[org]]` tables, and the org the flags
+/// and environment describe when they name a client) until `--duration`, a signal, or
+/// every org failing to start for a reason only a change of configuration can fix.
+/// `flags` are the settings before the file was read, for SIGHUP to read it again.
+pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+
+    let orgs = org_configs(&args)?;
     let lookback = args.timings()?.gap_lookback;
     let filter = args.filter()?;
     let mut registry = prometheus_client::registry::Registry::default();
@@ -419,27 +650,26 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         let ready = super::observe::Readiness::Orgs(status.clone());
         super::observe::serve(addr, ready, registry).await?;
     }
-    let mut signals = super::Signals::new().context("cannot install the signal handlers")?;
+    let signals = super::Signals::new().context("cannot install the signal handlers")?;
     tracing::info!(orgs = orgs.len(), "starting");
 
     let (tx, mut rx) = mpsc::channel::<Item>(super::listen::BATCH);
-    let (stop, stopped) = watch::channel(false);
+    let mut fleet = Fleet {
+        orgs: Default::default(),
+        tasks: Vec::new(),
+        out: Some(tx),
+        status,
+        engines,
+        start_timeout: args.start_timeout(),
+        generation: 0,
+    };
     let mut firsts = Vec::with_capacity(orgs.len());
-    let mut holders = Vec::with_capacity(orgs.len());
     for (name, config) in orgs {
-        let (first, first_rx) = tokio::sync::oneshot::channel();
-        firsts.push((name.clone(), first_rx));
-        let holder = Holder {
-            name,
-            config,
-            start_timeout: args.start_timeout(),
-            owed_since,
-            status: status.clone(),
-            metrics: engines.clone(),
-        };
-        holders.push(tokio::spawn(holder.run(tx.clone(), stopped.clone(), first)));
+        let owed = owed_since.map(|since| (since, String::new()));
+        if let Some(first) = fleet.start(name.clone(), config, owed) {
+            firsts.push((name, first));
+        }
     }
-    drop(tx);
     // The process fails only when no org could start for a reason of configuration.
     let (refused, mut all_refused) = tokio::sync::oneshot::channel::<String>();
     tokio::spawn(async move {
@@ -454,63 +684,30 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         }
         let _ = refused.send(reasons.join("; "));
     });
+    // Signals are watched beside the output (which may be blocked on a full stdout), so
+    // that a second one exits at once even during the final drain.
+    let (signalled, mut signal) = mpsc::unbounded_channel();
+    tokio::spawn(forward_signals(signals, signalled));
 
-    // One record into the output, unless the filter leaves it out.
-    let write = |out: &mut super::listen::Output, item: Item| match item {
-        Item::Event(org, n) => {
-            if filter
-                .as_ref()
-                .is_none_or(|f| f.event(n.topic(), n.body_bytes()))
-            {
-                write_event(&mut out.buf, &n, &org);
-                out.ended(Some(n.received_at));
-            } else {
-                filtered.inc("event");
-            }
-        }
-        Item::Gap(org, gap) => {
-            if filter.as_ref().is_none_or(|f| f.gap(&gap.topics)) {
-                write_gap(&mut out.buf, &gap, &org);
-                out.ended(None);
-            } else {
-                filtered.inc("gap");
-            }
-        }
-        Item::Rejected(org, r) => {
-            if filter.as_ref().is_none_or(|f| f.rejected(&r.topic)) {
-                write_rejected(&mut out.buf, &r, &org);
-                out.ended(None);
-            } else {
-                filtered.inc("rejected");
-            }
-        }
-    };
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut stopping = false;
     let mut refusal_open = true;
     let result: anyhow::Result<()> = loop {
         let item = tokio::select! {
             biased;
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() && !stopping => {
-                stopping = true;
-                let _ = stop.send(true);
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() && fleet.out.is_some() => {
+                fleet.stop();
                 continue;
             }
-            signal = signals.next() => {
+            Some(signal) = signal.recv() => {
                 match signal {
-                    super::Signal::Stop if stopping => super::listen::exit_at_once(),
-                    super::Signal::Stop => {
-                        stopping = true;
-                        tracing::info!("stopping: closing every socket (a second signal exits at once)");
-                        let _ = stop.send(true);
-                    }
-                    super::Signal::Reload => tracing::warn!("SIGHUP: [[org]] tables are not re-read yet; restart holdline to change them"),
+                    super::Signal::Stop => fleet.stop(),
+                    super::Signal::Reload => fleet.reload(&flags),
                 }
                 continue;
             }
             reasons = &mut all_refused, if refusal_open => match reasons {
                 Ok(reasons) => {
-                    let _ = stop.send(true);
+                    fleet.stop();
                     break Err(super::UsageError(format!("no org could start: {reasons}")).into());
                 }
                 // Some org started (or is still trying): nothing more to wait for here.
@@ -522,7 +719,7 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         let mut taken = 0;
         let ended = loop {
             let Some(next) = item else { break true };
-            write(&mut out, next);
+            write(&mut out, next, filter.as_ref(), &filtered);
             taken += 1;
             if taken >= super::listen::BATCH || out.buf.len() >= out.flush_bytes() {
                 break false;
@@ -539,15 +736,48 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
             break Ok(());
         }
     };
-    let _ = stop.send(true);
+    fleet.stop();
     // What the holders still send while their sockets close.
     while let Some(item) = rx.recv().await {
-        write(&mut out, item);
+        write(&mut out, item, filter.as_ref(), &filtered);
     }
-    for holder in holders {
-        if let Err(e) = holder.await {
+    for task in fleet.tasks {
+        if let Err(e) = task.await {
             tracing::error!(error = %e, "an org's task died");
         }
     }
     out.finish(result).await
+}
+
+/// Passes signals on to the writer loop; the second SIGINT/SIGTERM exits at once.
+async fn forward_signals(mut signals: super::Signals, to: mpsc::UnboundedSender<super::Signal>) {
+    let mut stopping = false;
+    loop {
+        let signal = signals.next().await;
+        match signal {
+            super::Signal::Stop if stopping => super::listen::exit_at_once(),
+            super::Signal::Stop => {
+                stopping = true;
+                tracing::info!("stopping: closing every socket (a second signal exits at once)");
+            }
+            super::Signal::Reload => {}
+        }
+        if to.send(signal).is_err() {
+            return;
+        }
+    }
+}
+
+/// One record into the output, unless the filter leaves it out.
+fn write(
+    out: &mut super::listen::Output,
+    item: Item,
+    filter: Option<&holdline_proto::filter::Filter>,
+    filtered: &super::listen::Filtered,
+) {
+    match item {
+        Item::Event(org, n) => out.event(&n, &org, filter, filtered),
+        Item::Gap(org, gap) => out.gap(&gap, &org, filter, filtered),
+        Item::Rejected(org, r) => out.rejected(&r, &org, filter, filtered),
+    }
 }

@@ -97,10 +97,10 @@ impl Orgs {
         orgs.push((Arc::from(org), stats));
     }
 
-    /// Removes `org`'s engine.
-    pub fn remove(&self, org: &str) {
+    /// Removes `org`'s engine if it is still `stats` (not one added since in its place).
+    pub fn remove_engine(&self, org: &str, stats: &Arc<Stats>) {
         let mut orgs = self.0.write().unwrap_or_else(|p| p.into_inner());
-        orgs.retain(|(name, _)| &**name != org);
+        orgs.retain(|(name, s)| &**name != org || !Arc::ptr_eq(s, stats));
     }
 
     /// Each org's engine, in the order they were added.
@@ -590,7 +590,12 @@ mod tests {
             1,
             "one family, declared once"
         );
-        orgs.remove("acme");
+        orgs.remove_engine("acme", &Arc::new(Stats::default()));
+        assert!(
+            orgs.list().iter().any(|(n, _)| &**n == "acme"),
+            "another engine of that name is not removed"
+        );
+        orgs.remove_engine("acme", &a);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(!text.contains("acme") && text.contains("globex"), "{text}");
