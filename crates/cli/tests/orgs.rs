@@ -580,6 +580,38 @@ fn one_orgs_trouble_never_reaches_another() {
     let reason = |name: &str| ready["orgs"][name]["reason"].as_str().unwrap().to_owned();
     assert!(reason("p").contains("permission"), "{ready}");
     assert!(reason("w").contains("secret is wrong"), "{ready}");
+    // `holdline top` shows each org on its line, and one org in full.
+    let top = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["top", "--once", &base])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let view = top(&[]);
+    let line = |org: &str| {
+        view.lines()
+            .find(|l| l.split_whitespace().next() == Some(org))
+            .unwrap_or_else(|| panic!("no line for {org}: {view}"))
+            .to_owned()
+    };
+    assert!(line("a").ends_with("ready"), "{view}");
+    assert!(
+        line("w").contains("NOT READY") && line("w").contains("secret is wrong"),
+        "{view}"
+    );
+    assert!(view.contains("6 orgs"), "{view}");
+    let one = top(&["--org", "b"]);
+    assert!(
+        one.contains("(org b)") && one.contains("queue.conversations"),
+        "{one}"
+    );
     stop(&mut child, &lines, &mut out);
 
     for (name, sim_org) in [("a", "org-1"), ("b", "org-2")] {

@@ -25,6 +25,9 @@ pub struct TopArgs {
     /// Print one view and exit (for scripts).
     #[arg(long)]
     once: bool,
+    /// With many orgs, show this org in full instead of one line per org.
+    #[arg(long)]
+    org: Option<String>,
 }
 
 /// One scrape: series name with labels → value.
@@ -67,6 +70,63 @@ impl Scrape {
     fn sum(&self, metric: &str) -> f64 {
         self.labelled(metric).iter().map(|(_, v)| v).sum()
     }
+
+    /// The org names on the series (none for a `listen` of one org).
+    pub fn orgs(&self) -> Vec<String> {
+        let mut orgs: Vec<String> = self
+            .labelled("holdline_shards")
+            .into_iter()
+            .filter_map(|(l, _)| l.get("org").cloned())
+            .collect();
+        orgs.sort();
+        orgs.dedup();
+        orgs
+    }
+
+    /// The series of one org, without their `org` label: the view of a one-org `listen`.
+    pub fn of_org(&self, org: &str) -> Scrape {
+        let label = format!("org=\"{org}\"");
+        let series = self
+            .series
+            .iter()
+            .filter_map(|(k, v)| {
+                let (name, rest) = k.split_once('{')?;
+                let inner = rest.strip_suffix('}')?;
+                let mut parts: Vec<&str> = split_labels(inner).collect();
+                let at = parts.iter().position(|l| *l == label)?;
+                parts.remove(at);
+                let kept = parts;
+                let key = match kept.is_empty() {
+                    true => name.to_owned(),
+                    false => format!("{name}{{{}}}", kept.join(",")),
+                };
+                Some((key, *v))
+            })
+            .collect();
+        Scrape { series }
+    }
+}
+
+/// The `key="value"` parts of a label set (commas inside quoted values kept).
+fn split_labels(inner: &str) -> impl Iterator<Item = &str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in inner.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(&inner[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if start < inner.len() {
+        parts.push(&inner[start..]);
+    }
+    parts.into_iter()
 }
 
 /// `a="x",b="y"` → map (values are never escaped in holdline's own labels except quotes).
@@ -206,7 +266,103 @@ pub fn render(url: &str, now: &Scrape, before: Option<(&Scrape, Duration)>, read
     o
 }
 
-async fn fetch(http: &reqwest::Client, url: &str) -> anyhow::Result<(Scrape, String)> {
+/// Renders the view of a `listen` of many orgs: one line per org.
+pub fn render_orgs(
+    url: &str,
+    now: &Scrape,
+    before: Option<(&Scrape, Duration)>,
+    ready: &serde_json::Value,
+) -> String {
+    let mut o = String::new();
+    let orgs = now.orgs();
+    let state = |org: &str| -> (bool, String) {
+        let entry = &ready["orgs"][org];
+        let reason = entry["reason"].as_str().unwrap_or("").to_owned();
+        (entry["ready"] == true, reason)
+    };
+    let listed = ready["orgs"].as_object();
+    let unstarted: Vec<(&String, &serde_json::Value)> = listed
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| !orgs.contains(k))
+        .collect();
+    let ready_count = orgs.iter().filter(|org| state(org).0).count();
+    let _ = writeln!(
+        o,
+        "holdline top: {url}   {} orgs, {ready_count} ready   (--org NAME for one org in full)",
+        orgs.len() + unstarted.len()
+    );
+    let _ = writeln!(
+        o,
+        "\n{:<24} {:>9} {:>9} {:>7} {:>6} {:>8} {:>10} {:>5}  state",
+        "org", "events", "events/s", "sockets", "down", "channels", "reconnects", "gaps"
+    );
+    const EMITTED: &str = "holdline_events_emitted_total";
+    for org in &orgs {
+        let one = now.of_org(org);
+        let emitted = one.sum(EMITTED);
+        let rate = before.map_or("-".to_owned(), |(prev, dt)| {
+            let was = prev.of_org(org).sum(EMITTED);
+            format!(
+                "{:.1}",
+                (emitted - was).max(0.0) / dt.as_secs_f64().max(1e-3)
+            )
+        });
+        let (is_ready, reason) = state(org);
+        let shown = match is_ready {
+            true => "ready".to_owned(),
+            false => format!("NOT READY: {reason}"),
+        };
+        let _ = writeln!(
+            o,
+            "{org:<24} {emitted:>9.0} {rate:>9} {:>7.0} {:>6.0} {:>8} {:>10.0} {:>5.0}  {shown}",
+            one.get("holdline_sockets_live"),
+            one.get("holdline_shards_down"),
+            format!(
+                "{:.0}/{:.0}",
+                one.get("holdline_channels_held"),
+                one.get("holdline_channel_budget")
+            ),
+            one.sum("holdline_reconnects_total"),
+            one.get("holdline_gaps_total"),
+        );
+    }
+    // Orgs that never started have no series yet; /readyz still names them.
+    {
+        for (org, entry) in unstarted {
+            let reason = entry["reason"].as_str().unwrap_or("");
+            let _ = writeln!(
+                o,
+                "{org:<24} {:>9} {:>9} {:>7} {:>6} {:>8} {:>10} {:>5}  NOT READY: {reason}",
+                "-", "-", "-", "-", "-", "-", "-"
+            );
+        }
+    }
+    o
+}
+
+/// What `/readyz` said: a line for the one-org view, and the body for the many-org view.
+struct Ready {
+    line: String,
+    body: serde_json::Value,
+}
+
+impl Ready {
+    /// The line of one org of a many-org `listen`.
+    fn of_org(&self, org: &str) -> String {
+        let entry = &self.body["orgs"][org];
+        match entry["ready"].as_bool() {
+            Some(true) => "ready".to_owned(),
+            Some(false) => format!(
+                "NOT READY: {}",
+                entry["reason"].as_str().unwrap_or("no reason given")
+            ),
+            None => format!("no org {org:?} in /readyz"),
+        }
+    }
+}
+
+async fn fetch(http: &reqwest::Client, url: &str) -> anyhow::Result<(Scrape, Ready)> {
     let base = url.trim_end_matches('/').trim_end_matches("/metrics");
     let text = http
         .get(format!("{base}/metrics"))
@@ -221,15 +377,22 @@ async fn fetch(http: &reqwest::Client, url: &str) -> anyhow::Result<(Scrape, Str
         .text()
         .await?;
     let ready = match http.get(format!("{base}/readyz")).send().await {
-        Ok(r) if r.status().is_success() => "ready".to_owned(),
         Ok(r) => {
+            let ok = r.status().is_success();
             let body: serde_json::Value = r.json().await.unwrap_or_default();
-            format!(
-                "NOT READY: {}",
-                body["reason"].as_str().unwrap_or("no reason given")
-            )
+            let line = match ok {
+                true => "ready".to_owned(),
+                false => format!(
+                    "NOT READY: {}",
+                    body["reason"].as_str().unwrap_or("an org is not ready")
+                ),
+            };
+            Ready { line, body }
         }
-        Err(e) => format!("readiness unknown ({e})"),
+        Err(e) => Ready {
+            line: format!("readiness unknown ({e})"),
+            body: serde_json::Value::Null,
+        },
     };
     Ok((Scrape::parse(&text), ready))
 }
@@ -245,12 +408,29 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
     loop {
         let (scrape, ready) = fetch(&http, &args.url).await?;
         let at = Instant::now();
-        let view = render(
-            &args.url,
-            &scrape,
-            before.as_ref().map(|(s, t)| (s, at - *t)),
-            &ready,
-        );
+        let prev = before.as_ref().map(|(s, t)| (s, at - *t));
+        let view = match &args.org {
+            Some(org) => {
+                if !scrape.orgs().contains(org) {
+                    anyhow::bail!(
+                        "{} serves no org {org:?}; orgs there: {}",
+                        args.url,
+                        scrape.orgs().join(", ")
+                    );
+                }
+                let one = |s: &Scrape| s.of_org(org);
+                let prev = prev.map(|(s, dt)| (one(s), dt));
+                let title = format!("{} (org {org})", args.url);
+                render(
+                    &title,
+                    &one(&scrape),
+                    prev.as_ref().map(|(s, dt)| (s, *dt)),
+                    &ready.of_org(org),
+                )
+            }
+            None if !scrape.orgs().is_empty() => render_orgs(&args.url, &scrape, prev, &ready.body),
+            None => render(&args.url, &scrape, prev, &ready.line),
+        };
         let mut out = std::io::stdout().lock();
         if terminal && !args.once {
             // Clear the screen and draw from the top.
@@ -287,6 +467,73 @@ holdline_sockets_live 2
 holdline_channel_budget 20
 holdline_socket_heartbeat_age_seconds{shard="0",slot="1",channel="streaming-0-a\"b"} 3.5
 "#;
+
+    const ORGS: &str = r#"holdline_events_emitted_total{org="acme",family="presence"} 10
+holdline_events_emitted_total{org="globex",family="presence"} 4
+holdline_shards{org="acme"} 1
+holdline_shards{org="globex"} 1
+holdline_sockets_live{org="acme"} 2
+holdline_sockets_live{org="globex"} 1
+holdline_ping_rtt_seconds_bucket{le="0.005",org="acme"} 3
+holdline_socket_heartbeat_age_seconds{org="acme",shard="0",slot="1",channel="c,1"} 2.5
+holdline_spool_bytes 100
+"#;
+
+    #[test]
+    fn one_org_is_cut_out_of_many() {
+        let s = Scrape::parse(ORGS);
+        assert_eq!(s.orgs(), ["acme", "globex"]);
+        let acme = s.of_org("acme");
+        assert_eq!(acme.get("holdline_sockets_live"), 2.0);
+        assert_eq!(
+            acme.get(r#"holdline_events_emitted_total{family="presence"}"#),
+            10.0
+        );
+        assert_eq!(
+            acme.get(r#"holdline_ping_rtt_seconds_bucket{le="0.005"}"#),
+            3.0
+        );
+        assert_eq!(
+            acme.labelled("holdline_socket_heartbeat_age_seconds")[0].0["channel"],
+            "c,1"
+        );
+        assert_eq!(acme.get("holdline_spool_bytes"), 0.0, "not an org's series");
+        let ready = serde_json::json!({"ready": false, "orgs": {
+            "acme": {"ready": true},
+            "globex": {"ready": false, "reason": "not receiving: the secret is wrong"},
+            "initech": {"ready": false, "reason": "starting"},
+        }});
+        let view = render_orgs("http://x", &s, None, &ready);
+        assert!(view.contains("3 orgs, 1 ready"), "{view}");
+        let line = |org: &str| {
+            view.lines()
+                .find(|l| l.starts_with(org))
+                .unwrap()
+                .to_owned()
+        };
+        assert!(line("acme").ends_with("ready"), "{view}");
+        assert!(line("globex").contains("the secret is wrong"), "{view}");
+        assert!(
+            line("initech").contains("starting"),
+            "an org with no series yet: {view}"
+        );
+        let later = Scrape::parse(&ORGS.replace("presence\"} 10", "presence\"} 30"));
+        let view = render_orgs(
+            "http://x",
+            &later,
+            Some((&s, Duration::from_secs(2))),
+            &ready,
+        );
+        assert!(line_of(&view, "acme").contains(" 10.0 "), "{view}");
+        assert!(line_of(&view, "globex").contains(" 0.0 "), "{view}");
+    }
+
+    fn line_of(view: &str, org: &str) -> String {
+        view.lines()
+            .find(|l| l.starts_with(org))
+            .unwrap()
+            .to_owned()
+    }
 
     #[test]
     fn samples_and_labels_parse() {
