@@ -14,6 +14,7 @@ mod clients;
 mod counters;
 mod floor;
 mod harness;
+mod orgs;
 mod proc;
 mod report;
 mod sinks;
@@ -41,6 +42,8 @@ struct Cli {
 enum Command {
     /// Run the benchmarks and print the report (Markdown) on stdout.
     Run(RunArgs),
+    /// Density: one `listen` holding many orgs against the simulator serving as many.
+    Orgs(OrgsArgs),
     /// The raw floor client (started by `run`): read frames from URI, discard them.
     Floor {
         #[arg(long)]
@@ -102,6 +105,74 @@ struct RunArgs {
     write: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct OrgsArgs {
+    /// Org counts to run (the memory per added org comes from the first and the last).
+    #[arg(long, value_delimiter = ',', default_value = "10,100")]
+    orgs: Vec<usize>,
+    /// Events per second each org's generator publishes.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Seconds of the measured window, after every org is ready.
+    #[arg(long, default_value_t = 60.0)]
+    secs: f64,
+    /// Channels holding each shard.
+    #[arg(long, default_value_t = 2)]
+    redundancy: usize,
+    /// Where the org config files are written (default as for `run`).
+    #[arg(long)]
+    scratch: Option<PathBuf>,
+    /// A built holdline binary (default: build this workspace's, release).
+    #[arg(long)]
+    holdline: Option<PathBuf>,
+    /// Also write the table into this file (its own block, the rest left as it is).
+    #[arg(long)]
+    write: Option<PathBuf>,
+}
+
+async fn orgs_suite(args: OrgsArgs) -> Result<()> {
+    if args.orgs.is_empty() || args.orgs.contains(&0) || args.secs <= 0.0 {
+        bail!("--orgs needs counts of at least 1 and --secs a positive number");
+    }
+    let scratch = args.scratch.clone().unwrap_or_else(default_scratch);
+    let tools = Tools::prepare(scratch.clone(), args.holdline.clone(), &[])?;
+    let settings = orgs::Settings {
+        holdline: tools.holdline.clone(),
+        scratch,
+        rate: args.rate,
+        window: std::time::Duration::from_secs_f64(args.secs),
+        redundancy: args.redundancy,
+    };
+    let mut runs = Vec::new();
+    for &n in &args.orgs {
+        eprintln!("orgs: {n} orgs at {} events/s each", args.rate);
+        let run = orgs::run(&settings, n)
+            .await
+            .with_context(|| format!("{n} orgs"))?;
+        eprintln!(
+            "  ready in {:.1} s, {:.0} sockets, RSS {:.1} MiB, CPU {:.1} %, {:.0} events/s, {} missing of {}, {} gaps",
+            run.start.as_secs_f64(),
+            run.sockets,
+            run.rss as f64 / 1048576.0,
+            run.cpu_share * 100.0,
+            run.events_per_second,
+            run.missing,
+            run.expected,
+            run.gaps
+        );
+        runs.push(run);
+    }
+    let md = orgs::render(&runs, settings.window, &command_line());
+    print!("{md}");
+    if let Some(path) = &args.write {
+        let old = std::fs::read_to_string(path).unwrap_or_default();
+        std::fs::write(path, orgs::splice(&old, &md))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -117,6 +188,7 @@ fn main() -> Result<()> {
             rt.block_on(floor::run(&uri, expect))
         }
         Command::Run(args) => runtime.block_on(run(args)),
+        Command::Orgs(args) => runtime.block_on(orgs_suite(args)),
     }
 }
 

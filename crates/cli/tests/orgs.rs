@@ -580,6 +580,17 @@ fn one_orgs_trouble_never_reaches_another() {
     let reason = |name: &str| ready["orgs"][name]["reason"].as_str().unwrap().to_owned();
     assert!(reason("p").contains("permission"), "{ready}");
     assert!(reason("w").contains("secret is wrong"), "{ready}");
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(text.contains("holdline_org_up{org=\"a\"} 1"), "{text}");
+    assert!(
+        text.contains("holdline_org_up{org=\"w\"} 0"),
+        "an org that never started: {text}"
+    );
     // `holdline top` shows each org on its line, and one org in full.
     let top = |extra: &[&str]| {
         let out = Command::new(BIN)

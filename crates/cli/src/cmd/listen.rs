@@ -436,7 +436,7 @@ pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
         super::observe::serve(addr, ready, registry).await?;
     }
     if let Some(spooled) = &out.spooled {
-        spooled.observe(handle.stats().clone());
+        spooled.observe(super::spooled::Engines::One(handle.stats().clone()));
     }
     let deadline = args.duration.map(|d| Instant::now() + d);
     // Signals are watched beside the output, which may be blocked on a full stdout.

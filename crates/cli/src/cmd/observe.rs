@@ -95,7 +95,11 @@ async fn readyz(State(served): State<Served>) -> Response {
         Readiness::Orgs(orgs) => {
             // Ready when every org is: one org missing events is events being missed.
             let orgs = super::orgs::snapshot(orgs);
-            let mut all = StatusCode::OK;
+            // No org at all (every table removed) receives nothing.
+            let mut all = match orgs.is_empty() {
+                true => StatusCode::SERVICE_UNAVAILABLE,
+                false => StatusCode::OK,
+            };
             let mut each = serde_json::Map::new();
             for (name, state) in orgs {
                 let (status, body) = match state {

@@ -188,8 +188,33 @@ pub enum FirstStart {
     },
 }
 
-/// Each org's state, for `/readyz`, with the number of the holder that set it.
-pub type Status = Arc<std::sync::Mutex<std::collections::BTreeMap<Arc<str>, (u64, OrgState)>>>;
+/// Each org's state, for `/readyz` (with the number of the holder that set it), and the
+/// `holdline_org_up` gauge that shows it in `/metrics`, orgs that never started included.
+#[derive(Clone, Default)]
+pub struct Status {
+    map: Arc<std::sync::Mutex<States>>,
+    up: prometheus_client::metrics::family::Family<
+        Vec<(&'static str, String)>,
+        prometheus_client::metrics::gauge::Gauge,
+    >,
+}
+
+impl Status {
+    fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "holdline_org_up",
+            "1 while the org's client runs, 0 while it starts or is down (see /readyz for why)",
+            self.up.clone(),
+        );
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, States> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Each org's state, with the number of the holder that set it.
+type States = std::collections::BTreeMap<Arc<str>, (u64, OrgState)>;
 
 /// Where an org is.
 #[derive(Clone)]
@@ -202,23 +227,29 @@ pub enum OrgState {
 
 /// Every org's state now.
 pub fn snapshot(status: &Status) -> Vec<(Arc<str>, OrgState)> {
-    let map = status.lock().unwrap_or_else(|p| p.into_inner());
+    let map = status.lock();
     map.iter()
         .map(|(k, (_, v))| (k.clone(), v.clone()))
         .collect()
 }
 
 fn set(status: &Status, name: &Arc<str>, generation: u64, state: OrgState) {
-    let mut map = status.lock().unwrap_or_else(|p| p.into_inner());
+    let up = i64::from(matches!(state, OrgState::Running(_)));
+    let mut map = status.lock();
     map.insert(name.clone(), (generation, state));
+    status
+        .up
+        .get_or_create(&vec![("org", name.to_string())])
+        .set(up);
 }
 
 /// Forgets an org's state if holder `generation` set it (not one started since in its
 /// place).
 fn clear(status: &Status, name: &Arc<str>, generation: u64) {
-    let mut map = status.lock().unwrap_or_else(|p| p.into_inner());
+    let mut map = status.lock();
     if map.get(name).is_some_and(|(g, _)| *g == generation) {
         map.remove(name);
+        status.up.remove(&vec![("org", name.to_string())]);
     }
 }
 
@@ -529,6 +560,8 @@ impl Fleet {
         let (stop, stopped) = watch::channel(false);
         let (topics, topics_rx) = mpsc::unbounded_channel();
         self.generation += 1;
+        // Known as starting before its task runs, so `/readyz` never misses it.
+        set(&self.status, &name, self.generation, OrgState::Starting);
         let holder = Holder {
             name: name.clone(),
             config: config.clone(),
@@ -646,6 +679,10 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
     let status = Status::default();
     let engines = holdline_client::telemetry::metrics::Orgs::default();
     engines.register(&mut registry);
+    status.register(&mut registry);
+    if let Some(spooled) = &out.spooled {
+        spooled.observe(super::spooled::Engines::Orgs(engines.clone()));
+    }
     if let Some(addr) = args.metrics_addr {
         let ready = super::observe::Readiness::Orgs(status.clone());
         super::observe::serve(addr, ready, registry).await?;

@@ -45,13 +45,32 @@ pub struct Limits {
 
 type Delivery = (String, JoinHandle<Result<(), DeliverError>>);
 
+/// Where the gaps of dropped records are counted: the one engine, or each org's.
+pub enum Engines {
+    One(Arc<Stats>),
+    Orgs(holdline_client::telemetry::metrics::Orgs),
+}
+
+impl Engines {
+    fn of(&self, org: &str) -> Option<Arc<Stats>> {
+        match self {
+            Engines::One(stats) => Some(stats.clone()),
+            Engines::Orgs(orgs) => orgs
+                .list()
+                .into_iter()
+                .find(|(name, _)| &**name == org)
+                .map(|(_, stats)| stats),
+        }
+    }
+}
+
 /// The spool, its committer and one delivery task per sink.
 pub struct Spooled {
     spool: Arc<Spool>,
     /// Commits what the writer hands over while the previous commit syncs.
     commit: GroupCommit,
     limits: Limits,
-    stats: Arc<OnceLock<Arc<Stats>>>,
+    stats: Arc<OnceLock<Engines>>,
     /// When the spool last became full (cleared once a batch fits): events received
     /// since may have waited that long in the network while the sockets were held back.
     full_since: std::sync::Mutex<Option<SystemTime>>,
@@ -164,9 +183,9 @@ impl Spooled {
         }
     }
 
-    /// Counts the gaps of dropped records in the engine's `stats` from now on.
-    pub fn observe(&self, stats: Arc<Stats>) {
-        let _ = self.stats.set(stats);
+    /// Counts the gaps of dropped records in the engines' stats from now on.
+    pub fn observe(&self, engines: Engines) {
+        let _ = self.stats.set(engines);
     }
 
     /// How many bytes of records the writer should gather per hand-over: at most an eighth
@@ -258,8 +277,8 @@ impl Spooled {
             let mut lines = Vec::with_capacity(gaps.len());
             for (org, mut gap) in gaps {
                 gap.from = gap.from.min(held_back_from);
-                if let Some(stats) = self.stats.get() {
-                    holdline_client::telemetry::notable::gap(stats, &gap);
+                if let Some(stats) = self.stats.get().and_then(|e| e.of(&org)) {
+                    holdline_client::telemetry::notable::gap(&stats, &gap);
                 }
                 let mut line = Vec::new();
                 write_gap(&mut line, &gap, &org);
