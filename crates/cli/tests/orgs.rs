@@ -161,17 +161,24 @@ impl Output {
 }
 
 /// `org`'s events against sim org `sim_org`'s ledger: none missing from the first
-/// received to the last, no duplicates, none from another org.
+/// received to the last (but those published inside one of `gaps`), no duplicates, none
+/// from another org.
 fn assert_whole(
     http: &reqwest::blocking::Client,
     url: &str,
     org: &str,
     sim_org: &str,
     got: &[String],
+    gaps: &[&serde_json::Value],
 ) {
-    let ledger = queue_ledger(http, url, sim_org);
+    let ledger = queue_ledger_at(http, url, sim_org);
+    let time = |v: &serde_json::Value| humantime::parse_rfc3339(v.as_str().unwrap()).unwrap();
+    let spans: Vec<_> = gaps
+        .iter()
+        .map(|g| (time(&g["from"]), time(&g["to"])))
+        .collect();
     let got_set: HashSet<&String> = got.iter().collect();
-    let at = |id: &String| ledger.iter().position(|l| l == id);
+    let at = |id: &String| ledger.iter().position(|(l, _)| l == id);
     let first = got.iter().filter_map(at).min().unwrap();
     let last = got.iter().filter_map(at).max().unwrap();
     assert_eq!(got_set.len(), got.len(), "{org}: no duplicates");
@@ -181,14 +188,36 @@ fn assert_whole(
     );
     let missing = ledger[first..=last]
         .iter()
-        .filter(|id| !got_set.contains(id))
+        .filter(|(id, _)| !got_set.contains(id))
+        .filter(|(_, at)| !spans.iter().any(|(from, to)| from <= at && at <= to))
         .count();
     assert_eq!(
         missing,
         0,
-        "{org}: {missing} missing of {}",
+        "{org}: {missing} missing of {} outside its gaps {spans:?}",
         last - first + 1
     );
+}
+
+/// An org's ledger on queue topics, in publication order, with publication times.
+fn queue_ledger_at(
+    http: &reqwest::blocking::Client,
+    url: &str,
+    org: &str,
+) -> Vec<(String, std::time::SystemTime)> {
+    http.get(format!("{url}/sim/ledger?org={org}&limit=1000000"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| QUEUE_TOPICS(e["topic"].as_str().unwrap()))
+        .map(|e| {
+            let at = humantime::parse_rfc3339(e["published_at"].as_str().unwrap()).unwrap();
+            (e["id"].as_str().unwrap().to_owned(), at)
+        })
+        .collect()
 }
 
 /// The base URL of `/metrics` from the log, and the lines logged before it.
@@ -490,8 +519,21 @@ fn signal(pid: u32, sig: &str) {
 /// Stops `listen` with SIGTERM, reads what is left and checks it exited cleanly.
 fn stop(child: &mut Running, lines: &std::sync::mpsc::Receiver<String>, out: &mut Output) {
     signal(child.0.id(), "TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "listen did not stop within 10 s of SIGTERM"
+        );
+        while let Ok(line) = lines.try_recv() {
+            out.take(&line);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     out.read_to_end(lines);
-    let status = child.0.wait().unwrap();
     assert!(status.success(), "listen exited with {status}");
 }
 
@@ -626,7 +668,7 @@ fn one_orgs_trouble_never_reaches_another() {
     stop(&mut child, &lines, &mut out);
 
     for (name, sim_org) in [("a", "org-1"), ("b", "org-2")] {
-        assert_whole(&http, &url, name, sim_org, &out.events[name]);
+        assert_whole(&http, &url, name, sim_org, &out.events[name], &[]);
         assert!(
             out.gaps_of(name).is_empty(),
             "{name}: {:?}",
@@ -763,9 +805,78 @@ fn sighup_adds_removes_and_moves_orgs_without_touching_the_others() {
         .unwrap();
     assert!(!text.contains("org=\"gamma\""), "gamma's series are gone");
     assert!(text.contains("org=\"delta\""));
-    stop(&mut child, &lines, &mut out);
-    for (name, sim_org) in [("alpha", "org-1"), ("beta", "org-2"), ("delta", "org-4")] {
-        assert_whole(&http, &url, name, sim_org, &out.events[name]);
-    }
     assert!(out.gaps.is_empty(), "{:?}", out.gaps);
+
+    // delta's redundancy changes: its client starts again after the old one closed, and
+    // a gap covers the moment between; the others are not touched.
+    write(
+        org_table("alpha", &url, "org-1", 1, "")
+            + &org_table("beta", &url, "org-2", 2, &format!("topics = {presence:?}"))
+            + &org_table("delta", &url, "org-4", 4, "redundancy = 1"),
+    );
+    let marks = (out.count("alpha"), out.count("delta"));
+    signal(child.0.id(), "HUP");
+    let line = wait_logged(
+        &log,
+        &mut logged,
+        Duration::from_secs(10),
+        "the second reload",
+        |l| l.contains("SIGHUP: orgs reloaded") && l.contains("\"restarted\":1"),
+    );
+    assert!(
+        line.contains("\"added\":0") && line.contains("\"moved\":0"),
+        "{line}"
+    );
+    out.read_until(
+        &lines,
+        Duration::from_secs(60),
+        "delta receives again",
+        |o| {
+            !o.gaps_of("delta").is_empty()
+                && o.count("delta") >= marks.1 + 60
+                && o.count("alpha") >= marks.0 + 60
+        },
+    );
+    let after_restart = connected(&http, &url, "org-1");
+    assert!(
+        before[0].is_subset(&after_restart),
+        "alpha untouched by delta's restart"
+    );
+    assert_eq!(
+        connected(&http, &url, "org-4").len(),
+        1,
+        "delta on one socket now"
+    );
+    stop(&mut child, &lines, &mut out);
+    let delta_gaps = out.gaps_of("delta");
+    assert_eq!(delta_gaps.len(), 1, "{delta_gaps:?}");
+    assert!(
+        delta_gaps[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("settings changed")
+            && !delta_gaps[0]["topics"].as_array().unwrap().is_empty(),
+        "{delta_gaps:?}"
+    );
+    assert!(
+        out.gaps.iter().all(|g| g["org"] == "delta"),
+        "{:?}",
+        out.gaps
+    );
+    for (name, sim_org) in [("alpha", "org-1"), ("beta", "org-2")] {
+        assert_whole(&http, &url, name, sim_org, &out.events[name], &[]);
+    }
+    assert_whole(
+        &http,
+        &url,
+        "delta",
+        "org-4",
+        &out.events["delta"],
+        &delta_gaps,
+    );
+    while let Ok(line) = log.recv_timeout(Duration::from_secs(2)) {
+        logged.push(line);
+    }
+    let log_text = logged.join("\n");
+    assert!(!log_text.contains("secret-"), "no secret in the log");
 }

@@ -233,9 +233,13 @@ pub fn snapshot(status: &Status) -> Vec<(Arc<str>, OrgState)> {
         .collect()
 }
 
+/// Sets an org's state, unless a holder started since in its place set it already.
 fn set(status: &Status, name: &Arc<str>, generation: u64, state: OrgState) {
     let up = i64::from(matches!(state, OrgState::Running(_)));
     let mut map = status.lock();
+    if map.get(name).is_some_and(|(g, _)| *g > generation) {
+        return;
+    }
     map.insert(name.clone(), (generation, state));
     status
         .up
@@ -277,6 +281,20 @@ struct Holder {
     metrics: holdline_client::telemetry::metrics::Orgs,
     /// New topic lists for the org (a SIGHUP that changed only them).
     topics: mpsc::UnboundedReceiver<Lists>,
+    /// The holder this one replaces (a SIGHUP that changed the org's settings): this one
+    /// starts once it has ended, and takes over the gap it owed.
+    predecessor: Option<tokio::sync::oneshot::Receiver<Handover>>,
+    /// Where a successor waits for this holder's end; when one does, the gap this holder
+    /// owes is handed to it instead of written.
+    successor: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Handover>>>>,
+}
+
+/// What an org's holder leaves to the one that replaces it.
+struct Handover {
+    /// Since when a gap is owed (the org was not receiving), and why.
+    owed: Option<(SystemTime, String)>,
+    /// The topics the org last held.
+    held: Arc<[String]>,
 }
 
 /// Why an org did not receive, for the gap that reports it.
@@ -299,8 +317,9 @@ impl Holder {
             generation,
             metrics,
             mut topics,
+            predecessor,
+            successor,
         } = self;
-        set(&status, &name, generation, OrgState::Starting);
         let lookback = config.timings.gap_lookback;
         let mut first = Some(first);
         let mut backoff = Backoff::new(Duration::from_secs(1), RETRY_MAX);
@@ -310,6 +329,19 @@ impl Holder {
         };
         // The topics the org last held, for a gap owed when it stops while down.
         let mut held: Arc<[String]> = Arc::from(Vec::new());
+        // The old client of the org ends first (its sockets closed, its last records
+        // forwarded), so the two never stream side by side; what it owed is owed here.
+        if let Some(predecessor) = predecessor
+            && let Ok(left) = predecessor.await
+        {
+            held = left.held;
+            if let Some((since, reason)) = left.owed
+                && owed_since.is_none_or(|mine| since < mine)
+            {
+                owed_since = Some(since);
+                why = reason;
+            }
+        }
         let mut engine: Option<Arc<holdline_client::Stats>> = None;
         let mut topics_open = true;
         'held: loop {
@@ -453,8 +485,34 @@ impl Holder {
         if let Some(stats) = &engine {
             metrics.remove_engine(&name, stats);
         }
-        // Stopping while down: the time since is reported now, or a clean close of the
-        // spool would erase it.
+        let successor = successor.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(successor) = successor {
+            let owed = owed_since.map(|since| (since, why));
+            if let Err(Handover { owed, held }) = successor.send(Handover { owed, held }) {
+                // The successor is gone (the process is stopping): report it here.
+                (owed_since, why) = match owed {
+                    Some((since, why)) => (Some(since), why),
+                    None => (None, String::new()),
+                };
+                held_gap(&out, &name, owed_since, &why, held, lookback).await;
+            }
+            return;
+        }
+        held_gap(&out, &name, owed_since, &why, held, lookback).await;
+    }
+}
+
+/// Stopping while down: the time since is reported now, or a clean close of the spool
+/// would erase it.
+async fn held_gap(
+    out: &mpsc::Sender<Item>,
+    name: &Arc<str>,
+    owed_since: Option<SystemTime>,
+    why: &str,
+    held: Arc<[String]>,
+    lookback: Duration,
+) {
+    {
         if let Some(since) = owed_since {
             if held.is_empty() {
                 tracing::error!(org = %name, "stopping while the org was not receiving, before it ever held a topic: no gap can name its topics");
@@ -467,7 +525,7 @@ impl Holder {
                 to: SystemTime::now().max(from),
                 reason: format!("holdline stopped while the org was not receiving: {why}"),
             };
-            let _ = out.send(Item::Gap(name, gap)).await;
+            let _ = out.send(Item::Gap(name.clone(), gap)).await;
         }
     }
 }
@@ -517,6 +575,19 @@ fn org_configs(args: &ListenArgs) -> Result<Vec<(Arc<str>, ClientConfig)>, Confi
     Ok(orgs)
 }
 
+/// Why the first topic of `topics` that is not valid is not.
+fn bad_topic(topics: &[String]) -> Option<String> {
+    topics
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .find_map(|t| {
+            holdline_proto::topic::expand(t)
+                .err()
+                .map(|e| e.to_string())
+        })
+}
+
 /// Whether two configurations of an org differ in their topic lists at most, so the
 /// running client can be moved instead of started again.
 fn only_topics_differ(a: &ClientConfig, b: &ClientConfig) -> bool {
@@ -529,17 +600,29 @@ fn only_topics_differ(a: &ClientConfig, b: &ClientConfig) -> bool {
     bare(a) == bare(b)
 }
 
+/// Where a successor waits for a holder's end.
+type SuccessorSlot = Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Handover>>>>;
+
 /// A running org, as the process holds it.
 struct Held {
     config: ClientConfig,
     stop: watch::Sender<bool>,
     topics: mpsc::UnboundedSender<Lists>,
+    successor: SuccessorSlot,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// An org told to stop whose task may still be closing its sockets.
+struct Ending {
+    name: Arc<str>,
+    successor: SuccessorSlot,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// Every org of the process: starts, moves and stops them.
 struct Fleet {
     orgs: std::collections::BTreeMap<Arc<str>, Held>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    ending: Vec<Ending>,
     /// Where the holders send their records; None once stopping.
     out: Option<mpsc::Sender<Item>>,
     status: Status,
@@ -549,6 +632,8 @@ struct Fleet {
 }
 
 impl Fleet {
+    /// Starts an org; if a holder of that name is still ending, the new one starts once
+    /// it has ended and takes over what it owed.
     fn start(
         &mut self,
         name: Arc<str>,
@@ -556,9 +641,24 @@ impl Fleet {
         owed: Option<(SystemTime, String)>,
     ) -> Option<tokio::sync::oneshot::Receiver<FirstStart>> {
         let out = self.out.clone()?;
+        self.ending.retain(|e| !e.task.is_finished());
+        let predecessor = self
+            .ending
+            .iter()
+            .rev()
+            .find(|e| e.name == name)
+            .and_then(|e| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let mut slot = e.successor.lock().unwrap_or_else(|p| p.into_inner());
+                (slot.is_none() && !e.task.is_finished()).then(|| {
+                    *slot = Some(tx);
+                    rx
+                })
+            });
         let (first, first_rx) = tokio::sync::oneshot::channel();
         let (stop, stopped) = watch::channel(false);
         let (topics, topics_rx) = mpsc::unbounded_channel();
+        let successor = SuccessorSlot::default();
         self.generation += 1;
         // Known as starting before its task runs, so `/readyz` never misses it.
         set(&self.status, &name, self.generation, OrgState::Starting);
@@ -571,34 +671,49 @@ impl Fleet {
             generation: self.generation,
             metrics: self.engines.clone(),
             topics: topics_rx,
+            predecessor,
+            successor: successor.clone(),
         };
-        self.tasks
-            .push(tokio::spawn(holder.run(out, stopped, first)));
+        let task = tokio::spawn(holder.run(out, stopped, first));
         self.orgs.insert(
             name,
             Held {
                 config,
                 stop,
                 topics,
+                successor,
+                task,
             },
         );
         Some(first_rx)
     }
 
     /// Stops one org: its sockets close with 1000 and its client lets its channels go.
-    fn stop_one(&mut self, name: &str) {
+    fn stop_one(&mut self, name: &Arc<str>) {
         if let Some(held) = self.orgs.remove(name) {
             let _ = held.stop.send(true);
+            self.ending.push(Ending {
+                name: name.clone(),
+                successor: held.successor,
+                task: held.task,
+            });
         }
     }
 
     /// Stops every org; the holders' senders end the stream once they are done.
     fn stop(&mut self) {
-        for held in self.orgs.values() {
-            let _ = held.stop.send(true);
+        let names: Vec<Arc<str>> = self.orgs.keys().cloned().collect();
+        for name in &names {
+            self.stop_one(name);
         }
-        self.orgs.clear();
         self.out = None;
+    }
+
+    /// Every holder's task, to wait for at the end.
+    fn tasks(self) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks: Vec<_> = self.ending.into_iter().map(|e| e.task).collect();
+        tasks.extend(self.orgs.into_values().map(|h| h.task));
+        tasks
     }
 
     /// SIGHUP: reads the configuration again; orgs added start, orgs removed stop, an org
@@ -636,6 +751,10 @@ impl Fleet {
                     added += 1;
                 }
                 Some(held) if held.config == config => {}
+                Some(_) if bad_topic(&config.topics).is_some() => {
+                    let error = bad_topic(&config.topics).unwrap_or_default();
+                    tracing::error!(org = %name, %error, "SIGHUP: a topic of the org is not valid; the org is kept as it is");
+                }
                 Some(held) if only_topics_differ(&held.config, &config) => {
                     tracing::info!(org = %name, "SIGHUP: the org's topics changed; moving them");
                     let _ = held.topics.send(super::listen::Lists::of(&config));
@@ -693,7 +812,7 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel::<Item>(super::listen::BATCH);
     let mut fleet = Fleet {
         orgs: Default::default(),
-        tasks: Vec::new(),
+        ending: Vec::new(),
         out: Some(tx),
         status,
         engines,
@@ -778,7 +897,7 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
     while let Some(item) = rx.recv().await {
         write(&mut out, item, filter.as_ref(), &filtered);
     }
-    for task in fleet.tasks {
+    for task in fleet.tasks() {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "an org's task died");
         }

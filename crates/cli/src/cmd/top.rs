@@ -411,7 +411,8 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
         let prev = before.as_ref().map(|(s, t)| (s, at - *t));
         let view = match &args.org {
             Some(org) => {
-                if !scrape.orgs().contains(org) {
+                let known = scrape.orgs().contains(org) || ready.body["orgs"].get(org).is_some();
+                if !known && before.is_none() {
                     anyhow::bail!(
                         "{} serves no org {org:?}; orgs there: {}",
                         args.url,
@@ -428,7 +429,9 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
                     &ready.of_org(org),
                 )
             }
-            None if !scrape.orgs().is_empty() => render_orgs(&args.url, &scrape, prev, &ready.body),
+            None if ready.body["orgs"].is_object() || !scrape.orgs().is_empty() => {
+                render_orgs(&args.url, &scrape, prev, &ready.body)
+            }
             None => render(&args.url, &scrape, prev, &ready.line),
         };
         let mut out = std::io::stdout().lock();

@@ -60,6 +60,9 @@ pub enum Seen {
     },
 }
 
+/// Ids a new window has room for before it first grows.
+const INITIAL: usize = 1024;
+
 /// Ids seen within the window.
 #[derive(Debug)]
 pub struct Dedupe {
@@ -77,8 +80,10 @@ impl Dedupe {
     pub fn new(max_age: Duration, max_entries: usize) -> Self {
         let max_entries = max_entries.max(1);
         Dedupe {
-            seen: HashMap::with_capacity_and_hasher(max_entries.min(1 << 16), Default::default()),
-            order: VecDeque::with_capacity(max_entries.min(1 << 16)),
+            // Grown as ids arrive: a window sized for a busy org would otherwise keep
+            // megabytes for every quiet one.
+            seen: HashMap::with_capacity_and_hasher(max_entries.min(INITIAL), Default::default()),
+            order: VecDeque::with_capacity(max_entries.min(INITIAL)),
             max_entries,
             max_age,
             duplicates: 0,
