@@ -282,7 +282,7 @@ pub fn render(runs: &[OrgsRun], window: Duration, command: &str) -> String {
     );
     let _ = writeln!(
         md,
-        "| orgs | redundancy | topics/org | events/s/org published | start to all ready | sockets | RSS | peak RSS | CPU (one core = 100 %) | events/s written | received | missing / expected | duplicates | gaps |"
+        "| orgs | redundancy | topics/org | events/s/org generated (every family) | start to all ready | sockets | RSS | peak RSS | CPU (one core = 100 %) | events/s written | received | missing / expected | duplicates | gaps |"
     );
     let _ = writeln!(
         md,

