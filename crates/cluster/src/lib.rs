@@ -4,6 +4,8 @@
 
 pub mod assign;
 pub mod lease;
+pub mod members;
 
 pub use assign::holders;
 pub use lease::{Bucket, Lease, LeaseError};
+pub use members::View;

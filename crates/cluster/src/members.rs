@@ -1,0 +1,146 @@
+//! Membership: each node keeps a lease on `node.<id>` in the nodes bucket and reads the
+//! others' from it. A node sees the members whose leases are still renewed; a node that
+//! cannot renew its own lease within the lease time holds nothing (it may have been cut
+//! off, and the others have stopped counting it).
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::lease::{Bucket, Lease, LeaseError};
+
+/// What a node knows of the cluster now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct View {
+    /// The live members, this node among them, by id.
+    pub members: Vec<String>,
+    /// False while this node's own lease may have lapsed: it must hold no work.
+    pub holding: bool,
+    /// Why it holds nothing, when it does not.
+    pub reason: Option<String>,
+}
+
+impl View {
+    /// The pieces of `work` this node holds, `n` holders each.
+    pub fn mine<'a>(&self, id: &str, work: &'a [String], n: usize) -> Vec<&'a str> {
+        if !self.holding {
+            return Vec::new();
+        }
+        work.iter()
+            .filter(|w| crate::assign::holders(w, &self.members, n).contains(&id))
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+/// The key of a node's lease.
+pub fn node_key(id: &str) -> String {
+    format!("node.{id}")
+}
+
+/// Runs the membership of node `id` until `stop`: renews its lease every third of the
+/// lease time, reads the members, and publishes each change of the view.
+pub async fn run(
+    bucket: Bucket,
+    id: String,
+    view: watch::Sender<View>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let ttl = bucket.ttl();
+    let every = ttl / 3;
+    let key = node_key(&id);
+    let mut lease: Option<Lease> = None;
+    // Renewals keep their pace whatever a slow answer took.
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        // NATS calls wait for an answer while NATS is away; the lease time does not.
+        let outcome = match tokio::time::timeout(every, step(&bucket, &key, &id, &mut lease)).await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => Err(LeaseError::Nats(format!("no answer within {every:?}"))),
+        };
+        let lapsed = lease
+            .as_ref()
+            .is_none_or(|l| Instant::now() >= Instant::from_std(l.valid_until()));
+        let next = match outcome {
+            Ok(members) if !lapsed => View {
+                members,
+                holding: true,
+                reason: None,
+            },
+            Ok(members) => View {
+                members,
+                holding: false,
+                reason: Some(format!(
+                    "the lease {key} is held by another process: two nodes have the id {id:?}"
+                )),
+            },
+            Err(e) if lapsed => View {
+                members: Vec::new(),
+                holding: false,
+                reason: Some(format!("cannot renew the lease {key} within {ttl:?}: {e}")),
+            },
+            // Not renewed this time, but the lease still holds: keep the last view.
+            Err(_) => view.borrow().clone(),
+        };
+        view.send_if_modified(|v| {
+            let changed = *v != next;
+            *v = next;
+            changed
+        });
+    }
+    if let Some(lease) = lease {
+        // Leaving: the others need not wait out the lease time.
+        let _ = lease.release().await;
+    }
+}
+
+/// Renews (or takes) the node's lease and lists the members.
+async fn step(
+    bucket: &Bucket,
+    key: &str,
+    id: &str,
+    lease: &mut Option<Lease>,
+) -> Result<Vec<String>, LeaseError> {
+    let renewed = match lease.as_mut() {
+        Some(l) => l.renew().await,
+        None => Err(LeaseError::Lost {
+            key: key.to_owned(),
+            detail: "not taken yet".to_owned(),
+        }),
+    };
+    match renewed {
+        Ok(()) => {}
+        Err(LeaseError::Lost { .. }) => {
+            *lease = bucket.acquire(key, id).await?;
+        }
+        Err(e) => return Err(e),
+    }
+    let held = bucket.held("node.").await?;
+    Ok(held
+        .into_iter()
+        .filter_map(|(k, _)| k.strip_prefix("node.").map(str::to_owned))
+        .collect())
+}
+
+/// Waits (up to `within`) for a view that `ok` accepts; the last view seen otherwise.
+pub async fn wait_for(
+    view: &mut watch::Receiver<View>,
+    within: Duration,
+    ok: impl Fn(&View) -> bool,
+) -> Result<View, View> {
+    let found = tokio::time::timeout(within, async {
+        view.wait_for(|v| ok(v)).await.map(|v| v.clone())
+    })
+    .await;
+    match found {
+        Ok(Ok(v)) => Ok(v),
+        _ => Err(view.borrow().clone()),
+    }
+}
