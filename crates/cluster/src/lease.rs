@@ -57,7 +57,8 @@ impl Bucket {
         replicas: usize,
     ) -> Result<Bucket, LeaseError> {
         let version = js.client().server_info().version;
-        if !at_least_2_10(&version) {
+        // Empty until the first connection's INFO arrives: the bucket calls then tell.
+        if !version.is_empty() && !at_least_2_10(&version) {
             return Err(LeaseError::OldServer(version));
         }
         let kv = match js.get_key_value(name).await {

@@ -5,7 +5,9 @@
 pub mod assign;
 pub mod lease;
 pub mod members;
+pub mod node;
 
 pub use assign::holders;
 pub use lease::{Bucket, Lease, LeaseError};
 pub use members::View;
+pub use node::{HOLDERS, Joined, join};

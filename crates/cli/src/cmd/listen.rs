@@ -158,6 +158,19 @@ pub struct ListenArgs {
     #[arg(long = "filter", value_name = "CLAUSE")]
     #[serde(rename = "filter", default)]
     pub filters: Vec<String>,
+    /// Run as one node of a cluster that agrees on work through this NATS JetStream server
+    /// (nats://host:4222, or several, comma-separated; 2.10 or later): the nodes that read
+    /// the same orgs share them, two nodes holding each org.
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+    /// This node's id in the cluster, unique among the nodes (default: the host name).
+    #[arg(long, value_name = "ID")]
+    pub node: Option<String>,
+    /// How long a node's lease lasts without renewal: a node that dies or loses NATS
+    /// gives up its orgs after this (default 10s).
+    #[arg(long, value_parser = duration)]
+    #[serde(default, deserialize_with = "de::duration")]
+    pub cluster_lease: Option<Duration>,
     /// Debug logs (heartbeats, pongs, subscribe replies) on stderr.
     #[arg(long, short)]
     #[serde(skip)]
@@ -221,6 +234,9 @@ impl ListenArgs {
             spool_full_wait,
             sink_retry_max,
             filters,
+            cluster,
+            node,
+            cluster_lease,
             verbose: _,
             orgs,
         } = file;
@@ -266,6 +282,9 @@ impl ListenArgs {
             spool_full_wait: self.spool_full_wait.or(spool_full_wait),
             sink_retry_max: self.sink_retry_max.or(sink_retry_max),
             filters: replace(self.filters, filters),
+            cluster: self.cluster.or(cluster),
+            node: self.node.or(node),
+            cluster_lease: self.cluster_lease.or(cluster_lease),
             verbose: self.verbose,
             orgs,
         })
@@ -398,7 +417,7 @@ fn set<T>(slot: &mut T, value: Option<T>) {
 /// Runs `listen` until `--duration`, a signal, or a fatal error.
 pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
     let args = flags.resolved()?;
-    if !args.orgs.is_empty() {
+    if !args.orgs.is_empty() || args.cluster.is_some() {
         return super::orgs::run(flags, args).await;
     }
     let config = args.client_config()?;

@@ -94,11 +94,13 @@ async fn readyz(State(served): State<Served>) -> Response {
         Readiness::One(stats) => readiness(stats),
         Readiness::Orgs(orgs) => {
             // Ready when every org is: one org missing events is events being missed.
+            let cluster = orgs.cluster();
             let orgs = super::orgs::snapshot(orgs);
-            // No org at all (every table removed) receives nothing.
-            let mut all = match orgs.is_empty() {
-                true => StatusCode::SERVICE_UNAVAILABLE,
-                false => StatusCode::OK,
+            // No org at all receives nothing, unless this is a cluster node that holds
+            // none for now; a node that may not hold any says why.
+            let mut all = match (&cluster, orgs.is_empty()) {
+                (Some(Some(_)), _) | (None, true) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::OK,
             };
             let mut each = serde_json::Map::new();
             for (name, state) in orgs {
@@ -118,10 +120,12 @@ async fn readyz(State(served): State<Served>) -> Response {
                 }
                 each.insert(name.to_string(), body);
             }
-            (
-                all,
-                serde_json::json!({ "ready": all == StatusCode::OK, "orgs": each }),
-            )
+            let mut body = serde_json::json!({ "ready": all == StatusCode::OK, "orgs": each });
+            if let Some(Some(why)) = cluster {
+                body["reason"] =
+                    serde_json::Value::String(format!("this cluster node holds no org: {why}"));
+            }
+            (all, body)
         }
     };
     (

@@ -197,9 +197,24 @@ pub struct Status {
         Vec<(&'static str, String)>,
         prometheus_client::metrics::gauge::Gauge,
     >,
+    /// A cluster node's standing: None while it may hold orgs (holding none is then
+    /// fine), else why it holds none. Absent outside a cluster, where no org is not ready.
+    cluster: Arc<std::sync::Mutex<Option<Option<String>>>>,
 }
 
 impl Status {
+    /// Outside a cluster: None. In one: None while this node may hold orgs, else why not.
+    pub fn cluster(&self) -> Option<Option<String>> {
+        self.cluster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_cluster(&self, standing: Option<String>) {
+        *self.cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(standing);
+    }
+
     fn register(&self, registry: &mut prometheus_client::registry::Registry) {
         registry.register(
             "holdline_org_up",
@@ -629,6 +644,33 @@ struct Fleet {
     engines: holdline_client::telemetry::metrics::Orgs,
     start_timeout: Duration,
     generation: u64,
+    /// In a cluster: this node, what it knows of the others, and every org configured
+    /// (of which it holds those assigned to it).
+    cluster: Option<ClusterState>,
+}
+
+/// A node's part in a cluster.
+struct ClusterState {
+    id: String,
+    view: watch::Receiver<holdline_cluster::View>,
+    all: Vec<(Arc<str>, ClientConfig)>,
+}
+
+impl ClusterState {
+    /// The orgs this node holds now.
+    fn assigned(&self) -> Vec<(Arc<str>, ClientConfig)> {
+        let view = self.view.borrow().clone();
+        let names: Vec<String> = self.all.iter().map(|(n, _)| n.to_string()).collect();
+        let mine: std::collections::HashSet<&str> = view
+            .mine(&self.id, &names, holdline_cluster::HOLDERS)
+            .into_iter()
+            .collect();
+        self.all
+            .iter()
+            .filter(|(n, _)| mine.contains(&**n))
+            .cloned()
+            .collect()
+    }
 }
 
 impl Fleet {
@@ -730,6 +772,37 @@ impl Fleet {
                 return;
             }
         };
+        let wanted = match &mut self.cluster {
+            Some(cluster) => {
+                cluster.all = wanted;
+                cluster.assigned()
+            }
+            None => wanted,
+        };
+        self.apply(wanted, "SIGHUP");
+    }
+
+    /// The cluster's view changed: holds the orgs now assigned to this node, and only those.
+    fn reassign(&mut self) {
+        if self.out.is_none() {
+            return;
+        }
+        let Some(cluster) = &self.cluster else { return };
+        let view = cluster.view.borrow().clone();
+        self.status.set_cluster(view.reason.clone());
+        match &view.reason {
+            Some(why) => {
+                tracing::error!(node = %cluster.id, reason = %why, "this node holds no org")
+            }
+            None => tracing::info!(node = %cluster.id, members = ?view.members, "cluster members"),
+        }
+        let wanted = cluster.assigned();
+        self.apply(wanted, "cluster");
+    }
+
+    /// Runs exactly the orgs `wanted`: starts the new, stops the gone, moves or restarts
+    /// the changed, and leaves the rest alone; `why` names the cause in the log.
+    fn apply(&mut self, wanted: Vec<(Arc<str>, ClientConfig)>, why: &str) {
         let names: std::collections::HashSet<Arc<str>> =
             wanted.iter().map(|(n, _)| n.clone()).collect();
         let gone: Vec<Arc<str>> = self
@@ -740,29 +813,29 @@ impl Fleet {
             .collect();
         let (mut added, mut moved, mut restarted) = (0, 0, 0);
         for name in &gone {
-            tracing::info!(org = %name, "SIGHUP: org removed; closing its sockets");
+            tracing::info!(org = %name, "{why}: org removed; closing its sockets");
             self.stop_one(name);
         }
         for (name, config) in wanted {
             match self.orgs.get_mut(&name) {
                 None => {
-                    tracing::info!(org = %name, "SIGHUP: org added; starting it");
+                    tracing::info!(org = %name, "{why}: org added; starting it");
                     self.start(name, config, None);
                     added += 1;
                 }
                 Some(held) if held.config == config => {}
                 Some(_) if bad_topic(&config.topics).is_some() => {
                     let error = bad_topic(&config.topics).unwrap_or_default();
-                    tracing::error!(org = %name, %error, "SIGHUP: a topic of the org is not valid; the org is kept as it is");
+                    tracing::error!(org = %name, %error, "{why}: a topic of the org is not valid; the org is kept as it is");
                 }
                 Some(held) if only_topics_differ(&held.config, &config) => {
-                    tracing::info!(org = %name, "SIGHUP: the org's topics changed; moving them");
+                    tracing::info!(org = %name, "{why}: the org's topics changed; moving them");
                     let _ = held.topics.send(super::listen::Lists::of(&config));
                     held.config = config;
                     moved += 1;
                 }
                 Some(_) => {
-                    tracing::info!(org = %name, "SIGHUP: the org's settings changed; starting its client again with them");
+                    tracing::info!(org = %name, "{why}: the org's settings changed; starting its client again with them");
                     self.stop_one(&name);
                     let why = "the org's settings changed (SIGHUP) and its client started again with them".to_owned();
                     self.start(name, config, Some((SystemTime::now(), why)));
@@ -776,7 +849,7 @@ impl Fleet {
             removed = gone.len(),
             moved,
             restarted,
-            "SIGHUP: orgs reloaded"
+            "{why}: orgs reloaded"
         );
     }
 }
@@ -818,17 +891,44 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
         engines,
         start_timeout: args.start_timeout(),
         generation: 0,
+        cluster: None,
     };
     let mut firsts = Vec::with_capacity(orgs.len());
-    for (name, config) in orgs {
-        let owed = owed_since.map(|since| (since, String::new()));
-        if let Some(first) = fleet.start(name.clone(), config, owed) {
-            firsts.push((name, first));
+    let joined = match &args.cluster {
+        Some(url) => {
+            let id = args.node.clone().unwrap_or_else(host_name);
+            let lease = args.cluster_lease.unwrap_or(CLUSTER_LEASE);
+            let joined = holdline_cluster::join(url, &id, lease)
+                .await
+                .map_err(|e| super::UsageError(format!("cannot join the cluster: {e}")))?;
+            tracing::info!(node = %id, cluster = %url, lease = ?lease, orgs = orgs.len(), "joined the cluster; holding the orgs assigned to this node");
+            fleet.status.set_cluster(Some("joining".to_owned()));
+            fleet.cluster = Some(ClusterState {
+                id,
+                view: joined.view.clone(),
+                all: orgs,
+            });
+            Some(joined)
         }
-    }
-    // The process fails only when no org could start for a reason of configuration.
+        None => {
+            for (name, config) in orgs {
+                let owed = owed_since.map(|since| (since, String::new()));
+                if let Some(first) = fleet.start(name.clone(), config, owed) {
+                    firsts.push((name, first));
+                }
+            }
+            None
+        }
+    };
+    let mut view = joined.as_ref().map(|j| j.view.clone());
+    // The process fails only when no org could start for a reason of configuration (a
+    // cluster node holds what it is given, possibly nothing).
     let (refused, mut all_refused) = tokio::sync::oneshot::channel::<String>();
+    let clustered = joined.is_some();
     tokio::spawn(async move {
+        if clustered {
+            return;
+        }
         let mut reasons = Vec::new();
         for (name, first) in firsts {
             match first.await {
@@ -859,6 +959,13 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
                     super::Signal::Stop => fleet.stop(),
                     super::Signal::Reload => fleet.reload(&flags),
                 }
+                continue;
+            }
+            Some(()) = async { match view.as_mut() {
+                Some(v) => v.changed().await.ok(),
+                None => std::future::pending().await,
+            } } => {
+                fleet.reassign();
                 continue;
             }
             reasons = &mut all_refused, if refusal_open => match reasons {
@@ -902,7 +1009,22 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
             tracing::error!(error = %e, "an org's task died");
         }
     }
+    if let Some(joined) = joined {
+        joined.leave().await;
+    }
     out.finish(result).await
+}
+
+/// How long a node's lease lasts without renewal unless told.
+const CLUSTER_LEASE: Duration = Duration::from_secs(10);
+
+/// The host's name, for the id of a cluster node.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "holdline".to_owned())
 }
 
 /// Passes signals on to the writer loop; the second SIGINT/SIGTERM exits at once.

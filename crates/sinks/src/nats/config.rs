@@ -23,6 +23,9 @@ pub struct NatsConfig {
     pub tls: bool,
     /// Connect and acknowledgement timeout.
     pub timeout: Duration,
+    /// The duplicate window of a stream this sink creates: repeats of an id within it
+    /// are dropped by the server.
+    pub duplicate_window: Duration,
 }
 
 impl std::fmt::Debug for NatsConfig {
@@ -37,6 +40,7 @@ impl std::fmt::Debug for NatsConfig {
             .field("creds", &self.creds)
             .field("tls", &self.tls)
             .field("timeout", &self.timeout)
+            .field("duplicate_window", &self.duplicate_window)
             .finish()
     }
 }
@@ -66,6 +70,7 @@ impl NatsConfig {
             creds: None,
             tls: false,
             timeout: Duration::from_secs(10),
+            duplicate_window: Duration::from_secs(120),
         };
         for (k, v) in params {
             match k.as_str() {
@@ -80,9 +85,10 @@ impl NatsConfig {
                         .map_err(|_| format!("nats tls={v} must be true or false"))?;
                 }
                 "timeout" => config.timeout = duration_option(k, v)?,
+                "duplicate_window" => config.duplicate_window = duration_option(k, v)?,
                 other => {
                     return Err(format!(
-                        "unknown nats sink option {other:?}; the options are stream, token_env, user, password_env, creds, tls and timeout"
+                        "unknown nats sink option {other:?}; the options are stream, duplicate_window, token_env, user, password_env, creds, tls and timeout"
                     ));
                 }
             }

@@ -3,18 +3,16 @@
 //! the stream's duplicate window. A batch counts as delivered once JetStream acknowledged
 //! every message (stored, or recognised as a duplicate).
 //!
-//! `nats://host:4222/subject?stream=NAME&token_env=NAME&user=NAME&password_env=NAME&creds=/path&tls=true&timeout=10s`
+//! `nats://host:4222/subject?stream=NAME&duplicate_window=5m&token_env=NAME&user=NAME&password_env=NAME&creds=/path&tls=true&timeout=10s`
 //!
 //! With `stream=NAME` the stream is created (subjects: the sink's subject, duplicate
-//! window 2 min) if it does not exist; otherwise a stream must already capture the
+//! window `duplicate_window`, 2 min unless set) if it does not exist; otherwise a stream must already capture the
 //! subject. Headers: `Nats-Msg-Id`, `Holdline-Kind` (`event`, `gap` or `rejected`), and
 //! `Holdline-Topic` for events. The payload is the JSON line without its newline.
 
 mod config;
 #[cfg(test)]
 mod tests;
-
-use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
 use bytes::Bytes;
@@ -80,7 +78,7 @@ impl NatsSink {
             js.get_or_create_stream(jetstream::stream::Config {
                 name: stream.clone(),
                 subjects: vec![config.subject.clone()],
-                duplicate_window: Duration::from_secs(120),
+                duplicate_window: config.duplicate_window,
                 ..Default::default()
             })
             .await
