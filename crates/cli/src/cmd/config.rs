@@ -98,6 +98,23 @@ pub fn read(path: &Path) -> Result<(ServiceArgs, ListenArgs), ConfigError> {
         None => Vec::new(),
     };
     super::orgs::check_names(orgs.iter().map(|o| o.name.as_str()), path)?;
+    // `cluster = { url, node, lease }` is the flags `--cluster`, `--node`, `--cluster-lease`.
+    if let Some(toml::Value::Table(mut cluster)) = table.remove("cluster") {
+        for (key, flat) in [
+            ("url", "cluster"),
+            ("node", "node"),
+            ("lease", "cluster_lease"),
+        ] {
+            if let Some(value) = cluster.remove(key) {
+                table.insert(flat.to_owned(), value);
+            }
+        }
+        if let Some(unknown) = cluster.keys().next() {
+            return Err(invalid(format!(
+                "cluster: unknown key {unknown:?}; the keys are url, node and lease"
+            )));
+        }
+    }
     let mut listen: ListenArgs = table.try_into().map_err(|e| invalid(e.to_string()))?;
     listen.orgs = orgs;
     Ok((service, listen))

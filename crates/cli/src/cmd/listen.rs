@@ -1134,6 +1134,29 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_table_is_the_cluster_flags() {
+        let args = with_file(
+            "cluster = { url = \"nats://10.0.0.5:4222\", node = \"n1\", lease = \"5s\" }\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(args.cluster.as_deref(), Some("nats://10.0.0.5:4222"));
+        assert_eq!(args.node.as_deref(), Some("n1"));
+        assert_eq!(args.cluster_lease, Some(Duration::from_secs(5)));
+        let flags =
+            with_file("cluster = { url = \"nats://a:4222\" }\n", &["--node", "n2"]).unwrap();
+        assert_eq!(
+            flags.node.as_deref(),
+            Some("n2"),
+            "a flag wins over the file"
+        );
+        let err = with_file("cluster = { urls = \"x\" }\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("url, node and lease"), "{err}");
+    }
+
+    #[test]
     fn the_defaults_are_the_libraries() {
         let args = parse(&BASE);
         let config = args.client_config().unwrap();

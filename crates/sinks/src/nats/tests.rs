@@ -19,7 +19,11 @@ fn options_parse_and_secrets_stay_out_of_debug() {
     assert_eq!(c.subject, "genesys.events");
     assert_eq!(c.stream.as_deref(), Some("GENESYS"));
     assert_eq!(c.timeout, Duration::from_secs(3));
-    assert_eq!(c.duplicate_window, Duration::from_secs(120), "2 min unless set");
+    assert_eq!(
+        c.duplicate_window,
+        Duration::from_secs(120),
+        "2 min unless set"
+    );
     assert!(!format!("{c:?}").contains("t0ken"));
     for bad in [
         "localhost",
