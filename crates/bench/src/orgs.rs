@@ -344,10 +344,13 @@ mod tests {
 
     #[test]
     fn the_block_is_replaced_or_appended() {
-        let doc = format!("# B\n\n{BEGIN}\nold\n{END}\n\n## Analysis\n");
-        let out = splice(&doc, "new\n");
-        assert!(out.contains("new") && !out.contains("old") && out.contains("## Analysis"));
-        let out = splice("# B\n", "new");
-        assert!(out.ends_with(&format!("{BEGIN}\nnew\n{END}\n")), "{out}");
+        let doc = format!("# B\n\n{BEGIN}\nSTALE\n{END}\n\n## Analysis\n");
+        let out = splice(&doc, "FRESH\n");
+        assert!(
+            out.contains("FRESH") && !out.contains("STALE") && out.contains("## Analysis"),
+            "{out}"
+        );
+        let out = splice("# B\n", "FRESH");
+        assert!(out.ends_with(&format!("{BEGIN}\nFRESH\n{END}\n")), "{out}");
     }
 }

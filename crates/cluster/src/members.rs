@@ -59,6 +59,24 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => break,
         }
+        // Woken past the lease's end (the process was paused, or its renewals went
+        // unanswered): others may hold its work by now, so it holds nothing this round
+        // and joins again with a new lease the next.
+        if lease
+            .as_ref()
+            .is_some_and(|l| Instant::now() >= Instant::from_std(l.valid_until()))
+        {
+            lease = None;
+            let next = View {
+                members: Vec::new(),
+                holding: false,
+                reason: Some(format!(
+                    "the lease {key} lapsed (this node was paused or cut off for longer than {ttl:?}); joining again"
+                )),
+            };
+            view.send_replace(next);
+            continue;
+        }
         // NATS calls wait for an answer while NATS is away; the lease time does not.
         let outcome = match tokio::time::timeout(every, step(&bucket, &key, &id, &mut lease)).await
         {

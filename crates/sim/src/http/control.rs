@@ -95,6 +95,15 @@ pub async fn channels(State(core): State<Arc<Core>>) -> Json<Vec<ChannelInfo>> {
     Json(list)
 }
 
+/// `GET /sim/stats`: counts of what clients made the service do.
+pub async fn stats(State(core): State<Arc<Core>>) -> Json<serde_json::Value> {
+    let evictions = core.evictions();
+    Json(serde_json::json!({
+        "rest_calls": core.rest_calls(),
+        "evictions": {"connected": evictions.connected, "unconnected": evictions.unconnected},
+    }))
+}
+
 /// `GET /sim/ledger?since=SEQ&limit=N`: JSON lines, oldest first.
 pub async fn ledger(
     State(core): State<Arc<Core>>,

@@ -55,6 +55,7 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/sim/publish", post(control::publish))
         .route("/sim/channels", get(control::channels))
         .route("/sim/ledger", get(control::ledger))
+        .route("/sim/stats", get(control::stats))
         .route("/sim/org", get(control::org))
         .route("/sim/org/queues", post(control::add_queue))
         .route("/sim/org/users", post(control::add_user))
