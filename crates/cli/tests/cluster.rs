@@ -12,8 +12,6 @@ mod common;
 use common::*;
 
 const ORGS: usize = 4;
-const QUEUE_TOPICS: fn(&str) -> bool =
-    |t| t.starts_with("v2.routing.queues.") && t.ends_with(".conversations");
 
 fn config(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
     let mut text = String::from("redundancy = 1\n");
@@ -30,47 +28,62 @@ fn config(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
     path
 }
 
-fn node(config: &std::path::Path, nats: &str, id: &str, spool: &std::path::Path) -> Running {
-    node_with_lease(config, nats, id, spool, "2s")
+/// NATS, the simulator, and the config every node reads.
+struct World {
+    _nats: holdline_sinks::testing::Server,
+    _store: tempfile::TempDir,
+    addr: String,
+    _sim: Running,
+    url: String,
+    dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    http: reqwest::blocking::Client,
 }
 
-fn node_with_lease(
-    config: &std::path::Path,
-    nats: &str,
-    id: &str,
-    spool: &std::path::Path,
-    lease: &str,
-) -> Running {
-    Running(
-        node_command(config, nats, id, spool, lease)
-            .spawn()
-            .unwrap(),
-    )
-}
+impl World {
+    fn new() -> World {
+        let store = tempfile::tempdir().unwrap();
+        let nats = holdline_sinks::testing::nats_2_10(store.path());
+        let addr = nats.addr();
+        let (sim, url) = sim(&["--orgs", &ORGS.to_string()]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = config(dir.path(), &url);
+        World {
+            _nats: nats,
+            _store: store,
+            addr,
+            _sim: sim,
+            url,
+            dir,
+            path,
+            http: reqwest::blocking::Client::new(),
+        }
+    }
 
-fn node_command(
-    config: &std::path::Path,
-    nats: &str,
-    id: &str,
-    spool: &std::path::Path,
-    lease: &str,
-) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["listen", "--config"])
-        .arg(config)
-        .args(["--cluster", &format!("nats://{nats}"), "--node", id])
-        .args(["--cluster-lease", lease, "--log-format", "json", "--spool"])
-        .arg(spool)
-        .args([
-            "--sink",
-            &format!("nats://{nats}/holdline.events?stream=HOLDLINE&duplicate_window=5m"),
-        ])
-        .env_remove("GENESYSCLOUD_OAUTHCLIENT_ID")
-        .env_remove("GENESYSCLOUD_OAUTHCLIENT_SECRET")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    cmd
+    /// Node `id`, with its own spool, publishing into the stream `HOLDLINE`.
+    fn node(&self, id: &str, lease: &str) -> Running {
+        Running(self.node_command(id, lease).spawn().unwrap())
+    }
+
+    fn node_command(&self, id: &str, lease: &str) -> Command {
+        let nats = &self.addr;
+        let mut cmd = Command::new(BIN);
+        cmd.args(["listen", "--config"])
+            .arg(&self.path)
+            .args(["--cluster", &format!("nats://{nats}"), "--node", id])
+            .args(["--cluster-lease", lease, "--log-format", "json", "--spool"])
+            .arg(self.dir.path().join(id))
+            .args([
+                "--sink",
+                &format!("nats://{nats}/holdline.events?stream=HOLDLINE&duplicate_window=5m"),
+            ])
+            .env_remove("GENESYSCLOUD_OAUTHCLIENT_ID")
+            .env_remove("GENESYSCLOUD_OAUTHCLIENT_SECRET")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    }
 }
 
 /// Connected sockets of each sim org, org-1 first.
@@ -125,34 +138,35 @@ fn wait_stream(nats: &str, at_least: usize, within: Duration) -> usize {
 
 #[test]
 fn a_node_killed_under_traffic_loses_nothing() {
-    let store = tempfile::tempdir().unwrap();
-    let nats = holdline_sinks::testing::nats_2_10(store.path());
-    let addr = nats.addr();
-    let (_sim, url) = sim(&["--orgs", &ORGS.to_string()]);
-    let dir = tempfile::tempdir().unwrap();
-    let path = config(dir.path(), &url);
-    let http = reqwest::blocking::Client::new();
+    let w = World::new();
+    let (http, url, addr) = (&w.http, w.url.as_str(), w.addr.as_str());
     let mut nodes: HashMap<&str, Running> = ["n1", "n2", "n3"]
         .into_iter()
-        .map(|id| (id, node(&path, &addr, id, &dir.path().join(id))))
+        .map(|id| (id, w.node(id, "2s")))
         .collect();
-    wait_two_holders(&http, &url, Duration::from_secs(60), "two holders per org");
-    let before = wait_stream(&addr, 300, Duration::from_secs(60));
+    wait_two_holders(http, url, Duration::from_secs(60), "two holders per org");
+    let before = wait_stream(addr, 300, Duration::from_secs(60));
 
     let mut victim = nodes.remove("n1").unwrap();
     victim.0.kill().unwrap();
     victim.0.wait().unwrap();
     let killed = Instant::now();
     // Its sockets are gone at once; once its lease ages out another node takes its orgs.
-    wait_two_holders(&http, &url, Duration::from_secs(30), "two holders again");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sockets(http, url).iter().all(|&n| n >= 2) {
+        assert!(
+            Instant::now() < deadline,
+            "the killed node's sockets never closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_two_holders(http, url, Duration::from_secs(30), "two holders again");
     let failover = killed.elapsed();
     eprintln!("two holders per org again {failover:?} after the kill");
-    wait_stream(&addr, before + 300, Duration::from_secs(60));
+    wait_stream(addr, before + 300, Duration::from_secs(60));
 
-    for (id, n) in nodes {
-        stop_node(id, n);
-    }
-    check_stream(&http, &url, &addr, Gaps::None);
+    stop_all(nodes);
+    check_stream(http, url, addr, Gaps::None);
 }
 
 /// Whether the stream may hold gap records.
@@ -164,12 +178,24 @@ enum Gaps {
     FromAPausedNode,
 }
 
+/// Stops every node at once (one after another, a node's orgs could pass to a node that
+/// is about to stop, leaving a hole before the last events), each exiting cleanly.
+fn stop_all(nodes: HashMap<&str, Running>) {
+    for n in nodes.values() {
+        signal(n.0.id(), "TERM");
+    }
+    for (id, n) in nodes {
+        wait_exit(id, n);
+    }
+}
+
 /// SIGTERM, and a clean exit within 15 s.
-fn stop_node(id: &str, mut n: Running) {
-    Command::new("kill")
-        .args(["-TERM", &n.0.id().to_string()])
-        .status()
-        .unwrap();
+fn stop_node(id: &str, n: Running) {
+    signal(n.0.id(), "TERM");
+    wait_exit(id, n);
+}
+
+fn wait_exit(id: &str, mut n: Running) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(status) = n.0.try_wait().unwrap() {
@@ -205,16 +231,9 @@ fn check_stream(http: &reqwest::blocking::Client, url: &str, addr: &str, gaps: G
             got.len(),
             "o{n}: no duplicate message in the stream"
         );
-        let ledger: Vec<String> = http
-            .get(format!("{url}/sim/ledger?org=org-{n}&limit=1000000"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|e| QUEUE_TOPICS(e["topic"].as_str().unwrap()))
-            .map(|e| e["id"].as_str().unwrap().to_owned())
+        let ledger: Vec<String> = queue_ledger(http, url, &format!("org-{n}"))
+            .into_iter()
+            .map(|(id, _)| id)
             .collect();
         let at = |id: &String| ledger.iter().position(|l| l == id);
         let first = got.iter().filter_map(at).min().unwrap();
@@ -249,54 +268,33 @@ fn connected_evictions(http: &reqwest::blocking::Client, url: &str) -> u64 {
 
 #[test]
 fn a_rolling_restart_of_every_node_loses_nothing() {
-    let store = tempfile::tempdir().unwrap();
-    let nats = holdline_sinks::testing::nats_2_10(store.path());
-    let addr = nats.addr();
-    let (_sim, url) = sim(&["--orgs", &ORGS.to_string()]);
-    let dir = tempfile::tempdir().unwrap();
-    let path = config(dir.path(), &url);
-    let http = reqwest::blocking::Client::new();
+    let w = World::new();
+    let (http, url, addr) = (&w.http, w.url.as_str(), w.addr.as_str());
     let ids = ["n1", "n2", "n3"];
-    let start = |id: &str| node_with_lease(&path, &addr, id, &dir.path().join(id), "3s");
+    let start = |id: &str| w.node(id, "3s");
     let mut nodes: HashMap<&str, Running> = ids.into_iter().map(|id| (id, start(id))).collect();
-    wait_two_holders(&http, &url, Duration::from_secs(60), "two holders per org");
-    let mut seen = wait_stream(&addr, 200, Duration::from_secs(60));
+    wait_two_holders(http, url, Duration::from_secs(60), "two holders per org");
+    let mut seen = wait_stream(addr, 200, Duration::from_secs(60));
     for id in ids {
         // One at a time: stop it in order, let the others take its orgs, start it again.
         stop_node(id, nodes.remove(id).unwrap());
-        wait_two_holders(
-            &http,
-            &url,
-            Duration::from_secs(20),
-            &format!("{id} stopped"),
-        );
+        wait_two_holders(http, url, Duration::from_secs(20), &format!("{id} stopped"));
         nodes.insert(id, start(id));
-        wait_two_holders(&http, &url, Duration::from_secs(20), &format!("{id} back"));
-        seen = wait_stream(&addr, seen + 100, Duration::from_secs(60));
+        wait_two_holders(http, url, Duration::from_secs(20), &format!("{id} back"));
+        seen = wait_stream(addr, seen + 100, Duration::from_secs(60));
     }
-    for (id, n) in nodes {
-        stop_node(id, n);
-    }
-    check_stream(&http, &url, &addr, Gaps::None);
-    assert_eq!(
-        connected_evictions(&http, &url),
-        0,
-        "no live channel evicted"
-    );
+    stop_all(nodes);
+    check_stream(http, url, addr, Gaps::None);
+    assert_eq!(connected_evictions(http, url), 0, "no live channel evicted");
 }
 
 #[test]
 fn a_node_stopped_past_its_lease_gives_way_without_an_eviction_war() {
-    let store = tempfile::tempdir().unwrap();
-    let nats = holdline_sinks::testing::nats_2_10(store.path());
-    let addr = nats.addr();
-    let (_sim, url) = sim(&["--orgs", &ORGS.to_string()]);
-    let dir = tempfile::tempdir().unwrap();
-    let path = config(dir.path(), &url);
-    let http = reqwest::blocking::Client::new();
+    let w = World::new();
+    let (http, url, addr) = (&w.http, w.url.as_str(), w.addr.as_str());
     // n1 with its log, to see it step down when it resumes.
     let mut n1 = Running(
-        node_command(&path, &addr, "n1", &dir.path().join("n1"), "2s")
+        w.node_command("n1", "2s")
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -304,33 +302,22 @@ fn a_node_stopped_past_its_lease_gives_way_without_an_eviction_war() {
     let log = log_lines_of(&mut n1.0);
     let mut nodes: HashMap<&str, Running> = ["n2", "n3"]
         .into_iter()
-        .map(|id| {
-            (
-                id,
-                node_with_lease(&path, &addr, id, &dir.path().join(id), "2s"),
-            )
-        })
+        .map(|id| (id, w.node(id, "2s")))
         .collect();
     nodes.insert("n1", n1);
-    wait_two_holders(&http, &url, Duration::from_secs(60), "two holders per org");
-    let before = wait_stream(&addr, 200, Duration::from_secs(60));
-    let paused = nodes["n1"].0.id().to_string();
-    Command::new("kill")
-        .args(["-STOP", &paused])
-        .status()
-        .unwrap();
+    wait_two_holders(http, url, Duration::from_secs(60), "two holders per org");
+    let before = wait_stream(addr, 200, Duration::from_secs(60));
+    let paused = nodes["n1"].0.id();
+    signal(paused, "STOP");
     let stopped = Instant::now();
     // Its sockets go quiet but stay open: the others take its orgs once its lease lapses,
     // so the stream keeps growing for every org. The pause is the scenario: three lease
     // times, well past n1's lease.
-    let grown = wait_stream(&addr, before + 200, Duration::from_secs(60));
+    let grown = wait_stream(addr, before + 200, Duration::from_secs(60));
     while stopped.elapsed() < Duration::from_secs(6) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    Command::new("kill")
-        .args(["-CONT", &paused])
-        .status()
-        .unwrap();
+    signal(paused, "CONT");
     // On resuming it finds its lease lapsed, holds nothing for a round, and joins again;
     // the nodes settle on two holders each.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -343,19 +330,13 @@ fn a_node_stopped_past_its_lease_gives_way_without_an_eviction_war() {
         }
     }
     wait_two_holders(
-        &http,
-        &url,
+        http,
+        url,
         Duration::from_secs(30),
         "settled after the pause",
     );
-    wait_stream(&addr, grown + 200, Duration::from_secs(60));
-    for (id, n) in nodes {
-        stop_node(id, n);
-    }
-    check_stream(&http, &url, &addr, Gaps::FromAPausedNode);
-    assert_eq!(
-        connected_evictions(&http, &url),
-        0,
-        "no live channel evicted"
-    );
+    wait_stream(addr, grown + 200, Duration::from_secs(60));
+    stop_all(nodes);
+    check_stream(http, url, addr, Gaps::FromAPausedNode);
+    assert_eq!(connected_evictions(http, url), 0, "no live channel evicted");
 }

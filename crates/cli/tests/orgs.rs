@@ -70,23 +70,6 @@ fn listen_orgs(path: &std::path::Path, gamma_secret: &str) -> Command {
     cmd
 }
 
-/// The ids of an org's ledger on queue topics, in publication order.
-fn queue_ledger(http: &reqwest::blocking::Client, url: &str, org: &str) -> Vec<String> {
-    http.get(format!("{url}/sim/ledger?org={org}&limit=1000000"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|e| QUEUE_TOPICS(e["topic"].as_str().unwrap()))
-        .map(|e| {
-            assert_eq!(e["org"], org);
-            e["id"].as_str().unwrap().to_owned()
-        })
-        .collect()
-}
-
 /// What `listen` wrote, by org.
 #[derive(Default)]
 struct Output {
@@ -171,7 +154,7 @@ fn assert_whole(
     got: &[String],
     gaps: &[&serde_json::Value],
 ) {
-    let ledger = queue_ledger_at(http, url, sim_org);
+    let ledger = queue_ledger(http, url, sim_org);
     let time = |v: &serde_json::Value| humantime::parse_rfc3339(v.as_str().unwrap()).unwrap();
     let spans: Vec<_> = gaps
         .iter()
@@ -197,27 +180,6 @@ fn assert_whole(
         "{org}: {missing} missing of {} outside its gaps {spans:?}",
         last - first + 1
     );
-}
-
-/// An org's ledger on queue topics, in publication order, with publication times.
-fn queue_ledger_at(
-    http: &reqwest::blocking::Client,
-    url: &str,
-    org: &str,
-) -> Vec<(String, std::time::SystemTime)> {
-    http.get(format!("{url}/sim/ledger?org={org}&limit=1000000"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|e| QUEUE_TOPICS(e["topic"].as_str().unwrap()))
-        .map(|e| {
-            let at = humantime::parse_rfc3339(e["published_at"].as_str().unwrap()).unwrap();
-            (e["id"].as_str().unwrap().to_owned(), at)
-        })
-        .collect()
 }
 
 /// The base URL of `/metrics` from the log, and the lines logged before it.
@@ -372,27 +334,7 @@ fn an_org_with_a_wrong_secret_leaves_every_other_org_whole() {
     // last received, none missing.
     let http = reqwest::blocking::Client::new();
     for (name, sim_org) in good {
-        let got = &events[name];
-        let ledger = queue_ledger(&http, &url, sim_org);
-        let got_set: HashSet<&String> = got.iter().collect();
-        let at = |id: &String| ledger.iter().position(|l| l == id);
-        let first = got.iter().filter_map(at).min().unwrap();
-        let last = got.iter().filter_map(at).max().unwrap();
-        assert_eq!(got_set.len(), got.len(), "{name}: no duplicates");
-        assert!(
-            got.iter().all(|id| at(id).is_some()),
-            "{name}: only its own org's events"
-        );
-        let missing: Vec<&String> = ledger[first..=last]
-            .iter()
-            .filter(|id| !got_set.contains(id))
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "{name}: {} missing of {}",
-            missing.len(),
-            last - first + 1
-        );
+        assert_whole(&http, &url, name, sim_org, &events[name], &[]);
     }
     // Per org in /metrics and /readyz: gamma is the one not ready.
     let text = http
@@ -505,15 +447,6 @@ fn org_tables_are_checked() {
         "[[org]]\nname = \"a\"\n{base}client_secret_env = \"X\"\nqueue = [\"Support\"]\n"
     ));
     assert!(err.contains("queue"), "unknown keys are refused: {err}");
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig}");
 }
 
 /// Stops `listen` with SIGTERM, reads what is left and checks it exited cleanly.

@@ -13,15 +13,6 @@ fn listen(url: &str, extra: &[&str]) -> Command {
     common::listen(url, "holdline-demo", extra)
 }
 
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig}");
-}
-
 /// Waits up to `within` for a line matching `what`; returns it.
 fn wait_line(rx: &mpsc::Receiver<String>, within: Duration, what: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + within;

@@ -50,6 +50,9 @@ pub async fn run(
     let ttl = bucket.ttl();
     let every = ttl / 3;
     let key = node_key(&id);
+    // The lease's value names this process, not only the id: a second process given the
+    // same id (or this node's previous run, until its lease ends) cannot take it over.
+    let owner = format!("{id} {}", process_nonce());
     let mut lease: Option<Lease> = None;
     // Renewals keep their pace whatever a slow answer took.
     let mut tick = tokio::time::interval(every);
@@ -78,11 +81,11 @@ pub async fn run(
             continue;
         }
         // NATS calls wait for an answer while NATS is away; the lease time does not.
-        let outcome = match tokio::time::timeout(every, step(&bucket, &key, &id, &mut lease)).await
-        {
-            Ok(outcome) => outcome,
-            Err(_) => Err(LeaseError::Nats(format!("no answer within {every:?}"))),
-        };
+        let outcome =
+            match tokio::time::timeout(every, step(&bucket, &key, &owner, &mut lease)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(LeaseError::Nats(format!("no answer within {every:?}"))),
+            };
         let lapsed = lease
             .as_ref()
             .is_none_or(|l| Instant::now() >= Instant::from_std(l.valid_until()));
@@ -96,7 +99,7 @@ pub async fn run(
                 members,
                 holding: false,
                 reason: Some(format!(
-                    "the lease {key} is held by another process: two nodes have the id {id:?}"
+                    "the lease {key} is held by another process: another node has the id {id:?}, or this node's previous run held it (its lease ends within {ttl:?})"
                 )),
             },
             Err(e) if lapsed => View {
@@ -119,11 +122,19 @@ pub async fn run(
     }
 }
 
+/// What tells this process's lease from another's with the same id.
+fn process_nonce() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos:x}", std::process::id())
+}
+
 /// Renews (or takes) the node's lease and lists the members.
 async fn step(
     bucket: &Bucket,
     key: &str,
-    id: &str,
+    owner: &str,
     lease: &mut Option<Lease>,
 ) -> Result<Vec<String>, LeaseError> {
     let renewed = match lease.as_mut() {
@@ -136,7 +147,7 @@ async fn step(
     match renewed {
         Ok(()) => {}
         Err(LeaseError::Lost { .. }) => {
-            *lease = bucket.acquire(key, id).await?;
+            *lease = bucket.acquire(key, owner).await?;
         }
         Err(e) => return Err(e),
     }

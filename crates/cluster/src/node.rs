@@ -23,6 +23,23 @@ pub struct Joined {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// `urls` without any `user:password@` in them, for logs and errors.
+pub fn shown(urls: &str) -> String {
+    urls.split(',')
+        .map(|u| {
+            let u = u.trim();
+            match (u.find("://"), u.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    format!("{}[redacted]@{}", &u[..scheme + 3], &u[at + 1..])
+                }
+                (None, Some(at)) => format!("[redacted]@{}", &u[at + 1..]),
+                _ => u.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Connects to the NATS servers `urls` (comma-separated `nats://host:port`) and joins
 /// as node `id`, with leases of `lease`.
 pub async fn join(urls: &str, id: &str, lease: Duration) -> Result<Joined, LeaseError> {
@@ -30,17 +47,23 @@ pub async fn join(urls: &str, id: &str, lease: Duration) -> Result<Joined, Lease
         .split(',')
         .map(|u| u.trim().parse())
         .collect::<Result<_, _>>()
-        .map_err(|e| LeaseError::Nats(format!("cluster URL {urls:?}: {e}")))?;
+        .map_err(|e| LeaseError::Nats(format!("cluster URL {:?}: {e}", shown(urls))))?;
     let client = async_nats::ConnectOptions::new()
         .name(format!("holdline node {id}"))
         .connection_timeout(lease)
         .connect(servers)
         .await
-        .map_err(|e| LeaseError::Nats(format!("cannot connect to {urls}: {e}")))?;
+        .map_err(|e| LeaseError::Nats(format!("cannot connect to {}: {e}", shown(urls))))?;
     let js = async_nats::jetstream::new(client);
     let bucket = tokio::time::timeout(lease * 3, Bucket::open(&js, NODES_BUCKET, lease, 1))
         .await
-        .map_err(|_| LeaseError::Nats(format!("{urls} did not answer within {:?}", lease * 3)))??;
+        .map_err(|_| {
+            LeaseError::Nats(format!(
+                "{} did not answer within {:?}",
+                shown(urls),
+                lease * 3
+            ))
+        })??;
     let (view_tx, view) = watch::channel(View {
         members: Vec::new(),
         holding: false,
@@ -61,5 +84,17 @@ impl Joined {
     pub async fn leave(self) {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credentials_in_urls_are_not_shown() {
+        assert_eq!(
+            super::shown("nats://bob:hunter2@a:4222, nats://b:4222"),
+            "nats://[redacted]@a:4222,nats://b:4222"
+        );
+        assert_eq!(super::shown("tok@host:4222"), "[redacted]@host:4222");
     }
 }

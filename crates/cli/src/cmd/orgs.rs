@@ -837,7 +837,9 @@ impl Fleet {
                 Some(_) => {
                     tracing::info!(org = %name, "{why}: the org's settings changed; starting its client again with them");
                     self.stop_one(&name);
-                    let why = "the org's settings changed (SIGHUP) and its client started again with them".to_owned();
+                    let why = format!(
+                        "the org's settings changed ({why}) and its client started again with them"
+                    );
                     self.start(name, config, Some((SystemTime::now(), why)));
                     restarted += 1;
                 }
@@ -901,7 +903,7 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
             let joined = holdline_cluster::join(url, &id, lease)
                 .await
                 .map_err(|e| super::UsageError(format!("cannot join the cluster: {e}")))?;
-            tracing::info!(node = %id, cluster = %url, lease = ?lease, orgs = orgs.len(), "joined the cluster; holding the orgs assigned to this node");
+            tracing::info!(node = %id, cluster = %holdline_cluster::node::shown(url), lease = ?lease, orgs = orgs.len(), "joined the cluster; holding the orgs assigned to this node");
             fleet.status.set_cluster(Some("joining".to_owned()));
             fleet.cluster = Some(ClusterState {
                 id,
@@ -921,6 +923,8 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
         }
     };
     let mut view = joined.as_ref().map(|j| j.view.clone());
+    let mut joined = joined;
+    let mut leaving: Option<tokio::task::JoinHandle<()>> = None;
     // The process fails only when no org could start for a reason of configuration (a
     // cluster node holds what it is given, possibly nothing).
     let (refused, mut all_refused) = tokio::sync::oneshot::channel::<String>();
@@ -956,16 +960,33 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
             }
             Some(signal) = signal.recv() => {
                 match signal {
-                    super::Signal::Stop => fleet.stop(),
+                    super::Signal::Stop => {
+                        // A cluster node gives its lease up first: the others take its
+                        // orgs while its own sockets close.
+                        if let Some(joined) = joined.take() {
+                            leaving = Some(tokio::spawn(joined.leave()));
+                        }
+                        fleet.stop()
+                    }
                     super::Signal::Reload => fleet.reload(&flags),
                 }
                 continue;
             }
-            Some(()) = async { match view.as_mut() {
-                Some(v) => v.changed().await.ok(),
+            changed = async { match view.as_mut() {
+                Some(v) => v.changed().await.is_ok(),
                 None => std::future::pending().await,
             } } => {
-                fleet.reassign();
+                if changed {
+                    fleet.reassign();
+                } else {
+                    // The membership task ended: without a lease this node holds nothing.
+                    view = None;
+                    if fleet.out.is_some() {
+                        tracing::error!("the cluster membership task ended; this node holds no org");
+                        fleet.status.set_cluster(Some("the cluster membership task ended".to_owned()));
+                        fleet.apply(Vec::new(), "cluster");
+                    }
+                }
                 continue;
             }
             reasons = &mut all_refused, if refusal_open => match reasons {
@@ -1011,6 +1032,9 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
     }
     if let Some(joined) = joined {
         joined.leave().await;
+    }
+    if let Some(leaving) = leaving {
+        let _ = leaving.await;
     }
     out.finish(result).await
 }

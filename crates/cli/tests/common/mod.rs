@@ -189,3 +189,39 @@ pub fn ledger(http: &reqwest::blocking::Client, url: &str) -> Vec<(String, std::
         })
         .collect()
 }
+
+/// Sends `sig` (`TERM`, `HUP`, `STOP`, …) to `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig}");
+}
+
+/// The ledger of sim org `org` (`org-N`) on queue conversation topics, in publication
+/// order: event id and when it was published.
+pub fn queue_ledger(
+    http: &reqwest::blocking::Client,
+    url: &str,
+    org: &str,
+) -> Vec<(String, std::time::SystemTime)> {
+    http.get(format!("{url}/sim/ledger?org={org}&limit=1000000"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| {
+            let topic = e["topic"].as_str().unwrap();
+            topic.starts_with("v2.routing.queues.") && topic.ends_with(".conversations")
+        })
+        .map(|e| {
+            assert_eq!(e["org"], org, "the sim org's own ledger");
+            let at = humantime::parse_rfc3339(e["published_at"].as_str().unwrap()).unwrap();
+            (e["id"].as_str().unwrap().to_owned(), at)
+        })
+        .collect()
+}
