@@ -13,6 +13,9 @@ use common::*;
 
 const ORGS: usize = 4;
 
+/// The nodes' lease: long enough that a loaded machine's late renewal is no step-down.
+const LEASE: &str = "5s";
+
 fn config(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
     let mut text = String::from("redundancy = 1\n");
     for n in 1..=ORGS {
@@ -142,7 +145,7 @@ fn a_node_killed_under_traffic_loses_nothing() {
     let (http, url, addr) = (&w.http, w.url.as_str(), w.addr.as_str());
     let mut nodes: HashMap<&str, Running> = ["n1", "n2", "n3"]
         .into_iter()
-        .map(|id| (id, w.node(id, "2s")))
+        .map(|id| (id, w.node(id, LEASE)))
         .collect();
     wait_two_holders(http, url, Duration::from_secs(60), "two holders per org");
     let before = wait_stream(addr, 300, Duration::from_secs(60));
@@ -271,7 +274,7 @@ fn a_rolling_restart_of_every_node_loses_nothing() {
     let w = World::new();
     let (http, url, addr) = (&w.http, w.url.as_str(), w.addr.as_str());
     let ids = ["n1", "n2", "n3"];
-    let start = |id: &str| w.node(id, "3s");
+    let start = |id: &str| w.node(id, LEASE);
     let mut nodes: HashMap<&str, Running> = ids.into_iter().map(|id| (id, start(id))).collect();
     wait_two_holders(http, url, Duration::from_secs(60), "two holders per org");
     let mut seen = wait_stream(addr, 200, Duration::from_secs(60));
@@ -294,7 +297,7 @@ fn a_node_stopped_past_its_lease_gives_way_without_an_eviction_war() {
     let (http, url, addr) = (&w.http, w.url.as_str(), w.addr.as_str());
     // n1 with its log, to see it step down when it resumes.
     let mut n1 = Running(
-        w.node_command("n1", "2s")
+        w.node_command("n1", LEASE)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -302,7 +305,7 @@ fn a_node_stopped_past_its_lease_gives_way_without_an_eviction_war() {
     let log = log_lines_of(&mut n1.0);
     let mut nodes: HashMap<&str, Running> = ["n2", "n3"]
         .into_iter()
-        .map(|id| (id, w.node(id, "2s")))
+        .map(|id| (id, w.node(id, LEASE)))
         .collect();
     nodes.insert("n1", n1);
     wait_two_holders(http, url, Duration::from_secs(60), "two holders per org");
@@ -312,9 +315,9 @@ fn a_node_stopped_past_its_lease_gives_way_without_an_eviction_war() {
     let stopped = Instant::now();
     // Its sockets go quiet but stay open: the others take its orgs once its lease lapses,
     // so the stream keeps growing for every org. The pause is the scenario: three lease
-    // times, well past n1's lease.
+    // times (15 s), well past n1's lease.
     let grown = wait_stream(addr, before + 200, Duration::from_secs(60));
-    while stopped.elapsed() < Duration::from_secs(6) {
+    while stopped.elapsed() < Duration::from_secs(15) {
         std::thread::sleep(Duration::from_millis(100));
     }
     signal(paused, "CONT");
