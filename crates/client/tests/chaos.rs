@@ -235,6 +235,10 @@ async fn soak(redundancy: usize) -> Outcome {
     soak_with(redundancy, Unknowns::default(), None, soak_secs()).await
 }
 
+/// Soaks take the machine one at a time: each throws faults on a schedule that assumes
+/// the client keeps up, so two at once on a small machine measure each other.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The soak against a simulator with these unknowns, and a look-back floor.
 async fn soak_with(
     redundancy: usize,
@@ -242,6 +246,7 @@ async fn soak_with(
     floor: Option<Duration>,
     secs: u64,
 ) -> Outcome {
+    let _alone = ONE_AT_A_TIME.lock().await;
     init_log();
     let sim = chaos_sim_with(unknowns).await;
     let topics = org_topics(&sim);
@@ -255,10 +260,18 @@ async fn soak_with(
         cfg.timings.gap_lookback = floor;
     }
     let client = Collector::start(cfg).await;
-    let live = client.live_since().await;
+    client.live_since().await;
     let stats = client.handle.stats().clone();
     let sockets = (client.handle.shards() * redundancy) as i64;
     assert!(client.handle.shards() >= 3, "the topics are sharded");
+    // The check starts once every shard has subscribed: before that, a shard's events go
+    // to no channel at all, which is start-up, not loss.
+    client
+        .until("every slot to be receiving", |_| {
+            stats.slots_live.load(Ordering::Relaxed) >= sockets
+        })
+        .await;
+    let live = SystemTime::now();
     let mut rng = Rng(seed());
     let mut applied: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut log = Vec::new();
