@@ -3,7 +3,9 @@
 //! holders of each piece by rendezvous hashing over the live members.
 
 pub mod assign;
+pub mod cover;
 pub mod lease;
+pub mod ledger;
 pub mod members;
 pub mod node;
 

@@ -19,6 +19,8 @@ pub struct Joined {
     pub id: String,
     /// What it knows of the cluster, updated on every change.
     pub view: watch::Receiver<View>,
+    /// Where holders report what they covered, and gaps are settled.
+    pub coverage: crate::ledger::Coverage,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -64,6 +66,15 @@ pub async fn join(urls: &str, id: &str, lease: Duration) -> Result<Joined, Lease
                 lease * 3
             ))
         })??;
+    let coverage = tokio::time::timeout(lease * 3, crate::ledger::Coverage::open(&js, 1))
+        .await
+        .map_err(|_| {
+            LeaseError::Nats(format!(
+                "{} did not answer within {:?}",
+                shown(urls),
+                lease * 3
+            ))
+        })??;
     let (view_tx, view) = watch::channel(View {
         members: Vec::new(),
         holding: false,
@@ -74,6 +85,7 @@ pub async fn join(urls: &str, id: &str, lease: Duration) -> Result<Joined, Lease
     Ok(Joined {
         id: id.to_owned(),
         view,
+        coverage,
         stop,
         task,
     })

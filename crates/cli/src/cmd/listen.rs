@@ -481,7 +481,7 @@ pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
             match item {
                 None => break Step::End,
                 Some(Ok(Event::Notification(n))) => out.event(&n, &org, filter.as_ref(), &filtered),
-                Some(Ok(Event::Gap(gap))) => out.gap(&gap, &org, filter.as_ref(), &filtered),
+                Some(Ok(Event::Gap(gap))) => out.gap(&gap, &org, None, filter.as_ref(), &filtered),
                 Some(Ok(Event::Rejected(r))) => out.rejected(&r, &org, filter.as_ref(), &filtered),
                 Some(Ok(Event::State(change))) => {
                     tracing::info!(kind = ?change.kind, channel = change.channel.as_deref().unwrap_or("-"), "{}", change.detail);
@@ -489,7 +489,7 @@ pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
                         && let Some(since) = unclean_since.take()
                     {
                         let gap = restart_gap(&handle, since, lookback);
-                        out.gap(&gap, &org, filter.as_ref(), &filtered);
+                        out.gap(&gap, &org, None, filter.as_ref(), &filtered);
                     }
                 }
                 Some(Err(e)) => break Step::Fatal(e),
@@ -519,7 +519,7 @@ pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
     // clean close of the spool would otherwise erase it.
     if let Some(since) = unclean_since.take() {
         let gap = restart_gap(&handle, since, lookback);
-        out.gap(&gap, &org, filter.as_ref(), &filtered);
+        out.gap(&gap, &org, None, filter.as_ref(), &filtered);
     }
     watcher.abort();
     summary(handle.stats());
@@ -923,11 +923,12 @@ impl Output {
         &mut self,
         gap: &holdline_client::Gap,
         org: &str,
+        id: Option<&str>,
         filter: Option<&Filter>,
         filtered: &Filtered,
     ) {
         if filter.is_none_or(|f| f.gap(&gap.topics)) {
-            write_gap(&mut self.buf, gap, org);
+            write_gap(&mut self.buf, gap, org, id);
             self.ended(None);
         } else {
             filtered.inc("gap");

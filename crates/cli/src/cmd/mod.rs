@@ -1,5 +1,6 @@
 //! The subcommands.
 
+mod cluster;
 pub mod config;
 pub mod demo;
 pub mod listen;

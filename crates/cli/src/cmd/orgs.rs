@@ -173,6 +173,8 @@ pub fn check_names<'a>(
 pub enum Item {
     Event(Arc<str>, holdline_client::Notification),
     Gap(Arc<str>, holdline_client::Gap),
+    /// A gap of the cluster (no holder of the org covered it), with its id.
+    ClusterGap(Arc<str>, holdline_client::Gap, String),
     Rejected(Arc<str>, holdline_client::Rejection),
 }
 
@@ -302,6 +304,9 @@ struct Holder {
     /// Where a successor waits for this holder's end; when one does, the gap this holder
     /// owes is handed to it instead of written.
     successor: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Handover>>>>,
+    /// In a cluster: where the org's coverage is reported. Its own gaps are then not
+    /// written (the first holder writes the cluster's).
+    reporting: Option<super::cluster::Reporting>,
 }
 
 /// What an org's holder leaves to the one that replaces it.
@@ -334,7 +339,9 @@ impl Holder {
             mut topics,
             predecessor,
             successor,
+            reporting,
         } = self;
+        let clustered = reporting.is_some();
         let lookback = config.timings.gap_lookback;
         let mut first = Some(first);
         let mut backoff = Backoff::new(Duration::from_secs(1), RETRY_MAX);
@@ -402,6 +409,10 @@ impl Holder {
             );
             metrics.add(&name, handle.stats().clone());
             engine = Some(handle.stats().clone());
+            let reporter = reporting
+                .as_ref()
+                .map(|r| (r.node.clone(), r.reporter(&name)));
+            let mut report_tick = tokio::time::interval(super::cluster::EVERY);
             let mut stopping = false;
             let mut live_since: Option<tokio::time::Instant> = None;
             // A fatal error, once seen: the client is shut down and what it still holds
@@ -410,6 +421,13 @@ impl Holder {
             let ended = loop {
                 let item = tokio::select! {
                     item = stream.next() => item,
+                    _ = report_tick.tick(), if reporter.is_some() => {
+                        if let Some((node, reporter)) = &reporter {
+                            let (report, topics) = super::cluster::report(node, &stream, None);
+                            reporter.send(report, topics);
+                        }
+                        continue;
+                    }
                     _ = stop.changed(), if !stopping => {
                         stopping = true;
                         handle.shutdown();
@@ -440,6 +458,12 @@ impl Holder {
                     Some(Ok(Event::Notification(n))) => {
                         out.send(Item::Event(name.clone(), n)).await
                     }
+                    Some(Ok(Event::Gap(g))) if clustered => {
+                        // The other holder may have covered it; the cluster's gap-finder
+                        // decides from both holders' reports.
+                        tracing::warn!(org = %name, from = ?g.from, to = ?g.to, reason = %g.reason, "this node's own sockets missed a window; a gap of the cluster only if no other holder covered it");
+                        Ok(())
+                    }
                     Some(Ok(Event::Gap(g))) => out.send(Item::Gap(name.clone(), g)).await,
                     Some(Ok(Event::Rejected(r))) => out.send(Item::Rejected(name.clone(), r)).await,
                     Some(Ok(Event::State(change))) => {
@@ -447,6 +471,9 @@ impl Holder {
                         if change.kind == StateKind::Live {
                             live_since.get_or_insert_with(tokio::time::Instant::now);
                             held = handle.topics().into();
+                            if clustered {
+                                owed_since = None;
+                            }
                             if let Some(since) = owed_since.take() {
                                 let from = since.checked_sub(lookback).unwrap_or(since);
                                 let reason = match why.is_empty() {
@@ -475,6 +502,14 @@ impl Holder {
                     break 'held;
                 }
             };
+            if let Some((node, reporter)) = reporter {
+                let why = match &ended {
+                    None => "this node stopped holding the org".to_owned(),
+                    Some(e) => format!("the org's client stopped: {e}"),
+                };
+                let (report, topics) = super::cluster::report(&node, &stream, Some(&why));
+                reporter.finish(report, topics).await;
+            }
             if live_since.is_some_and(|t| t.elapsed() >= STEADY) {
                 backoff.reset();
             }
@@ -499,6 +534,10 @@ impl Holder {
         clear(&status, &name, generation);
         if let Some(stats) = &engine {
             metrics.remove_engine(&name, stats);
+        }
+        if clustered {
+            // The cluster's gap-finder reports the time no holder covered.
+            return;
         }
         let successor = successor.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(successor) = successor {
@@ -654,6 +693,11 @@ struct ClusterState {
     id: String,
     view: watch::Receiver<holdline_cluster::View>,
     all: Vec<(Arc<str>, ClientConfig)>,
+    /// Every org's name, for the gap-finder.
+    names: watch::Sender<Vec<Arc<str>>>,
+    reporting: super::cluster::Reporting,
+    /// Stops the gap-finder.
+    stop_gaps: watch::Sender<bool>,
 }
 
 impl ClusterState {
@@ -715,6 +759,7 @@ impl Fleet {
             topics: topics_rx,
             predecessor,
             successor: successor.clone(),
+            reporting: self.cluster.as_ref().map(|c| c.reporting.clone()),
         };
         let task = tokio::spawn(holder.run(out, stopped, first));
         self.orgs.insert(
@@ -744,6 +789,9 @@ impl Fleet {
 
     /// Stops every org; the holders' senders end the stream once they are done.
     fn stop(&mut self) {
+        if let Some(cluster) = &self.cluster {
+            let _ = cluster.stop_gaps.send(true);
+        }
         let names: Vec<Arc<str>> = self.orgs.keys().cloned().collect();
         for name in &names {
             self.stop_one(name);
@@ -775,6 +823,9 @@ impl Fleet {
         let wanted = match &mut self.cluster {
             Some(cluster) => {
                 cluster.all = wanted;
+                cluster
+                    .names
+                    .send_replace(cluster.all.iter().map(|(n, _)| n.clone()).collect());
                 cluster.assigned()
             }
             None => wanted,
@@ -905,10 +956,29 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
                 .map_err(|e| super::UsageError(format!("cannot join the cluster: {e}")))?;
             tracing::info!(node = %id, cluster = %holdline_cluster::node::shown(url), lease = ?lease, orgs = orgs.len(), "joined the cluster; holding the orgs assigned to this node");
             fleet.status.set_cluster(Some("joining".to_owned()));
+            let (names, names_rx) = watch::channel(orgs.iter().map(|(n, _)| n.clone()).collect());
+            let (stop_gaps, gaps_stopped) = watch::channel(false);
+            if let Some(out) = fleet.out.clone() {
+                tokio::spawn(super::cluster::find_gaps(
+                    joined.coverage.clone(),
+                    id.clone(),
+                    joined.view.clone(),
+                    names_rx,
+                    lease,
+                    out,
+                    gaps_stopped,
+                ));
+            }
             fleet.cluster = Some(ClusterState {
+                reporting: super::cluster::Reporting {
+                    node: id.clone(),
+                    coverage: joined.coverage.clone(),
+                },
                 id,
                 view: joined.view.clone(),
                 all: orgs,
+                names,
+                stop_gaps,
             });
             Some(joined)
         }
@@ -1079,7 +1149,8 @@ fn write(
 ) {
     match item {
         Item::Event(org, n) => out.event(&n, &org, filter, filtered),
-        Item::Gap(org, gap) => out.gap(&gap, &org, filter, filtered),
+        Item::Gap(org, gap) => out.gap(&gap, &org, None, filter, filtered),
+        Item::ClusterGap(org, gap, id) => out.gap(&gap, &org, Some(&id), filter, filtered),
         Item::Rejected(org, r) => out.rejected(&r, &org, filter, filtered),
     }
 }

@@ -281,7 +281,7 @@ impl Spooled {
                     holdline_client::telemetry::notable::gap(&stats, &gap);
                 }
                 let mut line = Vec::new();
-                write_gap(&mut line, &gap, &org);
+                write_gap(&mut line, &gap, &org, None);
                 lines.push(line);
             }
             tracing::error!(

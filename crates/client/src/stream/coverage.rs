@@ -9,7 +9,7 @@
 //! gap record when the next socket starts covering. Two sockets being live at the same
 //! moment is not enough: the one that started later does not cover the time before it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -17,6 +17,24 @@ use crate::stream::event::Gap;
 
 /// Ended intervals kept at most (a safety cap; a day of sockets is a few dozen).
 const MAX_INTERVALS: usize = 10_000;
+
+/// Past covered runs kept for [`ShardCoverage::cover`] (the newest).
+const MAX_RUNS: usize = 64;
+
+/// What one shard covered: the stretches of time in which some socket of it could have
+/// received every event, newest last, for a cluster to combine with other nodes' own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardCover {
+    /// The shard's topics.
+    pub topics: Arc<[String]>,
+    /// Covered stretches, oldest first; the last ends now (less the look-back) when
+    /// `open`, else where coverage stopped.
+    pub runs: Vec<(SystemTime, SystemTime)>,
+    /// Whether a socket covers the shard now (the last run goes on).
+    pub open: bool,
+    /// Why coverage stopped, when it is not open.
+    pub reason: String,
+}
 
 /// Coverage of one shard.
 #[derive(Debug)]
@@ -33,6 +51,10 @@ pub struct ShardCoverage {
     /// Why the socket whose coverage ends at the watermark ended.
     watermark_reason: String,
     lookback: Duration,
+    /// Where the covered run the watermark is in began.
+    run_start: Option<SystemTime>,
+    /// Covered runs that ended in a gap, newest last.
+    runs: VecDeque<(SystemTime, SystemTime)>,
 }
 
 impl ShardCoverage {
@@ -46,6 +68,8 @@ impl ShardCoverage {
             last_reason: String::new(),
             watermark_reason: String::new(),
             lookback,
+            run_start: None,
+            runs: VecDeque::new(),
         }
     }
 
@@ -62,6 +86,7 @@ impl ShardCoverage {
     /// Socket `session` covers from `since`; returns the gaps this closes.
     pub fn live(&mut self, session: u64, since: SystemTime) -> Vec<Gap> {
         self.watermark.get_or_insert(since);
+        self.run_start.get_or_insert(since);
         self.live.insert(session, since);
         self.advance()
     }
@@ -119,6 +144,14 @@ impl ShardCoverage {
                 .filter(|a| *a > w)
                 .min();
             let Some(to) = next else { break };
+            if let Some(start) = self.run_start.replace(to)
+                && w > start
+            {
+                if self.runs.len() == MAX_RUNS {
+                    self.runs.pop_front();
+                }
+                self.runs.push_back((start, w));
+            }
             gaps.push(Gap {
                 topics: self.topics.clone(),
                 from: w,
@@ -147,6 +180,30 @@ impl ShardCoverage {
         } else {
             reason
         }
+    }
+
+    /// What the shard covered up to `now`; None before any socket covered it.
+    pub fn cover(&self, now: SystemTime) -> Option<ShardCover> {
+        let (start, w) = (self.run_start?, self.watermark?);
+        // After `advance`, a live socket means the shard is covered from the watermark on.
+        let open = !self.live.is_empty();
+        let end = match open {
+            true => now.checked_sub(self.lookback).unwrap_or(now).max(w),
+            false => w,
+        };
+        let mut runs: Vec<_> = self.runs.iter().copied().collect();
+        if end > start {
+            runs.push((start, end));
+        }
+        Some(ShardCover {
+            topics: self.topics.clone(),
+            runs,
+            open,
+            reason: match open {
+                true => String::new(),
+                false => self.reason_at(w),
+            },
+        })
     }
 
     /// Ends an open hole at `now` (the client stopped while nothing covered the shard).
@@ -259,5 +316,31 @@ mod tests {
         assert!(gaps.is_empty(), "still open");
         let gaps = s.live(3, t(30));
         assert_eq!(window(&gaps), [(t(21), t(30))]);
+    }
+
+    #[test]
+    fn cover_gives_the_runs_between_the_gaps_and_the_open_end() {
+        let mut s = shard();
+        assert_eq!(s.cover(t(10)), None, "nothing covered yet");
+        s.live(1, t(10));
+        let c = s.cover(t(30)).unwrap();
+        assert_eq!(c.runs, [(t(10), t(30) - LOOKBACK)]);
+        assert!(c.open);
+        s.ended(1, Some(t(40)), true, "dropped");
+        let c = s.cover(t(45)).unwrap();
+        assert_eq!(
+            c.runs,
+            [(t(10), t(40) - LOOKBACK)],
+            "ends where coverage stopped"
+        );
+        assert!(!c.open);
+        assert_eq!(c.reason, "dropped");
+        s.live(2, t(50));
+        let c = s.cover(t(60)).unwrap();
+        assert_eq!(
+            c.runs,
+            [(t(10), t(40) - LOOKBACK), (t(50), t(60) - LOOKBACK)]
+        );
+        assert!(c.open);
     }
 }

@@ -5,7 +5,7 @@
 //! gap records and hands the caller one [`Event`] at a time. One hop from socket to
 //! caller, no copy of the body.
 
-pub(crate) mod coverage;
+pub mod coverage;
 pub mod dedupe;
 pub mod event;
 pub mod record;
@@ -22,7 +22,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::Instant;
 
 use crate::error::ClientError;
-use crate::stream::coverage::ShardCoverage;
+use crate::stream::coverage::{ShardCover, ShardCoverage};
 use crate::stream::dedupe::{Dedupe, Seen};
 use crate::stream::event::{Event, Gap, Notification, Rejection, StateChange};
 use crate::stream::skew::Skew;
@@ -305,6 +305,12 @@ impl EventStream {
         self.gaps
             .extend(self.shards.iter_mut().filter_map(|s| s.close_outage(now)));
         self.finished = true;
+    }
+
+    /// What each shard has covered so far (for a cluster, which combines its nodes').
+    pub fn coverage(&self) -> Vec<ShardCover> {
+        let now = SystemTime::now();
+        self.shards.iter().filter_map(|s| s.cover(now)).collect()
     }
 
     /// Items waiting to be handled (a writer flushes when this reaches zero).

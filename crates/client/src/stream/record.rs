@@ -23,11 +23,12 @@ pub fn write_event(out: &mut Vec<u8>, n: &Notification, org: &str) {
     );
 }
 
-/// Appends one gap record and a newline.
-pub fn write_gap(out: &mut Vec<u8>, gap: &Gap, org: &str) {
+/// Appends one gap record and a newline; `id` names a cluster's gap.
+pub fn write_gap(out: &mut Vec<u8>, gap: &Gap, org: &str, id: Option<&str>) {
     record::write_gap(
         out,
         &GapFields {
+            id,
             topics: &gap.topics,
             from: gap.from,
             to: gap.to,
@@ -65,7 +66,7 @@ mod tests {
             reason: "socket dropped: \"reset\"".into(),
         };
         let mut out = Vec::new();
-        write_gap(&mut out, &gap, "acme");
+        write_gap(&mut out, &gap, "acme", None);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["kind"], "gap");
         assert_eq!(v["org"], "acme");

@@ -5,13 +5,15 @@
 //!
 //! ```json
 //! {"kind":"event","id":"…","topic":"…","received_at":"…","org":"…","channel":"…","correlation_id":"…","body":{…}}
-//! {"kind":"gap","topics":["…"],"from":"…","to":"…","org":"…","reason":"…"}
+//! {"kind":"gap","id":"…","topics":["…"],"from":"…","to":"…","org":"…","reason":"…"}
 //! {"kind":"rejected","topic":"…","org":"…","missing_permissions":["…"],"reason":"…"}
 //! ```
 //!
 //! `id` is 16 lowercase hex digits ([`EventId`]); times are UTC RFC 3339 with
 //! microseconds; `correlation_id` and `reason` (of `rejected`) are left out when absent;
-//! `body` is the event body exactly as the service sent it.
+//! `body` is the event body exactly as the service sent it. A gap's `id` is
+//! there only for a gap a cluster computed (`gap:<org>:<shard>:<from>`), so that the gap
+//! two nodes both report is stored once.
 
 mod read;
 mod write;
@@ -41,6 +43,8 @@ pub struct EventFields<'a> {
 /// What a gap record is written from.
 #[derive(Debug, Clone, Copy)]
 pub struct GapFields<'a> {
+    /// A cluster's gap names itself; a process's own gap has no id.
+    pub id: Option<&'a str>,
     pub topics: &'a [String],
     pub from: SystemTime,
     pub to: SystemTime,

@@ -73,6 +73,8 @@ impl PartialEq for Event<'_> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gap<'a> {
+    /// Only a cluster's gap has one.
+    pub id: Option<Cow<'a, str>>,
     pub topics: Vec<Cow<'a, str>>,
     pub from: SystemTime,
     pub to: SystemTime,
@@ -178,6 +180,7 @@ pub fn read(line: &[u8]) -> Result<Record<'_>, RecordError> {
         "gap" => {
             const K: &str = "gap";
             Record::Gap(Gap {
+                id: w.id,
                 topics: need(w.topics, K, "topics")?,
                 from: time("from", &need(w.from, K, "from")?)?,
                 to: time("to", &need(w.to, K, "to")?)?,
@@ -205,9 +208,17 @@ fn trim(line: &[u8]) -> &[u8] {
 /// What a sink routes a record on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Head<'a> {
-    Event { id: EventId, topic: Cow<'a, str> },
-    Gap { topics: Vec<Cow<'a, str>> },
-    Rejected { topic: Cow<'a, str> },
+    Event {
+        id: EventId,
+        topic: Cow<'a, str>,
+    },
+    Gap {
+        topics: Vec<Cow<'a, str>>,
+        id: Option<Cow<'a, str>>,
+    },
+    Rejected {
+        topic: Cow<'a, str>,
+    },
 }
 
 impl Head<'_> {
@@ -219,11 +230,13 @@ impl Head<'_> {
         }
     }
 
-    /// The event id; for another record a stable id of its own (its kind and the xxh3 of
-    /// its bytes), so that one delivered twice is recognised as the same record.
+    /// The event id (or a cluster gap's); for another record a stable id of its own (its
+    /// kind and the xxh3 of its bytes), so that one delivered twice is recognised as the
+    /// same record.
     pub fn dedupe_id(&self, line: &[u8]) -> String {
         match self {
             Head::Event { id, .. } => id.to_string(),
+            Head::Gap { id: Some(id), .. } => id.to_string(),
             other => format!(
                 "{}-{:016x}",
                 other.kind(),
@@ -258,7 +271,10 @@ pub fn head(line: &[u8]) -> Result<Head<'_>, RecordError> {
             id: e.id,
             topic: e.topic,
         },
-        Record::Gap(g) => Head::Gap { topics: g.topics },
+        Record::Gap(g) => Head::Gap {
+            topics: g.topics,
+            id: g.id,
+        },
         Record::Rejected(r) => Head::Rejected { topic: r.topic },
     })
 }

@@ -72,13 +72,18 @@ proptest! {
     fn gap_and_rejected_records_read_back_as_written(
         topics in prop::collection::vec(text(), 0..5), from in at(), to in at(), reason in text(),
         perms in prop::collection::vec(text(), 0..3), why in proptest::option::of(text()),
+        id in proptest::option::of(text()),
     ) {
         let mut line = Vec::new();
-        write_gap(&mut line, &GapFields { topics: &topics, from, to, org: &reason, reason: &reason });
+        write_gap(&mut line, &GapFields { id: id.as_deref(), topics: &topics, from, to, org: &reason, reason: &reason });
         let Record::Gap(g) = read(&line).unwrap() else { panic!("not a gap") };
         prop_assert_eq!(&g.topics, &topics.iter().map(|t| Cow::Borrowed(t.as_str())).collect::<Vec<_>>());
         prop_assert_eq!((g.from, g.to), (from, to));
         prop_assert_eq!(&g.reason, &reason);
+        prop_assert_eq!(g.id.as_deref(), id.as_deref());
+        if let Some(id) = &id {
+            prop_assert_eq!(&head(&line).unwrap().dedupe_id(&line), id, "a cluster gap is stored by its id");
+        }
         prop_assert_eq!(g.org.as_deref(), Some(reason.as_str()));
         prop_assert_eq!(head(&line).unwrap().kind(), "gap");
 
@@ -150,6 +155,7 @@ fn a_gap_or_rejected_record_has_a_stable_id_of_its_own() {
     write_gap(
         &mut line,
         &GapFields {
+            id: None,
             topics: &["a.b".to_owned()],
             from: UNIX_EPOCH,
             to: UNIX_EPOCH,

@@ -32,7 +32,13 @@ pub fn write_event(out: &mut Vec<u8>, e: &EventFields<'_>) {
 
 /// Appends one gap record and a newline.
 pub fn write_gap(out: &mut Vec<u8>, gap: &GapFields<'_>) {
-    out.extend_from_slice(br#"{"kind":"gap","topics":["#);
+    out.extend_from_slice(br#"{"kind":"gap","#);
+    if let Some(id) = gap.id {
+        out.extend_from_slice(br#""id":"#);
+        write_str(out, id);
+        out.push(b',');
+    }
+    out.extend_from_slice(br#""topics":["#);
     for (i, topic) in gap.topics.iter().enumerate() {
         if i > 0 {
             out.push(b',');

@@ -90,7 +90,7 @@ impl KafkaSink {
             let payload = rec.strip_suffix(b"\n").unwrap_or(rec);
             let keys: Vec<Option<&str>> = match &routed.head {
                 Some(Head::Event { topic, .. }) => vec![Some(entity(topic))],
-                Some(Head::Gap { topics }) if !topics.is_empty() => topics
+                Some(Head::Gap { topics, .. }) if !topics.is_empty() => topics
                     .iter()
                     .map(|t| entity(t))
                     .collect::<BTreeSet<_>>()

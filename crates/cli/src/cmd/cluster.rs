@@ -1,0 +1,172 @@
+//! A cluster node's share of the promise: each run of an org's client reports what its
+//! sockets covered, and the first holder of each org writes the gaps no holder covered
+//! (a node's own gaps are not the cluster's when the other holder was receiving).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use holdline_cluster::cover::{Report, ShardReport, shard_key};
+use holdline_cluster::ledger::Coverage;
+use tokio::sync::{mpsc, watch};
+
+use super::orgs::Item;
+
+/// How often a holder reports its coverage, and the gap-finder looks.
+pub(super) const EVERY: Duration = Duration::from_secs(1);
+
+/// A mark is stored only this long after it was reached, so a gap found just before has
+/// reached the stream (a gap-finder that takes over finds it again, with the same id,
+/// inside the stream's duplicate window).
+const MARK_DELAY: Duration = Duration::from_secs(30);
+
+/// What an org's holder needs to report to the cluster.
+#[derive(Clone)]
+pub(super) struct Reporting {
+    pub node: String,
+    pub coverage: Coverage,
+}
+
+impl Reporting {
+    /// A reporter for one run of `org`'s client.
+    pub fn reporter(&self, org: &str) -> holdline_cluster::ledger::Reporter {
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let run = format!("{}-{}-{n}", self.node, nonce());
+        self.coverage.reporter(org, &run)
+    }
+}
+
+/// What tells this process from an earlier one on the same node.
+fn nonce() -> &'static str {
+    static NONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NONCE.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{}x{nanos:x}", std::process::id())
+    })
+}
+
+fn micros(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+fn time(us: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(us)
+}
+
+/// What `stream` has covered, as a report of `node`, with each shard's topics; when
+/// `ended`, no shard goes on (the client stopped), and `why` says why.
+pub(super) fn report(
+    node: &str,
+    stream: &holdline_client::EventStream,
+    ended: Option<&str>,
+) -> (Report, holdline_cluster::ledger::ShardTopics) {
+    let mut shards = Vec::new();
+    let mut topics = Vec::new();
+    for cover in stream.coverage() {
+        if cover.topics.is_empty() {
+            continue;
+        }
+        let key = shard_key(&cover.topics);
+        let (open, reason) = match ended {
+            Some(why) if cover.open => (false, why.to_owned()),
+            _ => (cover.open, cover.reason),
+        };
+        shards.push(ShardReport {
+            key: key.clone(),
+            runs: cover
+                .runs
+                .iter()
+                .map(|(a, b)| (micros(*a), micros(*b)))
+                .collect(),
+            open,
+            reason,
+        });
+        topics.push((key, cover.topics));
+    }
+    let report = Report {
+        node: node.to_owned(),
+        shards,
+    };
+    (report, topics)
+}
+
+/// Finds the gaps of the orgs this node is the first holder of, until `stop`.
+pub(super) async fn find_gaps(
+    coverage: Coverage,
+    id: String,
+    view: watch::Receiver<holdline_cluster::View>,
+    orgs: watch::Receiver<Vec<Arc<str>>>,
+    lease: Duration,
+    out: mpsc::Sender<Item>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let known = coverage.follow();
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Marks reached in the last and in this MARK_DELAY, by (org, shard).
+    let mut older: HashMap<(Arc<str>, String), u64> = HashMap::new();
+    let mut newer: HashMap<(Arc<str>, String), u64> = HashMap::new();
+    let mut since_stored = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let view = view.borrow().clone();
+        if !view.holding {
+            continue;
+        }
+        // A hole counts once it ended a lease time ago: reports on their way can fill it.
+        let settled = micros(SystemTime::now()).saturating_sub(micros(UNIX_EPOCH + lease));
+        let orgs = orgs.borrow().clone();
+        for org in orgs {
+            let first = holdline_cluster::holders(&org, &view.members, holdline_cluster::HOLDERS)
+                .first()
+                .is_some_and(|h| *h == id);
+            if !first {
+                continue;
+            }
+            let (found, moved) = known.gaps(&org, lease, settled);
+            for f in found {
+                let gap = holdline_client::Gap {
+                    topics: f.topics.clone(),
+                    from: time(f.hole.from),
+                    to: time(f.hole.to),
+                    reason: f.hole.reason.clone(),
+                };
+                let seconds = gap
+                    .to
+                    .duration_since(gap.from)
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                tracing::error!(event = "gap", org = %org, topics = gap.topics.len(), seconds, reason = %gap.reason, "gap: no holder of the org could have received the events in this window");
+                if out
+                    .send(Item::ClusterGap(org.clone(), gap, f.id()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            for (shard, mark) in moved {
+                newer.insert((org.clone(), shard), mark);
+            }
+        }
+        if since_stored.elapsed() >= MARK_DELAY {
+            let due = std::mem::replace(&mut older, std::mem::take(&mut newer));
+            since_stored = tokio::time::Instant::now();
+            let coverage = coverage.clone();
+            tokio::spawn(async move {
+                for ((org, shard), mark) in due {
+                    if let Err(e) = coverage.settle(&org, &shard, mark).await {
+                        tracing::debug!(org = %org, error = %e, "gap mark not stored; found again after a take-over");
+                    }
+                }
+            });
+        }
+    }
+}
