@@ -33,8 +33,8 @@ fn config(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
 
 /// NATS, the simulator, and the config every node reads.
 struct World {
-    _nats: holdline_sinks::testing::Server,
-    _store: tempfile::TempDir,
+    nats: holdline_sinks::testing::Server,
+    store: tempfile::TempDir,
     addr: String,
     _sim: Running,
     url: String,
@@ -52,8 +52,8 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let path = config(dir.path(), &url);
         World {
-            _nats: nats,
-            _store: store,
+            nats,
+            store,
             addr,
             _sim: sim,
             url,
@@ -69,7 +69,11 @@ impl World {
     }
 
     fn node_command(&self, id: &str, lease: &str) -> Command {
-        let nats = &self.addr;
+        self.node_via(id, lease, &self.addr)
+    }
+
+    /// Node `id`, reaching NATS at `nats`.
+    fn node_via(&self, id: &str, lease: &str, nats: &str) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.args(["listen", "--config"])
             .arg(&self.path)
@@ -345,6 +349,145 @@ fn both_holders_of_an_org_killed_is_one_gap_per_shard_over_the_outage() {
     wait_stream(addr, before + 300, Duration::from_secs(60));
     stop_all(nodes);
     check_stream(http, url, addr, Gaps::Of(hit));
+}
+
+#[test]
+fn nats_restarted_under_traffic_loses_nothing() {
+    let mut w = World::new();
+    let ids = ["n1", "n2", "n3"];
+    let nodes: HashMap<&str, Running> = ids.into_iter().map(|id| (id, w.node(id, LEASE))).collect();
+    wait_two_holders(
+        &w.http,
+        &w.url,
+        Duration::from_secs(60),
+        "two holders per org",
+    );
+    let before = wait_stream(&w.addr, 300, Duration::from_secs(60));
+    // NATS goes away for a second (well within the lease) and comes back with its store:
+    // every node spools meanwhile and publishes when it is back, and nobody steps down.
+    w.nats.kill();
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let store = w.store.path().to_owned();
+    w.nats.restart_nats(&store);
+    let (http, url, addr) = (&w.http, w.url.as_str(), w.addr.as_str());
+    wait_stream(addr, before + 400, Duration::from_secs(60));
+    wait_two_holders(
+        http,
+        url,
+        Duration::from_secs(30),
+        "two holders after the restart",
+    );
+    stop_all(nodes);
+    check_stream(http, url, addr, Gaps::None);
+    assert_eq!(connected_evictions(http, url), 0, "no live channel evicted");
+}
+
+/// A TCP forwarder to `to` that the test can cut (every connection closed, new ones
+/// closed at once) and mend.
+struct Cut {
+    addr: String,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    live: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Cut {
+    fn to(to: &str) -> Cut {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (o, l, to) = (open.clone(), live.clone(), to.to_owned());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !o.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&to) else {
+                    continue;
+                };
+                let mut list = l.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(server.try_clone().unwrap());
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Cut { addr, open, live }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for s in self.live.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn mend(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_node_cut_off_from_nats_steps_down_and_loses_nothing() {
+    let w = World::new();
+    let (http, url, addr) = (&w.http, w.url.as_str(), w.addr.as_str());
+    let cut = Cut::to(addr);
+    let mut n1 = Running(
+        w.node_via("n1", LEASE, &cut.addr)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = log_lines_of(&mut n1.0);
+    let mut nodes: HashMap<&str, Running> = ["n2", "n3"]
+        .into_iter()
+        .map(|id| (id, w.node(id, LEASE)))
+        .collect();
+    nodes.insert("n1", n1);
+    wait_two_holders(http, url, Duration::from_secs(60), "two holders per org");
+    let before = wait_stream(addr, 200, Duration::from_secs(60));
+    // n1 still reaches the service but not NATS: past its lease it holds nothing, and
+    // what it received meanwhile waits in its spool.
+    cut.cut();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("n1 never stepped down");
+        if line.contains("holds no org") && line.contains("cannot renew") {
+            break;
+        }
+    }
+    wait_two_holders(
+        http,
+        url,
+        Duration::from_secs(30),
+        "the others hold every org",
+    );
+    let grown = wait_stream(addr, before + 200, Duration::from_secs(60));
+    cut.mend();
+    wait_two_holders(
+        http,
+        url,
+        Duration::from_secs(30),
+        "settled after n1 is back",
+    );
+    wait_stream(addr, grown + 200, Duration::from_secs(60));
+    stop_all(nodes);
+    check_stream(http, url, addr, Gaps::None);
+    assert_eq!(connected_evictions(http, url), 0, "no live channel evicted");
 }
 
 /// Channels with a socket connected that the 20-channel rule evicted, over every org.

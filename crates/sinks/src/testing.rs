@@ -62,6 +62,21 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Starts a nats-server that was killed again: the same binary, port and `store`.
+    pub fn restart_nats(&mut self, store: &Path) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(server) = nats_with(&self.bin, self.port, store) {
+                *self = server;
+                return;
+            }
+            // The port may linger a moment after the kill.
+            assert!(Instant::now() < deadline, "{self:?} did not start again");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 impl Drop for Server {
