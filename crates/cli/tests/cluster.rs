@@ -82,7 +82,9 @@ impl World {
             .arg(self.dir.path().join(id))
             .args([
                 "--sink",
-                &format!("nats://{nats}/holdline.events?stream=HOLDLINE&duplicate_window=5m"),
+                &format!(
+                    "nats://{nats}/holdline.{{org}}.{{family}}?stream=HOLDLINE&duplicate_window=5m"
+                ),
             ])
             .env_remove("GENESYSCLOUD_OAUTHCLIENT_ID")
             .env_remove("GENESYSCLOUD_OAUTHCLIENT_SECRET")
@@ -217,6 +219,19 @@ fn wait_exit(id: &str, mut n: Running) {
 /// The stream against the ledgers: every org there, no duplicate message, none missing
 /// between each org's first and last event, and no gap unless `gaps` allows them.
 fn check_stream(http: &reqwest::blocking::Client, url: &str, addr: &str, gaps: Gaps) {
+    // Each record under its org and family.
+    for (subject, payload) in holdline_sinks::testing::nats_messages(addr, "HOLDLINE") {
+        let r: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        let family = match r["kind"].as_str().unwrap() {
+            "event" => "queue_conversations",
+            other => other,
+        };
+        assert_eq!(
+            subject,
+            format!("holdline.{}.{family}", r["org"].as_str().unwrap()),
+            "{r}"
+        );
+    }
     let records = stream(addr);
     let found: Vec<&serde_json::Value> = records.iter().filter(|r| r["kind"] == "gap").collect();
     let gapped: Vec<String> = match &gaps {

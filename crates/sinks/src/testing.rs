@@ -272,6 +272,14 @@ pub fn redis_entries(addr: &str, stream: &str) -> Vec<(String, String, Vec<u8>)>
 
 /// The payload of every message in a JetStream stream, oldest first.
 pub fn nats_payloads(addr: &str, stream: &str) -> Vec<Vec<u8>> {
+    nats_messages(addr, stream)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
+}
+
+/// The subject and payload of every message in a JetStream stream, oldest first.
+pub fn nats_messages(addr: &str, stream: &str) -> Vec<(String, Vec<u8>)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -286,7 +294,7 @@ pub fn nats_payloads(addr: &str, stream: &str) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         for seq in 1..=last {
             let m = s.get_raw_message(seq).await.expect("a stored message");
-            out.push(m.payload.to_vec());
+            out.push((m.subject.to_string(), m.payload.to_vec()));
         }
         out
     })

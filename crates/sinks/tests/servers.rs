@@ -147,6 +147,38 @@ fn nats_publishes_with_the_event_id_so_jetstream_drops_repeats() {
 }
 
 #[test]
+fn a_nats_subject_template_puts_each_record_under_its_org_and_family() {
+    let store = tempfile::tempdir().unwrap();
+    let server = testing::nats(store.path());
+    let url = format!(
+        "nats://{}/holdline.{{org}}.{{family}}?stream=PER_ORG&timeout=2s",
+        server.addr()
+    );
+    let mut sink = open(&SinkConfig::parse(&url).unwrap()).unwrap();
+    let event = |org: &str| {
+        format!(
+            r#"{{"kind":"event","id":"{:016x}","topic":"v2.users.0b2c1f5e-3a4d-4e6f-8a9b-000000000001.presence","received_at":"2026-11-27T10:00:00.000000Z","org":"{org}","channel":"c","body":{{}}}}"#,
+            org.len()
+        ) + "\n"
+    };
+    let (a, b) = (event("acme"), event("globex.eu"));
+    let gap = "{\"kind\":\"gap\",\"topics\":[\"v2.a\"],\"from\":\"2026-11-27T10:00:00.000000Z\",\"to\":\"2026-11-27T10:00:01.000000Z\",\"org\":\"acme\",\"reason\":\"r\"}\n";
+    testing::deliver(&mut *sink, &[a.as_bytes(), b.as_bytes(), gap.as_bytes()]).unwrap();
+    let subjects: Vec<String> = testing::nats_messages(&server.addr(), "PER_ORG")
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(
+        subjects,
+        [
+            "holdline.acme.presence",
+            "holdline.globex_eu.presence",
+            "holdline.acme.gap"
+        ]
+    );
+}
+
+#[test]
 fn nats_without_a_stream_says_how_to_make_one() {
     let store = tempfile::tempdir().unwrap();
     let server = testing::nats(store.path());

@@ -10,6 +10,8 @@ use crate::duration_option;
 pub struct NatsConfig {
     /// `host:port` (several separated by commas).
     pub servers: String,
+    /// The subject, or a template of one: `{org}` and `{family}` as whole tokens are
+    /// replaced by each record's org and topic family (`gap`, `rejected` for those).
     pub subject: String,
     /// Create this stream for the subject if it is missing.
     pub stream: Option<String>,
@@ -48,6 +50,23 @@ impl std::fmt::Debug for NatsConfig {
 const FORM: &str = "nats://host:4222/subject";
 
 impl NatsConfig {
+    /// Whether the subject is filled in per record.
+    pub fn templated(&self) -> bool {
+        self.subject.contains('{')
+    }
+
+    /// The subjects a stream must capture: the template's tokens as wildcards.
+    pub fn captured(&self) -> String {
+        self.subject
+            .split('.')
+            .map(|t| match t {
+                "{org}" | "{family}" => "*",
+                t => t,
+            })
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+
     pub(crate) fn from_parts(rest: &str, params: &[(String, String)]) -> Result<Self, String> {
         let (servers, subject) = rest
             .split_once('/')
@@ -55,6 +74,14 @@ impl NatsConfig {
             .ok_or_else(|| format!("nats sink needs a subject without wildcards: {FORM}"))?;
         for server in servers.split(',') {
             crate::host_port(server, 4222, FORM)?;
+        }
+        if let Some(bad) = subject
+            .split('.')
+            .find(|t| t.contains(['{', '}']) && !matches!(*t, "{org}" | "{family}"))
+        {
+            return Err(format!(
+                "nats subject token {bad:?}: only {{org}} and {{family}} may be filled in, each as a whole token (holdline.{{org}}.{{family}})"
+            ));
         }
         let env = |name: &str, v: &str| {
             std::env::var(v)

@@ -7,7 +7,10 @@
 //!
 //! With `stream=NAME` the stream is created (subjects: the sink's subject, duplicate
 //! window `duplicate_window`, 2 min unless set) if it does not exist; otherwise a stream must already capture the
-//! subject. Headers: `Nats-Msg-Id`, `Holdline-Kind` (`event`, `gap` or `rejected`), and
+//! subject. The subject may be a template: `holdline.{org}.{family}` puts each record
+//! under its org and its topic's family (`queue_conversations`, `presence`, …; `gap` and
+//! `rejected` for those records), and a stream this sink creates captures
+//! `holdline.*.*`. Headers: `Nats-Msg-Id`, `Holdline-Kind` (`event`, `gap` or `rejected`), and
 //! `Holdline-Topic` for events. The payload is the JSON line without its newline.
 
 mod config;
@@ -77,7 +80,7 @@ impl NatsSink {
         if let Some(stream) = &config.stream {
             js.get_or_create_stream(jetstream::stream::Config {
                 name: stream.clone(),
-                subjects: vec![config.subject.clone()],
+                subjects: vec![config.captured()],
                 duplicate_window: config.duplicate_window,
                 ..Default::default()
             })
@@ -89,12 +92,17 @@ impl NatsSink {
 
     async fn publish(
         js: &jetstream::Context,
-        subject: &str,
+        config: &NatsConfig,
         records: &[Bytes],
     ) -> Result<(), (PublishErrorKind, String)> {
         let mut acks = Vec::with_capacity(records.len());
+        let templated = config.templated();
         for rec in records {
             let routed = crate::Routed::of(rec);
+            let subject = match templated {
+                true => fill(&config.subject, rec, &routed),
+                false => config.subject.clone(),
+            };
             let body = rec.strip_suffix(b"\n").unwrap_or(rec);
             let mut msg = PublishMessage::build()
                 .payload(rec.slice(..body.len()))
@@ -104,7 +112,7 @@ impl NatsSink {
                 msg = msg.header("Holdline-Topic", topic);
             }
             let ack = js
-                .send_publish(subject.to_owned(), msg)
+                .send_publish(subject, msg)
                 .await
                 .map_err(|e| (e.kind(), e.to_string()))?;
             acks.push(ack);
@@ -114,6 +122,50 @@ impl NatsSink {
         }
         Ok(())
     }
+}
+
+/// The subject `template` names for the record `line`.
+fn fill(template: &str, line: &[u8], routed: &crate::Routed<'_>) -> String {
+    let family = match (routed.kind(), routed.topic()) {
+        ("event", Some(topic)) => {
+            holdline_proto::topic::classify(topic).map_or("other", |m| m.family().name())
+        }
+        (kind, _) => kind,
+    };
+    let org = org_of(line).unwrap_or("unknown");
+    template
+        .split('.')
+        .map(|t| match t {
+            "{org}" => token(org),
+            "{family}" => token(family),
+            t => t.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The record's `org`: the first `"org":` member of the line is the record's own (its
+/// topic and topics come before it, as JSON strings that cannot hold it unescaped).
+fn org_of(line: &[u8]) -> Option<&str> {
+    const KEY: &[u8] = br#","org":""#;
+    let at = line.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let rest = &line[at..];
+    let end = rest.iter().position(|b| *b == b'"' || *b == b'\\')?;
+    (rest[end] == b'"').then(|| std::str::from_utf8(&rest[..end]).ok())?
+}
+
+/// One subject token: what a subject cannot hold (`.`, wildcards, spaces) becomes `_`.
+fn token(s: &str) -> String {
+    let t: String = s
+        .chars()
+        .map(
+            |c| match c.is_ascii_alphanumeric() || matches!(c, '-' | '_') {
+                true => c,
+                false => '_',
+            },
+        )
+        .collect();
+    if t.is_empty() { "_".to_owned() } else { t }
 }
 
 impl NatsSink {
@@ -127,7 +179,7 @@ impl NatsSink {
         let js = self.js.as_ref().expect("connected above");
         // Each acknowledgement waits at most the timeout, and the first failure ends the
         // batch; the bound here also covers a publish stuck behind a full send buffer.
-        let publish = Self::publish(js, &self.config.subject, records);
+        let publish = Self::publish(js, &self.config, records);
         let outcome = tokio::time::timeout(self.config.timeout * 2, publish)
             .await
             .unwrap_or_else(|_| {

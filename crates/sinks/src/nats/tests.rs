@@ -36,3 +36,30 @@ fn options_parse_and_secrets_stay_out_of_debug() {
     let err = NatsConfig::from_parts("h/s", &[("user".into(), "u".into())]).unwrap_err();
     assert!(err.contains("password_env"), "{err}");
 }
+
+#[test]
+fn a_subject_template_is_filled_from_each_record() {
+    let c = NatsConfig::from_parts("h/holdline.{org}.{family}", &[]).unwrap();
+    assert!(c.templated());
+    assert_eq!(c.captured(), "holdline.*.*");
+    let event = br#"{"kind":"event","id":"00000000000000ff","topic":"v2.routing.queues.0b2c1f5e-3a4d-4e6f-8a9b-000000000001.conversations","received_at":"2026-11-27T10:00:00.000000Z","org":"acme.eu","channel":"c","body":{"org":"no"}}"#;
+    let routed = crate::Routed::of(event);
+    assert_eq!(
+        fill(&c.subject, event, &routed),
+        "holdline.acme_eu.queue_conversations"
+    );
+    let gap = br#"{"kind":"gap","topics":["v2.a"],"from":"2026-11-27T10:00:00Z","to":"2026-11-27T10:00:01Z","org":"o1","reason":"r"}"#;
+    assert_eq!(
+        fill(&c.subject, gap, &crate::Routed::of(gap)),
+        "holdline.o1.gap"
+    );
+    let old = br#"{"kind":"gap","topics":[],"from":"2026-11-27T10:00:00Z","to":"2026-11-27T10:00:01Z","reason":"r"}"#;
+    assert_eq!(
+        fill(&c.subject, old, &crate::Routed::of(old)),
+        "holdline.unknown.gap"
+    );
+    for bad in ["h/a.{org}x", "h/a.{topic}"] {
+        let err = NatsConfig::from_parts(bad, &[]).unwrap_err();
+        assert!(err.contains("{org}"), "{err}");
+    }
+}
