@@ -12,4 +12,4 @@ pub mod node;
 pub use assign::holders;
 pub use lease::{Bucket, Lease, LeaseError};
 pub use members::View;
-pub use node::{HOLDERS, Joined, join};
+pub use node::{ClusterUrl, HOLDERS, Joined, join};

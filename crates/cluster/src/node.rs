@@ -42,39 +42,176 @@ pub fn shown(urls: &str) -> String {
         .join(",")
 }
 
-/// Connects to the NATS servers `urls` (comma-separated `nats://host:port`) and joins
-/// as node `id`, with leases of `lease`.
-pub async fn join(urls: &str, id: &str, lease: Duration) -> Result<Joined, LeaseError> {
-    let servers: Vec<async_nats::ServerAddr> = urls
-        .split(',')
-        .map(|u| u.trim().parse())
-        .collect::<Result<_, _>>()
-        .map_err(|e| LeaseError::Nats(format!("cluster URL {:?}: {e}", shown(urls))))?;
-    let client = async_nats::ConnectOptions::new()
-        .name(format!("holdline node {id}"))
-        .connection_timeout(lease)
-        .connect(servers)
-        .await
-        .map_err(|e| LeaseError::Nats(format!("cannot connect to {}: {e}", shown(urls))))?;
+/// Where the cluster's NATS is and how to log in:
+/// `nats://host:4222,host2:4222?creds=/path&tls=true&replicas=3`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterUrl {
+    /// The servers as given (without the options).
+    pub servers: String,
+    /// From the environment variable `token_env` names.
+    pub token: Option<String>,
+    pub user: Option<String>,
+    /// From the environment variable `password_env` names.
+    pub password: Option<String>,
+    /// A `.creds` file (JWT and nkey seed).
+    pub creds: Option<std::path::PathBuf>,
+    /// Require TLS.
+    pub tls: bool,
+    /// A CA certificate (PEM) to trust for the servers' TLS.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Copies of the cluster's buckets, when holdline creates them.
+    pub replicas: usize,
+}
+
+impl std::fmt::Debug for ClusterUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterUrl")
+            .field("servers", &shown(&self.servers))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("creds", &self.creds)
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .field("replicas", &self.replicas)
+            .finish()
+    }
+}
+
+const OPTIONS: &str = "token_env, user, password_env, creds, tls, ca_file and replicas";
+
+impl ClusterUrl {
+    /// Reads `nats://host:port[,host:port…][?option=value&…]`.
+    pub fn parse(text: &str) -> Result<ClusterUrl, String> {
+        let (servers, query) = text.split_once('?').unwrap_or((text, ""));
+        if servers.trim().is_empty() {
+            return Err(format!(
+                "cluster URL {:?} names no server: nats://host:4222",
+                shown(text)
+            ));
+        }
+        let env = |name: &str, v: &str| {
+            std::env::var(v)
+                .map_err(|_| format!("cluster {name}={v}: set the environment variable {v}"))
+        };
+        let mut url = ClusterUrl {
+            servers: servers.to_owned(),
+            token: None,
+            user: None,
+            password: None,
+            creds: None,
+            tls: false,
+            ca_file: None,
+            replicas: 1,
+        };
+        url.addrs()?;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "token_env" => url.token = Some(env(k, v)?),
+                "user" => url.user = Some(v.to_owned()),
+                "password_env" => url.password = Some(env(k, v)?),
+                "creds" => url.creds = Some(v.into()),
+                "ca_file" => url.ca_file = Some(v.into()),
+                "tls" => {
+                    url.tls = v
+                        .parse()
+                        .map_err(|_| format!("cluster tls={v} must be true or false"))?
+                }
+                "replicas" => url.replicas = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=5).contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "cluster replicas={v} must be 1 to 5 (JetStream keeps at most 5 copies)"
+                        )
+                    })?,
+                other => {
+                    return Err(format!(
+                        "unknown cluster option {other:?}; the options are {OPTIONS}"
+                    ));
+                }
+            }
+        }
+        if url.user.is_some() != url.password.is_some() {
+            return Err("cluster user=NAME and password_env=VARIABLE go together".into());
+        }
+        Ok(url)
+    }
+
+    fn addrs(&self) -> Result<Vec<async_nats::ServerAddr>, String> {
+        self.servers
+            .split(',')
+            .map(|u| {
+                let u = u.trim();
+                let full = match u.contains("://") {
+                    true => u.to_owned(),
+                    false => format!("nats://{u}"),
+                };
+                full.parse().map_err(|e| {
+                    format!("cluster server {:?}: {e}; write nats://host:4222", shown(u))
+                })
+            })
+            .collect()
+    }
+
+    async fn connect(&self, id: &str, timeout: Duration) -> Result<async_nats::Client, LeaseError> {
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("holdline node {id}"))
+            .connection_timeout(timeout)
+            .require_tls(self.tls);
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(path) = &self.ca_file {
+            options = options.add_root_certificates(path.clone());
+        }
+        if let Some(path) = &self.creds {
+            options = options.credentials_file(path).await.map_err(|e| {
+                LeaseError::Nats(format!(
+                    "cannot read the cluster creds {}: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+        let servers = self.addrs().map_err(LeaseError::Nats)?;
+        options.connect(servers).await.map_err(|e| {
+            LeaseError::Nats(format!("cannot connect to {}: {e}", shown(&self.servers)))
+        })
+    }
+}
+
+/// Connects to the cluster's NATS and joins as node `id`, with leases of `lease`.
+pub async fn join(url: &ClusterUrl, id: &str, lease: Duration) -> Result<Joined, LeaseError> {
+    let urls = url.servers.as_str();
+    let client = url.connect(id, lease).await?;
     let js = async_nats::jetstream::new(client);
-    let bucket = tokio::time::timeout(lease * 3, Bucket::open(&js, NODES_BUCKET, lease, 1))
-        .await
-        .map_err(|_| {
-            LeaseError::Nats(format!(
-                "{} did not answer within {:?}",
-                shown(urls),
-                lease * 3
-            ))
-        })??;
-    let coverage = tokio::time::timeout(lease * 3, crate::ledger::Coverage::open(&js, 1))
-        .await
-        .map_err(|_| {
-            LeaseError::Nats(format!(
-                "{} did not answer within {:?}",
-                shown(urls),
-                lease * 3
-            ))
-        })??;
+    let bucket = tokio::time::timeout(
+        lease * 3,
+        Bucket::open(&js, NODES_BUCKET, lease, url.replicas),
+    )
+    .await
+    .map_err(|_| {
+        LeaseError::Nats(format!(
+            "{} did not answer within {:?}",
+            shown(urls),
+            lease * 3
+        ))
+    })??;
+    let coverage =
+        tokio::time::timeout(lease * 3, crate::ledger::Coverage::open(&js, url.replicas))
+            .await
+            .map_err(|_| {
+                LeaseError::Nats(format!(
+                    "{} did not answer within {:?}",
+                    shown(urls),
+                    lease * 3
+                ))
+            })??;
     let (view_tx, view) = watch::channel(View {
         members: Vec::new(),
         holding: false,
@@ -101,6 +238,37 @@ impl Joined {
 
 #[cfg(test)]
 mod tests {
+    use super::ClusterUrl;
+
+    #[test]
+    fn cluster_urls_take_options_and_keep_secrets_out_of_debug() {
+        // SAFETY: no other test reads this variable.
+        unsafe { std::env::set_var("HOLDLINE_TEST_CLUSTER_TOKEN", "s3cr3t-token") };
+        let u = ClusterUrl::parse(
+            "nats://a:4222,b:4222?token_env=HOLDLINE_TEST_CLUSTER_TOKEN&tls=true&replicas=3",
+        )
+        .unwrap();
+        assert_eq!(u.servers, "nats://a:4222,b:4222");
+        assert_eq!(u.token.as_deref(), Some("s3cr3t-token"));
+        assert!(u.tls);
+        assert_eq!(u.replicas, 3);
+        assert!(!format!("{u:?}").contains("s3cr3t"));
+        assert_eq!(ClusterUrl::parse("a:4222").unwrap().replicas, 1);
+        for (bad, says) in [
+            ("nats://a:4222?replicas=9", "1 to 5"),
+            ("nats://a:4222?colour=blue", "the options are"),
+            ("nats://a:4222?user=bob", "go together"),
+            (
+                "nats://a:4222?token_env=HOLDLINE_TEST_UNSET_VARIABLE",
+                "set the environment variable",
+            ),
+            ("", "names no server"),
+        ] {
+            let err = ClusterUrl::parse(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
     #[test]
     fn credentials_in_urls_are_not_shown() {
         assert_eq!(

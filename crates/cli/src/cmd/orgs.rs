@@ -951,10 +951,11 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
         Some(url) => {
             let id = args.node.clone().unwrap_or_else(host_name);
             let lease = args.cluster_lease.unwrap_or(CLUSTER_LEASE);
-            let joined = holdline_cluster::join(url, &id, lease)
+            let parsed = holdline_cluster::ClusterUrl::parse(url).map_err(super::UsageError)?;
+            let joined = holdline_cluster::join(&parsed, &id, lease)
                 .await
                 .map_err(|e| super::UsageError(format!("cannot join the cluster: {e}")))?;
-            tracing::info!(node = %id, cluster = %holdline_cluster::node::shown(url), lease = ?lease, orgs = orgs.len(), "joined the cluster; holding the orgs assigned to this node");
+            tracing::info!(node = %id, cluster = %holdline_cluster::node::shown(&parsed.servers), lease = ?lease, orgs = orgs.len(), "joined the cluster; holding the orgs assigned to this node");
             fleet.status.set_cluster(Some("joining".to_owned()));
             let (names, names_rx) = watch::channel(orgs.iter().map(|(n, _)| n.clone()).collect());
             let (stop_gaps, gaps_stopped) = watch::channel(false);
