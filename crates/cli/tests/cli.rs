@@ -950,3 +950,53 @@ fn a_bad_filter_exits_2_naming_the_clause() {
         "{stderr}"
     );
 }
+
+/// The block of YAML under the line ending in `key: |`, unindented.
+fn yaml_block(text: &str, key: &str) -> String {
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.trim_end().ends_with(&format!("{key}: |")));
+    let head = lines.next().expect("the block's key");
+    let depth = head.len() - head.trim_start().len();
+    let body: Vec<&str> = lines
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > depth)
+        .collect();
+    let indent = body
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    body.iter()
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_deployment_files_configs_are_valid() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
+    let dir = tempfile::tempdir().unwrap();
+    for (file, key) in [
+        ("compose.yml", "content"),
+        ("k8s/holdline.yaml", "orgs.toml"),
+    ] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        let config = yaml_block(&text, key);
+        assert!(config.contains("[[org]]"), "{file}: {config}");
+        let path = dir.path().join("orgs.toml");
+        std::fs::write(&path, &config).unwrap();
+        let out = Command::new(BIN)
+            .args(["doctor", "--offline", "--config"])
+            .arg(&path)
+            .env("ACME_SECRET", "x")
+            .env("GLOBEX_SECRET", "y")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && said.contains("is valid"),
+            "{file}: {said}"
+        );
+    }
+}
