@@ -16,9 +16,9 @@ const ORGS: usize = 4;
 /// The nodes' lease: long enough that a loaded machine's late renewal is no step-down.
 const LEASE: &str = "5s";
 
-fn config(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
-    let mut text = String::from("redundancy = 1\n");
-    for n in 1..=ORGS {
+fn config(dir: &std::path::Path, url: &str, orgs: usize, redundancy: usize) -> std::path::PathBuf {
+    let mut text = format!("redundancy = {redundancy}\n");
+    for n in 1..=orgs {
         text.push_str(&format!(
             "[[org]]\nname = \"o{n}\"\napi_base = \"{url}\"\nclient_id = \"org-{n}\"\n\
              client_secret = \"secret-{n}\"\nall_queues = true\n"
@@ -45,12 +45,17 @@ struct World {
 
 impl World {
     fn new() -> World {
+        World::with(ORGS, 1)
+    }
+
+    /// `orgs` orgs (of the simulator's ORGS), each held with `redundancy` on every holder.
+    fn with(orgs: usize, redundancy: usize) -> World {
         let store = tempfile::tempdir().unwrap();
         let nats = holdline_sinks::testing::nats_2_10(store.path());
         let addr = nats.addr();
         let (sim, url) = sim(&["--orgs", &ORGS.to_string()]);
         let dir = tempfile::tempdir().unwrap();
-        let path = config(dir.path(), &url);
+        let path = config(dir.path(), &url, orgs, redundancy);
         World {
             nats,
             store,
@@ -397,6 +402,40 @@ fn nats_restarted_under_traffic_loses_nothing() {
     );
     stop_all(nodes);
     check_stream(http, url, addr, Gaps::None);
+    assert_eq!(connected_evictions(http, url), 0, "no live channel evicted");
+}
+
+#[test]
+fn the_holders_of_an_org_share_its_channels_and_never_evict_a_live_one() {
+    // One org, redundancy 12 on each of its two holders: 26 channels wanted of the 20 its
+    // OAuth client may hold. The second holder gets what the first leaves.
+    let w = World::with(1, 12);
+    let (http, url, addr) = (&w.http, w.url.as_str(), w.addr.as_str());
+    let connected = || sockets(http, url)[0];
+    let nodes: HashMap<&str, Running> = ["n1", "n2", "n3"]
+        .into_iter()
+        .map(|id| (id, w.node(id, LEASE)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while connected() < 14 {
+        assert!(
+            Instant::now() < deadline,
+            "both holders never connected: {}",
+            connected()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = wait_stream(addr, 1, Duration::from_secs(60));
+    let mut most = 0;
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        most = most.max(connected());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(most <= 20, "{most} sockets connected at once");
+    assert_eq!(connected_evictions(http, url), 0, "no live channel evicted");
+    wait_stream(addr, before + 100, Duration::from_secs(60));
+    stop_all(nodes);
     assert_eq!(connected_evictions(http, url), 0, "no live channel evicted");
 }
 

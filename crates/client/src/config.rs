@@ -278,6 +278,9 @@ pub struct ClientConfig {
     pub org: String,
     /// Topics per channel (the service's cap is 1,000).
     pub topics_per_channel: usize,
+    /// In a cluster, the share of the OAuth client's channels this process may use
+    /// (granted by the cluster); by default all of them.
+    pub channel_share: Option<crate::supervisor::budget::SharedChannels>,
 }
 
 impl ClientConfig {
@@ -302,6 +305,7 @@ impl ClientConfig {
             max_frame_bytes: 16 * 1024 * 1024,
             org: "default".to_owned(),
             topics_per_channel: holdline_proto::topic::MAX_TOPICS_PER_CHANNEL,
+            channel_share: None,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod lease;
 pub mod ledger;
 pub mod members;
 pub mod node;
+pub mod slots;
 
 pub use assign::holders;
 pub use lease::{Bucket, Lease, LeaseError};

@@ -10,6 +10,10 @@ use crate::members::{self, View};
 /// The bucket of the nodes' leases.
 pub const NODES_BUCKET: &str = "holdline_nodes";
 
+/// The bucket of channel slots: an OAuth client's channels, shared by the holders of its
+/// org.
+pub const CHANNELS_BUCKET: &str = "holdline_channels";
+
 /// Holders of each piece of work while at least two nodes live.
 pub const HOLDERS: usize = 2;
 
@@ -21,6 +25,8 @@ pub struct Joined {
     pub view: watch::Receiver<View>,
     /// Where holders report what they covered, and gaps are settled.
     pub coverage: crate::ledger::Coverage,
+    /// Slots of the OAuth clients' channels, leased by the holders that use them.
+    pub channels: Bucket,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -212,6 +218,18 @@ pub async fn join(url: &ClusterUrl, id: &str, lease: Duration) -> Result<Joined,
                     lease * 3
                 ))
             })??;
+    let channels = tokio::time::timeout(
+        lease * 3,
+        Bucket::open(&js, CHANNELS_BUCKET, lease, url.replicas),
+    )
+    .await
+    .map_err(|_| {
+        LeaseError::Nats(format!(
+            "{} did not answer within {:?}",
+            shown(urls),
+            lease * 3
+        ))
+    })??;
     let (view_tx, view) = watch::channel(View {
         members: Vec::new(),
         holding: false,
@@ -223,6 +241,7 @@ pub async fn join(url: &ClusterUrl, id: &str, lease: Duration) -> Result<Joined,
         id: id.to_owned(),
         view,
         coverage,
+        channels,
         stop,
         task,
     })

@@ -25,6 +25,35 @@ const MARK_DELAY: Duration = Duration::from_secs(30);
 pub(super) struct Reporting {
     pub node: String,
     pub coverage: Coverage,
+    /// The slots of the OAuth clients' channels.
+    pub channels: holdline_cluster::Bucket,
+}
+
+/// A client run's share of its OAuth client's channels, as the cluster's slots grant it.
+struct Granted(Arc<holdline_client::ChannelShare>);
+
+impl holdline_cluster::slots::Share for Granted {
+    fn wanted(&self) -> usize {
+        self.0.wanted()
+    }
+
+    fn grant(&self, n: usize) {
+        self.0.grant(n);
+    }
+}
+
+/// Holds channel slots for one run of an org's client; dropped, it lets them go.
+pub(super) struct Slots {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Slots {
+    /// Gives every slot back (waiting briefly for NATS).
+    pub async fn release(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
 }
 
 impl Reporting {
@@ -34,6 +63,36 @@ impl Reporting {
         let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let run = format!("{}-{}-{n}", self.node, nonce());
         self.coverage.reporter(org, &run)
+    }
+
+    /// Gives `config` a share of its OAuth client's channels, held as slots in the
+    /// cluster for as long as the returned [`Slots`] live.
+    pub fn share_channels(&self, org: &str, config: &mut holdline_client::ClientConfig) -> Slots {
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let share = holdline_client::ChannelShare::new();
+        config.channel_share = Some(holdline_client::SharedChannels(share.clone()));
+        let client = holdline_cluster::slots::client_key(
+            &config.endpoints.login_base(),
+            &config.credentials.client_id,
+        );
+        let owner = format!("{} {org} {}-{n}", self.node, nonce());
+        let bucket = self.channels.clone();
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let granted = Granted(share);
+            holdline_cluster::slots::hold(
+                bucket,
+                client,
+                owner,
+                holdline_client::CHANNEL_BUDGET,
+                &granted,
+                || granted.0.want_changed(),
+                stopped,
+            )
+            .await;
+        });
+        Slots { stop, task }
     }
 }
 

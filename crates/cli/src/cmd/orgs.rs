@@ -370,13 +370,27 @@ impl Holder {
             if *stop.borrow() {
                 break 'held;
             }
+            // In a cluster the org's holders share its OAuth client's channels.
+            let mut run_config = config.clone();
+            let slots = reporting
+                .as_ref()
+                .map(|r| r.share_channels(&name, &mut run_config));
             let started = tokio::select! {
-                started = tokio::time::timeout(start_timeout, Client::start(config.clone())) => started,
-                _ = stop.wait_for(|s| *s) => break 'held,
+                started = tokio::time::timeout(start_timeout, Client::start(run_config)) => Some(started),
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let Some(started) = started else {
+                if let Some(slots) = slots {
+                    slots.release().await;
+                }
+                break 'held;
             };
             let (handle, mut stream) = match started {
                 Ok(Ok(started)) => started,
                 failed => {
+                    if let Some(slots) = slots {
+                        slots.release().await;
+                    }
                     let (error, fatal) = match failed {
                         Ok(Err(e)) => (e.to_string(), !e.is_retryable()),
                         _ => (
@@ -502,6 +516,9 @@ impl Holder {
                     break 'held;
                 }
             };
+            if let Some(slots) = slots {
+                slots.release().await;
+            }
             if let Some((node, reporter)) = reporter {
                 let why = match &ended {
                     None => "this node stopped holding the org".to_owned(),
@@ -974,6 +991,7 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
                 reporting: super::cluster::Reporting {
                     node: id.clone(),
                     coverage: joined.coverage.clone(),
+                    channels: joined.channels.clone(),
                 },
                 id,
                 view: joined.view.clone(),

@@ -7,6 +7,7 @@
 //! (retired, or an earlier run's) is there to be evicted instead of a live one.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::time::{Duration, Instant};
@@ -17,10 +18,71 @@ pub type Owner = (usize, usize);
 /// How long to wait before asking again when no place is free.
 const FULL_RETRY: Duration = Duration::from_millis(100);
 
+/// A share of an OAuth client's channels granted from outside the process: the holders
+/// of one org in a cluster use its one client, and a semaphore among them grants each a
+/// number of channels. The service evicts unconnected channels first, so as long as the
+/// channels in use (connected or being created) across holders stay within the
+/// service's cap, a live channel is never evicted; channels no longer used (retired, or
+/// left by a node that died) need no share.
+#[derive(Debug, Default)]
+pub struct ChannelShare {
+    granted: AtomicUsize,
+    wanted: AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+impl ChannelShare {
+    /// A share of none, until granted.
+    pub fn new() -> Arc<ChannelShare> {
+        Arc::new(ChannelShare::default())
+    }
+
+    /// Channels this client may have in use now.
+    pub fn grant(&self, n: usize) {
+        self.granted.store(n, Ordering::Relaxed);
+    }
+
+    /// What was granted.
+    pub fn granted(&self) -> usize {
+        self.granted.load(Ordering::Relaxed)
+    }
+
+    /// Channels the client would like: in use, being created, waited for, and one spare
+    /// for a rollover.
+    pub fn wanted(&self) -> usize {
+        self.wanted.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the wanted count changes.
+    pub async fn want_changed(&self) {
+        self.changed.notified().await;
+    }
+
+    fn want(&self, n: usize) {
+        if self.wanted.swap(n, Ordering::Relaxed) != n {
+            self.changed.notify_one();
+        }
+    }
+}
+
+/// A [`ChannelShare`] in a [`ClientConfig`](crate::ClientConfig): equal only to itself.
+#[derive(Debug, Clone)]
+pub struct SharedChannels(pub Arc<ChannelShare>);
+
+impl PartialEq for SharedChannels {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SharedChannels {}
+
 /// The channels the service counts against one OAuth client.
 #[derive(Debug)]
 pub struct Budget {
     cap: usize,
+    /// In a cluster, the share of the client's channels this process may use.
+    share: Option<Arc<ChannelShare>>,
     /// Creations under way.
     reserved: usize,
     /// Channels in use, by id: their owner and when the service drops them.
@@ -48,6 +110,7 @@ impl Reservation {
         let mut b = lock(&self.budget);
         b.reserved = b.reserved.saturating_sub(1);
         b.in_use.insert(id, (owner, until));
+        b.note();
     }
 }
 
@@ -56,6 +119,7 @@ impl Drop for Reservation {
         if !self.used {
             let mut b = lock(&self.budget);
             b.reserved = b.reserved.saturating_sub(1);
+            b.note();
         }
     }
 }
@@ -70,11 +134,33 @@ impl Budget {
     pub fn new(cap: usize) -> Self {
         Budget {
             cap,
+            share: None,
             reserved: 0,
             in_use: HashMap::new(),
             retired: Vec::new(),
             foreign: Vec::new(),
             waiting: HashMap::new(),
+        }
+    }
+
+    /// A budget of `cap` channels of which this process may use what `share` grants; other
+    /// processes' channels are theirs to count.
+    pub fn shared(cap: usize, share: Arc<ChannelShare>) -> Self {
+        Budget {
+            share: Some(share),
+            ..Budget::new(cap)
+        }
+    }
+
+    /// Whether the budget is a share of a cluster's.
+    pub fn is_shared(&self) -> bool {
+        self.share.is_some()
+    }
+
+    /// Tells the share what this client would like now.
+    fn note(&self) {
+        if let Some(share) = &self.share {
+            share.want(self.reserved + self.in_use.len() + self.waiting.len() + 1);
         }
     }
 
@@ -107,6 +193,9 @@ impl Budget {
         now: Instant,
     ) -> Result<Reservation, Instant> {
         let mut b = lock(this);
+        if let Some(share) = b.share.clone() {
+            return Budget::try_share(&mut b, this, &share, owner, deadline, now);
+        }
         let held = b.held(now);
         let places = (b.cap + b.retired.len() + b.foreign.len()).saturating_sub(held);
         b.waiting.remove(&owner);
@@ -134,16 +223,48 @@ impl Budget {
         })
     }
 
+    /// [`Budget::try_reserve`] within a share: places are what was granted less the
+    /// channels in use and being created.
+    fn try_share(
+        b: &mut Budget,
+        this: &Arc<Mutex<Budget>>,
+        share: &ChannelShare,
+        owner: Owner,
+        deadline: Instant,
+        now: Instant,
+    ) -> Result<Reservation, Instant> {
+        b.prune(now);
+        let using = b.reserved + b.in_use.len();
+        let places = share.granted().min(b.cap).saturating_sub(using);
+        b.waiting.remove(&owner);
+        b.waiting
+            .retain(|_, (_, asked)| now.saturating_duration_since(*asked) < FULL_RETRY * 10);
+        let ahead = b.waiting.values().filter(|(d, _)| *d < deadline).count();
+        if places <= ahead {
+            b.waiting.insert(owner, (deadline, now));
+            b.note();
+            return Err(now + FULL_RETRY);
+        }
+        b.reserved += 1;
+        b.note();
+        Ok(Reservation {
+            budget: this.clone(),
+            used: false,
+        })
+    }
+
     /// `id` is no longer used; the service counts it until `until`.
     pub fn retired(&mut self, id: Arc<str>, until: Instant) {
         self.in_use.remove(&id);
         self.retired.push((id, until));
+        self.note();
     }
 
     /// `id` is gone from the service.
     pub fn gone(&mut self, id: &str) {
         self.in_use.remove(id);
         self.retired.retain(|(r, _)| &**r != id);
+        self.note();
     }
 
     /// `owner`'s task ended without letting go of its channels: they are no longer used
@@ -161,6 +282,7 @@ impl Budget {
                 self.retired.push((id, until));
             }
         }
+        self.note();
     }
 }
 
@@ -249,6 +371,31 @@ mod tests {
             Budget::try_reserve(&b, (9, 9), now, now).is_ok(),
             "the orphan can go"
         );
+    }
+
+    #[test]
+    fn a_shared_budget_uses_only_what_is_granted_and_says_what_it_wants() {
+        let now = Instant::now();
+        let share = ChannelShare::new();
+        let b = Arc::new(Mutex::new(Budget::shared(20, share.clone())));
+        lock(&b).foreign([now + HOUR; 5]);
+        assert!(
+            Budget::try_reserve(&b, (0, 0), now, now).is_err(),
+            "nothing granted yet"
+        );
+        assert_eq!(share.wanted(), 2, "the waiting slot and a spare");
+        share.grant(2);
+        fill(&b, 2, now);
+        assert!(
+            Budget::try_reserve(&b, (5, 5), now, now).is_err(),
+            "both in use"
+        );
+        assert_eq!(share.wanted(), 4);
+        // A retired channel needs no share: unconnected, it is what the service evicts.
+        lock(&b).retired("c0".into(), now + HOUR);
+        let r = Budget::try_reserve(&b, (5, 5), now, now).expect("a place again");
+        r.created("c2".into(), (5, 5), now + HOUR);
+        assert_eq!(share.wanted(), 3, "two in use and a spare");
     }
 
     #[test]

@@ -152,7 +152,10 @@ impl Client {
         }
         let (events, events_rx) = mpsc::channel(QUEUE);
         let (control, control_rx) = mpsc::unbounded_channel();
-        let budget = Arc::new(Mutex::new(Budget::new(CHANNEL_BUDGET)));
+        let budget = Arc::new(Mutex::new(match &config.channel_share {
+            Some(share) => Budget::shared(CHANNEL_BUDGET, share.0.clone()),
+            None => Budget::new(CHANNEL_BUDGET),
+        }));
         budget_notice(&api, &plan, redundancy, &control, &budget).await;
         let session = SessionConfig {
             liveness: LivenessConfig {
@@ -275,6 +278,10 @@ async fn budget_notice(
     budget: &Mutex<Budget>,
 ) {
     let needed = channels_needed(plan.live_shards(), redundancy);
+    if budget.lock().unwrap_or_else(|p| p.into_inner()).is_shared() {
+        // The other holders' channels are theirs; the cluster grants this one its share.
+        return;
+    }
     let Ok(existing) = api.list_channels(true).await else {
         return;
     };
