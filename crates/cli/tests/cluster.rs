@@ -11,7 +11,8 @@ mod common;
 
 use common::*;
 
-const ORGS: usize = 4;
+/// Orgs of the config, spread over the three nodes.
+const ORGS: usize = 20;
 
 /// The nodes' lease: long enough that a loaded machine's late renewal is no step-down.
 const LEASE: &str = "5s";
@@ -33,6 +34,8 @@ fn config(dir: &std::path::Path, url: &str, orgs: usize, redundancy: usize) -> s
 
 /// NATS, the simulator, and the config every node reads.
 struct World {
+    /// Orgs in the config (and in the simulator).
+    orgs: usize,
     nats: holdline_sinks::testing::Server,
     store: tempfile::TempDir,
     addr: String,
@@ -48,15 +51,17 @@ impl World {
         World::with(ORGS, 1)
     }
 
-    /// `orgs` orgs (of the simulator's ORGS), each held with `redundancy` on every holder.
+    /// `orgs` orgs, each held with `redundancy` on every holder.
     fn with(orgs: usize, redundancy: usize) -> World {
         let store = tempfile::tempdir().unwrap();
         let nats = holdline_sinks::testing::nats_2_10(store.path());
         let addr = nats.addr();
-        let (sim, url) = sim(&["--orgs", &ORGS.to_string()]);
+        // A simulator of one org serves the plain demo client; two or more serve org-N.
+        let (sim, url) = sim(&["--orgs", &orgs.max(2).to_string()]);
         let dir = tempfile::tempdir().unwrap();
         let path = config(dir.path(), &url, orgs, redundancy);
         World {
+            orgs,
             nats,
             store,
             addr,
@@ -101,8 +106,9 @@ impl World {
 }
 
 /// Connected sockets of each sim org, org-1 first.
-fn sockets(http: &reqwest::blocking::Client, url: &str) -> Vec<usize> {
-    (1..=ORGS)
+fn sockets(w: &World) -> Vec<usize> {
+    let (http, url) = (&w.http, &w.url);
+    (1..=w.orgs)
         .map(|n| {
             let list: Vec<serde_json::Value> = http
                 .get(format!("{url}/sim/channels?org=org-{n}"))
@@ -115,10 +121,10 @@ fn sockets(http: &reqwest::blocking::Client, url: &str) -> Vec<usize> {
         .collect()
 }
 
-fn wait_two_holders(http: &reqwest::blocking::Client, url: &str, within: Duration, what: &str) {
+fn wait_two_holders(w: &World, within: Duration, what: &str) {
     let deadline = Instant::now() + within;
     loop {
-        let now = sockets(http, url);
+        let now = sockets(w);
         if now.iter().all(|&n| n == 2) {
             return;
         }
@@ -153,12 +159,12 @@ fn wait_stream(nats: &str, at_least: usize, within: Duration) -> usize {
 #[test]
 fn a_node_killed_under_traffic_loses_nothing() {
     let w = World::new();
-    let (http, url, addr) = (&w.http, w.url.as_str(), w.addr.as_str());
+    let addr = w.addr.as_str();
     let mut nodes: HashMap<&str, Running> = ["n1", "n2", "n3"]
         .into_iter()
         .map(|id| (id, w.node(id, LEASE)))
         .collect();
-    wait_two_holders(http, url, Duration::from_secs(60), "two holders per org");
+    wait_two_holders(&w, Duration::from_secs(60), "two holders per org");
     let before = wait_stream(addr, 300, Duration::from_secs(60));
 
     let mut victim = nodes.remove("n1").unwrap();
@@ -167,20 +173,20 @@ fn a_node_killed_under_traffic_loses_nothing() {
     let killed = Instant::now();
     // Its sockets are gone at once; once its lease ages out another node takes its orgs.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while sockets(http, url).iter().all(|&n| n >= 2) {
+    while sockets(&w).iter().all(|&n| n >= 2) {
         assert!(
             Instant::now() < deadline,
             "the killed node's sockets never closed"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    wait_two_holders(http, url, Duration::from_secs(30), "two holders again");
+    wait_two_holders(&w, Duration::from_secs(30), "two holders again");
     let failover = killed.elapsed();
     eprintln!("two holders per org again {failover:?} after the kill");
     wait_stream(addr, before + 300, Duration::from_secs(60));
 
     stop_all(nodes);
-    check_stream(http, url, addr, Gaps::None);
+    check_stream(&w, Gaps::None);
 }
 
 /// Whether the stream may hold gap records.
@@ -223,7 +229,8 @@ fn wait_exit(id: &str, mut n: Running) {
 
 /// The stream against the ledgers: every org there, no duplicate message, none missing
 /// between each org's first and last event, and no gap unless `gaps` allows them.
-fn check_stream(http: &reqwest::blocking::Client, url: &str, addr: &str, gaps: Gaps) {
+fn check_stream(w: &World, gaps: Gaps) {
+    let addr = w.addr.as_str();
     // Each record under its org and family.
     for (subject, payload) in holdline_sinks::testing::nats_messages(addr, "HOLDLINE") {
         let r: serde_json::Value = serde_json::from_slice(&payload).unwrap();
@@ -247,7 +254,11 @@ fn check_stream(http: &reqwest::blocking::Client, url: &str, addr: &str, gaps: G
         .iter()
         .filter(|g| !gapped.iter().any(|o| g["org"] == o.as_str()))
         .collect();
-    assert!(stray.is_empty(), "no gap but of {gapped:?}: {stray:?}");
+    assert!(
+        stray.is_empty(),
+        "no gap but of {gapped:?}: {stray:?}\ncoverage bucket:\n{}",
+        coverage_bucket(addr)
+    );
     let window = |org: &str| -> Vec<(std::time::SystemTime, std::time::SystemTime)> {
         found
             .iter()
@@ -265,8 +276,8 @@ fn check_stream(http: &reqwest::blocking::Client, url: &str, addr: &str, gaps: G
             .or_default()
             .push(r["id"].as_str().unwrap().to_owned());
     }
-    assert_eq!(by_org.len(), ORGS, "every org in the stream");
-    for n in 1..=ORGS {
+    assert_eq!(by_org.len(), w.orgs, "every org in the stream");
+    for n in 1..=w.orgs {
         let got = &by_org[&format!("o{n}")];
         let unique: HashSet<&String> = got.iter().collect();
         assert_eq!(
@@ -274,7 +285,7 @@ fn check_stream(http: &reqwest::blocking::Client, url: &str, addr: &str, gaps: G
             got.len(),
             "o{n}: no duplicate message in the stream"
         );
-        let published = queue_ledger(http, url, &format!("org-{n}"));
+        let published = queue_ledger(&w.http, &w.url, &format!("org-{n}"));
         let ledger: Vec<String> = published.iter().map(|(id, _)| id.clone()).collect();
         let at = |id: &String| ledger.iter().position(|l| l == id);
         let first = got.iter().filter_map(at).min().unwrap();
@@ -298,16 +309,18 @@ fn check_stream(http: &reqwest::blocking::Client, url: &str, addr: &str, gaps: G
 #[test]
 fn both_holders_of_an_org_killed_is_one_gap_per_shard_over_the_outage() {
     let w = World::new();
-    let (http, url, addr) = (&w.http, w.url.as_str(), w.addr.as_str());
+    let addr = w.addr.as_str();
     let ids = ["n1", "n2", "n3"];
     let mut nodes: HashMap<&str, Running> =
         ids.into_iter().map(|id| (id, w.node(id, LEASE))).collect();
-    wait_two_holders(http, url, Duration::from_secs(60), "two holders per org");
+    wait_two_holders(&w, Duration::from_secs(60), "two holders per org");
     let before = wait_stream(addr, 300, Duration::from_secs(60));
+    // Every holder has covered its orgs for a while: what they received is on record.
+    wait_steady(&w, Duration::from_secs(60));
     // Both holders of o1, and so every org they both hold, lose every socket at once.
     let members: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
     let victims = holdline_cluster::holders("o1", &members, 2);
-    let hit: Vec<String> = (1..=ORGS)
+    let hit: Vec<String> = (1..=w.orgs)
         .map(|n| format!("o{n}"))
         .filter(|o| {
             let mut h = holdline_cluster::holders(o, &members, 2);
@@ -337,7 +350,11 @@ fn both_holders_of_an_org_killed_is_one_gap_per_shard_over_the_outage() {
         {
             break gaps;
         }
-        assert!(Instant::now() < deadline, "no gap for {hit:?}: {gaps:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no gap for {hit:?}: {gaps:?}\ncoverage bucket:\n{}",
+            coverage_bucket(addr)
+        );
         std::thread::sleep(Duration::from_millis(250));
     };
     for o in &hit {
@@ -368,7 +385,7 @@ fn both_holders_of_an_org_killed_is_one_gap_per_shard_over_the_outage() {
     }
     wait_stream(addr, before + 300, Duration::from_secs(60));
     stop_all(nodes);
-    check_stream(http, url, addr, Gaps::Of(hit));
+    check_stream(&w, Gaps::Of(hit));
 }
 
 #[test]
@@ -376,12 +393,7 @@ fn nats_restarted_under_traffic_loses_nothing() {
     let mut w = World::new();
     let ids = ["n1", "n2", "n3"];
     let nodes: HashMap<&str, Running> = ids.into_iter().map(|id| (id, w.node(id, LEASE))).collect();
-    wait_two_holders(
-        &w.http,
-        &w.url,
-        Duration::from_secs(60),
-        "two holders per org",
-    );
+    wait_two_holders(&w, Duration::from_secs(60), "two holders per org");
     let before = wait_stream(&w.addr, 300, Duration::from_secs(60));
     // NATS goes away for a second (well within the lease) and comes back with its store:
     // every node spools meanwhile and publishes when it is back, and nobody steps down.
@@ -392,17 +404,12 @@ fn nats_restarted_under_traffic_loses_nothing() {
     }
     let store = w.store.path().to_owned();
     w.nats.restart_nats(&store);
-    let (http, url, addr) = (&w.http, w.url.as_str(), w.addr.as_str());
+    let addr = w.addr.as_str();
     wait_stream(addr, before + 400, Duration::from_secs(60));
-    wait_two_holders(
-        http,
-        url,
-        Duration::from_secs(30),
-        "two holders after the restart",
-    );
+    wait_two_holders(&w, Duration::from_secs(30), "two holders after the restart");
     stop_all(nodes);
-    check_stream(http, url, addr, Gaps::None);
-    assert_eq!(connected_evictions(http, url), 0, "no live channel evicted");
+    check_stream(&w, Gaps::None);
+    assert_eq!(connected_evictions(&w), 0, "no live channel evicted");
 }
 
 #[test]
@@ -410,8 +417,8 @@ fn the_holders_of_an_org_share_its_channels_and_never_evict_a_live_one() {
     // One org, redundancy 12 on each of its two holders: 26 channels wanted of the 20 its
     // OAuth client may hold. The second holder gets what the first leaves.
     let w = World::with(1, 12);
-    let (http, url, addr) = (&w.http, w.url.as_str(), w.addr.as_str());
-    let connected = || sockets(http, url)[0];
+    let addr = w.addr.as_str();
+    let connected = || sockets(&w)[0];
     let nodes: HashMap<&str, Running> = ["n1", "n2", "n3"]
         .into_iter()
         .map(|id| (id, w.node(id, LEASE)))
@@ -433,10 +440,10 @@ fn the_holders_of_an_org_share_its_channels_and_never_evict_a_live_one() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(most <= 20, "{most} sockets connected at once");
-    assert_eq!(connected_evictions(http, url), 0, "no live channel evicted");
+    assert_eq!(connected_evictions(&w), 0, "no live channel evicted");
     wait_stream(addr, before + 100, Duration::from_secs(60));
     stop_all(nodes);
-    assert_eq!(connected_evictions(http, url), 0, "no live channel evicted");
+    assert_eq!(connected_evictions(&w), 0, "no live channel evicted");
 }
 
 /// A TCP forwarder to `to` that the test can cut (every connection closed, new ones
@@ -496,7 +503,7 @@ impl Cut {
 #[test]
 fn a_node_cut_off_from_nats_steps_down_and_loses_nothing() {
     let w = World::new();
-    let (http, url, addr) = (&w.http, w.url.as_str(), w.addr.as_str());
+    let addr = w.addr.as_str();
     let cut = Cut::to(addr);
     let mut n1 = Running(
         w.node_via("n1", LEASE, &cut.addr)
@@ -510,7 +517,7 @@ fn a_node_cut_off_from_nats_steps_down_and_loses_nothing() {
         .map(|id| (id, w.node(id, LEASE)))
         .collect();
     nodes.insert("n1", n1);
-    wait_two_holders(http, url, Duration::from_secs(60), "two holders per org");
+    wait_two_holders(&w, Duration::from_secs(60), "two holders per org");
     let before = wait_stream(addr, 200, Duration::from_secs(60));
     // n1 still reaches the service but not NATS: past its lease it holds nothing, and
     // what it received meanwhile waits in its spool.
@@ -524,29 +531,85 @@ fn a_node_cut_off_from_nats_steps_down_and_loses_nothing() {
             break;
         }
     }
-    wait_two_holders(
-        http,
-        url,
-        Duration::from_secs(30),
-        "the others hold every org",
-    );
+    wait_two_holders(&w, Duration::from_secs(30), "the others hold every org");
     let grown = wait_stream(addr, before + 200, Duration::from_secs(60));
     cut.mend();
-    wait_two_holders(
-        http,
-        url,
-        Duration::from_secs(30),
-        "settled after n1 is back",
-    );
+    wait_two_holders(&w, Duration::from_secs(30), "settled after n1 is back");
     wait_stream(addr, grown + 200, Duration::from_secs(60));
     stop_all(nodes);
-    check_stream(http, url, addr, Gaps::None);
-    assert_eq!(connected_evictions(http, url), 0, "no live channel evicted");
+    check_stream(&w, Gaps::None);
+    assert_eq!(connected_evictions(&w), 0, "no live channel evicted");
+}
+
+/// Waits until both holders of every org report having covered it for a second or more.
+fn wait_steady(w: &World, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut open: HashMap<String, usize> = HashMap::new();
+        for line in coverage_bucket(&w.addr)
+            .lines()
+            .filter(|l| l.starts_with("cov."))
+        {
+            let Some((_, json)) = line.split_once(' ') else {
+                continue;
+            };
+            let r: serde_json::Value = serde_json::from_str(json).unwrap();
+            let proven = r["shards"].as_array().unwrap().iter().all(|s| {
+                let last = s["runs"]
+                    .as_array()
+                    .unwrap()
+                    .last()
+                    .cloned()
+                    .unwrap_or_default();
+                s["open"] == true
+                    && last[1].as_u64().unwrap_or(0)
+                        >= last[0].as_u64().unwrap_or(u64::MAX) + 1_000_000
+            });
+            if proven && !r["shards"].as_array().unwrap().is_empty() {
+                *open
+                    .entry(r["org"].as_str().unwrap().to_owned())
+                    .or_default() += 1;
+            }
+        }
+        if (1..=w.orgs).all(|n| open.get(&format!("o{n}")).copied().unwrap_or(0) >= 2) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never steady: {open:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The cluster's coverage bucket, one entry a line, for a failure's message.
+fn coverage_bucket(addr: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use futures_util::StreamExt;
+        let js = async_nats::jetstream::new(async_nats::connect(addr).await.unwrap());
+        let kv = js.get_key_value("holdline_coverage").await.unwrap();
+        let mut keys: Vec<String> = kv
+            .keys()
+            .await
+            .unwrap()
+            .filter_map(|k| async { k.ok() })
+            .collect()
+            .await;
+        keys.sort();
+        let mut out = String::new();
+        for k in keys {
+            let v = kv.get(&k).await.ok().flatten().unwrap_or_default();
+            out.push_str(&format!("{k} {}\n", String::from_utf8_lossy(&v)));
+        }
+        out
+    })
 }
 
 /// Channels with a socket connected that the 20-channel rule evicted, over every org.
-fn connected_evictions(http: &reqwest::blocking::Client, url: &str) -> u64 {
-    (1..=ORGS)
+fn connected_evictions(w: &World) -> u64 {
+    let (http, url) = (&w.http, &w.url);
+    (1..=w.orgs)
         .map(|n| {
             let stats: serde_json::Value = http
                 .get(format!("{url}/sim/stats?org=org-{n}"))
@@ -562,29 +625,29 @@ fn connected_evictions(http: &reqwest::blocking::Client, url: &str) -> u64 {
 #[test]
 fn a_rolling_restart_of_every_node_loses_nothing() {
     let w = World::new();
-    let (http, url, addr) = (&w.http, w.url.as_str(), w.addr.as_str());
+    let addr = w.addr.as_str();
     let ids = ["n1", "n2", "n3"];
     let start = |id: &str| w.node(id, LEASE);
     let mut nodes: HashMap<&str, Running> = ids.into_iter().map(|id| (id, start(id))).collect();
-    wait_two_holders(http, url, Duration::from_secs(60), "two holders per org");
+    wait_two_holders(&w, Duration::from_secs(60), "two holders per org");
     let mut seen = wait_stream(addr, 200, Duration::from_secs(60));
     for id in ids {
         // One at a time: stop it in order, let the others take its orgs, start it again.
         stop_node(id, nodes.remove(id).unwrap());
-        wait_two_holders(http, url, Duration::from_secs(20), &format!("{id} stopped"));
+        wait_two_holders(&w, Duration::from_secs(20), &format!("{id} stopped"));
         nodes.insert(id, start(id));
-        wait_two_holders(http, url, Duration::from_secs(20), &format!("{id} back"));
+        wait_two_holders(&w, Duration::from_secs(20), &format!("{id} back"));
         seen = wait_stream(addr, seen + 100, Duration::from_secs(60));
     }
     stop_all(nodes);
-    check_stream(http, url, addr, Gaps::None);
-    assert_eq!(connected_evictions(http, url), 0, "no live channel evicted");
+    check_stream(&w, Gaps::None);
+    assert_eq!(connected_evictions(&w), 0, "no live channel evicted");
 }
 
 #[test]
 fn a_node_stopped_past_its_lease_gives_way_without_an_eviction_war() {
     let w = World::new();
-    let (http, url, addr) = (&w.http, w.url.as_str(), w.addr.as_str());
+    let addr = w.addr.as_str();
     // n1 with its log, to see it step down when it resumes.
     let mut n1 = Running(
         w.node_command("n1", LEASE)
@@ -598,7 +661,7 @@ fn a_node_stopped_past_its_lease_gives_way_without_an_eviction_war() {
         .map(|id| (id, w.node(id, LEASE)))
         .collect();
     nodes.insert("n1", n1);
-    wait_two_holders(http, url, Duration::from_secs(60), "two holders per org");
+    wait_two_holders(&w, Duration::from_secs(60), "two holders per org");
     let before = wait_stream(addr, 200, Duration::from_secs(60));
     let paused = nodes["n1"].0.id();
     signal(paused, "STOP");
@@ -622,15 +685,10 @@ fn a_node_stopped_past_its_lease_gives_way_without_an_eviction_war() {
             break;
         }
     }
-    wait_two_holders(
-        http,
-        url,
-        Duration::from_secs(30),
-        "settled after the pause",
-    );
+    wait_two_holders(&w, Duration::from_secs(30), "settled after the pause");
     wait_stream(addr, grown + 200, Duration::from_secs(60));
     stop_all(nodes);
     // Its own sockets' silence is no gap of the cluster: the other holders covered it.
-    check_stream(http, url, addr, Gaps::None);
-    assert_eq!(connected_evictions(http, url), 0, "no live channel evicted");
+    check_stream(&w, Gaps::None);
+    assert_eq!(connected_evictions(&w), 0, "no live channel evicted");
 }

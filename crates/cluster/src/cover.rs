@@ -70,11 +70,19 @@ pub struct Hole {
 
 /// The holes of one shard after `mark` (everything before it is settled) that are
 /// certain now, and the new mark. Without a mark, coverage starts with the first run
-/// any holder reported (what came before is the cluster's start, not a gap). A hole is
+/// any holder reported that covered anything (what came before is the cluster's start,
+/// not a gap). A hole is
 /// only called one when it ended before `settled` (microseconds since the epoch), so
 /// that reports on their way (a holder's, delayed by NATS) can still fill it.
 pub fn holes(heard: &[Heard<'_>], mark: Option<u64>, settled: u64) -> (Vec<Hole>, Option<u64>) {
-    let runs = || heard.iter().flat_map(|h| h.shard.runs.iter().copied());
+    // A run no longer than the look-back proved nothing (its socket may have missed what
+    // was published just before it ended): it neither covers nor starts coverage.
+    let runs = || {
+        heard
+            .iter()
+            .flat_map(|h| h.shard.runs.iter().copied())
+            .filter(|(a, b)| b > a)
+    };
     let Some(mut w) = mark.or_else(|| runs().map(|(a, _)| a).min()) else {
         return (Vec::new(), None);
     };
@@ -275,6 +283,28 @@ mod tests {
         let (again, same) = holes(&heard, mark, u64::MAX);
         assert!(again.is_empty(), "reported once");
         assert_eq!(same, mark);
+    }
+
+    #[test]
+    fn a_run_that_covered_nothing_starts_nothing() {
+        // a started and stopped within its look-back; b came later.
+        let a = shard(&[(10, 10)], false, "stopped");
+        let b = shard(&[(12, 30)], true, "");
+        let heard = [
+            Heard {
+                node: "a",
+                shard: &a,
+                fresh: true,
+            },
+            Heard {
+                node: "b",
+                shard: &b,
+                fresh: true,
+            },
+        ];
+        let (found, mark) = holes(&heard, None, u64::MAX);
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(mark, Some(30));
     }
 
     #[test]

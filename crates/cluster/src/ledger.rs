@@ -349,6 +349,36 @@ impl Known {
         (found, moved)
     }
 
+    /// Whether every shard node `me` covers of `org` is covered by another node too: some
+    /// other node's report, changed within `stale`, says it covers the shard now and has
+    /// covered it for longer than its look-back. A node handing an org over stops it then.
+    pub fn covered_elsewhere(&self, org: &str, me: &str, stale: Duration) -> bool {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let fresh = |at: &Instant| now.duration_since(*at) < stale;
+        let mine: Vec<&str> = s
+            .reports
+            .values()
+            .filter(|(o, r, _, at)| o == org && r.node == me && fresh(at))
+            .flat_map(|(_, r, ..)| {
+                r.shards
+                    .iter()
+                    .filter(|sh| sh.open)
+                    .map(|sh| sh.key.as_str())
+            })
+            .collect();
+        mine.iter().all(|key| {
+            s.reports.values().any(|(o, r, _, at)| {
+                o == org
+                    && r.node != me
+                    && fresh(at)
+                    && r.shards.iter().any(|sh| {
+                        sh.key == *key && sh.open && sh.runs.last().is_some_and(|(a, b)| b > a)
+                    })
+            })
+        })
+    }
+
     /// How many reports are known (for tests and `/readyz`).
     pub fn reports(&self) -> usize {
         self.state

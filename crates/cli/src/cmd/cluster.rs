@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use holdline_cluster::cover::{Report, ShardReport, shard_key};
-use holdline_cluster::ledger::Coverage;
+use holdline_cluster::ledger::{Coverage, Known};
 use tokio::sync::{mpsc, watch};
 
 use super::orgs::Item;
@@ -155,6 +155,7 @@ pub(super) fn report(
 
 /// Finds the gaps of the orgs this node is the first holder of, until `stop`.
 pub(super) async fn find_gaps(
+    known: Known,
     coverage: Coverage,
     id: String,
     view: watch::Receiver<holdline_cluster::View>,
@@ -163,7 +164,6 @@ pub(super) async fn find_gaps(
     out: mpsc::Sender<Item>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let known = coverage.follow();
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Marks reached in the last and in this MARK_DELAY, by (org, shard).

@@ -715,6 +715,12 @@ struct ClusterState {
     reporting: super::cluster::Reporting,
     /// Stops the gap-finder.
     stop_gaps: watch::Sender<bool>,
+    /// What the nodes report they cover.
+    known: holdline_cluster::ledger::Known,
+    lease: Duration,
+    /// Orgs this node no longer holds but keeps until another holder covers them, each
+    /// with when it stops them anyway.
+    handing: std::collections::HashMap<Arc<str>, tokio::time::Instant>,
 }
 
 impl ClusterState {
@@ -843,7 +849,17 @@ impl Fleet {
                 cluster
                     .names
                     .send_replace(cluster.all.iter().map(|(n, _)| n.clone()).collect());
-                cluster.assigned()
+                let mut wanted = cluster.assigned();
+                // Orgs being handed over stay until another holder covers them.
+                cluster.handing.retain(|n, _| self.orgs.contains_key(n));
+                for name in cluster.handing.keys() {
+                    if let Some(held) = self.orgs.get(name)
+                        && !wanted.iter().any(|(n, _)| n == name)
+                    {
+                        wanted.push((name.clone(), held.config.clone()));
+                    }
+                }
+                wanted
             }
             None => wanted,
         };
@@ -864,8 +880,60 @@ impl Fleet {
             }
             None => tracing::info!(node = %cluster.id, members = ?view.members, "cluster members"),
         }
-        let wanted = cluster.assigned();
+        let mut wanted = cluster.assigned();
+        let holding = view.reason.is_none();
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if !holding {
+            // It may have been cut off: the others hold its orgs now.
+            cluster.handing.clear();
+        } else {
+            // An org that moved away is kept until another holder covers it.
+            let deadline = tokio::time::Instant::now() + cluster.lease * 3;
+            for (name, held) in &self.orgs {
+                if !wanted.iter().any(|(n, _)| n == name) {
+                    cluster.handing.entry(name.clone()).or_insert(deadline);
+                    wanted.push((name.clone(), held.config.clone()));
+                }
+            }
+            let assigned: Vec<Arc<str>> = cluster.assigned().into_iter().map(|(n, _)| n).collect();
+            cluster.handing.retain(|n, _| !assigned.contains(n));
+        }
         self.apply(wanted, "cluster");
+    }
+
+    /// Stops each org being handed over once another holder covers it (or it waited too
+    /// long for one).
+    fn hand_over(&mut self) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        let done: Vec<(Arc<str>, bool)> = cluster
+            .handing
+            .iter()
+            .filter_map(|(name, deadline)| {
+                let covered = cluster
+                    .known
+                    .covered_elsewhere(name, &cluster.id, cluster.lease);
+                (covered || now >= *deadline).then(|| (name.clone(), covered))
+            })
+            .collect();
+        for (name, _) in &done {
+            cluster.handing.remove(name);
+        }
+        for (name, covered) in done {
+            match covered {
+                true => {
+                    tracing::info!(org = %name, "handed over: another holder covers the org; closing its sockets here")
+                }
+                false => {
+                    tracing::warn!(org = %name, "no other holder covered the org in time; closing its sockets here anyway")
+                }
+            }
+            self.stop_one(&name);
+        }
     }
 
     /// Runs exactly the orgs `wanted`: starts the new, stops the gone, moves or restarts
@@ -976,8 +1044,10 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
             fleet.status.set_cluster(Some("joining".to_owned()));
             let (names, names_rx) = watch::channel(orgs.iter().map(|(n, _)| n.clone()).collect());
             let (stop_gaps, gaps_stopped) = watch::channel(false);
+            let known = joined.coverage.follow();
             if let Some(out) = fleet.out.clone() {
                 tokio::spawn(super::cluster::find_gaps(
+                    known.clone(),
                     joined.coverage.clone(),
                     id.clone(),
                     joined.view.clone(),
@@ -998,6 +1068,9 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
                 all: orgs,
                 names,
                 stop_gaps,
+                known,
+                lease,
+                handing: Default::default(),
             });
             Some(joined)
         }
@@ -1039,6 +1112,7 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
     tokio::spawn(forward_signals(signals, signalled));
 
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut hand_tick = tokio::time::interval(super::cluster::EVERY);
     let mut refusal_open = true;
     let result: anyhow::Result<()> = loop {
         let item = tokio::select! {
@@ -1076,6 +1150,10 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
                         fleet.apply(Vec::new(), "cluster");
                     }
                 }
+                continue;
+            }
+            _ = hand_tick.tick(), if fleet.cluster.as_ref().is_some_and(|c| !c.handing.is_empty()) => {
+                fleet.hand_over();
                 continue;
             }
             reasons = &mut all_refused, if refusal_open => match reasons {

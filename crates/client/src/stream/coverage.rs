@@ -191,10 +191,10 @@ impl ShardCoverage {
             true => now.checked_sub(self.lookback).unwrap_or(now).max(w),
             false => w,
         };
+        // A run younger than the look-back covers nothing yet, but it says from when the
+        // shard was covered: an outage right after it is still an outage.
         let mut runs: Vec<_> = self.runs.iter().copied().collect();
-        if end > start {
-            runs.push((start, end));
-        }
+        runs.push((start, end.max(start)));
         Some(ShardCover {
             topics: self.topics.clone(),
             runs,
@@ -323,6 +323,12 @@ mod tests {
         let mut s = shard();
         assert_eq!(s.cover(t(10)), None, "nothing covered yet");
         s.live(1, t(10));
+        let c = s.cover(t(10)).unwrap();
+        assert_eq!(
+            c.runs,
+            [(t(10), t(10))],
+            "covered from its start, nothing trusted yet"
+        );
         let c = s.cover(t(30)).unwrap();
         assert_eq!(c.runs, [(t(10), t(30) - LOOKBACK)]);
         assert!(c.open);
