@@ -153,79 +153,95 @@ pub(super) fn report(
     (report, topics)
 }
 
-/// Finds the gaps of the orgs this node is the first holder of, until `stop`.
-pub(super) async fn find_gaps(
-    known: Known,
-    coverage: Coverage,
-    id: String,
-    view: watch::Receiver<holdline_cluster::View>,
-    orgs: watch::Receiver<Vec<Arc<str>>>,
-    lease: Duration,
-    out: mpsc::Sender<Item>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Marks reached in the last and in this MARK_DELAY, by (org, shard).
-    let mut older: HashMap<(Arc<str>, String), u64> = HashMap::new();
-    let mut newer: HashMap<(Arc<str>, String), u64> = HashMap::new();
-    let mut since_stored = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        let view = view.borrow().clone();
-        if !view.holding {
-            continue;
-        }
-        // A hole counts once it ended a lease time ago: reports on their way can fill it.
-        let settled = micros(SystemTime::now()).saturating_sub(micros(UNIX_EPOCH + lease));
-        let orgs = orgs.borrow().clone();
-        for org in orgs {
-            let first = holdline_cluster::holders(&org, &view.members, holdline_cluster::HOLDERS)
-                .first()
-                .is_some_and(|h| *h == id);
-            if !first {
+/// The gap-finder of a node: finds the gaps of the orgs it is the first holder of.
+pub(super) struct GapFinder {
+    pub known: Known,
+    pub coverage: Coverage,
+    pub id: String,
+    pub view: watch::Receiver<holdline_cluster::View>,
+    pub orgs: watch::Receiver<Vec<Arc<str>>>,
+    pub lease: Duration,
+    pub out: mpsc::Sender<Item>,
+    pub stop: watch::Receiver<bool>,
+}
+
+impl GapFinder {
+    /// Runs until told to stop (or the writer is gone).
+    pub async fn run(self) {
+        let GapFinder {
+            known,
+            coverage,
+            id,
+            view,
+            orgs,
+            lease,
+            out,
+            mut stop,
+        } = self;
+        let mut tick = tokio::time::interval(EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Marks reached in the last and in this MARK_DELAY, by (org, shard).
+        let mut older: HashMap<(Arc<str>, String), u64> = HashMap::new();
+        let mut newer: HashMap<(Arc<str>, String), u64> = HashMap::new();
+        let mut since_stored = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let view = view.borrow().clone();
+            if !view.holding {
                 continue;
             }
-            let (found, moved) = known.gaps(&org, lease, settled);
-            for f in found {
-                let gap = holdline_client::Gap {
-                    topics: f.topics.clone(),
-                    from: time(f.hole.from),
-                    to: time(f.hole.to),
-                    reason: f.hole.reason.clone(),
-                };
-                let seconds = gap
-                    .to
-                    .duration_since(gap.from)
-                    .unwrap_or_default()
-                    .as_secs_f64();
-                tracing::error!(event = "gap", org = %org, topics = gap.topics.len(), seconds, reason = %gap.reason, "gap: no holder of the org could have received the events in this window");
-                if out
-                    .send(Item::ClusterGap(org.clone(), gap, f.id()))
-                    .await
-                    .is_err()
-                {
-                    return;
+            // A hole counts once it ended a lease time ago: reports on their way can fill it.
+            let settled = micros(SystemTime::now()).saturating_sub(micros(UNIX_EPOCH + lease));
+            let orgs = orgs.borrow().clone();
+            for org in orgs {
+                let first =
+                    holdline_cluster::holders(&org, &view.members, holdline_cluster::HOLDERS)
+                        .first()
+                        .is_some_and(|h| *h == id);
+                if !first {
+                    continue;
                 }
-            }
-            for (shard, mark) in moved {
-                newer.insert((org.clone(), shard), mark);
-            }
-        }
-        if since_stored.elapsed() >= MARK_DELAY {
-            let due = std::mem::replace(&mut older, std::mem::take(&mut newer));
-            since_stored = tokio::time::Instant::now();
-            let coverage = coverage.clone();
-            tokio::spawn(async move {
-                for ((org, shard), mark) in due {
-                    if let Err(e) = coverage.settle(&org, &shard, mark).await {
-                        tracing::debug!(org = %org, error = %e, "gap mark not stored; found again after a take-over");
+                let (found, moved) = known.gaps(&org, lease, settled);
+                for f in found {
+                    let gap = holdline_client::Gap {
+                        topics: f.topics.clone(),
+                        from: time(f.hole.from),
+                        to: time(f.hole.to),
+                        reason: f.hole.reason.clone(),
+                    };
+                    let seconds = gap
+                        .to
+                        .duration_since(gap.from)
+                        .unwrap_or_default()
+                        .as_secs_f64();
+                    tracing::error!(event = "gap", org = %org, topics = gap.topics.len(), seconds, reason = %gap.reason, "gap: no holder of the org could have received the events in this window");
+                    if out
+                        .send(Item::ClusterGap(org.clone(), gap, f.id()))
+                        .await
+                        .is_err()
+                    {
+                        return;
                     }
                 }
-            });
+                for (shard, mark) in moved {
+                    newer.insert((org.clone(), shard), mark);
+                }
+            }
+            if since_stored.elapsed() >= MARK_DELAY {
+                let due = std::mem::replace(&mut older, std::mem::take(&mut newer));
+                since_stored = tokio::time::Instant::now();
+                let coverage = coverage.clone();
+                tokio::spawn(async move {
+                    for ((org, shard), mark) in due {
+                        if let Err(e) = coverage.settle(&org, &shard, mark).await {
+                            tracing::debug!(org = %org, error = %e, "gap mark not stored; found again after a take-over");
+                        }
+                    }
+                });
+            }
         }
     }
 }

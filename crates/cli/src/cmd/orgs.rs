@@ -1046,16 +1046,17 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
             let (stop_gaps, gaps_stopped) = watch::channel(false);
             let known = joined.coverage.follow();
             if let Some(out) = fleet.out.clone() {
-                tokio::spawn(super::cluster::find_gaps(
-                    known.clone(),
-                    joined.coverage.clone(),
-                    id.clone(),
-                    joined.view.clone(),
-                    names_rx,
+                let finder = super::cluster::GapFinder {
+                    known: known.clone(),
+                    coverage: joined.coverage.clone(),
+                    id: id.clone(),
+                    view: joined.view.clone(),
+                    orgs: names_rx,
                     lease,
                     out,
-                    gaps_stopped,
-                ));
+                    stop: gaps_stopped,
+                };
+                tokio::spawn(finder.run());
             }
             fleet.cluster = Some(ClusterState {
                 reporting: super::cluster::Reporting {
