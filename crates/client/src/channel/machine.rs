@@ -535,7 +535,9 @@ impl Machine {
     }
 
     /// Closes every socket; REST calls in flight are abandoned. Coverage is left as it
-    /// is: the client is stopping, not losing anything.
+    /// is: the client is stopping, not losing anything (the slot's task has let its
+    /// sockets read for [`Machine::drain_time`] first, so what was published before the
+    /// stop has arrived).
     pub fn shutdown(&mut self) {
         self.stopping = true;
         self.recover_at = None;
@@ -551,6 +553,16 @@ impl Machine {
             self.covering = false;
             self.stats.slots_live.fetch_sub(1, Ordering::Relaxed);
             self.stats.slot_covering(self.cfg.shard, false);
+        }
+    }
+
+    /// How long the sockets keep reading once told to stop: copies of events published
+    /// just before the stop may still be on their way (a copy can be seconds late), and
+    /// the look-back bounds how late. Nothing to wait for while no socket covers.
+    pub fn drain_time(&self) -> Duration {
+        match self.covering {
+            true => self.lookback(),
+            false => Duration::ZERO,
         }
     }
 

@@ -151,13 +151,27 @@ pub async fn run(
     };
     t.ctx.stats.slot_started(owner.0);
     let mut exit = t.apply(&mut m);
+    // Once told to stop, the sockets go on reading until then (see Machine::drain_time).
+    let mut drain_until: Option<Instant> = None;
     while exit.is_none() {
-        let wake = m.next_wake();
+        let wake = match (m.next_wake(), drain_until) {
+            (Some(w), Some(d)) => Some(w.min(d)),
+            (w, d) => w.or(d),
+        };
+        if drain_until.is_some_and(|d| d <= Instant::now()) {
+            break;
+        }
         tokio::select! {
             // Orders from the supervisor; a dropped sender means stop. recv() is cancel-safe.
-            cmd = cmds.recv() => match cmd {
+            cmd = cmds.recv(), if drain_until.is_none() => match cmd {
                 Some(SlotCmd::SetTopics(topics)) => m.set_topics(topics),
-                Some(SlotCmd::Shutdown) | None => break,
+                Some(SlotCmd::Shutdown) | None => {
+                    let drain = m.drain_time();
+                    if drain.is_zero() {
+                        break;
+                    }
+                    drain_until = Some(Instant::now() + drain);
+                }
                 Some(SlotCmd::Panic) => panic!("a panic injected by a test"),
             },
             // What the sockets saw; the task holds a sender, so this never ends. Cancel-safe.
@@ -179,8 +193,11 @@ pub async fn run(
             Some(ended) = t.sockets.join_next_with_id(), if !t.sockets.is_empty() => {
                 t.socket_task_ended(&mut m, ended);
             }
-            // The machine's next timer.
+            // The machine's next timer, or the end of the drain.
             _ = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
+                if drain_until.is_some_and(|d| d <= Instant::now()) {
+                    break;
+                }
                 m.on_tick(Instant::now());
             }
         }

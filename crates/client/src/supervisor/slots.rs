@@ -348,7 +348,10 @@ impl Supervisor {
                 let _ = tx.send(SlotCmd::Shutdown);
             }
         }
-        let deadline = Instant::now() + STOP_WAIT;
+        // Each slot's sockets read for a look-back before they close.
+        let measured = Duration::from_micros(Stats::get(&self.template.stats.lookback_micros));
+        let drain = self.template.config.timings.gap_lookback.max(measured);
+        let deadline = Instant::now() + drain + STOP_WAIT;
         while !self.tasks.is_empty() {
             tokio::select! {
                 // Each slot ends after its sockets closed (or its own wait ran out).

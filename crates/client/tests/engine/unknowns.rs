@@ -324,3 +324,45 @@ async fn only_the_documented_ping_keeps_a_socket_alive() {
     assert_eq!(Stats::get(&stats.reconnects), 0);
     assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
 }
+
+/// Every copy is up to 600 ms late. A client told to stop keeps its sockets reading for a
+/// look-back first, so everything published before the stop still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_waits_for_the_late_copies_of_what_came_before_it() {
+    let sim = sim(SimConfig {
+        rate: 200.0,
+        unknowns: Unknowns {
+            latency: Duration::from_millis(600),
+            late_share: 1.0,
+            ..Unknowns::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let topics = org_topics(&sim);
+    let mut cfg = config(&sim, topics.clone());
+    cfg.redundancy = 1;
+    cfg.timings.gap_lookback = Duration::from_millis(700);
+    let client = Collector::start(cfg).await;
+    let live = client.live_since().await;
+    client
+        .until("events flowing", |s| s.events.len() > 200)
+        .await;
+    let stopped = SystemTime::now();
+    let seen = client.stop().await;
+    // Up to the very moment of the stop: about 120 events were still on their way then.
+    let verdict = check(
+        &ledger(&sim),
+        &topics,
+        &seen,
+        (live + Duration::from_millis(50), stopped),
+    );
+    assert!(
+        verdict.missing.is_empty(),
+        "{} missing of {}",
+        verdict.missing.len(),
+        verdict.checked
+    );
+    assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
+    assert!(verdict.emitted > 200, "{verdict:?}");
+}
