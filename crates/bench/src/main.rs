@@ -11,6 +11,7 @@
 //! folder (npm, a Python venv); nothing is downloaded into the repository.
 
 mod clients;
+mod cluster;
 mod counters;
 mod floor;
 mod harness;
@@ -44,6 +45,8 @@ enum Command {
     Run(RunArgs),
     /// Density: one `listen` holding many orgs against the simulator serving as many.
     Orgs(OrgsArgs),
+    /// A cluster: three nodes over NATS JetStream, then `kill -9` of one.
+    Cluster(ClusterArgs),
     /// The raw floor client (started by `run`): read frames from URI, discard them.
     Floor {
         #[arg(long)]
@@ -130,6 +133,77 @@ struct OrgsArgs {
     write: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// Orgs of the config (and of the simulator).
+    #[arg(long, default_value_t = 20)]
+    orgs: usize,
+    /// Events per second each org's generator publishes (one run per rate).
+    #[arg(long, value_delimiter = ',', default_value = "20,500")]
+    rate: Vec<f64>,
+    /// Seconds of the measured window, once every org has two holders.
+    #[arg(long, default_value_t = 60.0)]
+    secs: f64,
+    /// The nodes' lease (seconds).
+    #[arg(long, default_value_t = 10.0)]
+    lease: f64,
+    /// Where the config, spools and the NATS store go (default as for `run`).
+    #[arg(long)]
+    scratch: Option<PathBuf>,
+    /// A built holdline binary (default: build this workspace's, release).
+    #[arg(long)]
+    holdline: Option<PathBuf>,
+    /// Also write the table into this file (its own block, the rest left as it is).
+    #[arg(long)]
+    write: Option<PathBuf>,
+}
+
+async fn cluster_suite(args: ClusterArgs) -> Result<()> {
+    if args.orgs < 2 || args.secs <= 0.0 || args.lease <= 0.0 || args.rate.iter().any(|r| *r <= 0.0)
+    {
+        bail!("--orgs needs at least 2, --secs, --lease and every --rate positive numbers");
+    }
+    let scratch = args.scratch.clone().unwrap_or_else(default_scratch);
+    let tools = Tools::prepare(scratch.clone(), args.holdline.clone(), &[])?;
+    let mut runs = Vec::new();
+    let window = std::time::Duration::from_secs_f64(args.secs);
+    for &rate in &args.rate {
+        let settings = cluster::Settings {
+            holdline: tools.holdline.clone(),
+            scratch: scratch.clone(),
+            orgs: args.orgs,
+            rate,
+            window,
+            lease: std::time::Duration::from_secs_f64(args.lease),
+        };
+        eprintln!(
+            "cluster: 3 nodes, {} orgs at {rate} events/s each, lease {} s",
+            args.orgs, args.lease
+        );
+        let run = cluster::run(&settings).await?;
+        eprintln!(
+            "  two holders each {:.1} s after spawn, {:.0} stored/s, failover {:.1} s, {} missing of {}, {} duplicates, {} gaps",
+            run.steady.as_secs_f64(),
+            run.stream_per_second,
+            run.failover.as_secs_f64(),
+            run.missing,
+            run.expected,
+            run.duplicates,
+            run.gaps
+        );
+        runs.push(run);
+    }
+    let md = cluster::render(&runs, window, &command_line());
+    print!("{md}");
+    if let Some(path) = &args.write {
+        let old = std::fs::read_to_string(path).unwrap_or_default();
+        std::fs::write(path, cluster::splice(&old, &md))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 async fn orgs_suite(args: OrgsArgs) -> Result<()> {
     if args.orgs.is_empty() || args.orgs.contains(&0) || args.secs <= 0.0 {
         bail!("--orgs needs counts of at least 1 and --secs a positive number");
@@ -189,6 +263,7 @@ fn main() -> Result<()> {
         }
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Orgs(args) => runtime.block_on(orgs_suite(args)),
+        Command::Cluster(args) => runtime.block_on(cluster_suite(args)),
     }
 }
 

@@ -331,9 +331,14 @@ pub const END: &str = "<!-- holdline-bench orgs: end -->";
 
 /// `doc` with its density block replaced by `results` (appended when it has none).
 pub fn splice(doc: &str, results: &str) -> String {
-    let block = format!("{BEGIN}\n{}\n{END}", results.trim_end());
-    match (doc.find(BEGIN), doc.find(END)) {
-        (Some(b), Some(e)) if b < e => format!("{}{block}{}", &doc[..b], &doc[e + END.len()..]),
+    splice_block(doc, BEGIN, END, results)
+}
+
+/// `doc` with the block between `begin` and `end` replaced by `results` (or appended).
+pub fn splice_block(doc: &str, begin: &str, end: &str, results: &str) -> String {
+    let block = format!("{begin}\n{}\n{end}", results.trim_end());
+    match (doc.find(begin), doc.find(end)) {
+        (Some(b), Some(e)) if b < e => format!("{}{block}{}", &doc[..b], &doc[e + end.len()..]),
         _ => format!("{}\n{block}\n", doc.trim_end()),
     }
 }

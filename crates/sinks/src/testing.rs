@@ -288,6 +288,22 @@ pub fn nats_payloads(addr: &str, stream: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// How many messages a JetStream stream holds.
+pub fn nats_stream_len(addr: &str, stream: &str) -> u64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(addr)
+            .await
+            .expect("connect to the test nats");
+        let js = async_nats::jetstream::new(client);
+        let mut s = js.get_stream(stream).await.expect("the stream");
+        s.info().await.expect("stream info").state.messages
+    })
+}
+
 /// The subject and payload of every message in a JetStream stream, oldest first.
 pub fn nats_messages(addr: &str, stream: &str) -> Vec<(String, Vec<u8>)> {
     let rt = tokio::runtime::Builder::new_current_thread()
