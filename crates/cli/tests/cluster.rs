@@ -189,6 +189,47 @@ fn a_node_killed_under_traffic_loses_nothing() {
     check_stream(&w, Gaps::None);
 }
 
+/// n1 (reaching NATS at `nats`, its log kept) beside n2 and n3.
+fn nodes_watching_n1(
+    w: &World,
+    nats: &str,
+) -> (
+    HashMap<&'static str, Running>,
+    std::sync::mpsc::Receiver<String>,
+) {
+    let mut n1 = Running(
+        w.node_via("n1", LEASE, nats)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = log_lines_of(&mut n1.0);
+    let mut nodes: HashMap<&str, Running> = ["n2", "n3"]
+        .into_iter()
+        .map(|id| (id, w.node(id, LEASE)))
+        .collect();
+    nodes.insert("n1", n1);
+    (nodes, log)
+}
+
+/// Waits (up to `within`) for a log line that `ok` accepts.
+fn logged(
+    log: &std::sync::mpsc::Receiver<String>,
+    within: Duration,
+    what: &str,
+    ok: impl Fn(&str) -> bool,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let line = log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("never logged: {what}"));
+        if ok(&line) {
+            return;
+        }
+    }
+}
+
 /// Whether the stream may hold gap records.
 #[derive(PartialEq)]
 enum Gaps {
@@ -505,32 +546,15 @@ fn a_node_cut_off_from_nats_steps_down_and_loses_nothing() {
     let w = World::new();
     let addr = w.addr.as_str();
     let cut = Cut::to(addr);
-    let mut n1 = Running(
-        w.node_via("n1", LEASE, &cut.addr)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let log = log_lines_of(&mut n1.0);
-    let mut nodes: HashMap<&str, Running> = ["n2", "n3"]
-        .into_iter()
-        .map(|id| (id, w.node(id, LEASE)))
-        .collect();
-    nodes.insert("n1", n1);
+    let (nodes, log) = nodes_watching_n1(&w, &cut.addr);
     wait_two_holders(&w, Duration::from_secs(60), "two holders per org");
     let before = wait_stream(addr, 200, Duration::from_secs(60));
     // n1 still reaches the service but not NATS: past its lease it holds nothing, and
     // what it received meanwhile waits in its spool.
     cut.cut();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let line = log
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("n1 never stepped down");
-        if line.contains("holds no org") && line.contains("cannot renew") {
-            break;
-        }
-    }
+    logged(&log, Duration::from_secs(30), "n1 stepping down", |l| {
+        l.contains("holds no org") && l.contains("cannot renew")
+    });
     wait_two_holders(&w, Duration::from_secs(30), "the others hold every org");
     let grown = wait_stream(addr, before + 200, Duration::from_secs(60));
     cut.mend();
@@ -649,18 +673,7 @@ fn a_node_stopped_past_its_lease_gives_way_without_an_eviction_war() {
     let w = World::new();
     let addr = w.addr.as_str();
     // n1 with its log, to see it step down when it resumes.
-    let mut n1 = Running(
-        w.node_command("n1", LEASE)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let log = log_lines_of(&mut n1.0);
-    let mut nodes: HashMap<&str, Running> = ["n2", "n3"]
-        .into_iter()
-        .map(|id| (id, w.node(id, LEASE)))
-        .collect();
-    nodes.insert("n1", n1);
+    let (nodes, log) = nodes_watching_n1(&w, addr);
     wait_two_holders(&w, Duration::from_secs(60), "two holders per org");
     let before = wait_stream(addr, 200, Duration::from_secs(60));
     let paused = nodes["n1"].0.id();
@@ -676,15 +689,12 @@ fn a_node_stopped_past_its_lease_gives_way_without_an_eviction_war() {
     signal(paused, "CONT");
     // On resuming it finds its lease lapsed, holds nothing for a round, and joins again;
     // the nodes settle on two holders each.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let line = log
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("n1 never said it stepped down");
-        if line.contains("holds no org") && line.contains("lapsed") {
-            break;
-        }
-    }
+    logged(
+        &log,
+        Duration::from_secs(10),
+        "n1 saying it stepped down",
+        |l| l.contains("holds no org") && l.contains("lapsed"),
+    );
     wait_two_holders(&w, Duration::from_secs(30), "settled after the pause");
     wait_stream(addr, grown + 200, Duration::from_secs(60));
     stop_all(nodes);

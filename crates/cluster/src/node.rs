@@ -191,45 +191,31 @@ impl ClusterUrl {
     }
 }
 
+/// `what`, unless NATS (at `urls`) takes the connection but does not answer in `time`.
+async fn within<T>(
+    time: Duration,
+    urls: &str,
+    what: impl std::future::Future<Output = Result<T, LeaseError>>,
+) -> Result<T, LeaseError> {
+    tokio::time::timeout(time, what)
+        .await
+        .map_err(|_| LeaseError::Nats(format!("{} did not answer within {time:?}", shown(urls))))?
+}
+
 /// Connects to the cluster's NATS and joins as node `id`, with leases of `lease`.
 pub async fn join(url: &ClusterUrl, id: &str, lease: Duration) -> Result<Joined, LeaseError> {
     let urls = url.servers.as_str();
     let client = url.connect(id, lease).await?;
     let js = async_nats::jetstream::new(client);
-    let bucket = tokio::time::timeout(
+    let answers = |what| within(lease * 3, urls, what);
+    let bucket = answers(Bucket::open(&js, NODES_BUCKET, lease, url.replicas)).await?;
+    let channels = answers(Bucket::open(&js, CHANNELS_BUCKET, lease, url.replicas)).await?;
+    let coverage = within(
         lease * 3,
-        Bucket::open(&js, NODES_BUCKET, lease, url.replicas),
+        urls,
+        crate::ledger::Coverage::open(&js, url.replicas),
     )
-    .await
-    .map_err(|_| {
-        LeaseError::Nats(format!(
-            "{} did not answer within {:?}",
-            shown(urls),
-            lease * 3
-        ))
-    })??;
-    let coverage =
-        tokio::time::timeout(lease * 3, crate::ledger::Coverage::open(&js, url.replicas))
-            .await
-            .map_err(|_| {
-                LeaseError::Nats(format!(
-                    "{} did not answer within {:?}",
-                    shown(urls),
-                    lease * 3
-                ))
-            })??;
-    let channels = tokio::time::timeout(
-        lease * 3,
-        Bucket::open(&js, CHANNELS_BUCKET, lease, url.replicas),
-    )
-    .await
-    .map_err(|_| {
-        LeaseError::Nats(format!(
-            "{} did not answer within {:?}",
-            shown(urls),
-            lease * 3
-        ))
-    })??;
+    .await?;
     let (view_tx, view) = watch::channel(View {
         members: Vec::new(),
         holding: false,

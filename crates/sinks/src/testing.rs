@@ -290,32 +290,14 @@ pub fn nats_payloads(addr: &str, stream: &str) -> Vec<Vec<u8>> {
 
 /// How many messages a JetStream stream holds.
 pub fn nats_stream_len(addr: &str, stream: &str) -> u64 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    rt.block_on(async {
-        let client = async_nats::connect(addr)
-            .await
-            .expect("connect to the test nats");
-        let js = async_nats::jetstream::new(client);
-        let mut s = js.get_stream(stream).await.expect("the stream");
+    with_stream(addr, stream, |mut s| async move {
         s.info().await.expect("stream info").state.messages
     })
 }
 
 /// The subject and payload of every message in a JetStream stream, oldest first.
 pub fn nats_messages(addr: &str, stream: &str) -> Vec<(String, Vec<u8>)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    rt.block_on(async {
-        let client = async_nats::connect(addr)
-            .await
-            .expect("connect to the test nats");
-        let js = async_nats::jetstream::new(client);
-        let mut s = js.get_stream(stream).await.expect("the stream");
+    with_stream(addr, stream, |mut s| async move {
         let last = s.info().await.expect("stream info").state.last_sequence;
         let mut out = Vec::new();
         for seq in 1..=last {
@@ -323,6 +305,29 @@ pub fn nats_messages(addr: &str, stream: &str) -> Vec<(String, Vec<u8>)> {
             out.push((m.subject.to_string(), m.payload.to_vec()));
         }
         out
+    })
+}
+
+/// What `f` makes of the JetStream stream `stream` at `addr`, from synchronous test code.
+fn with_stream<T, F>(
+    addr: &str,
+    stream: &str,
+    f: impl FnOnce(async_nats::jetstream::stream::Stream) -> F,
+) -> T
+where
+    F: std::future::Future<Output = T>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(addr)
+            .await
+            .expect("connect to the test nats");
+        let js = async_nats::jetstream::new(client);
+        let s = js.get_stream(stream).await.expect("the stream");
+        f(s).await
     })
 }
 

@@ -198,14 +198,7 @@ impl Budget {
         }
         let held = b.held(now);
         let places = (b.cap + b.retired.len() + b.foreign.len()).saturating_sub(held);
-        b.waiting.remove(&owner);
-        b.waiting
-            .retain(|_, (_, asked)| now.saturating_duration_since(*asked) < FULL_RETRY * 10);
-        let ahead = b.waiting.values().filter(|(d, _)| *d < deadline).count();
-        if places <= ahead {
-            b.waiting.insert(owner, (deadline, now));
-            return Err(now + FULL_RETRY);
-        }
+        b.take_turn(owner, places, deadline, now)?;
         if held >= b.cap {
             let oldest_retired = (0..b.retired.len()).min_by_key(|&i| b.retired[i].1);
             let oldest_foreign = (0..b.foreign.len()).min_by_key(|&i| b.foreign[i]);
@@ -223,6 +216,26 @@ impl Budget {
         })
     }
 
+    /// Whether `owner`, needing a channel by `deadline`, may take one of `places` now:
+    /// places go to the most urgent slot first. `Err` says when to ask again.
+    fn take_turn(
+        &mut self,
+        owner: Owner,
+        places: usize,
+        deadline: Instant,
+        now: Instant,
+    ) -> Result<(), Instant> {
+        self.waiting.remove(&owner);
+        self.waiting
+            .retain(|_, (_, asked)| now.saturating_duration_since(*asked) < FULL_RETRY * 10);
+        let ahead = self.waiting.values().filter(|(d, _)| *d < deadline).count();
+        if places <= ahead {
+            self.waiting.insert(owner, (deadline, now));
+            return Err(now + FULL_RETRY);
+        }
+        Ok(())
+    }
+
     /// [`Budget::try_reserve`] within a share: places are what was granted less the
     /// channels in use and being created.
     fn try_share(
@@ -236,14 +249,9 @@ impl Budget {
         b.prune(now);
         let using = b.reserved + b.in_use.len();
         let places = share.granted().min(b.cap).saturating_sub(using);
-        b.waiting.remove(&owner);
-        b.waiting
-            .retain(|_, (_, asked)| now.saturating_duration_since(*asked) < FULL_RETRY * 10);
-        let ahead = b.waiting.values().filter(|(d, _)| *d < deadline).count();
-        if places <= ahead {
-            b.waiting.insert(owner, (deadline, now));
+        if let Err(retry) = b.take_turn(owner, places, deadline, now) {
             b.note();
-            return Err(now + FULL_RETRY);
+            return Err(retry);
         }
         b.reserved += 1;
         b.note();
