@@ -378,13 +378,4 @@ impl Known {
             })
         })
     }
-
-    /// How many reports are known (for tests and `/readyz`).
-    pub fn reports(&self) -> usize {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .reports
-            .len()
-    }
 }

@@ -122,8 +122,9 @@ pub async fn run(
     }
 }
 
-/// What tells this process's lease from another's with the same id.
-fn process_nonce() -> String {
+/// What tells this process's lease (or anything else it writes) from another's with the
+/// same node id.
+pub fn process_nonce() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());

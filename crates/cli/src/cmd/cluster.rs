@@ -57,26 +57,32 @@ impl Slots {
 }
 
 impl Reporting {
-    /// A reporter for one run of `org`'s client.
-    pub fn reporter(&self, org: &str) -> holdline_cluster::ledger::Reporter {
+    /// A name for one run of an org's client on this node, unlike any other's.
+    fn run_id(&self) -> String {
         static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let run = format!("{}-{}-{n}", self.node, nonce());
-        self.coverage.reporter(org, &run)
+        format!(
+            "{}-{}-{n}",
+            self.node,
+            holdline_cluster::members::process_nonce()
+        )
+    }
+
+    /// A reporter for one run of `org`'s client.
+    pub fn reporter(&self, org: &str) -> holdline_cluster::ledger::Reporter {
+        self.coverage.reporter(org, &self.run_id())
     }
 
     /// Gives `config` a share of its OAuth client's channels, held as slots in the
     /// cluster for as long as the returned [`Slots`] live.
     pub fn share_channels(&self, org: &str, config: &mut holdline_client::ClientConfig) -> Slots {
-        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let share = holdline_client::ChannelShare::new();
         config.channel_share = Some(holdline_client::SharedChannels(share.clone()));
         let client = holdline_cluster::slots::client_key(
             &config.endpoints.login_base(),
             &config.credentials.client_id,
         );
-        let owner = format!("{} {org} {}-{n}", self.node, nonce());
+        let owner = format!("{org} {}", self.run_id());
         let bucket = self.channels.clone();
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
@@ -94,17 +100,6 @@ impl Reporting {
         });
         Slots { stop, task }
     }
-}
-
-/// What tells this process from an earlier one on the same node.
-fn nonce() -> &'static str {
-    static NONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NONCE.get_or_init(|| {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        format!("{}x{nanos:x}", std::process::id())
-    })
 }
 
 fn micros(t: SystemTime) -> u64 {
