@@ -100,9 +100,29 @@ impl World {
             .env_remove("GENESYSCLOUD_OAUTHCLIENT_SECRET")
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(node_log(id));
         cmd
     }
+}
+
+/// Where node `id` logs: nowhere, or with `HOLDLINE_TEST_LOGS=DIR` appended to
+/// `DIR/<test>-<id>.log` (to read what the nodes did after a failure).
+fn node_log(id: &str) -> Stdio {
+    match std::env::var_os("HOLDLINE_TEST_LOGS") {
+        Some(_) => Stdio::from(node_log_file(id)),
+        None => Stdio::null(),
+    }
+}
+
+fn node_log_file(id: &str) -> std::fs::File {
+    let dir = std::env::var_os("HOLDLINE_TEST_LOGS").expect("HOLDLINE_TEST_LOGS is set");
+    let test = std::thread::current().name().unwrap_or("test").to_owned();
+    let path = std::path::Path::new(&dir).join(format!("{test}-{id}.log"));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Connected sockets of each sim org, org-1 first.
@@ -203,7 +223,21 @@ fn nodes_watching_n1(
             .spawn()
             .unwrap(),
     );
-    let log = log_lines_of(&mut n1.0);
+    let lines = log_lines_of(&mut n1.0);
+    // Each line also to where node_log would have put it.
+    let (tx, log) = std::sync::mpsc::channel();
+    let mut keep = std::env::var_os("HOLDLINE_TEST_LOGS").map(|_| node_log_file("n1"));
+    std::thread::spawn(move || {
+        for line in lines {
+            if let Some(f) = keep.as_mut() {
+                use std::io::Write;
+                let _ = writeln!(f, "{line}");
+            }
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let mut nodes: HashMap<&str, Running> = ["n2", "n3"]
         .into_iter()
         .map(|id| (id, w.node(id, LEASE)))
@@ -445,9 +479,13 @@ fn nats_restarted_under_traffic_loses_nothing() {
     }
     let store = w.store.path().to_owned();
     w.nats.restart_nats(&store);
+    let back = std::time::SystemTime::now();
     let addr = w.addr.as_str();
     wait_stream(addr, before + 400, Duration::from_secs(60));
     wait_two_holders(&w, Duration::from_secs(30), "two holders after the restart");
+    // What the nodes spooled while NATS was away is published once their sinks retry:
+    // the stream catches up on everything up to a while after the restart.
+    wait_caught_up(&w, back + Duration::from_secs(2), Duration::from_secs(60));
     stop_all(nodes);
     check_stream(&w, Gaps::None);
     assert_eq!(connected_evictions(&w), 0, "no live channel evicted");
@@ -563,6 +601,44 @@ fn a_node_cut_off_from_nats_steps_down_and_loses_nothing() {
     stop_all(nodes);
     check_stream(&w, Gaps::None);
     assert_eq!(connected_evictions(&w), 0, "no live channel evicted");
+}
+
+/// Waits until the stream holds every event of every org's ledger published from the
+/// org's first event in the stream up to `until`.
+fn wait_caught_up(w: &World, until: std::time::SystemTime, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let records = stream(&w.addr);
+        let got: HashSet<&str> = records
+            .iter()
+            .filter(|r| r["kind"] == "event")
+            .filter_map(|r| r["id"].as_str())
+            .collect();
+        let behind: Vec<(usize, usize)> = (1..=w.orgs)
+            .filter_map(|n| {
+                let ledger = queue_ledger(&w.http, &w.url, &format!("org-{n}"));
+                let first = ledger
+                    .iter()
+                    .position(|(id, _)| got.contains(id.as_str()))?;
+                let last = ledger.iter().rposition(|(_, at)| *at <= until);
+                let wanted = &ledger[first..=last.unwrap_or(first).max(first)];
+                let short = wanted
+                    .iter()
+                    .filter(|(id, _)| !got.contains(id.as_str()))
+                    .count();
+                let reached = ledger.last().is_some_and(|(_, at)| *at > until);
+                (short > 0 || !reached).then_some((n, short))
+            })
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream never caught up: (org, events missing) {behind:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// Waits until both holders of every org report having covered it for a second or more.
