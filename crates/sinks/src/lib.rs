@@ -43,13 +43,26 @@ pub enum SinkError {
         detail: String,
         broken_pipe: bool,
     },
+    /// The destination has seen a newer fencing token than this writer's: another
+    /// deliverer holds the lease now, and this one must stop writing.
+    #[error("{sink}: fenced off: {detail}")]
+    Fenced { sink: String, detail: String },
 }
 
 impl SinkError {
     /// Whether the service should stop delivering to this sink.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, SinkError::Fatal { .. })
+        matches!(self, SinkError::Fatal { .. } | SinkError::Fenced { .. })
     }
+}
+
+/// A fencing token: the revision of the lease a deliverer wrote last, under the lease's
+/// key. Every renewal, and any other deliverer's taking of the lease, makes a larger one.
+/// A sink that can check it refuses a write whose token is below one it has seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub key: String,
+    pub token: u64,
 }
 
 /// What a sink routes a record on, read through the record format: its kind, its id (the
@@ -123,6 +136,11 @@ pub trait Sink: Send {
     fn batch_bytes(&self) -> usize {
         deliver::BATCH_BYTES
     }
+    /// From now on, writes carry `fence`, and a sink that can check it at the
+    /// destination (Redis, a file, a webhook answering 409) refuses to write below a
+    /// token it has seen, with [`SinkError::Fenced`]. Others ignore it.
+    fn fence(&mut self, _fence: &Fence) {}
+
     /// Keeps a batch that kept failing somewhere it is not lost.
     fn dead_letter<'a>(&'a mut self, _records: &'a [Bytes]) -> Delivery<'a> {
         let err = SinkError::Failed {
@@ -142,6 +160,8 @@ pub trait BlockingSink: Send + 'static {
     }
     /// Delivers `records` in order; returns once the destination confirmed all of them.
     fn deliver(&mut self, records: &[&[u8]]) -> Result<(), SinkError>;
+    /// As [`Sink::fence`].
+    fn fence(&mut self, _fence: &Fence) {}
 }
 
 /// A [`BlockingSink`] as a [`Sink`]: each batch moves the sink onto a blocking thread and
@@ -169,6 +189,12 @@ impl<S: BlockingSink> Sink for OnThread<S> {
 
     fn label(&self) -> String {
         self.label.clone()
+    }
+
+    fn fence(&mut self, fence: &Fence) {
+        if let Some(sink) = self.sink.as_mut() {
+            sink.fence(fence);
+        }
     }
 
     fn deliver<'a>(&'a mut self, records: &'a [Bytes]) -> Delivery<'a> {

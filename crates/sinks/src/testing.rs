@@ -280,12 +280,46 @@ pub fn redis_entries(addr: &str, stream: &str) -> Vec<(String, String, Vec<u8>)>
         .collect()
 }
 
+/// Every entry of a fenced Redis stream, oldest first: its `id` and `fence` fields.
+pub fn redis_fenced_entries(addr: &str, stream: &str) -> Vec<(String, u64)> {
+    let mut conn = redis::Client::open(format!("redis://{addr}/"))
+        .and_then(|c| c.get_connection())
+        .expect("connect to the test redis");
+    let entries: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .expect("XRANGE");
+    entries
+        .into_iter()
+        .map(|(_, f)| {
+            let fence = f.get("fence").and_then(|t| t.parse().ok()).unwrap_or(0);
+            (f.get("id").cloned().unwrap_or_default(), fence)
+        })
+        .collect()
+}
+
 /// The payload of every message in a JetStream stream, oldest first.
 pub fn nats_payloads(addr: &str, stream: &str) -> Vec<Vec<u8>> {
     nats_messages(addr, stream)
         .into_iter()
         .map(|(_, p)| p)
         .collect()
+}
+
+/// How many messages a JetStream stream holds, None while there is no such stream.
+pub fn nats_stream_len_if_any(addr: &str, stream: &str) -> Option<u64> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(addr).await.ok()?;
+        let js = async_nats::jetstream::new(client);
+        let mut s = js.get_stream(stream).await.ok()?;
+        Some(s.info().await.ok()?.state.messages)
+    })
 }
 
 /// How many messages a JetStream stream holds.

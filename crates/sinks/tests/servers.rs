@@ -66,6 +66,48 @@ fn redis_stores_every_record_with_its_id_and_comes_back_after_an_outage() {
     assert_eq!(len, 10, "a fresh server (no persistence) holds the batch");
 }
 
+/// Two writers of one stream, each with its fencing token: once the newer one has
+/// written, the older one's batch is refused whole, and every entry says who wrote it.
+#[test]
+fn a_fenced_redis_stream_refuses_a_writer_with_an_older_token() {
+    use holdline_sinks::{Fence, SinkError};
+    let server = testing::redis();
+    let url = format!("redis://{}/fenced?maxlen=100000", server.addr());
+    let mut old = open(&SinkConfig::parse(&url).unwrap()).unwrap();
+    let mut new = open(&SinkConfig::parse(&url).unwrap()).unwrap();
+    let fence = |token| Fence {
+        key: "deliver.test".into(),
+        token,
+    };
+    let batch = |n, from| records(n, from);
+    let refs = |r: &[Vec<u8>]| r.iter().map(|x| x.to_vec()).collect::<Vec<_>>();
+    old.fence(&fence(5));
+    let first = refs(&batch(100, 0));
+    deliver_all(old.as_mut(), &first);
+    new.fence(&fence(9));
+    deliver_all(new.as_mut(), &refs(&batch(100, 100)));
+    // The old writer resumes with a batch it had in hand.
+    let late = batch(100, 200);
+    let late_refs: Vec<&[u8]> = late.iter().map(Vec::as_slice).collect();
+    match testing::deliver(old.as_mut(), &late_refs) {
+        Err(SinkError::Fenced { detail, .. }) => assert!(detail.contains("newer"), "{detail}"),
+        other => panic!("the old writer was not fenced off: {other:?}"),
+    }
+    let entries = testing::redis_fenced_entries(&server.addr(), "fenced");
+    assert_eq!(entries.len(), 200, "nothing of the refused batch");
+    let tokens: Vec<u64> = entries.iter().map(|(_, t)| *t).collect();
+    assert!(tokens[..100].iter().all(|t| *t == 5), "{tokens:?}");
+    assert!(tokens[100..].iter().all(|t| *t == 9), "{tokens:?}");
+    assert_eq!(entries[150].0, format!("{:016x}", 150));
+    // A renewal (a larger token) of the current writer goes on writing.
+    new.fence(&fence(12));
+    deliver_all(new.as_mut(), &refs(&batch(10, 300)));
+    assert_eq!(
+        testing::redis_fenced_entries(&server.addr(), "fenced").len(),
+        210
+    );
+}
+
 #[test]
 fn redis_caps_the_stream_near_maxlen() {
     let server = testing::redis();

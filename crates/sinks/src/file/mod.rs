@@ -2,6 +2,12 @@
 //! delivered, rotated by size and/or age. A rotated file is renamed with the time it was
 //! closed (`events-20261127T101500Z.jsonl`) and a new one is started; a record is never
 //! split across files.
+//!
+//! Fenced (`holdline deliver --cluster`), every batch first takes an exclusive lock on
+//! `<file>.fence`, which holds the largest token written so far: a writer below it is
+//! refused, any other writes its token there and appends while it holds the lock. Writers
+//! must share one file system whose locks work (local disks do; some network file
+//! systems do not).
 
 mod config;
 #[cfg(test)]
@@ -23,6 +29,7 @@ pub struct FileSink {
     file: File,
     written: u64,
     opened: Instant,
+    fence: Option<crate::Fence>,
 }
 
 impl FileSink {
@@ -45,6 +52,7 @@ impl FileSink {
             file,
             written,
             opened: Instant::now(),
+            fence: None,
         })
     }
 
@@ -85,7 +93,16 @@ impl BlockingSink for FileSink {
         &self.name
     }
 
+    fn fence(&mut self, fence: &crate::Fence) {
+        self.fence = Some(fence.clone());
+    }
+
     fn deliver(&mut self, records: &[&[u8]]) -> Result<(), SinkError> {
+        // Held until the batch is on disk.
+        let _lock = match self.fence.clone() {
+            Some(fence) => Some(self.pass_fence(fence.token)?),
+            None => None,
+        };
         for record in records {
             if self.due(record.len() as u64) {
                 self.rotate()?;
@@ -96,6 +113,76 @@ impl BlockingSink for FileSink {
         // Delivered means on disk.
         self.file.sync_data().map_err(|e| self.fail(e))
     }
+}
+
+impl FileSink {
+    /// Locks the fence file and checks `token` against it, recording it when larger.
+    /// The lock is released when the returned file is dropped.
+    fn pass_fence(&mut self, token: u64) -> Result<File, SinkError> {
+        use std::io::{Read, Seek};
+        let path = fence_path(&self.config.path);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| self.fail(format!("cannot open {}: {e}", path.display())))?;
+        file.lock()
+            .map_err(|e| self.fail(format!("cannot lock {}: {e}", path.display())))?;
+        let mut text = String::new();
+        file.read_to_string(&mut text)
+            .map_err(|e| self.fail(format!("cannot read {}: {e}", path.display())))?;
+        let seen: u64 = match text.trim() {
+            "" => 0,
+            t => t.parse().map_err(|_| {
+                self.fail(format!(
+                    "{} holds {t:?}, not a fencing token: remove it if no deliverer writes here",
+                    path.display()
+                ))
+            })?,
+        };
+        if seen > token {
+            return Err(SinkError::Fenced {
+                sink: self.name.clone(),
+                detail: format!(
+                    "{} holds token {seen}, this deliverer's is {token}",
+                    path.display()
+                ),
+            });
+        }
+        if seen < token {
+            let write = (|| {
+                file.set_len(0)?;
+                file.rewind()?;
+                file.write_all(format!("{token}\n").as_bytes())?;
+                file.sync_data()
+            })();
+            write.map_err(|e| self.fail(format!("cannot write {}: {e}", path.display())))?;
+        }
+        // A writer that took the lock after a rotation finds the new file by its name.
+        self.reopen_if_rotated()?;
+        Ok(file)
+    }
+
+    /// Another writer may have rotated the file: append to the one under the path now.
+    fn reopen_if_rotated(&mut self) -> Result<(), SinkError> {
+        use std::os::unix::fs::MetadataExt;
+        let current = std::fs::metadata(&self.config.path).ok();
+        let mine = self.file.metadata().map_err(|e| self.fail(e))?;
+        if current.is_none_or(|c| c.ino() != mine.ino() || c.dev() != mine.dev()) {
+            self.file = open_append(&self.config.path).map_err(|e| self.fail(e))?;
+            self.written = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+        Ok(())
+    }
+}
+
+/// `events.jsonl` → `events.jsonl.fence`.
+pub fn fence_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".fence");
+    PathBuf::from(name)
 }
 
 fn open_append(path: &Path) -> std::io::Result<File> {

@@ -111,3 +111,51 @@ fn rotated_names_carry_the_time_and_keep_the_extension() {
         PathBuf::from("/x/events-20261118T110640.123456Z.jsonl")
     );
 }
+
+#[test]
+fn a_fenced_file_refuses_a_writer_with_an_older_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let config = FileConfig::from_parts(path.to_str().unwrap(), &[]).unwrap();
+    let fence = |token| crate::Fence {
+        key: "deliver.test".into(),
+        token,
+    };
+    let batch = |from: usize| -> Vec<Vec<u8>> { (from..from + 3).map(record).collect() };
+    let write = |sink: &mut FileSink, from| {
+        let b = batch(from);
+        let refs: Vec<&[u8]> = b.iter().map(Vec::as_slice).collect();
+        sink.deliver(&refs)
+    };
+    let mut old = FileSink::open(config.clone()).unwrap();
+    let mut new = FileSink::open(config).unwrap();
+    old.fence(&fence(3));
+    write(&mut old, 0).unwrap();
+    new.fence(&fence(8));
+    write(&mut new, 3).unwrap();
+    match write(&mut old, 6) {
+        Err(SinkError::Fenced { detail, .. }) => assert!(detail.contains("token 8"), "{detail}"),
+        other => panic!("the old writer was not fenced off: {other:?}"),
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        6,
+        "nothing of the refused batch: {text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fence_path(&path)).unwrap().trim(),
+        "8"
+    );
+    new.fence(&fence(9));
+    write(&mut new, 9).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 9);
+    // Unfenced, the sink writes as before and leaves the fence alone.
+    let mut plain =
+        FileSink::open(FileConfig::from_parts(path.to_str().unwrap(), &[]).unwrap()).unwrap();
+    write(&mut plain, 12).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(fence_path(&path)).unwrap().trim(),
+        "9"
+    );
+}

@@ -8,6 +8,10 @@
 //! Entry fields: `id` (the event id, or `<kind>-<hash>` for a gap or rejected topic), `kind`
 //! (`event`, `gap` or `rejected`),
 //! `record` (the JSON line without its newline).
+//!
+//! Fenced (`holdline deliver --cluster`), a batch is one script that first compares the
+//! writer's token with the largest seen, kept in `holdline:fence:<stream>`: below it the
+//! batch is refused whole, otherwise it is written, each entry with a `fence` field too.
 
 mod config;
 #[cfg(test)]
@@ -22,6 +26,31 @@ pub struct RedisSink {
     config: RedisConfig,
     name: String,
     conn: Option<redis::Connection>,
+    fence: Option<crate::Fence>,
+}
+
+/// Checks the fence and adds the batch, atomically (a script runs alone).
+/// KEYS: stream, fence key. ARGV: token, maxlen (0: none), then id, kind, record per entry.
+const FENCED_XADD: &str = r#"
+local seen = tonumber(redis.call('GET', KEYS[2]) or '0')
+local token = tonumber(ARGV[1])
+if seen > token then
+  return redis.error_reply('HOLDLINE_FENCED token ' .. ARGV[1] .. ' is below ' .. tostring(seen))
+end
+if seen < token then redis.call('SET', KEYS[2], ARGV[1]) end
+for i = 3, #ARGV, 3 do
+  if ARGV[2] ~= '0' then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'id', ARGV[i], 'kind', ARGV[i + 1], 'record', ARGV[i + 2], 'fence', ARGV[1])
+  else
+    redis.call('XADD', KEYS[1], '*', 'id', ARGV[i], 'kind', ARGV[i + 1], 'record', ARGV[i + 2], 'fence', ARGV[1])
+  end
+end
+return (#ARGV - 2) / 3
+"#;
+
+/// Where a fenced stream keeps the largest token it has seen.
+pub fn fence_key(stream: &str) -> String {
+    format!("holdline:fence:{stream}")
 }
 
 impl RedisSink {
@@ -30,6 +59,7 @@ impl RedisSink {
             name: format!("redis:{}:{}/{}", config.host, config.port, config.stream),
             config,
             conn: None,
+            fence: None,
         }
     }
 
@@ -58,9 +88,16 @@ impl BlockingSink for RedisSink {
         &self.name
     }
 
+    fn fence(&mut self, fence: &crate::Fence) {
+        self.fence = Some(fence.clone());
+    }
+
     fn deliver(&mut self, records: &[&[u8]]) -> Result<(), SinkError> {
         if self.conn.is_none() {
             self.conn = Some(self.connect()?);
+        }
+        if let Some(fence) = self.fence.clone() {
+            return self.deliver_fenced(records, fence.token);
         }
         let mut pipe = redis::pipe();
         for rec in records {
@@ -95,5 +132,44 @@ impl BlockingSink for RedisSink {
             self.conn = None;
             self.fail(e)
         })
+    }
+}
+
+impl RedisSink {
+    /// The batch as one script that refuses it whole below the largest token seen.
+    fn deliver_fenced(&mut self, records: &[&[u8]], token: u64) -> Result<(), SinkError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(FENCED_XADD)
+            .arg(2)
+            .arg(&self.config.stream)
+            .arg(fence_key(&self.config.stream))
+            .arg(token)
+            .arg(self.config.maxlen.unwrap_or(0));
+        for rec in records {
+            let routed = crate::Routed::of(rec);
+            cmd.arg(&routed.id)
+                .arg(routed.kind())
+                .arg(rec.strip_suffix(b"\n").unwrap_or(rec));
+        }
+        let conn = self.conn.as_mut().expect("connected by deliver");
+        let outcome = conn
+            .send_packed_command(&cmd.get_packed_command())
+            .and_then(|()| conn.recv_response());
+        match outcome {
+            Ok(redis::Value::ServerError(e)) if e.to_string().contains("HOLDLINE_FENCED") => {
+                Err(SinkError::Fenced {
+                    sink: self.name.clone(),
+                    detail: format!("redis holds a newer deliverer's token ({e})"),
+                })
+            }
+            Ok(redis::Value::ServerError(e)) => {
+                Err(self.fail(format!("redis refused the batch: {e}")))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.conn = None;
+                Err(self.fail(e))
+            }
+        }
     }
 }

@@ -8,6 +8,11 @@
 //! `https://host/path?secret_env=NAME&attempts=10&dead_letter=/var/lib/holdline/dead.jsonl&timeout=10s&max_bytes=1048576`
 //! (`max_bytes`: the most bytes of records per POST, default 1 MiB).
 //! The secret is read from the environment variable NAME, never from the URL.
+//!
+//! Fenced (`holdline deliver --cluster`), each POST carries `X-Holdline-Fence: <token>`
+//! and `X-Holdline-Fence-Key: <lease>`; a receiver that keeps the largest token it has
+//! seen and answers `409 Conflict` to a smaller one fences off a deliverer that lost its
+//! lease, which then stops writing.
 
 mod config;
 #[cfg(test)]
@@ -28,6 +33,7 @@ pub struct WebhookSink {
     config: WebhookConfig,
     name: String,
     label: String,
+    fence: Option<crate::Fence>,
     key: Option<hmac::Key>,
     client: Option<reqwest::Client>,
     /// The dead-letter file once opened (taken while a blocking thread writes it).
@@ -49,6 +55,7 @@ impl WebhookSink {
             key,
             client: None,
             dead: None,
+            fence: None,
         }
     }
 
@@ -94,6 +101,11 @@ impl WebhookSink {
         if let Some(key) = &self.key {
             req = req.header("x-holdline-signature", signature(key, &body));
         }
+        if let Some(fence) = &self.fence {
+            req = req
+                .header("x-holdline-fence", fence.token.to_string())
+                .header("x-holdline-fence-key", &fence.key);
+        }
         let resp = req
             .body(body)
             .send()
@@ -101,6 +113,12 @@ impl WebhookSink {
             .map_err(|e| self.fail(e.without_url()))?;
         if resp.status().is_success() {
             Ok(())
+        } else if self.fence.is_some() && resp.status() == reqwest::StatusCode::CONFLICT {
+            Err(SinkError::Fenced {
+                sink: self.label.clone(),
+                detail: "the receiver answered 409: it has seen a newer deliverer's token"
+                    .to_owned(),
+            })
         } else {
             Err(self.fail(format!("HTTP {}", resp.status())))
         }
@@ -151,6 +169,10 @@ impl Sink for WebhookSink {
 
     fn deliver<'a>(&'a mut self, records: &'a [Bytes]) -> Delivery<'a> {
         Box::pin(self.post(records))
+    }
+
+    fn fence(&mut self, fence: &crate::Fence) {
+        self.fence = Some(fence.clone());
     }
 
     fn attempts(&self) -> Option<u32> {

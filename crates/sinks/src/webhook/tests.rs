@@ -58,3 +58,78 @@ async fn logs_and_metrics_name_the_hook_without_its_path() {
         .to_string();
     assert!(!err.contains("s3cr3t"), "{err}");
 }
+
+/// A receiver that keeps the largest fencing token it has seen, answering 409 below it.
+async fn fencing_receiver() -> (String, tokio::task::JoinHandle<Vec<u64>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let (mut largest, mut written) = (0u64, Vec::new());
+        for _ in 0..3 {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers, then the body by its length.
+            let (head, body_len) = loop {
+                let n = conn.read(&mut buf).await.unwrap();
+                req.extend_from_slice(&buf[..n]);
+                if let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&req[..end]).to_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                    break (head, end + 4 + len);
+                }
+            };
+            while req.len() < body_len {
+                let n = conn.read(&mut buf).await.unwrap();
+                req.extend_from_slice(&buf[..n]);
+            }
+            let token: u64 = head
+                .lines()
+                .find_map(|l| l.strip_prefix("x-holdline-fence: "))
+                .map(|v| v.trim().parse().unwrap())
+                .expect("a fenced POST carries its token");
+            assert!(
+                head.contains("x-holdline-fence-key: deliver.test"),
+                "{head}"
+            );
+            let status = if token < largest {
+                "409 Conflict"
+            } else {
+                largest = token;
+                written.push(token);
+                "200 OK"
+            };
+            let resp =
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            conn.write_all(resp.as_bytes()).await.unwrap();
+        }
+        written
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn a_fenced_webhook_sends_its_token_and_a_409_fences_it_off() {
+    let (url, receiver) = fencing_receiver().await;
+    let config = WebhookConfig::from_parts(&url, &[]).unwrap();
+    let mut old = WebhookSink::new(config.clone());
+    let mut new = WebhookSink::new(config);
+    let fence = |token| crate::Fence {
+        key: "deliver.test".into(),
+        token,
+    };
+    let batch = [Bytes::from_static(b"{\"kind\":\"event\"}\n")];
+    old.fence(&fence(4));
+    old.deliver(&batch).await.unwrap();
+    new.fence(&fence(6));
+    new.deliver(&batch).await.unwrap();
+    match old.deliver(&batch).await {
+        Err(SinkError::Fenced { detail, .. }) => assert!(detail.contains("409"), "{detail}"),
+        other => panic!("the old writer was not fenced off: {other:?}"),
+    }
+    assert_eq!(receiver.await.unwrap(), vec![4, 6]);
+}
