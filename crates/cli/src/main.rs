@@ -36,6 +36,9 @@ enum Command {
     Top(cmd::top::TopArgs),
     /// The topic names of your org's queues and users, and the topics the service offers.
     Topics(Box<cmd::topics::TopicsArgs>),
+    /// Deliver a cluster's stream to sinks (file, webhook, Redis, Kafka), one deliverer
+    /// writing at a time under a fenced lease.
+    Deliver(Box<cmd::deliver::DeliverArgs>),
 }
 
 /// Parses the command line; `--help` shows each setting's default from where it lives.
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => cmd::demo::run(args).await,
             Command::Top(args) => cmd::top::run(args).await,
             Command::Topics(args) => cmd::topics::run(*args).await,
+            Command::Deliver(args) => cmd::deliver::run(*args).await,
         }
     });
     match result {

@@ -14,6 +14,9 @@ pub const NODES_BUCKET: &str = "holdline_nodes";
 /// org.
 pub const CHANNELS_BUCKET: &str = "holdline_channels";
 
+/// The bucket of the deliverers' leases (`holdline deliver --cluster`).
+pub const DELIVER_BUCKET: &str = "holdline_deliver";
+
 /// Holders of each piece of work while at least two nodes live.
 pub const HOLDERS: usize = 2;
 
@@ -162,6 +165,19 @@ impl ClusterUrl {
             .collect()
     }
 
+    /// A JetStream context on a new connection named for `id`, each request answered
+    /// within `timeout`.
+    pub async fn jetstream(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<async_nats::jetstream::Context, LeaseError> {
+        let client = self.connect(id, timeout).await?;
+        Ok(async_nats::jetstream::ContextBuilder::new()
+            .timeout(timeout)
+            .build(client))
+    }
+
     async fn connect(&self, id: &str, timeout: Duration) -> Result<async_nats::Client, LeaseError> {
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("holdline node {id}"))
@@ -192,7 +208,7 @@ impl ClusterUrl {
 }
 
 /// `what`, unless NATS (at `urls`) takes the connection but does not answer in `time`.
-async fn within<T>(
+pub async fn within<T>(
     time: Duration,
     urls: &str,
     what: impl std::future::Future<Output = Result<T, LeaseError>>,

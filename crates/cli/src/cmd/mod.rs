@@ -2,6 +2,7 @@
 
 mod cluster;
 pub mod config;
+pub mod deliver;
 pub mod demo;
 pub mod listen;
 pub mod observe;

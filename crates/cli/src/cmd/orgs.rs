@@ -1211,7 +1211,7 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
 const CLUSTER_LEASE: Duration = Duration::from_secs(10);
 
 /// The host's name, for the id of a cluster node.
-fn host_name() -> String {
+pub(super) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
