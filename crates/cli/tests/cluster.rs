@@ -284,14 +284,16 @@ fn stop_all(nodes: HashMap<&str, Running>) {
     }
 }
 
-/// SIGTERM, and a clean exit within 15 s.
+/// SIGTERM, and a clean exit within 30 s (Kubernetes' default grace period).
 fn stop_node(id: &str, n: Running) {
     signal(n.0.id(), "TERM");
     wait_exit(id, n);
 }
 
+/// A clean exit within 30 s: a node drains its sockets for a look-back and delivers
+/// what its spool holds (a node that was paused has a backlog) before it exits.
 fn wait_exit(id: &str, mut n: Running) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = n.0.try_wait().unwrap() {
             assert!(status.success(), "{id} exited with {status}");

@@ -73,8 +73,16 @@ pub struct Hole {
 /// any holder reported that covered anything (what came before is the cluster's start,
 /// not a gap). A hole is
 /// only called one when it ended before `settled` (microseconds since the epoch), so
-/// that reports on their way (a holder's, delayed by NATS) can still fill it.
-pub fn holes(heard: &[Heard<'_>], mark: Option<u64>, settled: u64) -> (Vec<Hole>, Option<u64>) {
+/// that reports on their way (a holder's, delayed by NATS) can still fill it. A hole
+/// that has not ended (no holder covers the shard again, and none may yet report that
+/// it does) is called one up to `settled` once it is `open_after` long, and again for
+/// each later stretch of that length, so that an outage without end is still reported.
+pub fn holes(
+    heard: &[Heard<'_>],
+    mark: Option<u64>,
+    settled: u64,
+    open_after: u64,
+) -> (Vec<Hole>, Option<u64>) {
     // A run no longer than the look-back proved nothing (its socket may have missed what
     // was published just before it ended): it neither covers nor starts coverage.
     let runs = || {
@@ -106,6 +114,14 @@ pub fn holes(heard: &[Heard<'_>], mark: Option<u64>, settled: u64) -> (Vec<Hole>
             break;
         }
         let Some(next) = runs().map(|(a, _)| a).filter(|a| *a > w).min() else {
+            if settled > w && settled - w >= open_after {
+                found.push(Hole {
+                    from: w,
+                    to: settled,
+                    reason: format!("{}; no holder covers it yet", why(heard, w)),
+                });
+                w = settled;
+            }
             break;
         };
         if next > settled {
@@ -155,6 +171,9 @@ fn why(heard: &[Heard<'_>], w: u64) -> String {
 mod tests {
     use super::*;
 
+    /// An open hole is never reported in part.
+    const NEVER: u64 = u64::MAX;
+
     fn shard(runs: &[(u64, u64)], open: bool, reason: &str) -> ShardReport {
         ShardReport {
             key: "k".to_owned(),
@@ -184,7 +203,7 @@ mod tests {
                 fresh: true,
             },
         ];
-        let (found, mark) = holes(&heard, None, u64::MAX);
+        let (found, mark) = holes(&heard, None, u64::MAX, NEVER);
         assert!(found.is_empty(), "{found:?}");
         assert_eq!(mark, Some(50));
     }
@@ -206,7 +225,7 @@ mod tests {
                 fresh: true,
             },
         ];
-        let (found, mark) = holes(&heard, None, u64::MAX);
+        let (found, mark) = holes(&heard, None, u64::MAX, NEVER);
         assert!(
             found.is_empty(),
             "nobody covers again yet: the hole stays open"
@@ -217,13 +236,13 @@ mod tests {
             shard: &c,
             fresh: true,
         });
-        let (found, same) = holes(&heard, mark, 39);
+        let (found, same) = holes(&heard, mark, 39, NEVER);
         assert!(
             found.is_empty(),
             "not settled yet: a late report may still fill it"
         );
         assert_eq!(same, mark);
-        let (found, mark) = holes(&heard, mark, 45);
+        let (found, mark) = holes(&heard, mark, 45, NEVER);
         assert_eq!(
             span(&found),
             [(22, 40)],
@@ -253,10 +272,10 @@ mod tests {
                 fresh: true,
             },
         ];
-        assert!(holes(&heard, None, u64::MAX).0.is_empty());
+        assert!(holes(&heard, None, u64::MAX, NEVER).0.is_empty());
         // Silent past the lease: a died where its report ends.
         heard[0].fresh = false;
-        let (found, _) = holes(&heard, None, u64::MAX);
+        let (found, _) = holes(&heard, None, u64::MAX, NEVER);
         assert_eq!(span(&found), [(20, 30)]);
         assert!(
             found[0].reason.contains("node a stopped reporting"),
@@ -273,14 +292,14 @@ mod tests {
             shard: &a,
             fresh: true,
         }];
-        let (found, mark) = holes(&heard, None, u64::MAX);
+        let (found, mark) = holes(&heard, None, u64::MAX, NEVER);
         assert_eq!(span(&found), [(20, 30)]);
         assert!(
             found[0].reason.contains("sockets were down"),
             "{}",
             found[0].reason
         );
-        let (again, same) = holes(&heard, mark, u64::MAX);
+        let (again, same) = holes(&heard, mark, u64::MAX, NEVER);
         assert!(again.is_empty(), "reported once");
         assert_eq!(same, mark);
     }
@@ -302,9 +321,56 @@ mod tests {
                 fresh: true,
             },
         ];
-        let (found, mark) = holes(&heard, None, u64::MAX);
+        let (found, mark) = holes(&heard, None, u64::MAX, NEVER);
         assert!(found.is_empty(), "{found:?}");
         assert_eq!(mark, Some(30));
+    }
+
+    #[test]
+    fn an_outage_without_end_is_reported_in_stretches() {
+        let a = shard(&[(10, 20)], false, "the OAuth client was refused");
+        let b = shard(&[(10, 22)], false, "the OAuth client was refused");
+        let heard = [
+            Heard {
+                node: "a",
+                shard: &a,
+                fresh: true,
+            },
+            Heard {
+                node: "b",
+                shard: &b,
+                fresh: true,
+            },
+        ];
+        // Not yet as long as a stretch.
+        let (found, mark) = holes(&heard, None, 35, 20);
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(mark, Some(22));
+        let (found, mark) = holes(&heard, mark, 50, 20);
+        assert_eq!(span(&found), [(22, 50)]);
+        assert!(found[0].reason.contains("refused"), "{}", found[0].reason);
+        assert!(
+            found[0].reason.contains("covers it yet"),
+            "{}",
+            found[0].reason
+        );
+        assert_eq!(mark, Some(50));
+        let (found, mark) = holes(&heard, mark, 60, 20);
+        assert!(found.is_empty(), "{found:?}");
+        let (found, mark) = holes(&heard, mark, 75, 20);
+        assert_eq!(span(&found), [(50, 75)]);
+        assert_eq!(mark, Some(75));
+        // A holder that covers now, whose report has not caught up, may yet fill it.
+        let c = shard(&[(5, 8)], true, "");
+        let waiting = [
+            heard[0],
+            Heard {
+                node: "c",
+                shard: &c,
+                fresh: true,
+            },
+        ];
+        assert!(holes(&waiting, mark, 200, 20).0.is_empty());
     }
 
     #[test]

@@ -297,13 +297,16 @@ impl Known {
     /// The certain gaps of `org` not yet reported, each shard's reports counted fresh
     /// while they changed within `stale`, and settled up to `settled` (microseconds since
     /// the epoch). Each shard's mark moves past what it returns; the second list gives
-    /// the marks that moved, to store.
+    /// the marks that moved, to store. A hole without end is reported in stretches of
+    /// `open_after` (see [`crate::cover::holes`]).
     pub fn gaps(
         &self,
         org: &str,
         stale: Duration,
         settled: u64,
+        open_after: Duration,
     ) -> (Vec<Found>, Vec<(String, u64)>) {
+        let open_after = u64::try_from(open_after.as_micros()).unwrap_or(u64::MAX);
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let mut by_shard: HashMap<&str, Vec<Heard<'_>>> = HashMap::new();
@@ -327,7 +330,7 @@ impl Known {
                 continue;
             };
             let mark = s.marks.get(&id).copied();
-            let (holes, next) = holes(heard, mark, settled);
+            let (holes, next) = holes(heard, mark, settled, open_after);
             for hole in holes {
                 found.push(Found {
                     org: org.to_owned(),

@@ -15,6 +15,9 @@ use super::orgs::Item;
 /// How often a holder reports its coverage, and the gap-finder looks.
 pub(super) const EVERY: Duration = Duration::from_secs(1);
 
+/// An outage no holder has come back from is reported in stretches of this length.
+const OPEN_HOLE: Duration = Duration::from_secs(60);
+
 /// A mark is stored only this long after it was reached, so a gap found just before has
 /// reached the stream (a gap-finder that takes over finds it again, with the same id,
 /// inside the stream's duplicate window).
@@ -199,7 +202,7 @@ impl GapFinder {
                 if !first {
                     continue;
                 }
-                let (found, moved) = known.gaps(&org, lease, settled);
+                let (found, moved) = known.gaps(&org, lease, settled, OPEN_HOLE);
                 for f in found {
                     let gap = holdline_client::Gap {
                         topics: f.topics.clone(),
