@@ -62,6 +62,8 @@ pub struct SimConfig {
     pub orgs: usize,
     /// Ledger entries kept (oldest dropped first).
     pub ledger_capacity: usize,
+    /// Conversations the analytics endpoints remember (the oldest half dropped when full).
+    pub history_capacity: usize,
     /// Base URL handed out in `connectUri`s and links; derived from the bound address when
     /// absent.
     pub public_url: Option<String>,
@@ -122,6 +124,12 @@ pub struct Unknowns {
     /// events go to neither socket.
     #[serde(with = "human")]
     pub handover_loss: Duration,
+    /// How long after it happened the analytics endpoints show a change (a conversation
+    /// starting or ending, a segment, a presence or routing status).
+    #[serde(with = "human")]
+    pub analytics_delay: Duration,
+    /// The largest `pageSize` the analytics queries take (larger is refused with 400).
+    pub analytics_page_size: usize,
 }
 
 impl Default for Unknowns {
@@ -135,6 +143,8 @@ impl Default for Unknowns {
             pings: Pings::Lenient,
             handover: Handover::Perfect,
             handover_loss: Duration::from_millis(500),
+            analytics_delay: Duration::ZERO,
+            analytics_page_size: 200,
         }
     }
 }
@@ -154,6 +164,8 @@ impl Unknowns {
             pings: Pings::Strict,
             handover: Handover::Lossy,
             handover_loss: Duration::from_millis(500),
+            analytics_delay: Duration::from_secs(60),
+            analytics_page_size: 100,
         }
     }
 }
@@ -226,6 +238,7 @@ impl Default for SimConfig {
             agents: 12,
             orgs: 1,
             ledger_capacity: 1_000_000,
+            history_capacity: 100_000,
             public_url: None,
             tls: false,
             domain: None,

@@ -21,6 +21,7 @@ use tokio::time::{Duration, Instant};
 
 use crate::org::Org;
 use crate::rng::Rng;
+use crate::state::history::History;
 use crate::state::{Core, format_ms};
 
 struct Agent {
@@ -75,6 +76,12 @@ pub struct Model {
     /// Conversations started so far: the first go to each queue in turn, so every queue
     /// has traffic within the first seconds.
     started: usize,
+    /// Where what happens is recorded for the analytics endpoints, if anywhere.
+    history: Option<Arc<std::sync::Mutex<History>>>,
+    /// The time of the step being taken.
+    now: OffsetDateTime,
+    /// Whether the agents' first presence and routing status are recorded.
+    recorded: bool,
 }
 
 impl Model {
@@ -100,6 +107,21 @@ impl Model {
             conversations: Vec::new(),
             pending: VecDeque::new(),
             started: 0,
+            history: None,
+            now: OffsetDateTime::UNIX_EPOCH,
+            recorded: false,
+        }
+    }
+
+    /// Records what happens from now on into `history`.
+    pub fn recording(mut self, history: Arc<std::sync::Mutex<History>>) -> Model {
+        self.history = Some(history);
+        self
+    }
+
+    fn record(&self, f: impl FnOnce(&mut History)) {
+        if let Some(h) = &self.history {
+            f(&mut h.lock().unwrap_or_else(|p| p.into_inner()));
         }
     }
 
@@ -116,6 +138,16 @@ impl Model {
     }
 
     fn step(&mut self, now: OffsetDateTime) {
+        self.now = now;
+        if !self.recorded {
+            self.recorded = true;
+            self.record(|h| {
+                for (a, member) in self.agents.iter().zip(&self.org.agents) {
+                    h.presence(&member.id, now, a.presence);
+                    h.routing(&member.id, now, a.routing);
+                }
+            });
+        }
         let at = format_ms(now);
         let roll = self.rng.below(100);
         let capacity = self.agents.len().max(2);
@@ -171,6 +203,16 @@ impl Model {
             agent: None,
             stage: Stage::Waiting,
         };
+        self.record(|h| {
+            h.started(
+                &conv.id,
+                now,
+                &self.org.queues[queue].id,
+                &conv.ani,
+                (&conv.customer.participant_id, &conv.customer.call_id),
+                (&conv.acd.participant_id, &conv.acd.call_id),
+            )
+        });
         self.conversations.push(conv);
         let idx = self.conversations.len() - 1;
         self.snapshots(idx);
@@ -188,6 +230,8 @@ impl Model {
                 let mut leg = self.leg("agent", "alerting", at);
                 let a = &self.org.agents[agent];
                 leg.user = Some((a.id.clone(), a.name.clone()));
+                let id = &self.conversations[idx].id;
+                self.record(|h| h.alerting(id, now, (&leg.participant_id, &leg.call_id), &a.id));
                 self.agents[agent].busy = true;
                 self.conversations[idx].agent = Some((agent, leg));
                 self.conversations[idx].stage = Stage::Alerting;
@@ -205,6 +249,8 @@ impl Model {
                 conv.acd.end_time = Some(at.to_owned());
                 conv.acd.disconnect_type = Some("transfer");
                 conv.stage = Stage::Connected;
+                let id = conv.id.clone();
+                self.record(|h| h.connected(&id, now));
                 self.snapshots(idx);
                 self.details(idx, &["acd.end"], now);
             }
@@ -219,12 +265,15 @@ impl Model {
                 }
                 conv.customer.disconnect_type = Some("endpoint");
                 conv.stage = Stage::AfterCall;
+                let id = conv.id.clone();
+                self.record(|h| h.hung_up(&id, now));
                 self.snapshots(idx);
                 self.details(idx, &["customer.end", "user.end"], now);
             }
             Stage::AfterCall => {
                 self.details(idx, &["acw", "wrapup"], now);
                 let conv = self.conversations.swap_remove(idx);
+                self.record(|h| h.ended(&conv.id, now));
                 if let Some((agent, _)) = conv.agent {
                     self.agents[agent].busy = false;
                     let status = if self.agents[agent].presence == "ON_QUEUE" {
@@ -257,6 +306,7 @@ impl Model {
             *a
         });
         let body = bodies::conversation(&conv.id, &queue_id, &conv.ani, &legs);
+        self.record(|h| h.snapshot(&conv.id, &body.to_string()));
         if let Some(agent) = agent {
             let topic = format!("v2.users.{}.conversations", self.org.agents[agent].id);
             self.emit(topic, body.clone());
@@ -306,6 +356,8 @@ impl Model {
     fn set_routing(&mut self, agent: usize, status: &'static str, at: &str) {
         self.agents[agent].routing = status;
         let id = self.org.agents[agent].id.clone();
+        let now = self.now;
+        self.record(|h| h.routing(&id, now, status));
         self.emit(
             format!("v2.users.{id}.routingStatus"),
             bodies::routing_status(&id, status, at),
@@ -350,6 +402,8 @@ impl Model {
         };
         self.agents[agent].presence = presence;
         let id = self.org.agents[agent].id.clone();
+        let now = self.now;
+        self.record(|h| h.presence(&id, now, presence));
         self.emit(
             format!("v2.users.{id}.presence"),
             bodies::presence(presence, presence_id(presence), at),
@@ -390,7 +444,7 @@ pub async fn run(core: Arc<Core>) {
     if rate <= 0.0 || !rate.is_finite() {
         return;
     }
-    let mut model = Model::new(core.org.clone(), core.config.seed);
+    let mut model = Model::new(core.org.clone(), core.config.seed).recording(core.history.clone());
     let start = Instant::now();
     let tick = Duration::from_secs_f64((1.0 / rate).clamp(0.001, 0.1));
     let mut interval = tokio::time::interval(tick);

@@ -1,6 +1,7 @@
 //! The simulator's HTTP surface: the OAuth token endpoint, the `/api/v2` REST API, the
 //! channel WebSockets and the `/sim/` control API, on one router.
 
+mod analytics;
 mod auth;
 mod control;
 mod error;
@@ -47,6 +48,23 @@ pub fn router(core: Arc<Core>) -> Router {
         .route(
             "/api/v2/notifications/availabletopics",
             get(notifications::available_topics),
+        )
+        .route(
+            "/api/v2/analytics/conversations/details/query",
+            post(analytics::conversation_details),
+        )
+        .route(
+            "/api/v2/analytics/users/details/query",
+            post(analytics::user_details),
+        )
+        .route("/api/v2/conversations/{id}", get(analytics::conversation))
+        .route(
+            "/api/v2/users/presences/purecloud/bulk",
+            get(analytics::bulk_presence),
+        )
+        .route(
+            "/api/v2/users/{id}/routingstatus",
+            get(analytics::routing_status),
         )
         .route("/api/v2/routing/queues", get(org::queues))
         .route("/api/v2/users", get(org::users))

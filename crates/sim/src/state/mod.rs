@@ -3,6 +3,7 @@
 //! handlers and socket tasks call the methods here; nothing here awaits.
 
 pub mod channels;
+pub mod history;
 pub mod ledger;
 mod limiter;
 mod publish;
@@ -110,6 +111,8 @@ pub struct Core {
     published: broadcast::Sender<Arc<Published>>,
     rest_calls: std::sync::atomic::AtomicU64,
     org_changes: Mutex<OrgChanges>,
+    /// What the generator did, for the analytics and conversation endpoints.
+    pub history: Arc<Mutex<history::History>>,
 }
 
 /// Queues and users added or deleted through `/sim/org` after start. They change what the
@@ -163,6 +166,7 @@ impl Core {
             clients: config.clients.clone(),
         };
         let (published, _) = broadcast::channel(4096);
+        let history = Arc::new(Mutex::new(history::History::new(config.history_capacity)));
         Arc::new(Core {
             config,
             org,
@@ -173,6 +177,7 @@ impl Core {
             published,
             rest_calls: Default::default(),
             org_changes: Mutex::default(),
+            history,
         })
     }
 

@@ -20,6 +20,8 @@ pub enum Refusal {
     NotFound(String),
     /// Malformed request.
     BadRequest(String),
+    /// The OAuth client lacks this permission.
+    MissingPermission(&'static str),
     /// A subscription request refused as a whole.
     Subscribe(SubscribeError),
     /// A status injected by the `rest_errors` fault.
@@ -63,6 +65,17 @@ impl Refusal {
             Refusal::BadRequest(why) => {
                 (400, ErrorBody::new(400, "bad.request", why.clone()), None)
             }
+            Refusal::MissingPermission(p) => (
+                403,
+                ErrorBody::new(
+                    403,
+                    "missing.any.permissions",
+                    format!(
+                        "Unable to perform the requested action. You are missing the following permission(s): [{p}]"
+                    ),
+                ),
+                None,
+            ),
             Refusal::Subscribe(err) => subscribe_parts(err),
             Refusal::Injected {
                 status,

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod analytics;
 mod channels;
 mod faults;
 mod oauth;

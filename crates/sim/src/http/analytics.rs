@@ -1,0 +1,299 @@
+//! The endpoints a back-fill reads, answered from what the generator did
+//! (`state/history.rs`): the conversation and user details queries of the analytics API,
+//! with their interval rules and paging, the live conversation, and users' current
+//! presence and routing status. Each checks its permission and counts against the
+//! token's rate limit like every `/api/v2` call.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::auth::Auth;
+use super::error::ApiError;
+use crate::state::history::ConversationFilter;
+use crate::state::refusal::Refusal;
+use crate::state::{Caller, Core, format_ms};
+
+/// Results a query can page through at most (FACT: pagination stops at 100,000).
+const MAX_RESULTS: usize = 100_000;
+/// Ids one bulk presence call takes.
+const BULK_IDS: usize = 50;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DetailsQuery {
+    interval: String,
+    #[serde(default)]
+    segment_filters: Vec<Filter>,
+    #[serde(default)]
+    conversation_filters: Vec<Filter>,
+    #[serde(default)]
+    user_filters: Vec<Filter>,
+    #[serde(default)]
+    paging: Option<Paging>,
+    #[serde(default)]
+    order: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Filter {
+    #[serde(default)]
+    predicates: Vec<Predicate>,
+    #[serde(default)]
+    clauses: Vec<Filter>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Predicate {
+    dimension: Option<String>,
+    value: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Paging {
+    page_size: Option<usize>,
+    page_number: Option<usize>,
+}
+
+fn need(caller: &Caller, permission: &'static str) -> Result<(), ApiError> {
+    match caller.client.has(permission) {
+        true => Ok(()),
+        false => Err(ApiError(Refusal::MissingPermission(permission))),
+    }
+}
+
+/// `start/end`, each ISO-8601, end after start.
+fn interval(text: &str) -> Result<(OffsetDateTime, OffsetDateTime), ApiError> {
+    use time::format_description::well_known::Rfc3339;
+    let bad = || {
+        ApiError::bad_request(format!(
+            "interval {text:?} must be two ISO-8601 times, start/end (2026-12-04T10:00:00.000Z/2026-12-04T11:00:00.000Z)"
+        ))
+    };
+    let (a, b) = text.split_once('/').ok_or_else(bad)?;
+    let a = OffsetDateTime::parse(a, &Rfc3339).map_err(|_| bad())?;
+    let b = OffsetDateTime::parse(b, &Rfc3339).map_err(|_| bad())?;
+    if b <= a {
+        return Err(ApiError::bad_request(format!(
+            "interval {text:?} ends before it starts"
+        )));
+    }
+    Ok((a, b))
+}
+
+/// The most days an interval may span: 7 without a filter, 31 with one (FACT).
+fn check_span(from: OffsetDateTime, to: OffsetDateTime, filtered: bool) -> Result<(), ApiError> {
+    let days = if filtered { 31 } else { 7 };
+    if to - from > time::Duration::days(days) {
+        return Err(ApiError::bad_request(format!(
+            "the interval may span at most {days} days {}",
+            if filtered {
+                "with a filter"
+            } else {
+                "without a filter (31 with one)"
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// `(size, number)`: size 1 to the largest the service takes (default 25), number from 1,
+/// and never past the 100,000th result.
+fn paging(core: &Core, paging: &Option<Paging>) -> Result<(usize, usize), ApiError> {
+    let most = core.config.unknowns.analytics_page_size.max(1);
+    let size = paging.as_ref().and_then(|p| p.page_size).unwrap_or(25);
+    let number = paging.as_ref().and_then(|p| p.page_number).unwrap_or(1);
+    if size == 0 || size > most {
+        return Err(ApiError::bad_request(format!(
+            "paging.pageSize must be 1 to {most}, not {size}"
+        )));
+    }
+    if number == 0 {
+        return Err(ApiError::bad_request("paging.pageNumber starts at 1"));
+    }
+    if size.saturating_mul(number) > MAX_RESULTS {
+        return Err(ApiError::bad_request(format!(
+            "pagination stops at {MAX_RESULTS} results: narrow the interval"
+        )));
+    }
+    Ok((size, number))
+}
+
+/// Every predicate of the filters and their clauses: dimension and value.
+fn predicates(filters: &[Filter]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for f in filters {
+        for p in &f.predicates {
+            if let (Some(d), Some(v)) = (&p.dimension, &p.value) {
+                out.push((d.clone(), v.clone()));
+            }
+        }
+        out.extend(predicates(&f.clauses));
+    }
+    out
+}
+
+/// What analytics shows now: what happened up to its delay ago.
+fn as_of(core: &Core) -> OffsetDateTime {
+    OffsetDateTime::now_utc() - core.config.unknowns.analytics_delay
+}
+
+fn page(mut all: Vec<Value>, size: usize, number: usize, key: &str) -> Value {
+    let total = all.len();
+    let start = ((number - 1) * size).min(total);
+    let rows: Vec<Value> = all.drain(start..(start + size).min(total)).collect();
+    let mut out = json!({ "totalHits": total });
+    if !rows.is_empty() {
+        out[key] = Value::Array(rows);
+    }
+    out
+}
+
+/// `POST /api/v2/analytics/conversations/details/query`.
+pub async fn conversation_details(
+    State(core): State<Arc<Core>>,
+    Auth(caller): Auth,
+    Json(q): Json<DetailsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    need(&caller, "analytics:conversationDetail:view")?;
+    let (from, to) = interval(&q.interval)?;
+    let mut filter = ConversationFilter::default();
+    for (dimension, value) in predicates(&q.segment_filters)
+        .into_iter()
+        .chain(predicates(&q.conversation_filters))
+    {
+        match dimension.as_str() {
+            "queueId" => filter.queues.push(value),
+            "userId" => filter.users.push(value),
+            "conversationId" => filter.conversations.push(value),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "the simulator filters on queueId, userId and conversationId, not {other:?}"
+                )));
+            }
+        }
+    }
+    let filtered =
+        !(filter.queues.is_empty() && filter.users.is_empty() && filter.conversations.is_empty());
+    check_span(from, to, filtered)?;
+    let (size, number) = paging(&core, &q.paging)?;
+    let mut all = core
+        .history
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .conversations(from, to, &filter, as_of(&core));
+    if q.order.as_deref() == Some("desc") {
+        all.reverse();
+    }
+    Ok(Json(page(all, size, number, "conversations")))
+}
+
+/// `POST /api/v2/analytics/users/details/query`.
+pub async fn user_details(
+    State(core): State<Arc<Core>>,
+    Auth(caller): Auth,
+    Json(q): Json<DetailsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    need(&caller, "analytics:userDetail:view")?;
+    let (from, to) = interval(&q.interval)?;
+    let mut users = Vec::new();
+    for (dimension, value) in predicates(&q.user_filters) {
+        match dimension.as_str() {
+            "userId" => users.push(value),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "the simulator filters users on userId, not {other:?}"
+                )));
+            }
+        }
+    }
+    check_span(from, to, !users.is_empty())?;
+    let (size, number) = paging(&core, &q.paging)?;
+    let all = core
+        .history
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .user_details(from, to, &users, as_of(&core));
+    Ok(Json(page(all, size, number, "userDetails")))
+}
+
+/// `GET /api/v2/conversations/{id}`: the conversation as its topics carried it last.
+pub async fn conversation(
+    State(core): State<Arc<Core>>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    need(&caller, "conversation:communication:view")?;
+    let history = core.history.lock().unwrap_or_else(|p| p.into_inner());
+    let body = history
+        .live(&id)
+        .ok_or_else(|| ApiError::not_found(format!("conversation {id} not found")))?;
+    let v: Value = serde_json::from_str(body)
+        .map_err(|e| ApiError::bad_request(format!("the simulator's snapshot: {e}")))?;
+    Ok(Json(v))
+}
+
+/// `GET /api/v2/users/presences/purecloud/bulk?id=…` (at most 50 ids).
+pub async fn bulk_presence(
+    State(core): State<Arc<Core>>,
+    Auth(_caller): Auth,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let ids: Vec<&str> = query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|p| p.strip_prefix("id="))
+        .flat_map(|v| v.split("%2C").flat_map(|v| v.split(',')))
+        .filter(|v| !v.is_empty())
+        .collect();
+    if ids.is_empty() || ids.len() > BULK_IDS {
+        return Err(ApiError::bad_request(format!(
+            "give 1 to {BULK_IDS} user ids (id=…&id=…), not {}",
+            ids.len()
+        )));
+    }
+    let history = core.history.lock().unwrap_or_else(|p| p.into_inner());
+    let out: Vec<Value> = ids
+        .iter()
+        .filter_map(|id| {
+            let (presence, _) = history.current(id)?;
+            let (p, since) = presence?;
+            Some(json!({
+                "userId": id,
+                "source": "PURECLOUD",
+                "primary": true,
+                "presenceDefinition": {
+                    "id": crate::generator::presence_id(p),
+                    "systemPresence": p,
+                },
+                "modifiedDate": format_ms(since),
+            }))
+        })
+        .collect();
+    Ok(Json(Value::Array(out)))
+}
+
+/// `GET /api/v2/users/{id}/routingstatus`.
+pub async fn routing_status(
+    State(core): State<Arc<Core>>,
+    Auth(_caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let history = core.history.lock().unwrap_or_else(|p| p.into_inner());
+    let (_, routing) = history
+        .current(&id)
+        .ok_or_else(|| ApiError::not_found(format!("user {id} not found")))?;
+    let (status, since) =
+        routing.ok_or_else(|| ApiError::not_found(format!("user {id} has no routing status")))?;
+    Ok(Json(json!({
+        "userId": id,
+        "status": status,
+        "startTime": format_ms(since),
+    })))
+}
