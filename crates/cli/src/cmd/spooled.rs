@@ -380,8 +380,11 @@ fn gaps_for(records: &[&[u8]], lookback: Duration) -> Vec<(String, holdline_clie
                     .extend(g.topics.into_iter().map(|t| t.into_owned()));
                 (span, g.from, g.to)
             }
-            // A rejected topic is no event; a line holdline did not write has no time.
-            Ok(Record::Rejected(_)) | Err(_) => continue,
+            // A rejected topic or a back-fill is no event; a line holdline did not write
+            // has no time.
+            Ok(Record::Rejected(_) | Record::Backfill(_) | Record::BackfillDone(_)) | Err(_) => {
+                continue;
+            }
         };
         org.from = Some(org.from.map_or(start, |f| f.min(start)));
         org.to = org.to.max(Some(end));

@@ -7,7 +7,14 @@
 //! {"kind":"event","id":"…","topic":"…","received_at":"…","org":"…","channel":"…","correlation_id":"…","body":{…}}
 //! {"kind":"gap","id":"…","topics":["…"],"from":"…","to":"…","org":"…","reason":"…"}
 //! {"kind":"rejected","topic":"…","org":"…","missing_permissions":["…"],"reason":"…"}
+//! {"kind":"backfill","id":"…","gap":"…","org":"…","topic":"…","source":"…","entity":"…","as_of":"…","body":{…}}
+//! {"kind":"backfill_done","id":"…","gap":"…","org":"…","status":"…","counts":{…},"reason":"…"}
 //! ```
+//!
+//! A `backfill` record is the state of one entity (a conversation, a user) the REST API
+//! gave after a gap, not the events the gap lost; `backfill_done` closes a gap's
+//! back-fill (`complete`, `partial` or `failed`, `reason` when not complete). Their `id`
+//! is `<gap>/<source>/<entity>` and `<gap>/done`, so a repeat is recognised.
 //!
 //! `id` is 16 lowercase hex digits ([`EventId`]); times are UTC RFC 3339 with
 //! microseconds; `correlation_id` and `reason` (of `rejected`) are left out when absent;
@@ -22,8 +29,14 @@ use std::time::SystemTime;
 
 use crate::EventId;
 
-pub use read::{Event, Gap, Head, Record, RecordError, Rejected, head, parse_rfc3339, read};
-pub use write::{write_event, write_gap, write_rejected, write_rfc3339, write_str};
+pub use read::{
+    Backfill, BackfillDone, Event, Gap, Head, Record, RecordError, Rejected, head, parse_rfc3339,
+    read,
+};
+pub use write::{
+    write_backfill, write_backfill_done, write_event, write_gap, write_rejected, write_rfc3339,
+    write_str,
+};
 
 /// What an event record is written from.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +71,37 @@ pub struct RejectedFields<'a> {
     pub topic: &'a str,
     pub org: &'a str,
     pub missing_permissions: &'a [String],
+    pub reason: Option<&'a str>,
+}
+
+/// What a back-fill record is written from.
+#[derive(Debug, Clone, Copy)]
+pub struct BackfillFields<'a> {
+    /// The id of the gap it repairs.
+    pub gap: &'a str,
+    pub org: &'a str,
+    /// The gap's topic the entity belongs to.
+    pub topic: &'a str,
+    /// Which call said it: `analytics.conversations`, `conversations`, `analytics.users`,
+    /// `presence`, `routingstatus`.
+    pub source: &'a str,
+    /// The conversation or user id.
+    pub entity: &'a str,
+    /// When the REST API was asked.
+    pub as_of: SystemTime,
+    /// One JSON value, as the API returned it.
+    pub body: &'a [u8],
+}
+
+/// What closes a gap's back-fill.
+#[derive(Debug, Clone, Copy)]
+pub struct BackfillDoneFields<'a> {
+    pub gap: &'a str,
+    pub org: &'a str,
+    /// `complete`, `partial` or `failed`.
+    pub status: &'a str,
+    /// Records by source, and the REST calls made (`requests`).
+    pub counts: &'a [(&'a str, u64)],
     pub reason: Option<&'a str>,
 }
 

@@ -14,7 +14,9 @@ use crate::EventId;
 pub enum RecordError {
     #[error("not a JSON object: {0}")]
     Json(String),
-    #[error("unknown record kind {0:?} (holdline writes event, gap and rejected)")]
+    #[error(
+        "unknown record kind {0:?} (holdline writes event, gap, rejected, backfill and backfill_done)"
+    )]
     Kind(String),
     #[error("{kind} record without {field:?}")]
     Missing {
@@ -35,6 +37,70 @@ pub enum Record<'a> {
     Event(Event<'a>),
     Gap(Gap<'a>),
     Rejected(Rejected<'a>),
+    Backfill(Backfill<'a>),
+    BackfillDone(BackfillDone<'a>),
+}
+
+/// The state of one entity after a gap, from the REST API.
+#[derive(Debug, Clone)]
+pub struct Backfill<'a> {
+    pub id: Cow<'a, str>,
+    pub gap: Cow<'a, str>,
+    pub org: Cow<'a, str>,
+    pub topic: Cow<'a, str>,
+    pub source: Cow<'a, str>,
+    pub entity: Cow<'a, str>,
+    pub as_of: SystemTime,
+    pub body: &'a RawValue,
+}
+
+impl PartialEq for Backfill<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        (
+            &self.id,
+            &self.gap,
+            &self.org,
+            &self.topic,
+            &self.source,
+            &self.entity,
+            self.as_of,
+            self.body.get(),
+        ) == (
+            &o.id,
+            &o.gap,
+            &o.org,
+            &o.topic,
+            &o.source,
+            &o.entity,
+            o.as_of,
+            o.body.get(),
+        )
+    }
+}
+
+/// The end of a gap's back-fill.
+#[derive(Debug, Clone)]
+pub struct BackfillDone<'a> {
+    pub id: Cow<'a, str>,
+    pub gap: Cow<'a, str>,
+    pub org: Cow<'a, str>,
+    pub status: Cow<'a, str>,
+    /// An object of counts.
+    pub counts: &'a RawValue,
+    pub reason: Option<Cow<'a, str>>,
+}
+
+impl PartialEq for BackfillDone<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        (
+            &self.id,
+            &self.gap,
+            &self.org,
+            &self.status,
+            self.counts.get(),
+            &self.reason,
+        ) == (&o.id, &o.gap, &o.org, &o.status, o.counts.get(), &o.reason)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +163,8 @@ impl Record<'_> {
             Record::Event(_) => "event",
             Record::Gap(_) => "gap",
             Record::Rejected(_) => "rejected",
+            Record::Backfill(_) => "backfill",
+            Record::BackfillDone(_) => "backfill_done",
         }
     }
 }
@@ -131,6 +199,18 @@ struct Wire<'a> {
     reason: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     missing_permissions: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow, default)]
+    gap: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    source: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    entity: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    as_of: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    counts: Option<&'a RawValue>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -197,6 +277,30 @@ pub fn read(line: &[u8]) -> Result<Record<'_>, RecordError> {
                 reason: w.reason,
             })
         }
+        "backfill" => {
+            const K: &str = "backfill";
+            Record::Backfill(Backfill {
+                id: need(w.id, K, "id")?,
+                gap: need(w.gap, K, "gap")?,
+                org: need(w.org, K, "org")?,
+                topic: need(w.topic, K, "topic")?,
+                source: need(w.source, K, "source")?,
+                entity: need(w.entity, K, "entity")?,
+                as_of: time("as_of", &need(w.as_of, K, "as_of")?)?,
+                body: need(w.body, K, "body")?,
+            })
+        }
+        "backfill_done" => {
+            const K: &str = "backfill_done";
+            Record::BackfillDone(BackfillDone {
+                id: need(w.id, K, "id")?,
+                gap: need(w.gap, K, "gap")?,
+                org: need(w.org, K, "org")?,
+                status: need(w.status, K, "status")?,
+                counts: need(w.counts, K, "counts")?,
+                reason: w.reason,
+            })
+        }
         other => return Err(RecordError::Kind(other.to_owned())),
     })
 }
@@ -219,6 +323,13 @@ pub enum Head<'a> {
     Rejected {
         topic: Cow<'a, str>,
     },
+    Backfill {
+        id: Cow<'a, str>,
+        topic: Cow<'a, str>,
+    },
+    BackfillDone {
+        id: Cow<'a, str>,
+    },
 }
 
 impl Head<'_> {
@@ -227,6 +338,8 @@ impl Head<'_> {
             Head::Event { .. } => "event",
             Head::Gap { .. } => "gap",
             Head::Rejected { .. } => "rejected",
+            Head::Backfill { .. } => "backfill",
+            Head::BackfillDone { .. } => "backfill_done",
         }
     }
 
@@ -237,6 +350,7 @@ impl Head<'_> {
         match self {
             Head::Event { id, .. } => id.to_string(),
             Head::Gap { id: Some(id), .. } => id.to_string(),
+            Head::Backfill { id, .. } | Head::BackfillDone { id } => id.to_string(),
             other => format!(
                 "{}-{:016x}",
                 other.kind(),
@@ -276,6 +390,11 @@ pub fn head(line: &[u8]) -> Result<Head<'_>, RecordError> {
             id: g.id,
         },
         Record::Rejected(r) => Head::Rejected { topic: r.topic },
+        Record::Backfill(b) => Head::Backfill {
+            id: b.id,
+            topic: b.topic,
+        },
+        Record::BackfillDone(d) => Head::BackfillDone { id: d.id },
     })
 }
 

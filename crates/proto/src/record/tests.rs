@@ -100,6 +100,40 @@ proptest! {
     }
 
     #[test]
+    fn backfill_records_read_back_as_written(
+        gap in text(), org in text(), topic in text(), source in text(), entity in text(),
+        as_of in at(), body in body(), status in text(), n in any::<u64>(),
+        reason in proptest::option::of(text()),
+    ) {
+        let mut line = Vec::new();
+        write_backfill(&mut line, &BackfillFields {
+            gap: &gap, org: &org, topic: &topic, source: &source, entity: &entity, as_of,
+            body: body.as_bytes(),
+        });
+        prop_assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1, "one line");
+        let Record::Backfill(b) = read(&line).unwrap() else { panic!("not a backfill") };
+        prop_assert_eq!((&*b.gap, &*b.org, &*b.topic), (gap.as_str(), org.as_str(), topic.as_str()));
+        prop_assert_eq!((&*b.source, &*b.entity), (source.as_str(), entity.as_str()));
+        prop_assert_eq!(b.as_of, as_of);
+        prop_assert_eq!(b.body.get(), body.as_str());
+        let id = format!("{gap}/{source}/{entity}");
+        prop_assert_eq!(&*b.id, id.as_str());
+        prop_assert_eq!(head(&line).unwrap().dedupe_id(&line), id);
+
+        let counts = [("analytics.conversations", n), ("requests", 3)];
+        let mut line = Vec::new();
+        write_backfill_done(&mut line, &BackfillDoneFields {
+            gap: &gap, org: &org, status: &status, counts: &counts, reason: reason.as_deref(),
+        });
+        let Record::BackfillDone(d) = read(&line).unwrap() else { panic!("not backfill_done") };
+        prop_assert_eq!((&*d.gap, &*d.org, &*d.status), (gap.as_str(), org.as_str(), status.as_str()));
+        prop_assert_eq!(d.reason.as_deref(), reason.as_deref());
+        let parsed: serde_json::Value = serde_json::from_str(d.counts.get()).unwrap();
+        prop_assert_eq!(&parsed["analytics.conversations"], &serde_json::json!(n));
+        prop_assert_eq!(head(&line).unwrap().kind(), "backfill_done");
+    }
+
+    #[test]
     fn times_read_back_as_written(t in at()) {
         let mut out = Vec::new();
         write_rfc3339(&mut out, t);

@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{EventFields, GapFields, RejectedFields};
+use super::{BackfillDoneFields, BackfillFields, EventFields, GapFields, RejectedFields};
 
 /// Appends one event record and a newline.
 pub fn write_event(out: &mut Vec<u8>, e: &EventFields<'_>) {
@@ -71,6 +71,54 @@ pub fn write_rejected(out: &mut Vec<u8>, r: &RejectedFields<'_>) {
     }
     out.push(b']');
     if let Some(reason) = r.reason {
+        out.extend_from_slice(br#","reason":"#);
+        write_str(out, reason);
+    }
+    out.extend_from_slice(b"}\n");
+}
+
+/// Appends one back-fill record and a newline.
+pub fn write_backfill(out: &mut Vec<u8>, b: &BackfillFields<'_>) {
+    out.extend_from_slice(br#"{"kind":"backfill","id":"#);
+    write_str(out, &format!("{}/{}/{}", b.gap, b.source, b.entity));
+    out.extend_from_slice(br#","gap":"#);
+    write_str(out, b.gap);
+    out.extend_from_slice(br#","org":"#);
+    write_str(out, b.org);
+    out.extend_from_slice(br#","topic":"#);
+    write_str(out, b.topic);
+    out.extend_from_slice(br#","source":"#);
+    write_str(out, b.source);
+    out.extend_from_slice(br#","entity":"#);
+    write_str(out, b.entity);
+    out.extend_from_slice(br#","as_of":""#);
+    write_rfc3339(out, b.as_of);
+    out.extend_from_slice(br#"","body":"#);
+    out.extend_from_slice(b.body);
+    out.extend_from_slice(b"}\n");
+}
+
+/// Appends the record that closes a gap's back-fill, and a newline.
+pub fn write_backfill_done(out: &mut Vec<u8>, d: &BackfillDoneFields<'_>) {
+    out.extend_from_slice(br#"{"kind":"backfill_done","id":"#);
+    write_str(out, &format!("{}/done", d.gap));
+    out.extend_from_slice(br#","gap":"#);
+    write_str(out, d.gap);
+    out.extend_from_slice(br#","org":"#);
+    write_str(out, d.org);
+    out.extend_from_slice(br#","status":"#);
+    write_str(out, d.status);
+    out.extend_from_slice(br#","counts":{"#);
+    for (i, (k, n)) in d.counts.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, k);
+        out.push(b':');
+        out.extend_from_slice(n.to_string().as_bytes());
+    }
+    out.push(b'}');
+    if let Some(reason) = d.reason {
         out.extend_from_slice(br#","reason":"#);
         write_str(out, reason);
     }
