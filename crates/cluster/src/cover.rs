@@ -35,17 +35,9 @@ pub struct ShardReport {
 }
 
 /// The key of a shard of `topics`: the same on every node that holds the same topics,
-/// whatever their order.
+/// whatever their order (the shard part of a gap's id).
 pub fn shard_key(topics: &[String]) -> String {
-    let mut sorted: Vec<&str> = topics.iter().map(String::as_str).collect();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for t in sorted {
-        h.update(t.as_bytes());
-        h.update(b"\n");
-    }
-    format!("{:016x}", h.digest())
+    holdline_proto::record::shard_key(topics)
 }
 
 /// One holder's report of a shard, as the gap-finder heard it.

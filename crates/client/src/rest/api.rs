@@ -295,6 +295,26 @@ impl Api {
         decode(&text, what)
     }
 
+    /// A JSON value from `GET path`.
+    pub async fn get_value(
+        &self,
+        path: &str,
+        what: &'static str,
+    ) -> Result<serde_json::Value, ApiError> {
+        self.get_json(path, what).await
+    }
+
+    /// A JSON value from `POST path` with `body`.
+    pub async fn post_value(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        what: &'static str,
+    ) -> Result<serde_json::Value, ApiError> {
+        let (_, text, _) = self.call(Method::POST, path, Some(body), what).await?;
+        decode(&text, what)
+    }
+
     /// `POST /api/v2/notifications/channels`; also returns the token the channel belongs to.
     pub async fn create_channel(&self) -> Result<(Channel, Token), ApiError> {
         let what = "create channel";

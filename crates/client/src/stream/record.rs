@@ -23,12 +23,21 @@ pub fn write_event(out: &mut Vec<u8>, n: &Notification, org: &str) {
     );
 }
 
-/// Appends one gap record and a newline; `id` names a cluster's gap.
+/// Appends one gap record and a newline; `id` names a cluster's gap, else the gap is
+/// named by [`gap_id`].
 pub fn write_gap(out: &mut Vec<u8>, gap: &Gap, org: &str, id: Option<&str>) {
+    let own;
+    let id = match id {
+        Some(id) => id,
+        None => {
+            own = gap_id(gap, org);
+            &own
+        }
+    };
     record::write_gap(
         out,
         &GapFields {
-            id,
+            id: Some(id),
             topics: &gap.topics,
             from: gap.from,
             to: gap.to,
@@ -36,6 +45,11 @@ pub fn write_gap(out: &mut Vec<u8>, gap: &Gap, org: &str, id: Option<&str>) {
             reason: &gap.reason,
         },
     );
+}
+
+/// The id of `org`'s own gap (`gap:<org>:<shard>:<from µs>`).
+pub fn gap_id(gap: &Gap, org: &str) -> String {
+    record::gap_id(org, &gap.topics, gap.from)
 }
 
 /// Appends one rejected-topic record and a newline.

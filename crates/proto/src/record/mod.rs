@@ -19,8 +19,9 @@
 //! `id` is 16 lowercase hex digits ([`EventId`]); times are UTC RFC 3339 with
 //! microseconds; `correlation_id` and `reason` (of `rejected`) are left out when absent;
 //! `body` is the event body exactly as the service sent it. A gap's `id` is
-//! there only for a gap a cluster computed (`gap:<org>:<shard>:<from>`), so that the gap
-//! two nodes both report is stored once.
+//! `gap:<org>:<shard>:<from>` ([`gap_id`]: the shard named by its topics, `from` in
+//! microseconds), so that the gap two nodes of a cluster both report is stored once and a
+//! back-fill names the gap it repairs. Gaps written before holdline named them have none.
 
 mod read;
 mod write;
@@ -56,7 +57,7 @@ pub struct EventFields<'a> {
 /// What a gap record is written from.
 #[derive(Debug, Clone, Copy)]
 pub struct GapFields<'a> {
-    /// A cluster's gap names itself; a process's own gap has no id.
+    /// The gap's id ([`gap_id`]); none in records of older versions.
     pub id: Option<&'a str>,
     pub topics: &'a [String],
     pub from: SystemTime,
@@ -72,6 +73,27 @@ pub struct RejectedFields<'a> {
     pub org: &'a str,
     pub missing_permissions: &'a [String],
     pub reason: Option<&'a str>,
+}
+
+/// The name of a shard of `topics`: the same for the same topics in any order.
+pub fn shard_key(topics: &[impl AsRef<str>]) -> String {
+    let mut sorted: Vec<&str> = topics.iter().map(AsRef::as_ref).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for t in sorted {
+        h.update(t.as_bytes());
+        h.update(b"\n");
+    }
+    format!("{:016x}", h.digest())
+}
+
+/// The id of `org`'s gap over `topics` from `from`: `gap:<org>:<shard>:<from µs>`.
+pub fn gap_id(org: &str, topics: &[impl AsRef<str>], from: SystemTime) -> String {
+    let micros = from
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    format!("gap:{org}:{}:{micros}", shard_key(topics))
 }
 
 /// What a back-fill record is written from.
