@@ -12,6 +12,7 @@
 //! budget, the tasks), `stream` (coverage and gaps, de-duplication, the records) and
 //! `telemetry` (counters, metrics, named events).
 
+pub mod backfill;
 mod channel;
 pub mod config;
 mod error;
