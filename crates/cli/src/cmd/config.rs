@@ -54,6 +54,8 @@ pub enum ConfigError {
     SinkWithoutSpool,
     #[error("--spool-max-bytes must be at least 65536")]
     SpoolTooSmall,
+    #[error("--backfill-share {0} is not a share: give 0.01 to 1 (0.25 is the default)")]
+    BackfillShare(f64),
     #[error(transparent)]
     Sink(#[from] holdline_sinks::SinkUrlError),
     #[error(transparent)]

@@ -173,6 +173,20 @@ pub struct ListenArgs {
     #[arg(long, value_parser = duration)]
     #[serde(default, deserialize_with = "de::duration")]
     pub cluster_lease: Option<Duration>,
+    /// After each gap, ask the REST API for the state of what its topics carry and write
+    /// it as backfill records: auto (what the client may read; a missing permission is
+    /// reported once), off, conversations, users, all.
+    #[arg(long, value_enum, value_name = "WHAT")]
+    #[serde(default)]
+    pub backfill: Option<super::backfill::Mode>,
+    /// How long after a gap it is back-filled (recent analytics data still moves).
+    #[arg(long, value_parser = duration)]
+    #[serde(default, deserialize_with = "de::duration")]
+    pub backfill_settle: Option<Duration>,
+    /// The share of the org's REST budget (300 calls a minute) back-fill may use, 0.01 to 1.
+    #[arg(long, value_name = "SHARE")]
+    #[serde(default)]
+    pub backfill_share: Option<f64>,
     /// Debug logs (heartbeats, pongs, subscribe replies) on stderr.
     #[arg(long, short)]
     #[serde(skip)]
@@ -191,6 +205,10 @@ const SPOOL_FULL_WAIT: Duration = Duration::from_secs(30);
 const SINK_RETRY_MAX: Duration = Duration::from_secs(10);
 /// How long `listen` may take to get its first token and plan its channels.
 const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long after a gap it is back-filled, unless told.
+const BACKFILL_SETTLE: Duration = Duration::from_secs(120);
+/// The share of an org's REST budget back-fill may use, unless told.
+const BACKFILL_SHARE: f64 = 0.25;
 impl ListenArgs {
     /// These settings laid over those of `--config` (if given): a flag or environment
     /// variable wins over the file; topic, queue and user lists add up; sinks and
@@ -239,6 +257,9 @@ impl ListenArgs {
             cluster,
             node,
             cluster_lease,
+            backfill,
+            backfill_settle,
+            backfill_share,
             verbose: _,
             orgs,
         } = file;
@@ -287,6 +308,9 @@ impl ListenArgs {
             cluster: self.cluster.or(cluster),
             node: self.node.or(node),
             cluster_lease: self.cluster_lease.or(cluster_lease),
+            backfill: self.backfill.or(backfill),
+            backfill_settle: self.backfill_settle.or(backfill_settle),
+            backfill_share: self.backfill_share.or(backfill_share),
             verbose: self.verbose,
             orgs,
         })
@@ -312,6 +336,19 @@ impl ListenArgs {
     }
 
     /// How long starting may take.
+    /// How back-fill runs (None: off).
+    pub(super) fn backfill(&self) -> Result<Option<super::backfill::Started>, ConfigError> {
+        let share = self.backfill_share.unwrap_or(BACKFILL_SHARE);
+        if !(0.01..=1.0).contains(&share) {
+            return Err(ConfigError::BackfillShare(share));
+        }
+        Ok(super::backfill::Backfill::new(super::backfill::Settings {
+            mode: self.backfill.unwrap_or_default(),
+            settle: self.backfill_settle.unwrap_or(BACKFILL_SETTLE),
+            share,
+        }))
+    }
+
     pub(super) fn start_timeout(&self) -> Duration {
         self.start_timeout.unwrap_or(DEFAULT_START_TIMEOUT)
     }
@@ -432,6 +469,14 @@ pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     let (mut out, filtered) = open_output(&args, lookback, filter.is_some(), &mut registry)?;
     let mut unclean_since = out.spooled.as_ref().and_then(|s| s.unclean_since);
+    let mut backfilled = match args.backfill()? {
+        Some((backfill, records)) => {
+            backfill.add_org(&org, &config)?;
+            out.backfill = Some(backfill);
+            Some(records)
+        }
+        None => None,
+    };
     let mut signals = Signals::new().context("cannot install the signal handlers")?;
     let reload = Reload::new(&config);
     let start_timeout = args.start_timeout();
@@ -474,6 +519,14 @@ pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
             }
             // The next event; EventStream::next is cancel-safe (it only awaits a queue).
             item = stream.next() => item,
+            // A back-fill's records, when no event waits.
+            Some(line) = next_backfilled(&mut backfilled) => {
+                out.record(&line);
+                if let Err(e) = out.flush().await {
+                    break Err(e);
+                }
+                continue;
+            }
         };
         // Take whatever else is ready without waiting, then write the batch in one go:
         // a burst costs one write, and nothing waits once the queue is drained.
@@ -630,6 +683,9 @@ pub fn help_with_defaults(cmd: clap::Command) -> clap::Command {
         ("dedupe_max_ids", c.dedupe_max_ids.to_string()),
         ("redundancy", c.redundancy.to_string()),
         ("start_timeout", d(DEFAULT_START_TIMEOUT)),
+        ("backfill", "auto".to_owned()),
+        ("backfill_settle", d(BACKFILL_SETTLE)),
+        ("backfill_share", BACKFILL_SHARE.to_string()),
     ];
     let mut cmd = cmd.after_help(LISTEN_EXAMPLES);
     for (id, default) in defaults {
@@ -651,6 +707,16 @@ const LISTEN_EXAMPLES: &str = "Examples:
   # Durable, with metrics, into a file that rotates hourly:
   holdline listen --config listen.toml --spool /var/lib/holdline \\
     --sink 'file:///var/log/holdline/events.jsonl?rotate=1h' --metrics-addr";
+
+/// The next record of a back-fill, if back-fill is on (never, if not).
+pub(super) async fn next_backfilled(
+    records: &mut Option<tokio::sync::mpsc::Receiver<Vec<u8>>>,
+) -> Option<Vec<u8>> {
+    match records {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Waits for SIGINT or SIGTERM (a SIGHUP before the client runs changes nothing).
 async fn stop_signal(signals: &mut Signals) {
@@ -874,6 +940,8 @@ pub(super) struct Output {
     newest: Option<std::time::SystemTime>,
     /// With `--spool`, records go there and a thread delivers them to stdout.
     pub(super) spooled: Option<super::spooled::Spooled>,
+    /// Where each gap written goes to be back-filled.
+    pub(super) backfill: Option<std::sync::Arc<super::backfill::Backfill>>,
 }
 
 impl Output {
@@ -932,6 +1000,13 @@ impl Output {
         if filter.is_none_or(|f| f.gap(&gap.topics)) {
             write_gap(&mut self.buf, gap, org, id);
             self.ended(None);
+            if let Some(b) = &self.backfill {
+                let id = id.map_or_else(
+                    || holdline_client::stream::record::gap_id(gap, org),
+                    str::to_owned,
+                );
+                b.gap(org, gap, &id);
+            }
         } else {
             filtered.inc("gap");
         }
@@ -954,6 +1029,12 @@ impl Output {
     }
 
     /// A record was written into `buf`.
+    /// A record written elsewhere (a back-fill's), ending in a newline, into the batch.
+    pub(super) fn record(&mut self, line: &[u8]) {
+        self.buf.extend_from_slice(line);
+        self.ended(None);
+    }
+
     fn ended(&mut self, received: Option<std::time::SystemTime>) {
         self.ends.push(self.buf.len());
         if received.is_some() {

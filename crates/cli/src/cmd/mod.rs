@@ -1,5 +1,6 @@
 //! The subcommands.
 
+pub mod backfill;
 mod cluster;
 pub mod config;
 pub mod deliver;

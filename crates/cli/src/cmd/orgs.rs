@@ -703,6 +703,8 @@ struct Fleet {
     /// In a cluster: this node, what it knows of the others, and every org configured
     /// (of which it holds those assigned to it).
     cluster: Option<ClusterState>,
+    /// Back-fills the gaps of every org configured.
+    backfill: Option<Arc<super::backfill::Backfill>>,
 }
 
 /// A node's part in a cluster.
@@ -843,6 +845,9 @@ impl Fleet {
                 return;
             }
         };
+        if let Some(b) = &self.backfill {
+            b.set_orgs(&wanted);
+        }
         let wanted = match &mut self.cluster {
             Some(cluster) => {
                 cluster.all = wanted;
@@ -1006,6 +1011,14 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
     let (mut out, filtered) =
         super::listen::open_output(&args, lookback, filter.is_some(), &mut registry)?;
     let owed_since = out.spooled.as_ref().and_then(|s| s.unclean_since);
+    let mut backfilled = match args.backfill()? {
+        Some((backfill, records)) => {
+            backfill.set_orgs(&orgs);
+            out.backfill = Some(backfill);
+            Some(records)
+        }
+        None => None,
+    };
     let status = Status::default();
     let engines = holdline_client::telemetry::metrics::Orgs::default();
     engines.register(&mut registry);
@@ -1030,6 +1043,7 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
         start_timeout: args.start_timeout(),
         generation: 0,
         cluster: None,
+        backfill: out.backfill.clone(),
     };
     let mut firsts = Vec::with_capacity(orgs.len());
     let joined = match &args.cluster {
@@ -1166,6 +1180,14 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
                 Err(_) => { refusal_open = false; continue; }
             },
             item = rx.recv() => item,
+            // A back-fill's records, when no event waits.
+            Some(line) = super::listen::next_backfilled(&mut backfilled) => {
+                out.record(&line);
+                if let Err(e) = out.flush().await {
+                    break Err(e);
+                }
+                continue;
+            }
         };
         let mut item = item;
         let mut taken = 0;
