@@ -94,35 +94,7 @@ async fn every_conversation_and_user_of_a_gap_is_back_filled_and_nothing_else() 
     });
     let sim = sim(config).await;
     let topics = org_topics(&sim);
-    let (handle, mut stream) = Client::start(common::config(&sim, topics.clone()))
-        .await
-        .expect("client starts");
-    let mut seen: Vec<Seen> = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    while seen.len() < 600 {
-        assert!(Instant::now() < deadline, "not enough traffic");
-        let Ok(Some(item)) = tokio::time::timeout(WAIT, stream.next()).await else {
-            panic!("the stream stopped");
-        };
-        let Ok(Event::Notification(n)) = item else {
-            continue;
-        };
-        let m = classify(n.topic()).unwrap();
-        let body: Value = serde_json::from_str(n.body()).unwrap();
-        let entity = match m.family() {
-            Family::QueueConversations | Family::UserConversations => {
-                body["id"].as_str().unwrap().to_owned()
-            }
-            _ => m.entity_id.unwrap_or_default().to_owned(),
-        };
-        seen.push(Seen {
-            family: m.family(),
-            topic: n.topic().to_owned(),
-            entity,
-            at: n.received_at,
-        });
-    }
-    handle.shutdown();
+    let seen = watch(&sim, &topics, 600).await;
     // The stretch from the 200th to the 500th event, as if no socket had received it.
     let (from, to) = (seen[200].at, seen[500].at);
     let margin = Duration::from_millis(100);
@@ -213,5 +185,183 @@ async fn every_conversation_and_user_of_a_gap_is_back_filled_and_nothing_else() 
         got.keys()
             .all(|(s, _)| s == "presence" || s == "routingstatus"),
         "only what needs no analytics permission: {got:?}"
+    );
+}
+
+/// The first `n` events of `topics`, as a client received them.
+async fn watch(sim: &holdline_sim::Simulator, topics: &[String], n: usize) -> Vec<Seen> {
+    let (handle, mut stream) = Client::start(common::config(sim, topics.to_vec()))
+        .await
+        .expect("client starts");
+    let mut seen: Vec<Seen> = Vec::new();
+    let deadline = Instant::now() + WAIT * 3;
+    while seen.len() < n {
+        assert!(Instant::now() < deadline, "not enough traffic");
+        let Ok(Some(item)) = tokio::time::timeout(WAIT, stream.next()).await else {
+            panic!("the stream stopped");
+        };
+        let Ok(Event::Notification(n)) = item else {
+            continue;
+        };
+        let m = classify(n.topic()).unwrap();
+        let body: Value = serde_json::from_str(n.body()).unwrap();
+        let entity = match m.family() {
+            Family::QueueConversations | Family::UserConversations => {
+                body["id"].as_str().unwrap().to_owned()
+            }
+            _ => m.entity_id.unwrap_or_default().to_owned(),
+        };
+        seen.push(Seen {
+            family: m.family(),
+            topic: n.topic().to_owned(),
+            entity,
+            at: n.received_at,
+        });
+    }
+    handle.shutdown();
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_of_more_conversations_than_a_page_is_read_page_by_page_through_a_429_storm() {
+    let sim = sim(SimConfig {
+        rate: 2000.0,
+        queues: 1,
+        agents: 40,
+        ..SimConfig::default()
+    })
+    .await;
+    let topics: Vec<String> = org_topics(&sim).into_iter().take(1).collect();
+    let seen = watch(&sim, &topics, 3000).await;
+    let (from, to) = (seen[0].at, seen[seen.len() - 1].at);
+    let margin = Duration::from_millis(100);
+    let conversations: HashSet<&str> = seen
+        .iter()
+        .filter(|s| s.at >= from + margin && s.at + margin <= to)
+        .map(|s| s.entity.as_str())
+        .collect();
+    assert!(
+        conversations.len() > 150,
+        "more than a page: {}",
+        conversations.len()
+    );
+    // The analytics answer 429 for the first two seconds (Retry-After: 1).
+    let (status, body) = fault(
+        &sim,
+        serde_json::json!({"kind": "rest_errors", "status": 429, "for_ms": 2000, "retry_after": 1, "path": "/api/v2/analytics"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let started = Instant::now();
+    let gap = GapToFill {
+        id: "gap:o:k:2".into(),
+        org: "o".into(),
+        topics,
+        from,
+        to,
+    };
+    let api = api_as(&sim, "holdline-demo", "holdline-demo").await;
+    let (lines, status) = fill(&api, &gap, ALL).await;
+    let (got, done) = records(&lines);
+    assert_eq!(status, "complete", "{done}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "it waited the storm out"
+    );
+    for c in &conversations {
+        assert!(
+            got.contains_key(&("analytics.conversations".to_owned(), c.to_string())),
+            "conversation {c} had events in the gap but no back-fill"
+        );
+    }
+    eprintln!(
+        "{} conversations in the gap: {}",
+        conversations.len(),
+        done["counts"]
+    );
+}
+
+async fn fault(sim: &holdline_sim::Simulator, fault: Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/sim/faults", sim.url()))
+        .json(&fault)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_after_midnight_finds_the_conversations_that_began_the_day_before() {
+    // The contact centre's clock two seconds before midnight (UTC).
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let to_midnight = 86_400 - now.rem_euclid(86_400);
+    let offset = to_midnight - 2;
+    let sim = sim(SimConfig {
+        rate: 300.0,
+        queues: 2,
+        agents: 6,
+        clock_offset_secs: offset,
+        ..SimConfig::default()
+    })
+    .await;
+    let topics: Vec<String> = org_topics(&sim).into_iter().take(2).collect();
+    let seen = watch(&sim, &topics, 1200).await;
+    let shift = |t: SystemTime| t + Duration::from_secs(offset as u64);
+    let midnight = SystemTime::UNIX_EPOCH + Duration::from_secs((now + to_midnight) as u64);
+    let last = shift(seen[seen.len() - 1].at);
+    assert!(
+        last > midnight + Duration::from_secs(1),
+        "ran past midnight"
+    );
+    // The gap: from half a second after midnight to the end.
+    let (from, to) = (midnight + Duration::from_millis(500), last);
+    let margin = Duration::from_millis(100);
+    let conversations: HashSet<&str> = seen
+        .iter()
+        .filter(|s| shift(s.at) >= from + margin && shift(s.at) + margin <= to)
+        .map(|s| s.entity.as_str())
+        .collect();
+    let gap = GapToFill {
+        id: "gap:o:k:3".into(),
+        org: "o".into(),
+        topics,
+        from,
+        to,
+    };
+    let api = api_as(&sim, "holdline-demo", "holdline-demo").await;
+    let (lines, status) = fill(&api, &gap, ALL).await;
+    assert_eq!(status, "complete");
+    let mut before_midnight = 0;
+    let mut found = HashSet::new();
+    for line in &lines {
+        let Record::Backfill(b) = read(line).unwrap() else {
+            continue;
+        };
+        if b.source != "analytics.conversations" {
+            continue;
+        }
+        let body: Value = serde_json::from_str(b.body.get()).unwrap();
+        let start =
+            holdline_proto::record::parse_rfc3339(body["conversationStart"].as_str().unwrap())
+                .unwrap();
+        if start < midnight {
+            before_midnight += 1;
+        }
+        found.insert(b.entity.into_owned());
+    }
+    for c in &conversations {
+        assert!(
+            found.contains(*c),
+            "conversation {c} had events in the gap but no back-fill"
+        );
+    }
+    assert!(
+        before_midnight > 0,
+        "some conversation of the gap began the day before"
     );
 }

@@ -64,6 +64,10 @@ pub struct SimConfig {
     pub ledger_capacity: usize,
     /// Conversations the analytics endpoints remember (the oldest half dropped when full).
     pub history_capacity: usize,
+    /// Seconds the contact centre's clock is ahead of (or, negative, behind) the real one:
+    /// the times in its events and in what the analytics endpoints answer (to run a day's
+    /// end, say, at any hour).
+    pub clock_offset_secs: i64,
     /// Base URL handed out in `connectUri`s and links; derived from the bound address when
     /// absent.
     pub public_url: Option<String>,
@@ -80,6 +84,11 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
+    /// The contact centre's time now (the real time moved by `clock_offset_secs`).
+    pub fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc() + time::Duration::seconds(self.clock_offset_secs)
+    }
+
     /// The defaults of a preset: `kind` (the defaults) or `realistic` (every unknown at
     /// its unkind setting).
     pub fn preset(name: &str) -> Result<Self, String> {
@@ -239,6 +248,7 @@ impl Default for SimConfig {
             orgs: 1,
             ledger_capacity: 1_000_000,
             history_capacity: 100_000,
+            clock_offset_secs: 0,
             public_url: None,
             tls: false,
             domain: None,

@@ -455,7 +455,7 @@ pub async fn run(core: Arc<Core>) {
         // Publish however many events are due so the rate holds above the timer's resolution.
         let due = (start.elapsed().as_secs_f64() * rate) as u64;
         while published < due {
-            let (topic, body) = model.next_event(OffsetDateTime::now_utc());
+            let (topic, body) = model.next_event(core.config.now());
             core.publish(&topic, &body);
             published += 1;
         }

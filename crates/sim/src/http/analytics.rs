@@ -140,7 +140,7 @@ fn predicates(filters: &[Filter]) -> Vec<(String, String)> {
 
 /// What analytics shows now: what happened up to its delay ago.
 fn as_of(core: &Core) -> OffsetDateTime {
-    OffsetDateTime::now_utc() - core.config.unknowns.analytics_delay
+    core.config.now() - core.config.unknowns.analytics_delay
 }
 
 fn page(mut all: Vec<Value>, size: usize, number: usize, key: &str) -> Value {
