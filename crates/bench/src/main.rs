@@ -10,6 +10,7 @@
 //! the simulator's ledger before its run counts. Peers are installed into a scratch
 //! folder (npm, a Python venv); nothing is downloaded into the repository.
 
+mod backfill;
 mod clients;
 mod cluster;
 mod counters;
@@ -47,6 +48,8 @@ enum Command {
     Orgs(OrgsArgs),
     /// A cluster: three nodes over NATS JetStream, then `kill -9` of one.
     Cluster(ClusterArgs),
+    /// What a back-fill costs in REST calls, by org size and gap length.
+    Backfill(BackfillArgs),
     /// The raw floor client (started by `run`): read frames from URI, discard them.
     Floor {
         #[arg(long)]
@@ -106,6 +109,40 @@ struct RunArgs {
     /// Also write the report to this file.
     #[arg(long)]
     write: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct BackfillArgs {
+    /// Org sizes, each `queues:agents:events per second`.
+    #[arg(long, value_delimiter = ',', default_value = "4:12:20,20:200:200")]
+    sizes: Vec<String>,
+    /// Gap lengths in seconds.
+    #[arg(long, value_delimiter = ',', default_value = "10,30,60")]
+    gaps: Vec<u64>,
+}
+
+async fn backfill_suite(args: BackfillArgs) -> Result<()> {
+    let gaps: Vec<std::time::Duration> = args
+        .gaps
+        .iter()
+        .map(|s| std::time::Duration::from_secs(*s))
+        .collect();
+    let mut rows = Vec::new();
+    for text in &args.sizes {
+        let parts: Vec<&str> = text.split(':').collect();
+        let [q, a, r] = parts[..] else {
+            bail!("--sizes {text:?}: write queues:agents:events per second (4:12:20)");
+        };
+        let size = backfill::Size {
+            queues: q.parse().context("queues")?,
+            agents: a.parse().context("agents")?,
+            rate: r.parse().context("events per second")?,
+        };
+        eprintln!("backfill: {q} queues, {a} agents, {r} events/s");
+        rows.extend(backfill::run(size, &gaps).await?);
+    }
+    print!("{}", backfill::table(&rows));
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -264,6 +301,7 @@ fn main() -> Result<()> {
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Orgs(args) => runtime.block_on(orgs_suite(args)),
         Command::Cluster(args) => runtime.block_on(cluster_suite(args)),
+        Command::Backfill(args) => runtime.block_on(backfill_suite(args)),
     }
 }
 

@@ -8,7 +8,8 @@
 //!   those still going at its midnight), then, for each still open, the live
 //!   conversation;
 //! - presence, routing-status and activity topics: each user's presence and routing
-//!   spans during the gap, and their presence and routing status now.
+//!   spans during the gap, their presence now (50 users a call), and the routing status
+//!   now of those whose spans the analytics did not give (one call each).
 //!
 //! Each answer becomes one `backfill` record per entity and source, and each gap ends with
 //! one `backfill_done` record: `complete`, `partial` (some calls refused, named) or
@@ -459,6 +460,9 @@ async fn users(
                 "predicates": chunk.iter().map(|id| json!({ "dimension": "userId", "value": id })).collect::<Vec<_>>(),
             }],
         });
+        // Users whose routing spans the analytics gave: the span open at the gap's end is
+        // their state then, so only the others are asked one by one.
+        let mut spanned: HashSet<String> = HashSet::new();
         if let Some(rows) =
             every_page(api, PATH, query, "userDetails", "user details", pace, tally).await
         {
@@ -467,6 +471,12 @@ async fn users(
                 let Some(user) = row["userId"].as_str() else {
                     continue;
                 };
+                if row["routingStatus"]
+                    .as_array()
+                    .is_some_and(|s| !s.is_empty())
+                {
+                    spanned.insert(user.to_owned());
+                }
                 if let Some(topic) = wanted.users.get(user) {
                     write(
                         emit,
@@ -520,8 +530,8 @@ async fn users(
             }
             Err(e) => tally.refused("presences", &e),
         }
-        // And their routing status now, one call each.
-        for id in chunk {
+        // And the routing status now of those the analytics did not show, one call each.
+        for id in chunk.iter().filter(|id| !spanned.contains(id.as_str())) {
             tally.parts += 1;
             pace.wait().await;
             tally.requests += 1;
