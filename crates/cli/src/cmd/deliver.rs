@@ -4,11 +4,12 @@
 //! Deliverers of one name share a durable JetStream consumer (which keeps the position)
 //! and a lease in the `holdline_deliver` bucket. Only the lease's holder fetches; before
 //! each batch it renews the lease by compare-and-set and writes with the new revision as
-//! its fencing token, within what is left of the lease, then acknowledges the batch. A
-//! deliverer that was paused or cut off finds its renewal refused and stops before
-//! writing; a sink that checks the token (Redis, a file, a webhook answering 409) refuses
-//! a write that was already on its way. Another deliverer takes over once the lease ages
-//! out, from the consumer's first unacknowledged message: at least once, in order.
+//! its fencing token, then acknowledges each message. A deliverer that was paused or cut
+//! off finds its renewal refused and stops before writing; a sink that checks the token
+//! (Redis, a file, a webhook answering 409) refuses a write that was already on its way.
+//! Another deliverer takes over once the lease ages out, from the consumer's first
+//! unacknowledged messages: at least once, and in order but for a batch a deliverer had
+//! in hand when it died, which may come after later ones.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use holdline_cluster::{Bucket, ClusterUrl, Lease, LeaseError};
 use holdline_sinks::{Fence, Sink, SinkConfig, SinkError};
+
+use tokio::sync::watch;
 
 use super::{Signal, Signals, UsageError};
 
@@ -67,6 +70,7 @@ enum Ended {
 enum Unwritten {
     Lost(String),
     Failed(anyhow::Error),
+    Stopped,
 }
 
 /// Runs a deliverer until SIGINT or SIGTERM.
@@ -100,7 +104,13 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
     let node = args.node.clone().unwrap_or_else(super::orgs::host_name);
     // A restarted deliverer is a new owner: it waits out its old lease like anyone.
     let owner = format!("{node}-{}", holdline_cluster::members::process_nonce());
-    let mut signals = Signals::new().context("installing signal handlers")?;
+    let signals = Signals::new().context("installing signal handlers")?;
+    let (stopping, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut signals = signals;
+        while signals.next().await != Signal::Stop {}
+        let _ = stopping.send(true);
+    });
     let js = url
         .jetstream(&format!("holdline deliver {node}"), args.lease)
         .await?;
@@ -118,19 +128,17 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
     let key = format!("deliver.{}", args.name);
     tracing::info!(node = %node, name = %args.name, stream = %args.stream, sinks = sinks.len(), "deliverer started; waiting for the lease");
     let mut standby: Option<String> = None;
+    let mut stop_wait = stop.clone();
     loop {
         let taken = tokio::select! {
-            s = signals.next() => {
-                if s == Signal::Stop { return Ok(()); }
-                continue;
-            }
+            () = stopped(&mut stop_wait) => return Ok(()),
             taken = bucket.acquire(&key, &owner) => taken,
         };
         match taken {
             Ok(Some(lease)) => {
                 standby = None;
                 tracing::info!(name = %args.name, revision = lease.revision(), "holding the lease: delivering");
-                match deliver(&js, &args, lease, &mut sinks, &mut signals).await {
+                match deliver(&js, &args, lease, &mut sinks, stop.clone()).await {
                     Ended::Stopped => return Ok(()),
                     Ended::Failed(e) => return Err(e),
                     Ended::Lost(why) => {
@@ -151,19 +159,27 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
             }
         }
         tokio::select! {
-            s = signals.next() => if s == Signal::Stop { return Ok(()) },
+            () = stopped(&mut stop_wait) => return Ok(()),
             () = tokio::time::sleep(args.lease / 4) => {}
         }
     }
 }
 
+/// Resolves once SIGINT or SIGTERM came.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// Delivers under `lease` until it is lost or a signal stops it (the lease released then).
+/// Every message is acknowledged on its own once written: one fetched but not written
+/// (the fetch cut short, the deliverer stopped or replaced) is delivered again after a
+/// lease time, to whoever holds the lease then.
 async fn deliver(
     js: &jetstream::Context,
     args: &DeliverArgs,
     mut lease: Lease,
     sinks: &mut [Box<dyn Sink>],
-    signals: &mut Signals,
+    mut stop: watch::Receiver<bool>,
 ) -> Ended {
     let consumer = match open_consumer(js, args).await {
         Ok(c) => c,
@@ -171,15 +187,15 @@ async fn deliver(
     };
     let renew_every = args.lease / 3;
     loop {
+        if *stop.borrow() {
+            return give_back(lease, &args.name).await;
+        }
         let due = Instant::now() + args.lease.saturating_sub(renew_every) > lease.valid_until();
         if due && let Err(e) = renew(&mut lease).await {
             return Ended::Lost(e);
         }
         let fetched = tokio::select! {
-            s = signals.next() => match s {
-                Signal::Stop => return stop(lease, &args.name).await,
-                Signal::Reload => continue,
-            },
+            () = stopped(&mut stop) => return give_back(lease, &args.name).await,
             f = fetch(&consumer, renew_every) => f,
         };
         let batch = match fetched {
@@ -190,7 +206,9 @@ async fn deliver(
                 continue;
             }
         };
-        let Some(last) = batch.last() else { continue };
+        if batch.is_empty() {
+            continue;
+        }
         let records: Vec<Bytes> = batch
             .iter()
             .map(|m| {
@@ -200,20 +218,51 @@ async fn deliver(
                 Bytes::from(line)
             })
             .collect();
-        match write(&mut lease, &args.name, sinks, &records, &batch).await {
-            Ok(()) => {}
-            Err(Unwritten::Lost(why)) => return Ended::Lost(why),
-            Err(Unwritten::Failed(e)) => return Ended::Failed(e),
+        // Each sink takes batches up to its own size.
+        let most = sinks
+            .iter()
+            .map(|s| s.batch_bytes())
+            .min()
+            .unwrap_or(usize::MAX);
+        for chunk in chunks(&records, most) {
+            match write(&mut lease, &args.name, sinks, chunk, &batch, &mut stop).await {
+                Ok(()) => {}
+                Err(Unwritten::Lost(why)) => return Ended::Lost(why),
+                Err(Unwritten::Failed(e)) => return Ended::Failed(e),
+                Err(Unwritten::Stopped) => return give_back(lease, &args.name).await,
+            }
         }
-        // Every message up to the last (the consumer acknowledges all before it).
+        let (last, rest) = batch.split_last().expect("not empty");
+        for m in rest {
+            if let Err(e) = m.ack().await {
+                tracing::warn!(name = %args.name, error = %e, "an acknowledgement was not sent; the message may be delivered again");
+            }
+        }
         if let Err(e) = last.double_ack().await {
             tracing::warn!(name = %args.name, error = %e, "the stream did not confirm the acknowledgement; the batch may be delivered again");
         }
     }
 }
 
-/// The deliverers' consumer: durable, acknowledging all up to a message, at most a batch
-/// unacknowledged (so a successor gets a dead deliverer's batch again before any later
+/// `records` in runs of at most `most` bytes (at least one record each).
+fn chunks(records: &[Bytes], most: usize) -> Vec<&[Bytes]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, r) in records.iter().enumerate() {
+        if i > start && bytes + r.len() > most {
+            out.push(&records[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += r.len();
+    }
+    if start < records.len() {
+        out.push(&records[start..]);
+    }
+    out
+}
+
+/// The deliverers' consumer: durable, each message acknowledged on its own, at most a
+/// batch unacknowledged (so a dead deliverer's full batch comes again before any later
 /// one), redelivered after a lease time.
 async fn open_consumer(
     js: &jetstream::Context,
@@ -229,7 +278,7 @@ async fn open_consumer(
         .create_consumer(consumer::pull::Config {
             durable_name: Some(args.name.clone()),
             description: Some("holdline deliver".to_owned()),
-            ack_policy: consumer::AckPolicy::All,
+            ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: args.lease,
             max_ack_pending: BATCH as i64,
             filter_subject: args.subject.clone().unwrap_or_default(),
@@ -281,13 +330,15 @@ async fn renew(lease: &mut Lease) -> Result<(), String> {
 }
 
 /// Writes `records` to every sink under a fresh renewal, retrying a failing sink with
-/// backoff (the messages kept from redelivery meanwhile); an error when the lease is lost.
+/// backoff (the messages kept from redelivery meanwhile, the lease renewed before each
+/// try); an error when the lease is lost or a signal came.
 async fn write(
     lease: &mut Lease,
     name: &str,
     sinks: &mut [Box<dyn Sink>],
     records: &[Bytes],
     batch: &[jetstream::Message],
+    stop: &mut watch::Receiver<bool>,
 ) -> Result<(), Unwritten> {
     let mut done = vec![false; sinks.len()];
     let mut retry =
@@ -301,19 +352,22 @@ async fn write(
         let mut failed = None;
         for (sink, done) in sinks.iter_mut().zip(done.iter_mut()).filter(|(_, d)| !**d) {
             sink.fence(&fence);
-            // Every write ends inside the lease, or counts as failed.
-            let left = lease
-                .valid_until()
-                .saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, sink.deliver(records)).await {
-                Ok(Ok(())) => *done = true,
-                Ok(Err(SinkError::Fenced { detail, .. })) => return Err(Unwritten::Lost(detail)),
+            // Each sink's own timeout bounds the write (a write cut short here would go
+            // on in its thread); one that outlasted the lease is not trusted.
+            match sink.deliver(records).await {
+                Ok(()) if Instant::now() > lease.valid_until() => {
+                    return Err(Unwritten::Lost(format!(
+                        "{} took longer than the lease to confirm; a successor may have written too",
+                        sink.label()
+                    )));
+                }
+                Ok(()) => *done = true,
+                Err(SinkError::Fenced { detail, .. }) => return Err(Unwritten::Lost(detail)),
                 // Nothing to retry (stdout closed): the deliverer cannot go on.
-                Ok(Err(e)) if e.is_fatal() => {
+                Err(e) if e.is_fatal() => {
                     return Err(Unwritten::Failed(anyhow::Error::new(e)));
                 }
-                Ok(Err(e)) => failed = Some((sink.label(), e.to_string())),
-                Err(_) => failed = Some((sink.label(), "did not confirm within the lease".into())),
+                Err(e) => failed = Some((sink.label(), e.to_string())),
             }
             if failed.is_some() {
                 break;
@@ -322,18 +376,28 @@ async fn write(
         let Some((sink, error)) = failed else {
             return Ok(());
         };
-        let wait = retry.next().unwrap_or(Duration::from_secs(10));
+        // Never past the lease: the next try renews it first.
+        let left = lease
+            .valid_until()
+            .saturating_duration_since(Instant::now());
+        let wait = retry
+            .next()
+            .unwrap_or(Duration::from_secs(10))
+            .min(left / 2);
         tracing::warn!(name, sink = %sink, error = %error, retry_in_ms = wait.as_millis() as u64, "sink failed; retrying");
         // The batch stays this deliverer's while it retries.
         for m in batch {
             let _ = m.ack_with(jetstream::AckKind::Progress).await;
         }
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = stopped(stop) => return Err(Unwritten::Stopped),
+            () = tokio::time::sleep(wait) => {}
+        }
     }
 }
 
 /// Gives the lease back, so a standby takes over at once.
-async fn stop(lease: Lease, name: &str) -> Ended {
+async fn give_back(lease: Lease, name: &str) -> Ended {
     tracing::info!(name, "stopping: giving the lease back");
     let _ = tokio::time::timeout(Duration::from_secs(2), lease.release()).await;
     Ended::Stopped
