@@ -4,7 +4,7 @@
 //! split across files.
 //!
 //! Fenced (`holdline deliver --cluster`), every batch first takes an exclusive lock on
-//! `<file>.fence`, which holds the largest token written so far: a writer below it is
+//! `<file>.<lease>.fence`, which holds the largest token written so far: a writer below it is
 //! refused, any other writes its token there and appends while it holds the lock. Writers
 //! must share one file system whose locks work (local disks do; some network file
 //! systems do not).
@@ -100,7 +100,7 @@ impl BlockingSink for FileSink {
     fn deliver(&mut self, records: &[&[u8]]) -> Result<(), SinkError> {
         // Held until the batch is on disk.
         let _lock = match self.fence.clone() {
-            Some(fence) => Some(self.pass_fence(fence.token)?),
+            Some(fence) => Some(self.pass_fence(&fence)?),
             None => None,
         };
         for record in records {
@@ -118,9 +118,11 @@ impl BlockingSink for FileSink {
 impl FileSink {
     /// Locks the fence file and checks `token` against it, recording it when larger.
     /// The lock is released when the returned file is dropped.
-    fn pass_fence(&mut self, token: u64) -> Result<File, SinkError> {
-        use std::io::{Read, Seek};
-        let path = fence_path(&self.config.path);
+    fn pass_fence(&mut self, fence: &crate::Fence) -> Result<File, SinkError> {
+        use std::io::Read;
+        use std::os::unix::fs::FileExt;
+        let token = fence.token;
+        let path = fence_path(&self.config.path, &fence.key);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -152,10 +154,10 @@ impl FileSink {
             });
         }
         if seen < token {
+            // One fixed-width write over the old token: never a moment without one.
             let write = (|| {
-                file.set_len(0)?;
-                file.rewind()?;
-                file.write_all(format!("{token}\n").as_bytes())?;
+                file.write_all_at(format!("{token:020}\n").as_bytes(), 0)?;
+                file.set_len(21)?;
                 file.sync_data()
             })();
             write.map_err(|e| self.fail(format!("cannot write {}: {e}", path.display())))?;
@@ -178,10 +180,11 @@ impl FileSink {
     }
 }
 
-/// `events.jsonl` → `events.jsonl.fence`.
-pub fn fence_path(path: &Path) -> PathBuf {
+/// `events.jsonl` and lease `deliver.x` → `events.jsonl.deliver.x.fence` (each delivery
+/// its own: tokens of two leases do not compare).
+pub fn fence_path(path: &Path, lease: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
-    name.push(".fence");
+    name.push(format!(".{lease}.fence"));
     PathBuf::from(name)
 }
 

@@ -143,10 +143,9 @@ fn a_fenced_file_refuses_a_writer_with_an_older_token() {
         6,
         "nothing of the refused batch: {text}"
     );
-    assert_eq!(
-        std::fs::read_to_string(fence_path(&path)).unwrap().trim(),
-        "8"
-    );
+    let fence_file = fence_path(&path, "deliver.test");
+    let token = |f: &Path| -> u64 { std::fs::read_to_string(f).unwrap().trim().parse().unwrap() };
+    assert_eq!(token(&fence_file), 8);
     new.fence(&fence(9));
     write(&mut new, 9).unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 9);
@@ -154,8 +153,12 @@ fn a_fenced_file_refuses_a_writer_with_an_older_token() {
     let mut plain =
         FileSink::open(FileConfig::from_parts(path.to_str().unwrap(), &[]).unwrap()).unwrap();
     write(&mut plain, 12).unwrap();
-    assert_eq!(
-        std::fs::read_to_string(fence_path(&path)).unwrap().trim(),
-        "9"
-    );
+    assert_eq!(token(&fence_file), 9);
+    // Another delivery's token is its own.
+    old.fence(&crate::Fence {
+        key: "deliver.other".into(),
+        token: 2,
+    });
+    write(&mut old, 15).unwrap();
+    assert_eq!(token(&fence_path(&path, "deliver.other")), 2);
 }

@@ -10,7 +10,7 @@
 //! `record` (the JSON line without its newline).
 //!
 //! Fenced (`holdline deliver --cluster`), a batch is one script that first compares the
-//! writer's token with the largest seen, kept in `holdline:fence:<stream>`: below it the
+//! writer's token with the largest seen, kept in `holdline:fence:<stream>:<lease>`: below it the
 //! batch is refused whole, otherwise it is written, each entry with a `fence` field too.
 
 mod config;
@@ -48,9 +48,10 @@ end
 return (#ARGV - 2) / 3
 "#;
 
-/// Where a fenced stream keeps the largest token it has seen.
-pub fn fence_key(stream: &str) -> String {
-    format!("holdline:fence:{stream}")
+/// Where a fenced stream keeps the largest token of lease `lease` it has seen (each
+/// delivery its own: tokens of two leases do not compare).
+pub fn fence_key(stream: &str, lease: &str) -> String {
+    format!("holdline:fence:{stream}:{lease}")
 }
 
 impl RedisSink {
@@ -97,7 +98,7 @@ impl BlockingSink for RedisSink {
             self.conn = Some(self.connect()?);
         }
         if let Some(fence) = self.fence.clone() {
-            return self.deliver_fenced(records, fence.token);
+            return self.deliver_fenced(records, &fence);
         }
         let mut pipe = redis::pipe();
         for rec in records {
@@ -137,13 +138,13 @@ impl BlockingSink for RedisSink {
 
 impl RedisSink {
     /// The batch as one script that refuses it whole below the largest token seen.
-    fn deliver_fenced(&mut self, records: &[&[u8]], token: u64) -> Result<(), SinkError> {
+    fn deliver_fenced(&mut self, records: &[&[u8]], fence: &crate::Fence) -> Result<(), SinkError> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(FENCED_XADD)
             .arg(2)
             .arg(&self.config.stream)
-            .arg(fence_key(&self.config.stream))
-            .arg(token)
+            .arg(fence_key(&self.config.stream, &fence.key))
+            .arg(fence.token)
             .arg(self.config.maxlen.unwrap_or(0));
         for rec in records {
             let routed = crate::Routed::of(rec);
