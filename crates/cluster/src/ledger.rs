@@ -227,6 +227,40 @@ impl Drop for Abort {
     }
 }
 
+/// [`Known::covered_elsewhere`] over `s` at `now`.
+fn covered_elsewhere(s: &State, org: &str, me: &str, stale: Duration, now: Instant) -> bool {
+    let fresh = |at: &Instant| now.duration_since(*at) < stale;
+    let mine: Vec<&str> = s
+        .reports
+        .values()
+        .filter(|(o, r, _, at)| o == org && r.node == me && fresh(at))
+        .flat_map(|(_, r, ..)| {
+            r.shards
+                .iter()
+                .filter(|sh| sh.open)
+                .map(|sh| sh.key.as_str())
+        })
+        .collect();
+    let covers = |key: Option<&str>| {
+        s.reports.values().any(|(o, r, _, at)| {
+            o == org
+                && r.node != me
+                && fresh(at)
+                && r.shards.iter().any(|sh| {
+                    key.is_none_or(|k| sh.key == k)
+                        && sh.open
+                        && sh.runs.last().is_some_and(|(a, b)| b > a)
+                })
+        })
+    };
+    match mine.is_empty() {
+        // Not reported yet (a run just started): what it covers is not known, so
+        // another holder must be seen covering the org at all.
+        true => covers(None),
+        false => mine.iter().all(|key| covers(Some(key))),
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// Reports by key: the org, the report, its revision and when that revision arrived.
@@ -357,28 +391,47 @@ impl Known {
     /// covered it for longer than its look-back. A node handing an org over stops it then.
     pub fn covered_elsewhere(&self, org: &str, me: &str, stale: Duration) -> bool {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        covered_elsewhere(&s, org, me, stale, Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cover::{Report, ShardReport};
+
+    fn report(node: &str, open: bool, runs: &[(u64, u64)]) -> Report {
+        Report {
+            node: node.to_owned(),
+            shards: vec![ShardReport {
+                key: "k".to_owned(),
+                runs: runs.to_vec(),
+                open,
+                reason: String::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_run_not_yet_reported_is_handed_over_only_once_another_holder_covers() {
         let now = Instant::now();
-        let fresh = |at: &Instant| now.duration_since(*at) < stale;
-        let mine: Vec<&str> = s
-            .reports
-            .values()
-            .filter(|(o, r, _, at)| o == org && r.node == me && fresh(at))
-            .flat_map(|(_, r, ..)| {
-                r.shards
-                    .iter()
-                    .filter(|sh| sh.open)
-                    .map(|sh| sh.key.as_str())
-            })
-            .collect();
-        mine.iter().all(|key| {
-            s.reports.values().any(|(o, r, _, at)| {
-                o == org
-                    && r.node != me
-                    && fresh(at)
-                    && r.shards.iter().any(|sh| {
-                        sh.key == *key && sh.open && sh.runs.last().is_some_and(|(a, b)| b > a)
-                    })
-            })
-        })
+        let stale = Duration::from_secs(5);
+        let mut s = State::default();
+        let put = |s: &mut State, key: &str, r: Report| {
+            s.reports
+                .insert(key.to_owned(), ("o".to_owned(), r, 1, now));
+        };
+        // Nothing of mine reported yet, nobody else covering: keep the org.
+        assert!(!covered_elsewhere(&s, "o", "n1", stale, now));
+        // Another node has started but covered nothing yet.
+        put(&mut s, "cov.o.n2-1", report("n2", true, &[(10, 10)]));
+        assert!(!covered_elsewhere(&s, "o", "n1", stale, now));
+        put(&mut s, "cov.o.n2-1", report("n2", true, &[(10, 20)]));
+        assert!(covered_elsewhere(&s, "o", "n1", stale, now));
+        // Once mine is reported, its shards must each be covered.
+        put(&mut s, "cov.o.n1-1", report("n1", true, &[(5, 30)]));
+        assert!(covered_elsewhere(&s, "o", "n1", stale, now));
+        put(&mut s, "cov.o.n2-1", report("n2", false, &[(10, 20)]));
+        assert!(!covered_elsewhere(&s, "o", "n1", stale, now));
     }
 }

@@ -47,9 +47,14 @@ pub fn write_gap(out: &mut Vec<u8>, gap: &Gap, org: &str, id: Option<&str>) {
     );
 }
 
-/// The id of `org`'s own gap (`gap:<org>:<shard>:<from µs>`).
+/// The id of `org`'s own gap: `gap:<org>:<shard>:<from µs>-<to µs>` (a process's gaps
+/// after restarts can share a start; a cluster's are one per start, without the end).
 pub fn gap_id(gap: &Gap, org: &str) -> String {
-    record::gap_id(org, &gap.topics, gap.from)
+    let to = gap
+        .to
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    format!("{}-{to}", record::gap_id(org, &gap.topics, gap.from))
 }
 
 /// Appends one rejected-topic record and a newline.

@@ -21,7 +21,8 @@
 //! `body` is the event body exactly as the service sent it. A gap's `id` is
 //! `gap:<org>:<shard>:<from>` ([`gap_id`]: the shard named by its topics, `from` in
 //! microseconds), so that the gap two nodes of a cluster both report is stored once and a
-//! back-fill names the gap it repairs. Gaps written before holdline named them have none.
+//! back-fill names the gap it repairs; a process's own gap adds `-<to>`, since gaps after
+//! restarts may start alike. Gaps written before holdline named them have none.
 
 mod read;
 mod write;
