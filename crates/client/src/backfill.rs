@@ -30,8 +30,9 @@ use crate::rest::api::ApiError;
 const PAGE: usize = 100;
 /// Ids per predicate list of one query, and per bulk presence call.
 const IDS_PER_CALL: usize = 50;
-/// Pages a single query may take (the service stops at 100,000 results).
-const MOST_PAGES: usize = 1000;
+/// Pages one query may take: a gap's back-fill stops (as `partial`) at 20,000 rows a
+/// query rather than hold more in memory (the service itself stops at 100,000).
+const MOST_PAGES: usize = 200;
 
 /// What a back-fill asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,11 +281,17 @@ async fn every_page(
         let got = page[rows_key].as_array().cloned().unwrap_or_default();
         let n = got.len();
         rows.extend(got);
-        let total = page["totalHits"].as_u64().unwrap_or(0) as usize;
-        if n < PAGE || rows.len() >= total {
-            break;
+        let total = page["totalHits"].as_u64().map(|t| t as usize);
+        if n < PAGE || total.is_some_and(|t| rows.len() >= t) {
+            return Some(rows);
         }
     }
+    tally.parts += 1;
+    tally.failures.push(format!(
+        "{what}: more than {} rows; the first {} back-filled",
+        MOST_PAGES * PAGE,
+        MOST_PAGES * PAGE
+    ));
     Some(rows)
 }
 

@@ -12,10 +12,26 @@ use holdline_client::backfill::{self, GapToFill, Kinds, Pace};
 use holdline_client::rest::api::Api;
 use holdline_client::rest::auth::TokenSource;
 use holdline_client::{ClientConfig, Gap};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::sync::mpsc;
+
+/// Labels of the back-fill counters: the org, and the status or source.
+type Labels = Vec<(&'static str, String)>;
+
+/// Back-fill's metrics (one series per org and status or source: bounded by the config).
+#[derive(Clone, Default)]
+struct Metrics {
+    gaps: Family<Labels, Counter>,
+    records: Family<Labels, Counter>,
+}
 
 /// The service's general limit, calls per minute per token.
 const REST_PER_MINUTE: f64 = 300.0;
+
+/// Back-fills of one org that may wait their turn; a gap beyond them is reported as not
+/// back-filled (an org whose network flaps should not pile work up without end).
+const MOST_WAITING: usize = 8;
 
 /// What `--backfill` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
@@ -53,7 +69,11 @@ pub struct Settings {
 /// One org's back-fill: its REST API (a token of its own), the pace of its calls, and
 /// what it still asks for.
 struct OrgFill {
+    /// The OAuth client and API base it was made for.
+    client: (String, String),
     api: Api,
+    /// Back-fills waiting or running.
+    waiting: std::sync::atomic::AtomicUsize,
     pace: tokio::sync::Mutex<Pace>,
     kinds: Mutex<Kinds>,
     warned: Mutex<BTreeSet<String>>,
@@ -66,6 +86,7 @@ pub type Started = (Arc<Backfill>, mpsc::Receiver<Vec<u8>>);
 /// writer.
 pub struct Backfill {
     settings: Settings,
+    metrics: Metrics,
     orgs: Mutex<HashMap<String, Arc<OrgFill>>>,
     out: mpsc::Sender<Vec<u8>>,
 }
@@ -79,10 +100,25 @@ impl Backfill {
         let (out, records) = mpsc::channel(1024);
         let b = Backfill {
             settings,
+            metrics: Metrics::default(),
             orgs: Mutex::default(),
             out,
         };
         Some((Arc::new(b), records))
+    }
+
+    /// Adds the back-fill counters to `/metrics`.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "holdline_backfill_gaps",
+            "Gaps back-filled, by org and how it ended (complete, partial, failed)",
+            self.metrics.gaps.clone(),
+        );
+        registry.register(
+            "holdline_backfill_records",
+            "Back-fill records written, by org and source",
+            self.metrics.records.clone(),
+        );
     }
 
     /// Back-fills `org`'s gaps with the OAuth client of `config` (replacing what it had).
@@ -90,7 +126,12 @@ impl Backfill {
         let api = api_for(config)?;
         let per_minute = REST_PER_MINUTE * self.settings.share.clamp(0.01, 1.0);
         let fill = OrgFill {
+            client: (
+                config.credentials.client_id.clone(),
+                config.endpoints.api_base(),
+            ),
             api,
+            waiting: Default::default(),
             pace: tokio::sync::Mutex::new(Pace::per_minute(per_minute)),
             kinds: Mutex::new(self.settings.mode.kinds()),
             warned: Mutex::default(),
@@ -111,6 +152,22 @@ impl Backfill {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|n, _| names.contains(n.as_str()));
         for (name, config) in orgs {
+            // An org whose client is the same keeps its pace and what it learnt.
+            let same = self
+                .orgs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&**name)
+                .is_some_and(|f| {
+                    f.client
+                        == (
+                            config.credentials.client_id.clone(),
+                            config.endpoints.api_base(),
+                        )
+                });
+            if same {
+                continue;
+            }
             if let Err(e) = self.add_org(name, config) {
                 tracing::error!(org = %name, error = %e, "back-fill off for this org: its REST client cannot be set up");
             }
@@ -135,9 +192,31 @@ impl Backfill {
             from: gap.from,
             to: gap.to,
         };
+        use std::sync::atomic::Ordering;
+        if fill.waiting.fetch_add(1, Ordering::Relaxed) >= MOST_WAITING {
+            fill.waiting.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(org = %org, gap = %id, "back-fill: {MOST_WAITING} back-fills of this org are waiting already; this gap is not back-filled");
+            let mut line = Vec::new();
+            holdline_proto::record::write_backfill_done(
+                &mut line,
+                &holdline_proto::record::BackfillDoneFields {
+                    gap: id,
+                    org,
+                    status: "failed",
+                    counts: &[("requests", 0)],
+                    reason: Some(&format!(
+                        "{MOST_WAITING} back-fills of this org were waiting already"
+                    )),
+                },
+            );
+            let out = self.out.clone();
+            tokio::spawn(async move { out.send(line).await });
+            return;
+        }
         let settle = self.settings.settle;
         let auto = self.settings.mode == Mode::Auto;
         let out = self.out.clone();
+        let metrics = self.metrics.clone();
         let wait = (job.to + settle)
             .duration_since(SystemTime::now())
             .unwrap_or_default()
@@ -150,6 +229,7 @@ impl Backfill {
             let status =
                 backfill::fill(&fill.api, &job, kinds, &mut pace, &mut |l| lines.push(l)).await;
             drop(pace);
+            fill.waiting.fetch_sub(1, Ordering::Relaxed);
             let done = lines.last().cloned().unwrap_or_default();
             let missing = missing_permissions(&done);
             if !missing.is_empty() {
@@ -175,6 +255,26 @@ impl Backfill {
                 }
             }
             tracing::info!(org = %job.org, gap = %job.id, status, records = lines.len().saturating_sub(1), "back-fill done");
+            metrics
+                .gaps
+                .get_or_create(&vec![
+                    ("org", job.org.clone()),
+                    ("status", status.to_owned()),
+                ])
+                .inc();
+            for line in &lines {
+                if let Ok(holdline_proto::record::Record::Backfill(b)) =
+                    holdline_proto::record::read(line)
+                {
+                    metrics
+                        .records
+                        .get_or_create(&vec![
+                            ("org", job.org.clone()),
+                            ("source", b.source.into_owned()),
+                        ])
+                        .inc();
+                }
+            }
             for line in lines {
                 if out.send(line).await.is_err() {
                     return;

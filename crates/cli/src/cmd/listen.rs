@@ -151,7 +151,7 @@ pub struct ListenArgs {
     #[serde(default, deserialize_with = "de::duration")]
     pub sink_retry_max: Option<Duration>,
     /// Write only the records this clause keeps (repeatable; every clause must pass),
-    /// before the spool: kind=event,gap,rejected; topic=v2.routing.queues.*.conversations
+    /// before the spool: kind=event,gap,rejected,backfill,backfill_done; topic=v2.routing.queues.*.conversations
     /// (* is one part); has=/json/pointer or missing=/pointer on the event body;
     /// /pointer=value or /pointer!=value. Gaps are kept whenever one of their topics is.
     /// In the file: filter = ["…", …].
@@ -471,6 +471,7 @@ pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
     let mut unclean_since = out.spooled.as_ref().and_then(|s| s.unclean_since);
     let mut backfilled = match args.backfill()? {
         Some((backfill, records)) => {
+            backfill.register(&mut registry);
             backfill.add_org(&org, &config)?;
             out.backfill = Some(backfill);
             Some(records)
@@ -521,7 +522,7 @@ pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
             item = stream.next() => item,
             // A back-fill's records, when no event waits.
             Some(line) = next_backfilled(&mut backfilled) => {
-                out.record(&line);
+                out.backfilled(&line, filter.as_ref(), &filtered);
                 if let Err(e) = out.flush().await {
                     break Err(e);
                 }
@@ -1029,10 +1030,22 @@ impl Output {
     }
 
     /// A record was written into `buf`.
-    /// A record written elsewhere (a back-fill's), ending in a newline, into the batch.
-    pub(super) fn record(&mut self, line: &[u8]) {
-        self.buf.extend_from_slice(line);
-        self.ended(None);
+    /// A back-fill's record (ending in a newline) into the batch, unless the filter
+    /// leaves it out.
+    pub(super) fn backfilled(&mut self, line: &[u8], filter: Option<&Filter>, filtered: &Filtered) {
+        use holdline_proto::record::Head;
+        let kept = match (filter, holdline_proto::record::head(line)) {
+            (None, _) => true,
+            (Some(f), Ok(Head::Backfill { topic, .. })) => f.backfill(&topic),
+            (Some(f), Ok(Head::BackfillDone { .. })) => f.backfill_done(),
+            (Some(_), _) => true,
+        };
+        if kept {
+            self.buf.extend_from_slice(line);
+            self.ended(None);
+        } else {
+            filtered.inc("backfill");
+        }
     }
 
     fn ended(&mut self, received: Option<std::time::SystemTime>) {

@@ -1013,6 +1013,7 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
     let owed_since = out.spooled.as_ref().and_then(|s| s.unclean_since);
     let mut backfilled = match args.backfill()? {
         Some((backfill, records)) => {
+            backfill.register(&mut registry);
             backfill.set_orgs(&orgs);
             out.backfill = Some(backfill);
             Some(records)
@@ -1182,7 +1183,7 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
             item = rx.recv() => item,
             // A back-fill's records, when no event waits.
             Some(line) = super::listen::next_backfilled(&mut backfilled) => {
-                out.record(&line);
+                out.backfilled(&line, filter.as_ref(), &filtered);
                 if let Err(e) = out.flush().await {
                     break Err(e);
                 }

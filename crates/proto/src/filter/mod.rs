@@ -3,7 +3,8 @@
 //! A filter is a list of clauses, all of which a record must pass; inside a clause a comma
 //! separates alternatives:
 //!
-//! - `kind=event,gap`: the record kinds kept (`event`, `gap`, `rejected`).
+//! - `kind=event,gap`: the record kinds kept (`event`, `gap`, `rejected`, `backfill`,
+//!   `backfill_done`).
 //! - `topic=v2.routing.queues.*.conversations,v2.users.*.presence`: topic patterns, where
 //!   `*` stands for exactly one dot-separated part.
 //! - `has=/participants` and `missing=/wrapup`: a JSON pointer (RFC 6901) into the event
@@ -32,7 +33,7 @@ pub enum FilterError {
     )]
     Form(String),
     #[error(
-        "filter {clause:?}: unknown record kind {kind:?}; the kinds are event, gap and rejected"
+        "filter {clause:?}: unknown record kind {kind:?}; the kinds are event, gap, rejected, backfill and backfill_done"
     )]
     Kind { clause: String, kind: String },
     #[error(
@@ -49,6 +50,8 @@ pub enum Kind {
     Event,
     Gap,
     Rejected,
+    Backfill,
+    BackfillDone,
 }
 
 impl Kind {
@@ -57,6 +60,8 @@ impl Kind {
             Kind::Event => 1,
             Kind::Gap => 2,
             Kind::Rejected => 4,
+            Kind::Backfill => 8,
+            Kind::BackfillDone => 16,
         }
     }
 
@@ -65,10 +70,15 @@ impl Kind {
             "event" => Some(Kind::Event),
             "gap" => Some(Kind::Gap),
             "rejected" => Some(Kind::Rejected),
+            "backfill" => Some(Kind::Backfill),
+            "backfill_done" => Some(Kind::BackfillDone),
             _ => None,
         }
     }
 }
+
+/// The kinds of a filter that keeps none: no kind's bit.
+const NOTHING: u8 = 0x80;
 
 /// A topic pattern: its dot-separated parts, `None` where it says `*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,7 +239,7 @@ impl Filter {
                 };
                 if self.kinds == 0 {
                     // Nothing is kept: still a filter, one that drops every record.
-                    self.kinds = 8;
+                    self.kinds = NOTHING;
                 }
             }
             "topic" => {
@@ -291,6 +301,16 @@ impl Filter {
             && (topics.is_empty()
                 || self.topics.is_empty()
                 || topics.iter().any(|t| self.topic_matches(t.as_ref())))
+    }
+
+    /// Whether to keep a back-fill record under `topic` (topic patterns apply to it).
+    pub fn backfill(&self, topic: &str) -> bool {
+        self.keeps_kind(Kind::Backfill) && self.topic_matches(topic)
+    }
+
+    /// Whether to keep the record that closes a gap's back-fill.
+    pub fn backfill_done(&self) -> bool {
+        self.keeps_kind(Kind::BackfillDone)
     }
 
     /// Whether to keep the record of a refused topic.

@@ -99,7 +99,7 @@ fn bad_clauses_say_what_is_wrong() {
     assert!(matches!(err("colour=red"), FilterError::Form(_)));
     assert!(matches!(err("/participants"), FilterError::Form(_)));
     let shown = err("kind=events").to_string();
-    assert!(shown.contains("event, gap and rejected"), "{shown}");
+    assert!(shown.contains("event, gap, rejected, backfill and backfill_done"), "{shown}");
 }
 
 proptest::proptest! {
@@ -111,4 +111,20 @@ proptest::proptest! {
             let _ = f.rejected(QUEUE);
         }
     }
+}
+
+#[test]
+fn back_fill_records_are_kept_by_kind_and_topic() {
+    let f = filter(&["kind=event,backfill"]);
+    assert!(f.backfill(QUEUE) && !f.backfill_done());
+    let f = filter(&["kind=backfill_done"]);
+    assert!(!f.backfill(QUEUE) && f.backfill_done() && !f.event(QUEUE, b"{}"));
+    let f = filter(&["topic=v2.users.*.presence"]);
+    assert!(f.backfill(USER) && !f.backfill(QUEUE) && f.backfill_done());
+    let f = filter(&["kind=event", "kind=gap"]);
+    assert!(
+        !f.backfill(QUEUE) && !f.backfill_done(),
+        "nothing kept is nothing"
+    );
+    assert!(Filter::parse(&["kind=backfills"]).is_err());
 }

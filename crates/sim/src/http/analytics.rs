@@ -1,8 +1,8 @@
 //! The endpoints a back-fill reads, answered from what the generator did
 //! (`state/history.rs`): the conversation and user details queries of the analytics API,
 //! with their interval rules and paging, the live conversation, and users' current
-//! presence and routing status. Each checks its permission and counts against the
-//! token's rate limit like every `/api/v2` call.
+//! presence and routing status. The analytics queries and the live conversation check
+//! their permission; every call counts against the token's rate limit.
 
 use std::sync::Arc;
 
