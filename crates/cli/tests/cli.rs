@@ -946,7 +946,8 @@ fn a_bad_filter_exits_2_naming_the_clause() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("kind=events") && stderr.contains("event, gap, rejected, backfill and backfill_done"),
+        stderr.contains("kind=events")
+            && stderr.contains("event, gap, rejected, backfill and backfill_done"),
         "{stderr}"
     );
 }

@@ -184,13 +184,20 @@ pub async fn fill(
     emit: &mut (dyn FnMut(Vec<u8>) + Send),
 ) -> &'static str {
     let wanted = Wanted::of(&gap.topics, kinds);
-    let mut tally = Tally::default();
+    let mut run = Run {
+        api,
+        gap,
+        pace,
+        tally: Tally::default(),
+        emit,
+    };
     if !wanted.queues.is_empty() || !wanted.conversation_users.is_empty() {
-        conversations(api, gap, &wanted, pace, &mut tally, emit).await;
+        run.conversations(&wanted).await;
     }
     if !wanted.users.is_empty() {
-        users(api, gap, &wanted, pace, &mut tally, emit).await;
+        run.users(&wanted).await;
     }
+    let Run { tally, emit, .. } = run;
     let status = if tally.parts == 0 || tally.answered == tally.parts {
         "complete"
     } else if tally.answered == 0 {
@@ -237,191 +244,290 @@ struct Entry<'a> {
     body: &'a Value,
 }
 
-fn write(emit: &mut (dyn FnMut(Vec<u8>) + Send), tally: &mut Tally, gap: &GapToFill, e: Entry<'_>) {
-    let body = serde_json::to_vec(e.body).unwrap_or_else(|_| b"null".to_vec());
-    let mut line = Vec::with_capacity(body.len() + 256);
-    record::write_backfill(
-        &mut line,
-        &BackfillFields {
-            gap: &gap.id,
-            org: &gap.org,
-            topic: e.topic,
-            source: e.source,
-            entity: e.entity,
-            as_of: e.as_of,
-            body: &body,
-        },
-    );
-    *tally.counts.entry(e.source).or_default() += 1;
-    emit(line);
+/// One back-fill's calls and what they found.
+struct Run<'a> {
+    api: &'a Api,
+    gap: &'a GapToFill,
+    pace: &'a mut Pace,
+    tally: Tally,
+    emit: &'a mut (dyn FnMut(Vec<u8>) + Send),
 }
 
-/// One details query, every page; None when a call failed (counted in `tally`).
-async fn every_page(
-    api: &Api,
-    path: &str,
-    mut query: Value,
-    rows_key: &str,
-    what: &'static str,
-    pace: &mut Pace,
-    tally: &mut Tally,
-) -> Option<Vec<Value>> {
-    let mut rows = Vec::new();
-    for number in 1..=MOST_PAGES {
-        query["paging"] = json!({ "pageSize": PAGE, "pageNumber": number });
-        pace.wait().await;
-        tally.requests += 1;
-        let page = match api.post_value(path, &query, what).await {
-            Ok(p) => p,
-            Err(e) => {
-                tally.refused(what, &e);
-                return None;
-            }
-        };
-        let got = page[rows_key].as_array().cloned().unwrap_or_default();
-        let n = got.len();
-        rows.extend(got);
-        let total = page["totalHits"].as_u64().map(|t| t as usize);
-        if n < PAGE || total.is_some_and(|t| rows.len() >= t) {
-            return Some(rows);
-        }
+impl Run<'_> {
+    fn write(&mut self, e: Entry<'_>) {
+        let body = serde_json::to_vec(e.body).unwrap_or_else(|_| b"null".to_vec());
+        let mut line = Vec::with_capacity(body.len() + 256);
+        record::write_backfill(
+            &mut line,
+            &BackfillFields {
+                gap: &self.gap.id,
+                org: &self.gap.org,
+                topic: e.topic,
+                source: e.source,
+                entity: e.entity,
+                as_of: e.as_of,
+                body: &body,
+            },
+        );
+        *self.tally.counts.entry(e.source).or_default() += 1;
+        (self.emit)(line);
     }
-    tally.parts += 1;
-    tally.failures.push(format!(
-        "{what}: more than {} rows; the first {} back-filled",
-        MOST_PAGES * PAGE,
-        MOST_PAGES * PAGE
-    ));
-    Some(rows)
-}
 
-fn predicates(dimension: &str, ids: &[&String]) -> Value {
-    json!([{
-        "type": "or",
-        "predicates": ids.iter().map(|id| json!({ "dimension": dimension, "value": id })).collect::<Vec<_>>(),
-    }])
-}
+    /// Waits for the pace and counts the call about to be made.
+    async fn paced(&mut self) {
+        self.pace.wait().await;
+        self.tally.requests += 1;
+    }
 
-async fn conversations(
-    api: &Api,
-    gap: &GapToFill,
-    wanted: &Wanted,
-    pace: &mut Pace,
-    tally: &mut Tally,
-    emit: &mut (dyn FnMut(Vec<u8>) + Send),
-) {
-    const PATH: &str = "/api/v2/analytics/conversations/details/query";
-    let (from, to) = (gap.from, gap.to.max(gap.from + Duration::from_millis(1)));
-    // The gap's own days, and the last moment of the day before (what started then and
-    // still went on at midnight).
-    let midnight = day_start(from);
-    let intervals = [
-        format!("{}/{}", iso(from), iso(to)),
-        format!(
-            "{}/{}",
-            iso(midnight - Duration::from_millis(1)),
-            iso(midnight)
-        ),
-    ];
-    let mut lists: Vec<(&str, Vec<&String>)> = Vec::new();
-    let queues: Vec<&String> = wanted.queues.keys().collect();
-    for chunk in queues.chunks(IDS_PER_CALL) {
-        lists.push(("queueId", chunk.to_vec()));
-    }
-    let users: Vec<&String> = wanted.conversation_users.keys().collect();
-    for chunk in users.chunks(IDS_PER_CALL) {
-        lists.push(("userId", chunk.to_vec()));
-    }
-    let as_of = SystemTime::now();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut open: Vec<(String, String)> = Vec::new();
-    for interval in &intervals {
-        for (dimension, ids) in &lists {
-            tally.parts += 1;
-            let query = json!({
-                "interval": interval,
-                "order": "asc",
-                "orderBy": "conversationStart",
-                "segmentFilters": predicates(dimension, ids),
-            });
-            let Some(rows) = every_page(
-                api,
-                PATH,
-                query,
-                "conversations",
-                "conversation details",
-                pace,
-                tally,
-            )
-            .await
-            else {
-                continue;
+    /// One details query, every page; None when a call failed (counted in `tally`).
+    async fn every_page(
+        &mut self,
+        path: &str,
+        mut query: Value,
+        rows_key: &str,
+        what: &'static str,
+    ) -> Option<Vec<Value>> {
+        let mut rows = Vec::new();
+        for number in 1..=MOST_PAGES {
+            query["paging"] = json!({ "pageSize": PAGE, "pageNumber": number });
+            self.paced().await;
+            let page = match self.api.post_value(path, &query, what).await {
+                Ok(p) => p,
+                Err(e) => {
+                    self.tally.refused(what, &e);
+                    return None;
+                }
             };
-            tally.answered += 1;
-            for c in rows {
-                let Some(id) = c["conversationId"].as_str().map(str::to_owned) else {
+            let got = page[rows_key].as_array().cloned().unwrap_or_default();
+            let n = got.len();
+            rows.extend(got);
+            let total = page["totalHits"].as_u64().map(|t| t as usize);
+            if n < PAGE || total.is_some_and(|t| rows.len() >= t) {
+                return Some(rows);
+            }
+        }
+        self.tally.parts += 1;
+        self.tally.failures.push(format!(
+            "{what}: more than {} rows; the first {} back-filled",
+            MOST_PAGES * PAGE,
+            MOST_PAGES * PAGE
+        ));
+        Some(rows)
+    }
+
+    async fn conversations(&mut self, wanted: &Wanted) {
+        const PATH: &str = "/api/v2/analytics/conversations/details/query";
+        let (from, to) = (
+            self.gap.from,
+            self.gap.to.max(self.gap.from + Duration::from_millis(1)),
+        );
+        // The gap's own days, and the last moment of the day before (what started then and
+        // still went on at midnight).
+        let midnight = day_start(from);
+        let intervals = [
+            format!("{}/{}", iso(from), iso(to)),
+            format!(
+                "{}/{}",
+                iso(midnight - Duration::from_millis(1)),
+                iso(midnight)
+            ),
+        ];
+        let mut lists: Vec<(&str, Vec<&String>)> = Vec::new();
+        let queues: Vec<&String> = wanted.queues.keys().collect();
+        for chunk in queues.chunks(IDS_PER_CALL) {
+            lists.push(("queueId", chunk.to_vec()));
+        }
+        let users: Vec<&String> = wanted.conversation_users.keys().collect();
+        for chunk in users.chunks(IDS_PER_CALL) {
+            lists.push(("userId", chunk.to_vec()));
+        }
+        let as_of = SystemTime::now();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut open: Vec<(String, String)> = Vec::new();
+        for interval in &intervals {
+            for (dimension, ids) in &lists {
+                self.tally.parts += 1;
+                let query = json!({
+                    "interval": interval,
+                    "order": "asc",
+                    "orderBy": "conversationStart",
+                    "segmentFilters": predicates(dimension, ids),
+                });
+                let Some(rows) = self
+                    .every_page(PATH, query, "conversations", "conversation details")
+                    .await
+                else {
                     continue;
                 };
-                // Only what overlaps the gap itself.
-                let start = c["conversationStart"].as_str().and_then(millis);
-                let end = c["conversationEnd"].as_str().and_then(millis);
-                if start.is_some_and(|s| s >= to) || end.is_some_and(|e| e <= from) {
-                    continue;
-                }
-                if !seen.insert(id.clone()) {
-                    continue;
-                }
-                let Some(topic) = topic_of(&c, wanted) else {
-                    continue;
-                };
-                write(
-                    emit,
-                    tally,
-                    gap,
-                    Entry {
+                self.tally.answered += 1;
+                for c in rows {
+                    let Some(id) = c["conversationId"].as_str().map(str::to_owned) else {
+                        continue;
+                    };
+                    // Only what overlaps the gap itself.
+                    let start = c["conversationStart"].as_str().and_then(millis);
+                    let end = c["conversationEnd"].as_str().and_then(millis);
+                    if start.is_some_and(|s| s >= to) || end.is_some_and(|e| e <= from) {
+                        continue;
+                    }
+                    if !seen.insert(id.clone()) {
+                        continue;
+                    }
+                    let Some(topic) = topic_of(&c, wanted) else {
+                        continue;
+                    };
+                    self.write(Entry {
                         topic: &topic,
                         source: "analytics.conversations",
                         entity: &id,
                         as_of,
                         body: &c,
-                    },
-                );
-                if end.is_none() {
-                    open.push((id, topic));
+                    });
+                    if end.is_none() {
+                        open.push((id, topic));
+                    }
                 }
             }
         }
-    }
-    // The ones still going: their state now.
-    for (id, topic) in open {
-        tally.parts += 1;
-        pace.wait().await;
-        tally.requests += 1;
-        let asked = SystemTime::now();
-        match api
-            .get_value(&format!("/api/v2/conversations/{id}"), "conversation")
-            .await
-        {
-            Ok(body) => {
-                tally.answered += 1;
-                write(
-                    emit,
-                    tally,
-                    gap,
-                    Entry {
+        // The ones still going: their state now.
+        for (id, topic) in open {
+            self.tally.parts += 1;
+            self.paced().await;
+            let asked = SystemTime::now();
+            match self
+                .api
+                .get_value(&format!("/api/v2/conversations/{id}"), "conversation")
+                .await
+            {
+                Ok(body) => {
+                    self.tally.answered += 1;
+                    self.write(Entry {
                         topic: &topic,
                         source: "conversations",
                         entity: &id,
                         as_of: asked,
                         body: &body,
-                    },
-                );
+                    });
+                }
+                // Ended (and gone) since the query.
+                Err(ApiError::NotFound { .. }) => self.tally.answered += 1,
+                Err(e) => self.tally.refused("conversation", &e),
             }
-            // Ended (and gone) since the query.
-            Err(ApiError::NotFound { .. }) => tally.answered += 1,
-            Err(e) => tally.refused("conversation", &e),
         }
     }
+
+    async fn users(&mut self, wanted: &Wanted) {
+        const PATH: &str = "/api/v2/analytics/users/details/query";
+        let to = self.gap.to.max(self.gap.from + Duration::from_millis(1));
+        let ids: Vec<&String> = wanted.users.keys().collect();
+        for chunk in ids.chunks(IDS_PER_CALL) {
+            // Their spans during the self.gap.
+            self.tally.parts += 1;
+            let as_of = SystemTime::now();
+            let query = json!({
+                "interval": format!("{}/{}", iso(self.gap.from), iso(to)),
+                "userFilters": [{
+                    "type": "or",
+                    "predicates": chunk.iter().map(|id| json!({ "dimension": "userId", "value": id })).collect::<Vec<_>>(),
+                }],
+            });
+            // Users whose routing spans the analytics gave: the span open at the gap's end is
+            // their state then, so only the others are asked one by one.
+            let mut spanned: HashSet<String> = HashSet::new();
+            if let Some(rows) = self
+                .every_page(PATH, query, "userDetails", "user details")
+                .await
+            {
+                self.tally.answered += 1;
+                for row in rows {
+                    let Some(user) = row["userId"].as_str() else {
+                        continue;
+                    };
+                    if row["routingStatus"]
+                        .as_array()
+                        .is_some_and(|s| !s.is_empty())
+                    {
+                        spanned.insert(user.to_owned());
+                    }
+                    if let Some(topic) = wanted.users.get(user) {
+                        self.write(Entry {
+                            topic,
+                            source: "analytics.users",
+                            entity: user,
+                            as_of,
+                            body: &row,
+                        });
+                    }
+                }
+            }
+            // Their presence now.
+            self.tally.parts += 1;
+            self.paced().await;
+            let asked = SystemTime::now();
+            let query: Vec<String> = chunk.iter().map(|id| format!("id={id}")).collect();
+            match self
+                .api
+                .get_value(
+                    &format!("/api/v2/users/presences/purecloud/bulk?{}", query.join("&")),
+                    "presences",
+                )
+                .await
+            {
+                Ok(list) => {
+                    self.tally.answered += 1;
+                    for p in list.as_array().into_iter().flatten() {
+                        let Some(user) = p["userId"].as_str() else {
+                            continue;
+                        };
+                        if let Some(topic) = wanted.users.get(user) {
+                            self.write(Entry {
+                                topic,
+                                source: "presence",
+                                entity: user,
+                                as_of: asked,
+                                body: p,
+                            });
+                        }
+                    }
+                }
+                Err(e) => self.tally.refused("presences", &e),
+            }
+            // And the routing status now of those the analytics did not show, one call each.
+            for id in chunk.iter().filter(|id| !spanned.contains(id.as_str())) {
+                self.tally.parts += 1;
+                self.paced().await;
+                let asked = SystemTime::now();
+                match self
+                    .api
+                    .get_value(
+                        &format!("/api/v2/users/{id}/routingstatus"),
+                        "routing status",
+                    )
+                    .await
+                {
+                    Ok(body) => {
+                        self.tally.answered += 1;
+                        let topic = &wanted.users[*id];
+                        self.write(Entry {
+                            topic,
+                            source: "routingstatus",
+                            entity: id,
+                            as_of: asked,
+                            body: &body,
+                        });
+                    }
+                    Err(ApiError::NotFound { .. }) => self.tally.answered += 1,
+                    Err(e) => self.tally.refused("routing status", &e),
+                }
+            }
+        }
+    }
+}
+fn predicates(dimension: &str, ids: &[&String]) -> Value {
+    json!([{
+        "type": "or",
+        "predicates": ids.iter().map(|id| json!({ "dimension": dimension, "value": id })).collect::<Vec<_>>(),
+    }])
 }
 
 /// The gap's topic a conversation belongs to: a queue of its segments, else a user of
@@ -443,134 +549,6 @@ fn topic_of(c: &Value, wanted: &Wanted) -> Option<String> {
             .and_then(|u| wanted.conversation_users.get(u))
             .cloned()
     })
-}
-
-async fn users(
-    api: &Api,
-    gap: &GapToFill,
-    wanted: &Wanted,
-    pace: &mut Pace,
-    tally: &mut Tally,
-    emit: &mut (dyn FnMut(Vec<u8>) + Send),
-) {
-    const PATH: &str = "/api/v2/analytics/users/details/query";
-    let to = gap.to.max(gap.from + Duration::from_millis(1));
-    let ids: Vec<&String> = wanted.users.keys().collect();
-    for chunk in ids.chunks(IDS_PER_CALL) {
-        // Their spans during the gap.
-        tally.parts += 1;
-        let as_of = SystemTime::now();
-        let query = json!({
-            "interval": format!("{}/{}", iso(gap.from), iso(to)),
-            "userFilters": [{
-                "type": "or",
-                "predicates": chunk.iter().map(|id| json!({ "dimension": "userId", "value": id })).collect::<Vec<_>>(),
-            }],
-        });
-        // Users whose routing spans the analytics gave: the span open at the gap's end is
-        // their state then, so only the others are asked one by one.
-        let mut spanned: HashSet<String> = HashSet::new();
-        if let Some(rows) =
-            every_page(api, PATH, query, "userDetails", "user details", pace, tally).await
-        {
-            tally.answered += 1;
-            for row in rows {
-                let Some(user) = row["userId"].as_str() else {
-                    continue;
-                };
-                if row["routingStatus"]
-                    .as_array()
-                    .is_some_and(|s| !s.is_empty())
-                {
-                    spanned.insert(user.to_owned());
-                }
-                if let Some(topic) = wanted.users.get(user) {
-                    write(
-                        emit,
-                        tally,
-                        gap,
-                        Entry {
-                            topic,
-                            source: "analytics.users",
-                            entity: user,
-                            as_of,
-                            body: &row,
-                        },
-                    );
-                }
-            }
-        }
-        // Their presence now.
-        tally.parts += 1;
-        pace.wait().await;
-        tally.requests += 1;
-        let asked = SystemTime::now();
-        let query: Vec<String> = chunk.iter().map(|id| format!("id={id}")).collect();
-        match api
-            .get_value(
-                &format!("/api/v2/users/presences/purecloud/bulk?{}", query.join("&")),
-                "presences",
-            )
-            .await
-        {
-            Ok(list) => {
-                tally.answered += 1;
-                for p in list.as_array().into_iter().flatten() {
-                    let Some(user) = p["userId"].as_str() else {
-                        continue;
-                    };
-                    if let Some(topic) = wanted.users.get(user) {
-                        write(
-                            emit,
-                            tally,
-                            gap,
-                            Entry {
-                                topic,
-                                source: "presence",
-                                entity: user,
-                                as_of: asked,
-                                body: p,
-                            },
-                        );
-                    }
-                }
-            }
-            Err(e) => tally.refused("presences", &e),
-        }
-        // And the routing status now of those the analytics did not show, one call each.
-        for id in chunk.iter().filter(|id| !spanned.contains(id.as_str())) {
-            tally.parts += 1;
-            pace.wait().await;
-            tally.requests += 1;
-            let asked = SystemTime::now();
-            match api
-                .get_value(
-                    &format!("/api/v2/users/{id}/routingstatus"),
-                    "routing status",
-                )
-                .await
-            {
-                Ok(body) => {
-                    tally.answered += 1;
-                    let topic = &wanted.users[*id];
-                    write(
-                        emit,
-                        tally,
-                        gap,
-                        Entry {
-                            topic,
-                            source: "routingstatus",
-                            entity: id,
-                            as_of: asked,
-                            body: &body,
-                        },
-                    );
-                }
-                Err(ApiError::NotFound { .. }) => tally.answered += 1,
-                Err(e) => tally.refused("routing status", &e),
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -99,7 +99,10 @@ fn bad_clauses_say_what_is_wrong() {
     assert!(matches!(err("colour=red"), FilterError::Form(_)));
     assert!(matches!(err("/participants"), FilterError::Form(_)));
     let shown = err("kind=events").to_string();
-    assert!(shown.contains("event, gap, rejected, backfill and backfill_done"), "{shown}");
+    assert!(
+        shown.contains("event, gap, rejected, backfill and backfill_done"),
+        "{shown}"
+    );
 }
 
 proptest::proptest! {

@@ -40,6 +40,16 @@ async fn post(api: &Api, path: &str, body: Value) -> (u16, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+async fn get(api: &Api, path: &str) -> Value {
+    api.req(Method::GET, path)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 const CONVERSATIONS: &str = "/api/v2/analytics/conversations/details/query";
 const USERS: &str = "/api/v2/analytics/users/details/query";
 
@@ -134,14 +144,7 @@ async fn the_details_query_finds_every_conversation_the_topics_carried() {
     }
     // The live conversation, as its topics carried it last.
     let id = carried[0].iter().next().unwrap();
-    let live: Value = api
-        .req(Method::GET, &format!("/api/v2/conversations/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let live = get(&api, &format!("/api/v2/conversations/{id}")).await;
     assert_eq!(live["id"], id.as_str());
     let missing = api
         .req(Method::GET, "/api/v2/conversations/no-such-conversation")
@@ -179,30 +182,18 @@ async fn user_details_and_current_states_agree() {
     let rows = details["userDetails"].as_array().unwrap();
     assert_eq!(rows.len(), agents.len(), "every agent has a presence");
     let ids: Vec<String> = agents.iter().map(|a| format!("id={a}")).collect();
-    let bulk: Vec<Value> = api
-        .req(
-            Method::GET,
-            &format!("/api/v2/users/presences/purecloud/bulk?{}", ids.join("&")),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bulk = get(
+        &api,
+        &format!("/api/v2/users/presences/purecloud/bulk?{}", ids.join("&")),
+    )
+    .await;
+    let bulk = bulk.as_array().unwrap();
     for row in rows {
         let user = row["userId"].as_str().unwrap();
         // The states now are the last spans, still open.
         let last_presence = row["primaryPresence"].as_array().unwrap().last().unwrap();
         let last_routing = row["routingStatus"].as_array().unwrap().last().unwrap();
-        let now: Value = api
-            .req(Method::GET, &format!("/api/v2/users/{user}/routingstatus"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let now = get(&api, &format!("/api/v2/users/{user}/routingstatus")).await;
         // The generator may have moved on between the two calls: compare only when the
         // span the query saw began when the current status did.
         if now["startTime"] == last_routing["startTime"] {
