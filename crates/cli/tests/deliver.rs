@@ -26,7 +26,8 @@ fn deliverer(nats: &str, id: &str, redis: &str) -> (Running, Receiver<String>) {
                 "--node",
                 id,
             ])
-            .args(["--lease", LEASE, "--log-format", "json", "--sink"])
+            .args(["--lease", LEASE, "--log-format", "json"])
+            .args(["--metrics-addr", "127.0.0.1:0", "--sink"])
             .arg(format!("redis://{redis}/delivered"))
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
@@ -38,17 +39,44 @@ fn deliverer(nats: &str, id: &str, redis: &str) -> (Running, Receiver<String>) {
     (child, log)
 }
 
-/// Waits (up to `within`) for a log line containing `what`.
-fn logged(log: &Receiver<String>, within: Duration, what: &str) {
+/// Waits (up to `within`) for a log line containing `what`, and returns it.
+fn logged(log: &Receiver<String>, within: Duration, what: &str) -> String {
     let deadline = Instant::now() + within;
     loop {
         let line = log
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .unwrap_or_else(|_| panic!("never logged: {what}"));
         if line.contains(what) {
-            return;
+            return line;
         }
     }
+}
+
+/// The deliverer's `http://host:port` of /metrics, from its log.
+fn metrics_base(log: &Receiver<String>) -> String {
+    let line = logged(log, Duration::from_secs(30), "metrics on http://");
+    let at = line.find("http://").unwrap();
+    let rest = &line[at..];
+    rest[..rest.find("/metrics").unwrap()].to_owned()
+}
+
+/// A sample of the deliverer's /metrics, and its /readyz status.
+fn observed(base: &str, sample: &str) -> (f64, u16) {
+    let text = reqwest::blocking::get(format!("{base}/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {sample} in {text}"))
+        .parse()
+        .unwrap();
+    let ready = reqwest::blocking::get(format!("{base}/readyz"))
+        .unwrap()
+        .status()
+        .as_u16();
+    (value, ready)
 }
 
 fn delivered(redis: &str) -> Vec<(String, u64)> {
@@ -98,10 +126,16 @@ fn a_deliverer_paused_or_killed_is_replaced_and_nothing_is_left_out() {
     }
 
     let (d1, log1) = deliverer(&addr, "d1", &redis);
+    let m1 = metrics_base(&log1);
     logged(&log1, Duration::from_secs(30), "holding the lease");
     let (d2, log2) = deliverer(&addr, "d2", &redis);
+    let m2 = metrics_base(&log2);
     logged(&log2, Duration::from_secs(30), "standing by");
     let n = wait_delivered(&redis, 100);
+    // The writer holds the lease, the standby does not; both are ready.
+    assert_eq!(observed(&m1, "holdline_deliver_holding"), (1.0, 200));
+    assert_eq!(observed(&m2, "holdline_deliver_holding"), (0.0, 200));
+    assert!(observed(&m1, "holdline_deliver_records_total").0 >= 100.0);
 
     // d1 freezes past its lease: d2 takes over; d1, resumed, finds its lease gone.
     signal(d1.0.id(), "STOP");

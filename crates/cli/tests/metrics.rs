@@ -320,9 +320,24 @@ fn socket_closing_is_a_hand_over_and_an_eviction_a_reconnect_for_cause_evicted()
     });
     let channel = live[0]["id"].as_str().unwrap().to_owned();
     fault(serde_json::json!({"kind": "evict", "channel": channel}));
-    until("the eviction counted", Duration::from_secs(20), || {
-        scrape(&http, &base).1[r#"holdline_reconnects_total{cause="evicted"}"#] == 1.0
-    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (text, m) = scrape(&http, &base);
+        if m[r#"holdline_reconnects_total{cause="evicted"}"#] >= 1.0 {
+            break;
+        }
+        let said: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("reconnects") || l.contains("sockets_live"))
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "the eviction was not counted:\n{}\nchannels: {:?}",
+            said.join("\n"),
+            sim_channels(&http, &url)
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
     until(
         "readiness after the eviction",
         Duration::from_secs(20),

@@ -20,6 +20,10 @@ use futures_util::StreamExt;
 use holdline_cluster::{Bucket, ClusterUrl, Lease, LeaseError};
 use holdline_sinks::{Fence, Sink, SinkConfig, SinkError};
 
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
 use super::{Signal, Signals, UsageError};
@@ -54,6 +58,50 @@ pub struct DeliverArgs {
     /// long after its last renewal (give every deliverer of a name the same).
     #[arg(long, default_value = "10s", value_parser = super::duration)]
     pub lease: Duration,
+    /// Serve Prometheus /metrics, /healthz and /readyz on this address (127.0.0.1:9464
+    /// when the flag has no value; off without the flag).
+    #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = super::observe::DEFAULT_ADDR)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// What a deliverer shows in `/metrics` and `/readyz`.
+#[derive(Clone, Default)]
+pub struct Watched {
+    records: Counter,
+    holding: Gauge,
+    takeovers: Counter,
+    failures: Counter,
+    /// Why the deliverer is not ready (None: ready, holding the lease or standing by).
+    pub trouble: Arc<Mutex<Option<String>>>,
+}
+
+impl Watched {
+    fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "holdline_deliver_records",
+            "Records this deliverer wrote to its sinks",
+            self.records.clone(),
+        );
+        registry.register(
+            "holdline_deliver_holding",
+            "1 while this deliverer holds the lease (writes), 0 while it stands by",
+            self.holding.clone(),
+        );
+        registry.register(
+            "holdline_deliver_takeovers",
+            "Times this deliverer took the lease",
+            self.takeovers.clone(),
+        );
+        registry.register(
+            "holdline_deliver_sink_failures",
+            "Writes a sink did not confirm (retried)",
+            self.failures.clone(),
+        );
+    }
+
+    fn trouble(&self, why: Option<String>) {
+        *self.trouble.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
 }
 
 /// Why a deliverer stopped delivering.
@@ -126,6 +174,13 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
     )
     .await?;
     let key = format!("deliver.{}", args.name);
+    let watched = Watched::default();
+    if let Some(addr) = args.metrics_addr {
+        let mut registry = prometheus_client::registry::Registry::default();
+        watched.register(&mut registry);
+        let ready = super::observe::Readiness::Deliver(watched.trouble.clone());
+        super::observe::serve(addr, ready, registry).await?;
+    }
     tracing::info!(node = %node, name = %args.name, stream = %args.stream, sinks = sinks.len(), "deliverer started; waiting for the lease");
     let mut standby: Option<String> = None;
     let mut stop_wait = stop.clone();
@@ -138,7 +193,12 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
             Ok(Some(lease)) => {
                 standby = None;
                 tracing::info!(name = %args.name, revision = lease.revision(), "holding the lease: delivering");
-                match deliver(&js, &args, lease, &mut sinks, stop.clone()).await {
+                watched.trouble(None);
+                watched.takeovers.inc();
+                watched.holding.set(1);
+                let ended = deliver(&js, &args, lease, &mut sinks, stop.clone(), &watched).await;
+                watched.holding.set(0);
+                match ended {
                     Ended::Stopped => return Ok(()),
                     Ended::Failed(e) => return Err(e),
                     Ended::Lost(why) => {
@@ -147,6 +207,7 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
                 }
             }
             Ok(None) => {
+                watched.trouble(None);
                 let holder = bucket.holder(&key).await.ok().flatten();
                 let holder = holder.unwrap_or_else(|| "another deliverer".to_owned());
                 if standby.as_ref() != Some(&holder) {
@@ -155,6 +216,7 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
                 }
             }
             Err(e) => {
+                watched.trouble(Some(format!("cannot reach the lease: {e}")));
                 tracing::warn!(name = %args.name, error = %e, "cannot reach the lease; retrying")
             }
         }
@@ -180,6 +242,7 @@ async fn deliver(
     mut lease: Lease,
     sinks: &mut [Box<dyn Sink>],
     mut stop: watch::Receiver<bool>,
+    watched: &Watched,
 ) -> Ended {
     let consumer = match open_consumer(js, args).await {
         Ok(c) => c,
@@ -225,8 +288,14 @@ async fn deliver(
             .min()
             .unwrap_or(usize::MAX);
         for chunk in chunks(&records, most) {
-            match write(&mut lease, &args.name, sinks, chunk, &batch, &mut stop).await {
-                Ok(()) => {}
+            match write(
+                &mut lease, &args.name, sinks, chunk, &batch, &mut stop, watched,
+            )
+            .await
+            {
+                Ok(()) => {
+                    watched.records.inc_by(chunk.len() as u64);
+                }
                 Err(Unwritten::Lost(why)) => return Ended::Lost(why),
                 Err(Unwritten::Failed(e)) => return Ended::Failed(e),
                 Err(Unwritten::Stopped) => return give_back(lease, &args.name).await,
@@ -339,6 +408,7 @@ async fn write(
     records: &[Bytes],
     batch: &[jetstream::Message],
     stop: &mut watch::Receiver<bool>,
+    watched: &Watched,
 ) -> Result<(), Unwritten> {
     let mut done = vec![false; sinks.len()];
     let mut retry =
@@ -374,8 +444,11 @@ async fn write(
             }
         }
         let Some((sink, error)) = failed else {
+            watched.trouble(None);
             return Ok(());
         };
+        watched.failures.inc();
+        watched.trouble(Some(format!("{sink} is failing: {error}")));
         // Never past the lease: the next try renews it first.
         let left = lease
             .valid_until()
@@ -401,4 +474,27 @@ async fn give_back(lease: Lease, name: &str) -> Ended {
     tracing::info!(name, "stopping: giving the lease back");
     let _ = tokio::time::timeout(Duration::from_secs(2), lease.release()).await;
     Ended::Stopped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_split_to_a_sinks_size_with_at_least_one_record_each() {
+        let records: Vec<Bytes> = [3usize, 3, 3, 10, 1]
+            .iter()
+            .map(|n| Bytes::from(vec![b'x'; *n]))
+            .collect();
+        let sizes =
+            |most| -> Vec<usize> { chunks(&records, most).iter().map(|c| c.len()).collect() };
+        assert_eq!(
+            sizes(6),
+            [2, 1, 1, 1],
+            "a record larger than the size goes alone"
+        );
+        assert_eq!(sizes(100), [5]);
+        assert_eq!(sizes(1), [1, 1, 1, 1, 1]);
+        assert!(chunks(&[], 10).is_empty());
+    }
 }

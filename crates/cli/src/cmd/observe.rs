@@ -25,6 +25,8 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:9464";
 pub enum Readiness {
     One(Arc<Stats>),
     Orgs(super::orgs::Status),
+    /// A deliverer: why it is not ready, if it is not.
+    Deliver(Arc<std::sync::Mutex<Option<String>>>),
 }
 
 /// Binds `addr` and serves in the background; returns the bound address.
@@ -92,6 +94,15 @@ async fn healthz() -> Response {
 async fn readyz(State(served): State<Served>) -> Response {
     let (status, body) = match &served.ready {
         Readiness::One(stats) => readiness(stats),
+        Readiness::Deliver(trouble) => {
+            match trouble.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                None => (StatusCode::OK, serde_json::json!({ "ready": true })),
+                Some(why) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({ "ready": false, "reason": why }),
+                ),
+            }
+        }
         Readiness::Orgs(orgs) => {
             // Ready when every org is: one org missing events is events being missed.
             let cluster = orgs.cluster();
