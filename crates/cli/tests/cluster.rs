@@ -788,6 +788,14 @@ fn a_node_stopped_past_its_lease_gives_way_without_an_eviction_war() {
         "n1 saying it stepped down",
         |l| l.contains("holds no org") && l.contains("lapsed"),
     );
+    // And holds orgs again: a new run of an org it held before does not wait on the old
+    // one's end for good.
+    logged(
+        &log,
+        Duration::from_secs(30),
+        "n1 receiving again after the pause",
+        |l| l.contains("\"kind\":\"Live\""),
+    );
     wait_two_holders(&w, Duration::from_secs(30), "settled after the pause");
     wait_stream(addr, grown + 200, Duration::from_secs(60));
     stop_all(nodes);

@@ -303,7 +303,7 @@ struct Holder {
     predecessor: Option<tokio::sync::oneshot::Receiver<Handover>>,
     /// Where a successor waits for this holder's end; when one does, the gap this holder
     /// owes is handed to it instead of written.
-    successor: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Handover>>>>,
+    successor: Succession,
     /// In a cluster: where the org's coverage is reported. Its own gaps are then not
     /// written (the first holder writes the cluster's).
     reporting: Option<super::cluster::Reporting>,
@@ -353,9 +353,19 @@ impl Holder {
         let mut held: Arc<[String]> = Arc::from(Vec::new());
         // The old client of the org ends first (its sockets closed, its last records
         // forwarded), so the two never stream side by side; what it owed is owed here.
-        if let Some(predecessor) = predecessor
-            && let Ok(left) = predecessor.await
-        {
+        // Told to stop meanwhile, this one ends at once (the old one then reports what it
+        // owed itself).
+        let left = match predecessor {
+            Some(predecessor) => tokio::select! {
+                left = predecessor => left.ok(),
+                _ = stop.wait_for(|s| *s) => {
+                    clear(&status, &name, generation);
+                    return;
+                }
+            },
+            None => None,
+        };
+        if let Some(left) = left {
             held = left.held;
             if let Some((since, reason)) = left.owed
                 && owed_since.is_none_or(|mine| since < mine)
@@ -552,11 +562,14 @@ impl Holder {
         if let Some(stats) = &engine {
             metrics.remove_engine(&name, stats);
         }
+        let successor = successor.end();
         if clustered {
             // The cluster's gap-finder reports the time no holder covered.
+            if let Some(successor) = successor {
+                let _ = successor.send(Handover { owed: None, held });
+            }
             return;
         }
-        let successor = successor.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(successor) = successor {
             let owed = owed_since.map(|since| (since, why));
             if let Err(Handover { owed, held }) = successor.send(Handover { owed, held }) {
@@ -672,7 +685,51 @@ fn only_topics_differ(a: &ClientConfig, b: &ClientConfig) -> bool {
 }
 
 /// Where a successor waits for a holder's end.
-type SuccessorSlot = Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Handover>>>>;
+type SuccessorSlot = Arc<std::sync::Mutex<Waiting>>;
+
+/// Whether a successor waits for a holder's end.
+#[derive(Default)]
+enum Waiting {
+    /// None yet; one may come.
+    #[default]
+    Open,
+    /// One waits for the handover.
+    Successor(tokio::sync::oneshot::Sender<Handover>),
+    /// The holder has ended (or is ending): a new holder of the org need not wait.
+    Ended,
+}
+
+/// A holder's end of its [`SuccessorSlot`]. However the holder ends (a panic included),
+/// the slot is closed and a successor waiting on it goes on.
+struct Succession(SuccessorSlot);
+
+impl Succession {
+    /// Closes the slot; the successor waiting on it, if any.
+    fn end(&self) -> Option<tokio::sync::oneshot::Sender<Handover>> {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match std::mem::replace(&mut *slot, Waiting::Ended) {
+            Waiting::Successor(tx) => Some(tx),
+            Waiting::Open | Waiting::Ended => None,
+        }
+    }
+}
+
+impl Drop for Succession {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// Where a new holder waits for the end of the one it replaces; None when that one has
+/// ended (or another successor already waits).
+fn wait_on(slot: &SuccessorSlot) -> Option<tokio::sync::oneshot::Receiver<Handover>> {
+    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    matches!(*slot, Waiting::Open).then(|| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        *slot = Waiting::Successor(tx);
+        rx
+    })
+}
 
 /// A running org, as the process holds it.
 struct Held {
@@ -758,14 +815,7 @@ impl Fleet {
             .iter()
             .rev()
             .find(|e| e.name == name)
-            .and_then(|e| {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let mut slot = e.successor.lock().unwrap_or_else(|p| p.into_inner());
-                (slot.is_none() && !e.task.is_finished()).then(|| {
-                    *slot = Some(tx);
-                    rx
-                })
-            });
+            .and_then(|e| wait_on(&e.successor));
         let (first, first_rx) = tokio::sync::oneshot::channel();
         let (stop, stopped) = watch::channel(false);
         let (topics, topics_rx) = mpsc::unbounded_channel();
@@ -783,7 +833,7 @@ impl Fleet {
             metrics: self.engines.clone(),
             topics: topics_rx,
             predecessor,
-            successor: successor.clone(),
+            successor: Succession(successor.clone()),
             reporting: self.cluster.as_ref().map(|c| c.reporting.clone()),
         };
         let task = tokio::spawn(holder.run(out, stopped, first));
@@ -1273,5 +1323,54 @@ fn write(
         Item::Gap(org, gap) => out.gap(&gap, &org, None, filter, filtered),
         Item::ClusterGap(org, gap, id) => out.gap(&gap, &org, Some(&id), filter, filtered),
         Item::Rejected(org, r) => out.rejected(&r, &org, filter, filtered),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handover() -> Handover {
+        Handover {
+            owed: None,
+            held: Arc::from(vec!["v2.users.u1.presence".to_owned()]),
+        }
+    }
+
+    #[test]
+    fn a_successor_gets_what_the_holder_leaves() {
+        let slot = SuccessorSlot::default();
+        let holder = Succession(slot.clone());
+        let mut waiting = wait_on(&slot).expect("the holder has not ended");
+        assert!(wait_on(&slot).is_none(), "one successor at a time");
+        holder
+            .end()
+            .expect("a successor waits")
+            .send(handover())
+            .ok()
+            .unwrap();
+        let left = waiting.try_recv().expect("handed over");
+        assert_eq!(left.held.len(), 1);
+    }
+
+    #[test]
+    fn a_holder_that_ended_keeps_no_one_waiting() {
+        let slot = SuccessorSlot::default();
+        let holder = Succession(slot.clone());
+        assert!(holder.end().is_none());
+        // The holder's task may not have finished yet: a new holder must not wait on it.
+        assert!(wait_on(&slot).is_none());
+    }
+
+    #[test]
+    fn a_holder_that_dies_lets_its_successor_go_on() {
+        let slot = SuccessorSlot::default();
+        let holder = Succession(slot.clone());
+        let mut waiting = wait_on(&slot).unwrap();
+        drop(holder);
+        assert!(matches!(
+            waiting.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+        ));
     }
 }
