@@ -13,7 +13,6 @@ use holdline_client::backfill::{self, GapToFill, Kinds, Pace};
 use holdline_client::rest::api::Api;
 use holdline_client::rest::auth::TokenSource;
 use holdline_client::{Credentials, Endpoints, Secret, Timings};
-use holdline_proto::record::{Record, read};
 use holdline_sim::{SimConfig, Simulator};
 
 /// Calls a minute at the default `--backfill-share` (0.25 of 300).
@@ -101,19 +100,14 @@ pub async fn run(size: Size, gaps: &[Duration]) -> Result<Vec<Row>> {
             conversations: true,
             users: true,
         };
-        let status = backfill::fill(&api, &job, kinds, &mut pace, &mut |l| lines.push(l)).await;
-        let mut records: BTreeMap<String, u64> = BTreeMap::new();
-        let mut requests = 0;
-        for line in &lines {
-            match read(line) {
-                Ok(Record::Backfill(b)) => *records.entry(b.source.into_owned()).or_default() += 1,
-                Ok(Record::BackfillDone(d)) => {
-                    let counts: serde_json::Value = serde_json::from_str(d.counts.get())?;
-                    requests = counts["requests"].as_u64().unwrap_or(0);
-                }
-                _ => {}
-            }
-        }
+        let outcome = backfill::fill(&api, &job, kinds, &mut pace, &mut |l| lines.push(l)).await;
+        let records: BTreeMap<String, u64> = outcome
+            .records
+            .iter()
+            .map(|(s, n)| ((*s).to_owned(), *n))
+            .collect();
+        let requests = outcome.requests;
+        let status = outcome.status;
         rows.push(Row {
             size,
             gap,

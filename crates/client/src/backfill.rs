@@ -174,15 +174,28 @@ fn millis(t: &str) -> Option<SystemTime> {
     holdline_proto::record::parse_rfc3339(t)
 }
 
+/// What a back-fill came to, besides the records it wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The status its `backfill_done` record says: complete, partial or failed.
+    pub status: &'static str,
+    /// The permissions the OAuth client was refused.
+    pub missing: Vec<String>,
+    /// The `backfill` records written, by source.
+    pub records: Vec<(&'static str, u64)>,
+    /// The REST calls made.
+    pub requests: u64,
+}
+
 /// Back-fills `gap`: every record (each a line ending in a newline) goes to `emit`, the
-/// `backfill_done` record last. Returns the status written.
+/// `backfill_done` record last.
 pub async fn fill(
     api: &Api,
     gap: &GapToFill,
     kinds: Kinds,
     pace: &mut Pace,
     emit: &mut (dyn FnMut(Vec<u8>) + Send),
-) -> &'static str {
+) -> Outcome {
     let wanted = Wanted::of(&gap.topics, kinds);
     let mut run = Run {
         api,
@@ -232,7 +245,12 @@ pub async fn fill(
         },
     );
     emit(line);
-    status
+    Outcome {
+        status,
+        missing: tally.missing.into_iter().collect(),
+        records: tally.counts.into_iter().collect(),
+        requests: tally.requests,
+    }
 }
 
 /// One entity's state, as a back-fill record says it.

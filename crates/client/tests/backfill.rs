@@ -51,10 +51,39 @@ async fn api_as(sim: &holdline_sim::Simulator, id: &str, secret: &str) -> Api {
 }
 
 async fn fill(api: &Api, gap: &GapToFill, kinds: Kinds) -> (Vec<Vec<u8>>, &'static str) {
+    let (lines, outcome) = fill_outcome(api, gap, kinds).await;
+    (lines, outcome.status)
+}
+
+/// The records of a back-fill and its outcome, which must tell what the records say.
+async fn fill_outcome(
+    api: &Api,
+    gap: &GapToFill,
+    kinds: Kinds,
+) -> (Vec<Vec<u8>>, backfill::Outcome) {
     let mut lines = Vec::new();
     let mut pace = Pace::per_minute(1200.0);
-    let status = backfill::fill(api, gap, kinds, &mut pace, &mut |l| lines.push(l)).await;
-    (lines, status)
+    let outcome = backfill::fill(api, gap, kinds, &mut pace, &mut |l| lines.push(l)).await;
+    let mut by_source: std::collections::BTreeMap<String, u64> = Default::default();
+    for line in &lines {
+        if let Record::Backfill(b) = read(line).unwrap() {
+            *by_source.entry(b.source.into_owned()).or_default() += 1;
+        }
+    }
+    let told: std::collections::BTreeMap<String, u64> = outcome
+        .records
+        .iter()
+        .map(|(s, n)| ((*s).to_owned(), *n))
+        .collect();
+    assert_eq!(told, by_source, "the outcome counts the records written");
+    let (_, done) = records(&lines);
+    assert_eq!(done["status"], outcome.status);
+    assert_eq!(
+        done["counts"]["requests"].as_u64(),
+        Some(outcome.requests),
+        "{done}"
+    );
+    (lines, outcome)
 }
 
 /// `(source, entity) → topic` of the back-fill records, and the done record.
@@ -171,9 +200,17 @@ async fn every_conversation_and_user_of_a_gap_is_back_filled_and_nothing_else() 
 
     // Without the analytics permissions: failed, naming what is missing.
     let limited = api_as(&sim, "no-analytics", "s").await;
-    let (lines, status) = fill(&limited, &gap, ALL).await;
+    let (lines, outcome) = fill_outcome(&limited, &gap, ALL).await;
     let (got, done) = records(&lines);
-    assert_ne!(status, "complete");
+    assert_ne!(outcome.status, "complete");
+    assert_eq!(
+        outcome.missing,
+        [
+            "analytics:conversationDetail:view",
+            "analytics:userDetail:view"
+        ],
+        "the outcome names what was refused"
+    );
     for u in &users {
         assert!(
             got.contains_key(&("routingstatus".to_owned(), u.to_string())),

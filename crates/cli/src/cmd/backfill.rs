@@ -226,12 +226,11 @@ impl Backfill {
             let kinds = *fill.kinds.lock().unwrap_or_else(|p| p.into_inner());
             let mut pace = fill.pace.lock().await;
             let mut lines = Vec::new();
-            let status =
+            let outcome =
                 backfill::fill(&fill.api, &job, kinds, &mut pace, &mut |l| lines.push(l)).await;
             drop(pace);
             fill.waiting.fetch_sub(1, Ordering::Relaxed);
-            let done = lines.last().cloned().unwrap_or_default();
-            let missing = missing_permissions(&done);
+            let missing = &outcome.missing;
             if !missing.is_empty() {
                 let mut warned = fill.warned.lock().unwrap_or_else(|p| p.into_inner());
                 let new: Vec<&String> = missing
@@ -254,7 +253,8 @@ impl Backfill {
                     }
                 }
             }
-            tracing::info!(org = %job.org, gap = %job.id, status, records = lines.len().saturating_sub(1), "back-fill done");
+            let status = outcome.status;
+            tracing::info!(org = %job.org, gap = %job.id, status, records = lines.len().saturating_sub(1), requests = outcome.requests, "back-fill done");
             metrics
                 .gaps
                 .get_or_create(&vec![
@@ -262,18 +262,14 @@ impl Backfill {
                     ("status", status.to_owned()),
                 ])
                 .inc();
-            for line in &lines {
-                if let Ok(holdline_proto::record::Record::Backfill(b)) =
-                    holdline_proto::record::read(line)
-                {
-                    metrics
-                        .records
-                        .get_or_create(&vec![
-                            ("org", job.org.clone()),
-                            ("source", b.source.into_owned()),
-                        ])
-                        .inc();
-                }
+            for (source, n) in &outcome.records {
+                metrics
+                    .records
+                    .get_or_create(&vec![
+                        ("org", job.org.clone()),
+                        ("source", (*source).to_owned()),
+                    ])
+                    .inc_by(*n);
             }
             for line in lines {
                 if out.send(line).await.is_err() {
@@ -282,23 +278,6 @@ impl Backfill {
             }
         });
     }
-}
-
-/// The permissions a `backfill_done` record says are missing.
-fn missing_permissions(done: &[u8]) -> Vec<String> {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(done) else {
-        return Vec::new();
-    };
-    let reason = v["reason"].as_str().unwrap_or_default();
-    [
-        "analytics:conversationDetail:view",
-        "analytics:userDetail:view",
-        "conversation:communication:view",
-    ]
-    .into_iter()
-    .filter(|p| reason.contains(p))
-    .map(str::to_owned)
-    .collect()
 }
 
 /// The REST API as `config`'s OAuth client, through its proxy and trust settings, with a
