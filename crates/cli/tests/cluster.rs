@@ -18,7 +18,9 @@ const ORGS: usize = 20;
 const LEASE: &str = "5s";
 
 fn config(dir: &std::path::Path, url: &str, orgs: usize, redundancy: usize) -> std::path::PathBuf {
-    let mut text = format!("redundancy = {redundancy}\n");
+    // Holders list their OAuth client's channels every 3 s (another program's are left
+    // to it).
+    let mut text = format!("redundancy = {redundancy}\ncluster = {{ channel_audit = \"3s\" }}\n");
     for n in 1..=orgs {
         text.push_str(&format!(
             "[[org]]\nname = \"o{n}\"\napi_base = \"{url}\"\nclient_id = \"org-{n}\"\n\
@@ -540,6 +542,78 @@ fn the_holders_of_an_org_share_its_channels_and_never_evict_a_live_one() {
     wait_stream(addr, before + 100, Duration::from_secs(60));
     stop_all(nodes);
     assert_eq!(connected_evictions(&w), 0, "no live channel evicted");
+}
+
+#[test]
+fn another_program_on_the_same_oauth_client_keeps_its_live_channels() {
+    // Another program (a holdline outside the cluster) holds 8 live channels of org-1's
+    // OAuth client; the org's two holders, with redundancy 6, would want 14 of the 20.
+    let w = World::with(1, 6);
+    let addr = w.addr.as_str();
+    let connected = || sockets(&w)[0];
+    let _other = Running(
+        Command::new(BIN)
+            .args([
+                "listen",
+                "--api-base",
+                &w.url,
+                "--all-queues",
+                "--redundancy",
+                "8",
+            ])
+            .env("GENESYSCLOUD_OAUTHCLIENT_ID", "org-1")
+            .env("GENESYSCLOUD_OAUTHCLIENT_SECRET", "secret-1")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(node_log("other"))
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while connected() < 8 {
+        assert!(
+            Instant::now() < deadline,
+            "the other program connected {}",
+            connected()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let nodes: HashMap<&str, Running> = ["n1", "n2", "n3"]
+        .into_iter()
+        .map(|id| (id, w.node(id, LEASE)))
+        .collect();
+    // The holders keep to the 12 the other program leaves.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while connected() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the holders took {} in all",
+            connected()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = wait_stream(addr, 1, Duration::from_secs(60));
+    let mut most = 0;
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until {
+        most = most.max(connected());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(most <= 20, "{most} sockets connected at once");
+    wait_stream(addr, before + 100, Duration::from_secs(60));
+    stop_all(nodes);
+    // The holders never made a channel past what the other program left, through audits
+    // every 3 s: no live channel was evicted (one a holder no longer used may be).
+    assert_eq!(connected_evictions(&w), 0, "no live channel evicted");
+    let said = ["n1", "n2", "n3"].iter().any(|id| {
+        std::fs::read_to_string(node_log_path(id))
+            .unwrap_or_default()
+            .contains("no holder's")
+    });
+    assert!(
+        said,
+        "a holder says the OAuth client has channels that are no holder's"
+    );
 }
 
 /// A TCP forwarder to `to` that the test can cut (every connection closed, new ones

@@ -31,7 +31,7 @@ pub use error::ClientError;
 pub use stream::EventStream;
 pub use stream::coverage::ShardCover;
 pub use stream::event::{Event, Gap, Notification, Rejection, StateChange, StateKind};
-pub use supervisor::budget::{ChannelShare, SharedChannels};
+pub use supervisor::budget::{ChannelShare, DEFAULT_AUDIT, SharedChannels};
 pub use supervisor::client::{
     CHANNEL_BUDGET, Client, ClientHandle, ROLLOVER_SPARES, channels_needed, validate_topics,
 };

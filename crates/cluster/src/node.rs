@@ -30,6 +30,8 @@ pub struct Joined {
     pub coverage: crate::ledger::Coverage,
     /// Slots of the OAuth clients' channels, leased by the holders that use them.
     pub channels: Bucket,
+    /// The channels the holders made, that the service still counts.
+    pub made: crate::slots::Made,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -226,6 +228,7 @@ pub async fn join(url: &ClusterUrl, id: &str, lease: Duration) -> Result<Joined,
     let answers = |what| within(lease * 3, urls, what);
     let bucket = answers(Bucket::open(&js, NODES_BUCKET, lease, url.replicas)).await?;
     let channels = answers(Bucket::open(&js, CHANNELS_BUCKET, lease, url.replicas)).await?;
+    let made = within(lease * 3, urls, crate::slots::Made::open(&js, url.replicas)).await?;
     let coverage = within(
         lease * 3,
         urls,
@@ -244,6 +247,7 @@ pub async fn join(url: &ClusterUrl, id: &str, lease: Duration) -> Result<Joined,
         view,
         coverage,
         channels,
+        made,
         stop,
         task,
     })

@@ -30,6 +30,10 @@ pub(super) struct Reporting {
     pub coverage: Coverage,
     /// The slots of the OAuth clients' channels.
     pub channels: holdline_cluster::Bucket,
+    /// The channels the holders made.
+    pub made: holdline_cluster::slots::Made,
+    /// How often a holder lists its OAuth client's channels.
+    pub channel_audit: Duration,
 }
 
 /// A client run's share of its OAuth client's channels, as the cluster's slots grant it.
@@ -42,6 +46,18 @@ impl holdline_cluster::slots::Share for Granted {
 
     fn grant(&self, n: usize) {
         self.0.grant(n);
+    }
+
+    fn using(&self) -> usize {
+        self.0.using()
+    }
+
+    fn made(&self) -> Vec<u64> {
+        self.0.made()
+    }
+
+    fn listing(&self) -> Option<(u64, Vec<u64>)> {
+        self.0.listing()
     }
 }
 
@@ -80,6 +96,7 @@ impl Reporting {
     /// cluster for as long as the returned [`Slots`] live.
     pub fn share_channels(&self, org: &str, config: &mut holdline_client::ClientConfig) -> Slots {
         let share = holdline_client::ChannelShare::new();
+        share.audit_every(self.channel_audit);
         config.channel_share = Some(holdline_client::SharedChannels(share.clone()));
         let client = holdline_cluster::slots::client_key(
             &config.endpoints.login_base(),
@@ -87,11 +104,13 @@ impl Reporting {
         );
         let owner = format!("{org} {}", self.run_id());
         let bucket = self.channels.clone();
+        let made = self.made.clone();
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             let granted = Granted(share);
             holdline_cluster::slots::hold(
                 bucket,
+                made,
                 client,
                 owner,
                 holdline_client::CHANNEL_BUDGET,

@@ -100,12 +100,14 @@ pub fn read(path: &Path) -> Result<(ServiceArgs, ListenArgs), ConfigError> {
         None => Vec::new(),
     };
     super::orgs::check_names(orgs.iter().map(|o| o.name.as_str()), path)?;
-    // `cluster = { url, node, lease }` is the flags `--cluster`, `--node`, `--cluster-lease`.
+    // `cluster = { url, node, lease, channel_audit }` is the flags `--cluster`, `--node`,
+    // `--cluster-lease`, `--channel-audit`.
     if let Some(toml::Value::Table(mut cluster)) = table.remove("cluster") {
         for (key, flat) in [
             ("url", "cluster"),
             ("node", "node"),
             ("lease", "cluster_lease"),
+            ("channel_audit", "channel_audit"),
         ] {
             if let Some(value) = cluster.remove(key) {
                 table.insert(flat.to_owned(), value);
@@ -113,7 +115,7 @@ pub fn read(path: &Path) -> Result<(ServiceArgs, ListenArgs), ConfigError> {
         }
         if let Some(unknown) = cluster.keys().next() {
             return Err(invalid(format!(
-                "cluster: unknown key {unknown:?}; the keys are url, node and lease"
+                "cluster: unknown key {unknown:?}; the keys are url, node, lease and channel_audit"
             )));
         }
     }

@@ -173,6 +173,11 @@ pub struct ListenArgs {
     #[arg(long, value_parser = duration)]
     #[serde(default, deserialize_with = "de::duration")]
     pub cluster_lease: Option<Duration>,
+    /// In a cluster, how often each holder lists its OAuth client's channels: channels no
+    /// holder made (another program's) are left to it (default 60s).
+    #[arg(long, value_parser = duration)]
+    #[serde(default, deserialize_with = "de::duration")]
+    pub channel_audit: Option<Duration>,
     /// After each gap, ask the REST API for the state of what its topics carry and write
     /// it as backfill records: auto (what the client may read; a missing permission is
     /// reported once), off, conversations, users, all.
@@ -257,6 +262,7 @@ impl ListenArgs {
             cluster,
             node,
             cluster_lease,
+            channel_audit,
             backfill,
             backfill_settle,
             backfill_share,
@@ -308,6 +314,7 @@ impl ListenArgs {
             cluster: self.cluster.or(cluster),
             node: self.node.or(node),
             cluster_lease: self.cluster_lease.or(cluster_lease),
+            channel_audit: self.channel_audit.or(channel_audit),
             backfill: self.backfill.or(backfill),
             backfill_settle: self.backfill_settle.or(backfill_settle),
             backfill_share: self.backfill_share.or(backfill_share),
@@ -1233,13 +1240,14 @@ mod tests {
     #[test]
     fn the_cluster_table_is_the_cluster_flags() {
         let args = with_file(
-            "cluster = { url = \"nats://10.0.0.5:4222\", node = \"n1\", lease = \"5s\" }\n",
+            "cluster = { url = \"nats://10.0.0.5:4222\", node = \"n1\", lease = \"5s\", channel_audit = \"2m\" }\n",
             &[],
         )
         .unwrap();
         assert_eq!(args.cluster.as_deref(), Some("nats://10.0.0.5:4222"));
         assert_eq!(args.node.as_deref(), Some("n1"));
         assert_eq!(args.cluster_lease, Some(Duration::from_secs(5)));
+        assert_eq!(args.channel_audit, Some(Duration::from_secs(120)));
         let flags =
             with_file("cluster = { url = \"nats://a:4222\" }\n", &["--node", "n2"]).unwrap();
         assert_eq!(
@@ -1250,7 +1258,7 @@ mod tests {
         let err = with_file("cluster = { urls = \"x\" }\n", &[])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("url, node and lease"), "{err}");
+        assert!(err.contains("url, node, lease and channel_audit"), "{err}");
     }
 
     #[test]

@@ -1128,6 +1128,8 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
                     node: id.clone(),
                     coverage: joined.coverage.clone(),
                     channels: joined.channels.clone(),
+                    made: joined.made.clone(),
+                    channel_audit: args.channel_audit.unwrap_or(holdline_client::DEFAULT_AUDIT),
                 },
                 id,
                 view: joined.view.clone(),

@@ -29,7 +29,20 @@ pub struct ChannelShare {
     granted: AtomicUsize,
     wanted: AtomicUsize,
     changed: tokio::sync::Notify,
+    /// Channels in use or being created.
+    using: AtomicUsize,
+    /// The channels of this client the service still counts, each one's expiry (unix
+    /// seconds): in use, being created (counted for a channel's longest life) and retired.
+    made: Mutex<Vec<u64>>,
+    /// The last listing of every channel of the OAuth client (any token's): its number
+    /// and each channel's expiry (unix seconds).
+    listed: Mutex<Option<(u64, Vec<u64>)>>,
+    /// How often the client lists them, in milliseconds (0: [`DEFAULT_AUDIT`]).
+    audit_ms: std::sync::atomic::AtomicU64,
 }
+
+/// How often a client of a cluster lists its OAuth client's channels unless told.
+pub const DEFAULT_AUDIT: Duration = Duration::from_secs(60);
 
 impl ChannelShare {
     /// A share of none, until granted.
@@ -63,6 +76,65 @@ impl ChannelShare {
             self.changed.notify_one();
         }
     }
+
+    /// Lists the OAuth client's channels every `every` (at least a second).
+    pub fn audit_every(&self, every: Duration) {
+        let ms = u64::try_from(every.max(Duration::from_secs(1)).as_millis()).unwrap_or(u64::MAX);
+        self.audit_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How often the OAuth client's channels are listed.
+    pub fn audit(&self) -> Duration {
+        match self.audit_ms.load(Ordering::Relaxed) {
+            0 => DEFAULT_AUDIT,
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    /// Channels in use or being created now.
+    pub fn using(&self) -> usize {
+        self.using.load(Ordering::Relaxed)
+    }
+
+    /// This client's channels that the service still counts, each one's expiry (unix
+    /// seconds, in order).
+    pub fn made(&self) -> Vec<u64> {
+        self.made.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records a listing of every channel of the OAuth client: each one's expiry.
+    pub fn listed(&self, expires: Vec<u64>) {
+        let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+        let n = listed.as_ref().map_or(1, |(n, _)| n + 1);
+        *listed = Some((n, expires));
+        drop(listed);
+        self.changed.notify_one();
+    }
+
+    /// The last listing, numbered (a new listing has a higher number), if any.
+    pub fn listing(&self) -> Option<(u64, Vec<u64>)> {
+        self.listed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn note_made(&self, using: usize, made: Vec<u64>) {
+        self.using.store(using, Ordering::Relaxed);
+        let mut mine = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        let grew = mine.len() != made.len();
+        *mine = made;
+        drop(mine);
+        if grew {
+            self.changed.notify_one();
+        }
+    }
+}
+
+/// `t` as unix seconds, rounded up.
+pub fn unix_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
 }
 
 /// A [`ChannelShare`] in a [`ClientConfig`](crate::ClientConfig): equal only to itself.
@@ -152,14 +224,29 @@ impl Budget {
         }
     }
 
-    /// Whether the budget is a share of a cluster's.
-    pub fn is_shared(&self) -> bool {
-        self.share.is_some()
+    /// The cluster's share this budget uses, if any.
+    pub fn share(&self) -> Option<Arc<ChannelShare>> {
+        self.share.clone()
     }
 
-    /// Tells the share what this client would like now.
+    /// Tells the share what this client would like now, and what it has made.
     fn note(&self) {
         if let Some(share) = &self.share {
+            let now = Instant::now();
+            let wall = std::time::SystemTime::now();
+            let at = |until: Instant| unix_secs(wall + until.saturating_duration_since(now));
+            let mut made: Vec<u64> = self
+                .in_use
+                .values()
+                .map(|(_, until)| at(*until))
+                .chain(self.retired.iter().map(|(_, until)| at(*until)))
+                .chain(std::iter::repeat_n(
+                    at(now + crate::channel::rollover::MAX_LIFE),
+                    self.reserved,
+                ))
+                .collect();
+            made.sort_unstable();
+            share.note_made(self.reserved + self.in_use.len(), made);
             share.want(self.reserved + self.in_use.len() + self.waiting.len() + 1);
         }
     }
@@ -404,6 +491,33 @@ mod tests {
         let r = Budget::try_reserve(&b, (5, 5), now, now).expect("a place again");
         r.created("c2".into(), (5, 5), now + HOUR);
         assert_eq!(share.wanted(), 3, "two in use and a spare");
+        assert_eq!(share.using(), 2);
+        assert_eq!(
+            share.made().len(),
+            3,
+            "the retired one still counts as made"
+        );
+    }
+
+    #[test]
+    fn a_shared_budget_counts_a_channel_as_made_before_it_is_created() {
+        let now = Instant::now();
+        let share = ChannelShare::new();
+        let b = Arc::new(Mutex::new(Budget::shared(20, share.clone())));
+        share.grant(1);
+        let r = Budget::try_reserve(&b, (0, 0), now, now).expect("granted");
+        let wall = unix_secs(std::time::SystemTime::now());
+        assert_eq!(share.using(), 1);
+        let made = share.made();
+        assert_eq!(made.len(), 1, "the creation under way is counted");
+        assert!(made[0] >= wall + crate::channel::rollover::MAX_LIFE.as_secs());
+        r.created("c0".into(), (0, 0), now + HOUR);
+        let made = share.made();
+        assert_eq!(made.len(), 1);
+        assert!(made[0] >= wall + 3599 && made[0] <= wall + 3602, "{made:?}");
+        lock(&b).gone("c0");
+        assert!(share.made().is_empty());
+        assert_eq!(share.using(), 0);
     }
 
     #[test]

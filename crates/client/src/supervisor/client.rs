@@ -22,7 +22,7 @@ use crate::socket::session::SessionConfig;
 use crate::stream::dedupe::Dedupe;
 use crate::stream::event::{StateChange, StateKind};
 use crate::stream::{EventStream, Inbound};
-use crate::supervisor::budget::Budget;
+use crate::supervisor::budget::{Budget, ChannelShare};
 use crate::supervisor::plan::{Plan, single_topics};
 use crate::supervisor::slots::{SupCmd, Supervisor, Template};
 use crate::telemetry::stats::Stats;
@@ -210,6 +210,13 @@ impl Client {
                 stop,
             }),
         };
+        if let Some(share) = &config.channel_share {
+            tokio::spawn(audit(
+                handle.inner.api.clone(),
+                share.0.clone(),
+                stopped.clone(),
+            ));
+        }
         if config.all_queues || config.all_users {
             let tracker = crate::rest::resolve::track(handle.clone(), config, tracked, stopped);
             tokio::spawn(async move {
@@ -278,8 +285,11 @@ async fn budget_notice(
     budget: &Mutex<Budget>,
 ) {
     let needed = channels_needed(plan.live_shards(), redundancy);
-    if budget.lock().unwrap_or_else(|p| p.into_inner()).is_shared() {
-        // The other holders' channels are theirs; the cluster grants this one its share.
+    let share = budget.lock().unwrap_or_else(|p| p.into_inner()).share();
+    if let Some(share) = share {
+        // The other holders' channels are theirs; the cluster grants this one its share,
+        // from a cap less the channels that are no holder's.
+        list_into(api, &share).await;
         return;
     }
     let Ok(existing) = api.list_channels(true).await else {
@@ -315,6 +325,40 @@ async fn budget_notice(
             channel: None,
             detail,
         }));
+    }
+}
+
+/// Lists every channel of the OAuth client into `share`.
+async fn list_into(api: &Api, share: &ChannelShare) {
+    match api.list_channels(true).await {
+        Ok(existing) => {
+            let now = std::time::SystemTime::now();
+            share.listed(
+                existing
+                    .iter()
+                    .map(|c| {
+                        let left = crate::rest::api::left_until(&c.expires)
+                            .unwrap_or(crate::channel::rollover::MAX_LIFE);
+                        crate::supervisor::budget::unix_secs(now + left)
+                    })
+                    .collect(),
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the OAuth client's channels could not be listed: channels another program holds are not counted until they can")
+        }
+    }
+}
+
+/// Lists the OAuth client's channels every [`ChannelShare::audit`] until the client
+/// stops, so the cluster finds channels that another program holds.
+async fn audit(api: Arc<Api>, share: Arc<ChannelShare>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(share.audit()) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        list_into(&api, &share).await;
     }
 }
 
