@@ -516,27 +516,13 @@ fn the_holders_of_an_org_share_its_channels_and_never_evict_a_live_one() {
     // OAuth client may hold. The second holder gets what the first leaves.
     let w = World::with(1, 12);
     let addr = w.addr.as_str();
-    let connected = || sockets(&w)[0];
     let nodes: HashMap<&str, Running> = ["n1", "n2", "n3"]
         .into_iter()
         .map(|id| (id, w.node(id, LEASE)))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while connected() < 14 {
-        assert!(
-            Instant::now() < deadline,
-            "both holders never connected: {}",
-            connected()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_connected(&w, 14, Duration::from_secs(60), "both holders");
     let before = wait_stream(addr, 1, Duration::from_secs(60));
-    let mut most = 0;
-    let until = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < until {
-        most = most.max(connected());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let most = most_connected(&w, Duration::from_secs(10));
     assert!(most <= 20, "{most} sockets connected at once");
     assert_eq!(connected_evictions(&w), 0, "no live channel evicted");
     wait_stream(addr, before + 100, Duration::from_secs(60));
@@ -550,7 +536,6 @@ fn another_program_on_the_same_oauth_client_keeps_its_live_channels() {
     // OAuth client; the org's two holders, with redundancy 6, would want 14 of the 20.
     let w = World::with(1, 6);
     let addr = w.addr.as_str();
-    let connected = || sockets(&w)[0];
     let _other = Running(
         Command::new(BIN)
             .args([
@@ -569,36 +554,20 @@ fn another_program_on_the_same_oauth_client_keeps_its_live_channels() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while connected() < 8 {
-        assert!(
-            Instant::now() < deadline,
-            "the other program connected {}",
-            connected()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_connected(&w, 8, Duration::from_secs(30), "the other program");
     let nodes: HashMap<&str, Running> = ["n1", "n2", "n3"]
         .into_iter()
         .map(|id| (id, w.node(id, LEASE)))
         .collect();
     // The holders keep to the 12 the other program leaves.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while connected() < 20 {
-        assert!(
-            Instant::now() < deadline,
-            "the holders took {} in all",
-            connected()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_connected(
+        &w,
+        20,
+        Duration::from_secs(30),
+        "the holders beside the other program",
+    );
     let before = wait_stream(addr, 1, Duration::from_secs(60));
-    let mut most = 0;
-    let until = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < until {
-        most = most.max(connected());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let most = most_connected(&w, Duration::from_secs(15));
     assert!(most <= 20, "{most} sockets connected at once");
     wait_stream(addr, before + 100, Duration::from_secs(60));
     stop_all(nodes);
@@ -614,6 +583,33 @@ fn another_program_on_the_same_oauth_client_keeps_its_live_channels() {
         said,
         "a holder says the OAuth client has channels that are no holder's"
     );
+}
+
+/// Waits (up to `within`) for `n` sockets connected to the first org's channels.
+fn wait_connected(w: &World, n: usize, within: Duration, who: &str) {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = sockets(w)[0];
+        if now >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{who}: {now} sockets connected of {n}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The most sockets connected to the first org's channels at once over `span`.
+fn most_connected(w: &World, span: Duration) -> usize {
+    let mut most = 0;
+    let until = Instant::now() + span;
+    while Instant::now() < until {
+        most = most.max(sockets(w)[0]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    most
 }
 
 /// A TCP forwarder to `to` that the test can cut (every connection closed, new ones

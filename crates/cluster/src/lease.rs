@@ -39,6 +39,33 @@ fn nats(e: impl std::fmt::Display) -> LeaseError {
     LeaseError::Nats(e.to_string())
 }
 
+/// Opens the key-value bucket `name`, creating it when it does not exist: file storage,
+/// one entry per key, each removed `max_age` after its last write, `replicas` copies (an
+/// existing bucket keeps its own settings).
+pub(crate) async fn open_kv(
+    js: &jetstream::Context,
+    name: &str,
+    description: &str,
+    max_age: Duration,
+    replicas: usize,
+) -> Result<kv::Store, LeaseError> {
+    match js.get_key_value(name).await {
+        Ok(kv) => Ok(kv),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: name.to_owned(),
+                description: description.to_owned(),
+                history: 1,
+                max_age,
+                storage: jetstream::stream::StorageType::File,
+                num_replicas: replicas.max(1),
+                ..Default::default()
+            })
+            .await
+            .map_err(nats),
+    }
+}
+
 /// A bucket of leases that each last `ttl` unless renewed.
 #[derive(Clone)]
 pub struct Bucket {
@@ -61,21 +88,7 @@ impl Bucket {
         if !version.is_empty() && !at_least_2_10(&version) {
             return Err(LeaseError::OldServer(version));
         }
-        let kv = match js.get_key_value(name).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: name.to_owned(),
-                    description: "holdline leases".to_owned(),
-                    history: 1,
-                    max_age: ttl,
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: replicas.max(1),
-                    ..Default::default()
-                })
-                .await
-                .map_err(nats)?,
-        };
+        let kv = open_kv(js, name, "holdline leases", ttl, replicas).await?;
         let mut bucket = Bucket {
             kv,
             name: name.to_owned(),

@@ -62,21 +62,14 @@ pub struct Coverage {
 impl Coverage {
     /// Opens the bucket, creating it (file storage, `replicas` copies) if it is missing.
     pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<Coverage, LeaseError> {
-        let kv = match js.get_key_value(COVERAGE_BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: COVERAGE_BUCKET.to_owned(),
-                    description: "holdline: what each holder covered".to_owned(),
-                    history: 1,
-                    max_age: KEPT,
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: replicas.max(1),
-                    ..Default::default()
-                })
-                .await
-                .map_err(nats)?,
-        };
+        let kv = crate::lease::open_kv(
+            js,
+            COVERAGE_BUCKET,
+            "holdline: what each holder covered",
+            KEPT,
+            replicas,
+        )
+        .await?;
         Ok(Coverage { kv })
     }
 

@@ -54,21 +54,14 @@ pub struct Made {
 impl Made {
     /// Opens the bucket, creating it (file storage, `replicas` copies) if it is missing.
     pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<Made, LeaseError> {
-        let kv = match js.get_key_value(MADE_BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: MADE_BUCKET.to_owned(),
-                    description: "holdline: the channels each holder made".to_owned(),
-                    history: 1,
-                    max_age: MADE_KEPT,
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: replicas.max(1),
-                    ..Default::default()
-                })
-                .await
-                .map_err(nats)?,
-        };
+        let kv = crate::lease::open_kv(
+            js,
+            MADE_BUCKET,
+            "holdline: the channels each holder made",
+            MADE_KEPT,
+            replicas,
+        )
+        .await?;
         Ok(Made { kv })
     }
 
