@@ -139,6 +139,13 @@ pub struct Unknowns {
     pub analytics_delay: Duration,
     /// The largest `pageSize` the analytics queries take (larger is refused with 400).
     pub analytics_page_size: usize,
+    /// How long a details job runs before its results can be read.
+    #[serde(with = "human")]
+    pub analytics_job_time: Duration,
+    /// How far the data lake the details jobs read lags behind now (their
+    /// `dataAvailabilityDate`).
+    #[serde(with = "human")]
+    pub analytics_lake_delay: Duration,
 }
 
 impl Default for Unknowns {
@@ -154,6 +161,8 @@ impl Default for Unknowns {
             handover_loss: Duration::from_millis(500),
             analytics_delay: Duration::ZERO,
             analytics_page_size: 200,
+            analytics_job_time: Duration::ZERO,
+            analytics_lake_delay: Duration::ZERO,
         }
     }
 }
@@ -175,6 +184,8 @@ impl Unknowns {
             handover_loss: Duration::from_millis(500),
             analytics_delay: Duration::from_secs(60),
             analytics_page_size: 100,
+            analytics_job_time: Duration::from_secs(5),
+            analytics_lake_delay: Duration::from_secs(3600),
         }
     }
 }

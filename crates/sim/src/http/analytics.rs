@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -37,6 +37,22 @@ pub struct DetailsQuery {
     paging: Option<Paging>,
     #[serde(default)]
     order: Option<String>,
+}
+
+/// A conversation details job's request: the query's, less paging, with
+/// `startOfDayIntervalMatching`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRequest {
+    interval: String,
+    #[serde(default)]
+    segment_filters: Vec<Filter>,
+    #[serde(default)]
+    conversation_filters: Vec<Filter>,
+    #[serde(default)]
+    order: Option<String>,
+    #[serde(default)]
+    start_of_day_interval_matching: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,18 +170,16 @@ fn page(mut all: Vec<Value>, size: usize, number: usize, key: &str) -> Value {
     out
 }
 
-/// `POST /api/v2/analytics/conversations/details/query`.
-pub async fn conversation_details(
-    State(core): State<Arc<Core>>,
-    Auth(caller): Auth,
-    Json(q): Json<DetailsQuery>,
-) -> Result<Json<Value>, ApiError> {
-    need(&caller, "analytics:conversationDetail:view")?;
-    let (from, to) = interval(&q.interval)?;
+/// The conversation filter of a query's or job's segment and conversation filters, and
+/// whether it filters at all.
+fn conversation_filter(
+    segment: &[Filter],
+    conversation: &[Filter],
+) -> Result<(ConversationFilter, bool), ApiError> {
     let mut filter = ConversationFilter::default();
-    for (dimension, value) in predicates(&q.segment_filters)
+    for (dimension, value) in predicates(segment)
         .into_iter()
-        .chain(predicates(&q.conversation_filters))
+        .chain(predicates(conversation))
     {
         match dimension.as_str() {
             "queueId" => filter.queues.push(value),
@@ -180,6 +194,18 @@ pub async fn conversation_details(
     }
     let filtered =
         !(filter.queues.is_empty() && filter.users.is_empty() && filter.conversations.is_empty());
+    Ok((filter, filtered))
+}
+
+/// `POST /api/v2/analytics/conversations/details/query`.
+pub async fn conversation_details(
+    State(core): State<Arc<Core>>,
+    Auth(caller): Auth,
+    Json(q): Json<DetailsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    need(&caller, "analytics:conversationDetail:view")?;
+    let (from, to) = interval(&q.interval)?;
+    let (filter, filtered) = conversation_filter(&q.segment_filters, &q.conversation_filters)?;
     check_span(from, to, filtered)?;
     let (size, number) = paging(&core, &q.paging)?;
     let mut all = core
@@ -296,4 +322,163 @@ pub async fn routing_status(
         "status": status,
         "startTime": format_ms(since),
     })))
+}
+
+/// Jobs an org keeps at most (the oldest go first), and how long a job's results last.
+const JOBS_KEPT: usize = 100;
+const JOB_LIFE: time::Duration = time::Duration::days(1);
+
+/// Where the data lake the jobs read is now: `analytics_lake_delay` behind.
+fn lake(core: &Core) -> OffsetDateTime {
+    core.config.now() - core.config.unknowns.analytics_lake_delay
+}
+
+/// `POST /api/v2/analytics/conversations/details/jobs`: every conversation whose life
+/// overlaps the interval (from the start of its first day with
+/// `startOfDayIntervalMatching`), as the data lake holds it now; 202 with the job's id.
+pub async fn submit_job(
+    State(core): State<Arc<Core>>,
+    Auth(caller): Auth,
+    Json(q): Json<JobRequest>,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    need(&caller, "analytics:conversationDetail:view")?;
+    let (from, to) = interval(&q.interval)?;
+    let (filter, _) = conversation_filter(&q.segment_filters, &q.conversation_filters)?;
+    // The service's own span limit for jobs is not documented; the simulator keeps the
+    // queries' limit with a filter.
+    check_span(from, to, true)?;
+    let available = lake(&core);
+    let mut rows = core
+        .history
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .overlapping(
+            from,
+            to,
+            &filter,
+            available,
+            q.start_of_day_interval_matching,
+        );
+    if q.order.as_deref() == Some("desc") {
+        rows.reverse();
+    }
+    let now = core.config.now();
+    let id = crate::rng::Rng::from_entropy().uuid();
+    let mut jobs = core.jobs.lock().unwrap_or_else(|p| p.into_inner());
+    jobs.retain(|_, j| j.expires > now);
+    while jobs.len() >= JOBS_KEPT {
+        let Some(oldest) = jobs
+            .iter()
+            .min_by_key(|(_, j)| j.submitted)
+            .map(|(id, _)| id.clone())
+        else {
+            break;
+        };
+        jobs.remove(&oldest);
+    }
+    jobs.insert(
+        id.clone(),
+        crate::state::Job {
+            client: caller.client.id.clone(),
+            submitted: now,
+            ready: now + core.config.unknowns.analytics_job_time,
+            expires: now + JOB_LIFE,
+            available,
+            rows,
+        },
+    );
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(json!({ "jobId": id })),
+    ))
+}
+
+/// A job of the caller's client, or 404.
+fn job_of<'a>(
+    jobs: &'a std::collections::HashMap<String, crate::state::Job>,
+    caller: &Caller,
+    id: &str,
+) -> Result<&'a crate::state::Job, ApiError> {
+    jobs.get(id)
+        .filter(|j| j.client == caller.client.id)
+        .ok_or_else(|| ApiError::not_found(format!("no details job {id}")))
+}
+
+/// `GET /api/v2/analytics/conversations/details/jobs/{id}`: its state.
+pub async fn job_status(
+    State(core): State<Arc<Core>>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    need(&caller, "analytics:conversationDetail:view")?;
+    let jobs = core.jobs.lock().unwrap_or_else(|p| p.into_inner());
+    let job = job_of(&jobs, &caller, &id)?;
+    let now = core.config.now();
+    let mut out = json!({
+        "id": id,
+        "state": if now >= job.ready { "FULFILLED" } else { "PENDING" },
+        "submissionDate": format_ms(job.submitted),
+        "expirationDate": format_ms(job.expires),
+    });
+    if now >= job.ready {
+        out["completionDate"] = json!(format_ms(job.ready));
+    }
+    Ok(Json(out))
+}
+
+/// `GET /api/v2/analytics/conversations/details/jobs/{id}/results?cursor=&pageSize=`: a
+/// page of its conversations and, while more follow, the cursor of the next.
+pub async fn job_results(
+    State(core): State<Arc<Core>>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    need(&caller, "analytics:conversationDetail:view")?;
+    let most = core.config.unknowns.analytics_page_size.max(1);
+    let cursor: usize = match q.get("cursor") {
+        None => 0,
+        Some(v) => v
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("cursor {v:?} is not one this job gave")))?,
+    };
+    let size = match q.get("pageSize") {
+        None => most,
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|n| (1..=most).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("pageSize must be 1 to {most}, not {v:?}"))
+            })?,
+    };
+    let jobs = core.jobs.lock().unwrap_or_else(|p| p.into_inner());
+    let job = job_of(&jobs, &caller, &id)?;
+    if core.config.now() < job.ready {
+        return Err(ApiError::bad_request(format!(
+            "details job {id} is still PENDING: its results can be read once GET …/jobs/{id} says FULFILLED"
+        )));
+    }
+    let start = cursor.min(job.rows.len());
+    let end = (start + size).min(job.rows.len());
+    let mut out = json!({
+        "conversations": job.rows[start..end].to_vec(),
+        "dataAvailabilityDate": format_ms(job.available),
+    });
+    if end < job.rows.len() {
+        out["cursor"] = json!(end.to_string());
+    }
+    Ok(Json(out))
+}
+
+/// `GET /api/v2/analytics/conversations/details/jobs/availability`: how far the data
+/// lake the jobs read has caught up.
+pub async fn job_availability(
+    State(core): State<Arc<Core>>,
+    Auth(caller): Auth,
+) -> Result<Json<Value>, ApiError> {
+    need(&caller, "analytics:conversationDetail:view")?;
+    Ok(Json(
+        json!({ "dataAvailabilityDate": format_ms(lake(&core)) }),
+    ))
 }

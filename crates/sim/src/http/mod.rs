@@ -54,6 +54,22 @@ pub fn router(core: Arc<Core>) -> Router {
             post(analytics::conversation_details),
         )
         .route(
+            "/api/v2/analytics/conversations/details/jobs",
+            post(analytics::submit_job),
+        )
+        .route(
+            "/api/v2/analytics/conversations/details/jobs/availability",
+            get(analytics::job_availability),
+        )
+        .route(
+            "/api/v2/analytics/conversations/details/jobs/{id}",
+            get(analytics::job_status),
+        )
+        .route(
+            "/api/v2/analytics/conversations/details/jobs/{id}/results",
+            get(analytics::job_results),
+        )
+        .route(
             "/api/v2/analytics/users/details/query",
             post(analytics::user_details),
         )

@@ -245,12 +245,38 @@ impl History {
         filter: &ConversationFilter,
         as_of: OffsetDateTime,
     ) -> Vec<Value> {
-        let (first_day, last_day) = days(from, to);
+        let (first_day, _) = days(from, to);
+        self.select(from, to, filter, as_of, Some(first_day))
+    }
+
+    /// The conversations of `filter` whose life overlaps `[from, to)`, whenever they
+    /// started (from the start of `from`'s day, with `start_of_day`), as the details jobs
+    /// return them, oldest start first, as of `as_of`.
+    pub fn overlapping(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        filter: &ConversationFilter,
+        as_of: OffsetDateTime,
+        start_of_day: bool,
+    ) -> Vec<Value> {
+        let since = start_of_day.then(|| days(from, to).0);
+        self.select(from, to, filter, as_of, since)
+    }
+
+    fn select(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        filter: &ConversationFilter,
+        as_of: OffsetDateTime,
+        since: Option<Date>,
+    ) -> Vec<Value> {
         let mut found: Vec<&Conversation> = self
             .conversations
             .iter()
             .filter(|c| c.start <= as_of && c.start < to)
-            .filter(|c| (first_day..=last_day).contains(&c.start.date()))
+            .filter(|c| since.is_none_or(|day| c.start.date() >= day))
             .filter(|c| seen_end(c.end, as_of).is_none_or(|e| e > from))
             .filter(|c| matches(c, filter, as_of))
             .collect();

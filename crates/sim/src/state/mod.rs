@@ -113,6 +113,21 @@ pub struct Core {
     org_changes: Mutex<OrgChanges>,
     /// What the generator did, for the analytics and conversation endpoints.
     pub history: Arc<Mutex<history::History>>,
+    /// The analytics details jobs submitted, by id.
+    pub jobs: Mutex<std::collections::HashMap<String, Job>>,
+}
+
+/// A conversation details job: whose it is, when its results can be read, and what they
+/// are (the conversations the data lake held when it was submitted).
+#[derive(Debug)]
+pub struct Job {
+    /// The OAuth client that submitted it (no other may read it).
+    pub client: String,
+    pub submitted: OffsetDateTime,
+    pub ready: OffsetDateTime,
+    pub expires: OffsetDateTime,
+    pub available: OffsetDateTime,
+    pub rows: Vec<serde_json::Value>,
 }
 
 /// Queues and users added or deleted through `/sim/org` after start. They change what the
@@ -178,6 +193,7 @@ impl Core {
             rest_calls: Default::default(),
             org_changes: Mutex::default(),
             history,
+            jobs: Mutex::default(),
         })
     }
 

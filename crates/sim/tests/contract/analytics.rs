@@ -314,3 +314,175 @@ async fn recent_changes_are_not_in_the_analytics_yet() {
     );
     assert!(body.get("conversations").is_none());
 }
+
+const JOBS: &str = "/api/v2/analytics/conversations/details/jobs";
+
+/// A job's results, every page (`size` a page) through the cursors.
+async fn job_rows(api: &Api, id: &str, size: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("{JOBS}/{id}/results?pageSize={size}&cursor={c}"),
+            None => format!("{JOBS}/{id}/results?pageSize={size}"),
+        };
+        let page = get(api, &path).await;
+        let rows = page["conversations"].as_array().expect("conversations");
+        assert!(rows.len() <= size, "{page}");
+        out.extend(rows.iter().cloned());
+        match page["cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return out,
+        }
+    }
+}
+
+fn ids(rows: &[Value]) -> Vec<String> {
+    rows.iter()
+        .map(|c| c["conversationId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_details_job_finds_every_conversation_whose_life_overlaps_its_interval() {
+    // The contact centre's clock two seconds before midnight (UTC); jobs take a second.
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let to_midnight = 86_400 - now.rem_euclid(86_400);
+    let mut config = SimConfig {
+        rate: 300.0,
+        queues: 2,
+        agents: 6,
+        clock_offset_secs: to_midnight - 2,
+        ..SimConfig::default()
+    };
+    config.unknowns.analytics_job_time = std::time::Duration::from_secs(1);
+    config.clients.push(ClientSpec {
+        id: "other".into(),
+        secret: "s".into(),
+        permissions: vec!["*".into()],
+    });
+    let sim = start(config).await;
+    let api = Api::login(&sim).await;
+    let midnight = OffsetDateTime::from_unix_timestamp(now + to_midnight).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while sim.core().config.now() < midnight + time::Duration::milliseconds(1500) {
+        assert!(Instant::now() < deadline, "the clock never passed midnight");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (from, to) = (
+        midnight + time::Duration::milliseconds(500),
+        sim.core().config.now(),
+    );
+    let interval = format!("{}/{}", iso(from), iso(to));
+    let (status, body) = post(&api, JOBS, json!({ "interval": interval })).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["jobId"].as_str().unwrap().to_owned();
+    let status = get(&api, &format!("{JOBS}/{id}")).await;
+    assert_eq!(status["state"], "PENDING", "{status}");
+    let early = api
+        .req(Method::GET, &format!("{JOBS}/{id}/results"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        early.status().as_u16(),
+        400,
+        "no results before it is fulfilled"
+    );
+    let deadline = Instant::now() + WAIT;
+    while get(&api, &format!("{JOBS}/{id}")).await["state"] != "FULFILLED" {
+        assert!(Instant::now() < deadline, "the job was never fulfilled");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let job = job_rows(&api, &id, 3).await;
+    // What overlaps the interval, whatever day it started: a query from an hour before
+    // (touching the day before) cut to the interval.
+    let before = format!("{}/{}", iso(from - time::Duration::hours(1)), iso(to));
+    let wider = every_page(&api, json!({ "interval": before }), 100).await;
+    let overlapping: Vec<Value> = wider
+        .into_iter()
+        .filter(|c| {
+            let end = c["conversationEnd"]
+                .as_str()
+                .map(|e| OffsetDateTime::parse(e, &Rfc3339).unwrap());
+            end.is_none_or(|e| e > from)
+        })
+        .collect();
+    assert_eq!(
+        ids(&job),
+        ids(&overlapping),
+        "oldest start first, every one"
+    );
+    // The query keeps to conversations that started on the interval's day.
+    let query: HashSet<String> = ids(&every_page(&api, json!({ "interval": interval }), 100).await)
+        .into_iter()
+        .collect();
+    let job_ids: HashSet<String> = ids(&job).into_iter().collect();
+    assert!(query.is_subset(&job_ids));
+    assert!(
+        job_ids.len() > query.len(),
+        "the job finds conversations that began before midnight: {} against {}",
+        job_ids.len(),
+        query.len()
+    );
+    // With startOfDayIntervalMatching, only those that began on the interval's day.
+    let (_, body) = post(
+        &api,
+        JOBS,
+        json!({ "interval": interval, "startOfDayIntervalMatching": true }),
+    )
+    .await;
+    let day = body["jobId"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + WAIT;
+    while get(&api, &format!("{JOBS}/{day}")).await["state"] != "FULFILLED" {
+        assert!(Instant::now() < deadline, "the job was never fulfilled");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let same_day: HashSet<String> = ids(&job_rows(&api, &day, 100).await).into_iter().collect();
+    assert_eq!(same_day, query);
+    // A job is its OAuth client's.
+    let other = Api::login_as(&sim, "other", "s").await;
+    let theirs = other
+        .req(Method::GET, &format!("{JOBS}/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn a_details_job_reads_the_data_lake_as_far_as_it_has_caught_up() {
+    let mut config = SimConfig {
+        rate: 300.0,
+        ..fast()
+    };
+    config.unknowns.analytics_lake_delay = std::time::Duration::from_secs(3600);
+    let sim = start(config).await;
+    let api = Api::login(&sim).await;
+    let deadline = Instant::now() + WAIT;
+    while ledger(&sim).await.len() < 100 {
+        assert!(Instant::now() < deadline, "no traffic");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let available = get(&api, &format!("{JOBS}/availability")).await;
+    let at = OffsetDateTime::parse(
+        available["dataAvailabilityDate"].as_str().unwrap(),
+        &Rfc3339,
+    )
+    .unwrap();
+    let lag = OffsetDateTime::now_utc() - at;
+    assert!(
+        lag >= time::Duration::minutes(59) && lag <= time::Duration::minutes(61),
+        "{available}"
+    );
+    let (status, body) = post(&api, JOBS, json!({ "interval": last_hour() })).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["jobId"].as_str().unwrap();
+    let page = get(&api, &format!("{JOBS}/{id}/results")).await;
+    assert_eq!(
+        page["conversations"].as_array().map(Vec::len),
+        Some(0),
+        "the lake has not caught up with the last hour: {page}"
+    );
+    assert!(page["dataAvailabilityDate"].is_string());
+}
