@@ -196,3 +196,71 @@ fn a_gap_is_back_filled_with_the_state_of_everything_it_missed() {
         done["counts"]["requests"]
     );
 }
+
+#[test]
+fn a_gap_still_waiting_for_its_back_fill_at_a_stop_is_closed_as_failed() {
+    let (_sim, url) = sim(&["--queues", "2", "--agents", "6"]);
+    let http = reqwest::blocking::Client::new();
+    let (mut listener, lines) = streaming_listener(
+        &url,
+        &[
+            "--ping-interval",
+            "500ms",
+            "--pong-timeout",
+            "1500ms",
+            "--watchdog",
+            "2500ms",
+            "--redundancy",
+            "1",
+            "--backfill",
+            "all",
+            "--backfill-settle",
+            "1h",
+        ],
+    );
+    let channel = wait_connected(&http, &url, 1)[0].clone();
+    let resp = http
+        .post(format!("{url}/sim/faults"))
+        .json(&serde_json::json!({"kind": "stall", "channel": channel, "ms": 4000}))
+        .send()
+        .unwrap();
+    assert!(resp.status().is_success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let gap = loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("no gap");
+        let r: Value = serde_json::from_str(&line).unwrap();
+        if r["kind"] == "gap" {
+            break r;
+        }
+    };
+    // Its back-fill waits an hour; the listener is stopped before.
+    signal(listener.0.id(), "TERM");
+    let mut done = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                let r: Value = serde_json::from_str(&line).unwrap();
+                if r["kind"] == "backfill_done" {
+                    done = Some(r);
+                }
+            }
+            // Its stdout closed: it has exited.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("the listener did not stop within 30 s of SIGTERM")
+            }
+        }
+    }
+    let status = listener.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let done = done.expect("the gap's back-fill is closed before the listener exits");
+    assert_eq!(done["gap"], gap["id"]);
+    assert_eq!(done["status"], "failed");
+    assert!(
+        done["reason"].as_str().unwrap().contains("stopped"),
+        "{done}"
+    );
+}

@@ -89,6 +89,9 @@ pub struct Backfill {
     metrics: Metrics,
     orgs: Mutex<HashMap<String, Arc<OrgFill>>>,
     out: mpsc::Sender<Vec<u8>>,
+    /// The gaps waiting for their back-fill or under way: id → org. Whoever takes a gap
+    /// out (its task when done, or the process stopping) writes its `backfill_done`.
+    pending: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Backfill {
@@ -103,11 +106,47 @@ impl Backfill {
             metrics: Metrics::default(),
             orgs: Mutex::default(),
             out,
+            pending: Arc::default(),
         };
         Some((Arc::new(b), records))
     }
 
     /// Adds the back-fill counters to `/metrics`.
+    /// The process is stopping: a `backfill_done` (failed) for every gap whose back-fill
+    /// has not ended, so that no gap is left without one. A later run does not repeat them.
+    pub fn abandon(&self) -> Vec<Vec<u8>> {
+        let pending: Vec<(String, String)> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        pending
+            .into_iter()
+            .map(|(gap, org)| {
+                tracing::warn!(org = %org, gap = %gap, "back-fill: stopping before this gap was back-filled");
+                self.metrics
+                    .gaps
+                    .get_or_create(&vec![("org", org.clone()), ("status", "failed".to_owned())])
+                    .inc();
+                let mut line = Vec::new();
+                holdline_proto::record::write_backfill_done(
+                    &mut line,
+                    &holdline_proto::record::BackfillDoneFields {
+                        gap: &gap,
+                        org: &org,
+                        status: "failed",
+                        counts: &[("requests", 0)],
+                        reason: Some(
+                            "holdline stopped before this gap was back-filled (it was settling or under way); a later run does not repeat it",
+                        ),
+                    },
+                );
+                line
+            })
+            .collect()
+    }
+
     pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
         registry.register(
             "holdline_backfill_gaps",
@@ -213,6 +252,11 @@ impl Backfill {
             tokio::spawn(async move { out.send(line).await });
             return;
         }
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), org.to_owned());
+        let pending = self.pending.clone();
         let settle = self.settings.settle;
         let auto = self.settings.mode == Mode::Auto;
         let out = self.out.clone();
@@ -270,6 +314,15 @@ impl Backfill {
                         ("source", (*source).to_owned()),
                     ])
                     .inc_by(*n);
+            }
+            // Stopping, the process has written this gap's end already.
+            let mine = pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&job.id)
+                .is_some();
+            if !mine {
+                return;
             }
             for line in lines {
                 if out.send(line).await.is_err() {

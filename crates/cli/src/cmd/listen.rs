@@ -586,6 +586,7 @@ pub async fn run(flags: ListenArgs) -> anyhow::Result<()> {
     }
     watcher.abort();
     summary(handle.stats());
+    close_backfill(&mut out, &mut backfilled, filter.as_ref(), &filtered);
     out.finish(result).await
 }
 
@@ -715,6 +716,26 @@ const LISTEN_EXAMPLES: &str = "Examples:
   # Durable, with metrics, into a file that rotates hourly:
   holdline listen --config listen.toml --spool /var/lib/holdline \\
     --sink 'file:///var/log/holdline/events.jsonl?rotate=1h' --metrics-addr";
+
+/// Stopping: what the back-fills sent and the writer has not taken yet, then a failed
+/// `backfill_done` for every gap whose back-fill has not ended.
+pub(super) fn close_backfill(
+    out: &mut Output,
+    records: &mut Option<tokio::sync::mpsc::Receiver<Vec<u8>>>,
+    filter: Option<&Filter>,
+    filtered: &Filtered,
+) {
+    if let Some(rx) = records.as_mut() {
+        while let Ok(line) = rx.try_recv() {
+            out.backfilled(&line, filter, filtered);
+        }
+    }
+    if let Some(backfill) = out.backfill.clone() {
+        for line in backfill.abandon() {
+            out.backfilled(&line, filter, filtered);
+        }
+    }
+}
 
 /// The next record of a back-fill, if back-fill is on (never, if not).
 pub(super) async fn next_backfilled(

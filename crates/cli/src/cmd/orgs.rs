@@ -1279,6 +1279,7 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
     if let Some(leaving) = leaving {
         let _ = leaving.await;
     }
+    super::listen::close_backfill(&mut out, &mut backfilled, filter.as_ref(), &filtered);
     out.finish(result).await
 }
 
