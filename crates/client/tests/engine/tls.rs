@@ -67,3 +67,36 @@ async fn an_untrusted_certificate_is_a_clear_fatal_error() {
     );
     assert!(err.to_string().contains("--ca-file"), "{err}");
 }
+
+#[tokio::test]
+async fn clients_with_the_same_roots_share_one_tls_configuration() {
+    use holdline_client::tls::client_config;
+    use std::sync::Arc;
+    let a = client_config(None).unwrap();
+    assert!(
+        Arc::ptr_eq(&a, &client_config(None).unwrap()),
+        "one root store for every client of the process"
+    );
+    let one = sim(SimConfig {
+        tls: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let two = sim(SimConfig {
+        tls: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca.pem");
+    std::fs::write(&path, one.cert_pem().unwrap()).unwrap();
+    let with_ca = client_config(Some(&path)).unwrap();
+    assert!(!Arc::ptr_eq(&a, &with_ca), "a CA file gives its own");
+    assert!(Arc::ptr_eq(&with_ca, &client_config(Some(&path)).unwrap()));
+    // The file changed: built again.
+    std::fs::write(&path, two.cert_pem().unwrap()).unwrap();
+    let changed = client_config(Some(&path)).unwrap();
+    assert!(!Arc::ptr_eq(&with_ca, &changed));
+    std::fs::write(&path, "not a certificate").unwrap();
+    assert!(client_config(Some(&path)).is_err());
+}
