@@ -51,6 +51,16 @@ fn wait_connected(http: &reqwest::blocking::Client, url: &str, n: usize) -> Vec<
     }
 }
 
+/// Silences `channel`'s socket for four seconds (it stays open): a gap.
+fn stall(http: &reqwest::blocking::Client, url: &str, channel: &str) {
+    let resp = http
+        .post(format!("{url}/sim/faults"))
+        .json(&serde_json::json!({"kind": "stall", "channel": channel, "ms": 4000}))
+        .send()
+        .unwrap();
+    assert!(resp.status().is_success());
+}
+
 fn time(v: &Value) -> SystemTime {
     humantime::parse_rfc3339(v.as_str().unwrap()).unwrap()
 }
@@ -92,12 +102,7 @@ fn a_gap_is_back_filled_with_the_state_of_everything_it_missed() {
             .expect("the tested listener is quiet");
         a.push(serde_json::from_str(&line).unwrap());
     }
-    let resp = http
-        .post(format!("{url}/sim/faults"))
-        .json(&serde_json::json!({"kind": "stall", "channel": a_channel, "ms": 4000}))
-        .send()
-        .unwrap();
-    assert!(resp.status().is_success());
+    stall(&http, &url, &a_channel);
     // The gap, then its back-fill.
     let deadline = Instant::now() + Duration::from_secs(60);
     let (gap, done) = loop {
@@ -219,12 +224,7 @@ fn a_gap_still_waiting_for_its_back_fill_at_a_stop_is_closed_as_failed() {
         ],
     );
     let channel = wait_connected(&http, &url, 1)[0].clone();
-    let resp = http
-        .post(format!("{url}/sim/faults"))
-        .json(&serde_json::json!({"kind": "stall", "channel": channel, "ms": 4000}))
-        .send()
-        .unwrap();
-    assert!(resp.status().is_success());
+    stall(&http, &url, &channel);
     let deadline = Instant::now() + Duration::from_secs(30);
     let gap = loop {
         let line = lines

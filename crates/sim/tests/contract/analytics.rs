@@ -294,18 +294,7 @@ async fn intervals_paging_and_permissions_follow_the_service_rules() {
 
 #[tokio::test]
 async fn recent_changes_are_not_in_the_analytics_yet() {
-    let mut config = SimConfig {
-        rate: 300.0,
-        ..fast()
-    };
-    config.unknowns.analytics_delay = std::time::Duration::from_secs(3600);
-    let sim = start(config).await;
-    let api = Api::login(&sim).await;
-    let deadline = Instant::now() + WAIT;
-    while ledger(&sim).await.len() < 100 {
-        assert!(Instant::now() < deadline, "no traffic");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let (_sim, api) = busy(|u| u.analytics_delay = std::time::Duration::from_secs(3600)).await;
     let (status, body) = post(&api, CONVERSATIONS, json!({ "interval": last_hour() })).await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -335,6 +324,33 @@ async fn job_rows(api: &Api, id: &str, size: usize) -> Vec<Value> {
             None => return out,
         }
     }
+}
+
+/// Waits (up to `WAIT`) until job `id` says it is fulfilled.
+async fn fulfilled(api: &Api, id: &str) {
+    let deadline = Instant::now() + WAIT;
+    while get(api, &format!("{JOBS}/{id}")).await["state"] != "FULFILLED" {
+        assert!(Instant::now() < deadline, "job {id} was never fulfilled");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A simulator publishing 300 events/s with `unknowns` changed as `tweak` says, once it
+/// has published 100, and a client of it.
+async fn busy(tweak: impl FnOnce(&mut holdline_sim::Unknowns)) -> (holdline_sim::Simulator, Api) {
+    let mut config = SimConfig {
+        rate: 300.0,
+        ..fast()
+    };
+    tweak(&mut config.unknowns);
+    let sim = start(config).await;
+    let api = Api::login(&sim).await;
+    let deadline = Instant::now() + WAIT;
+    while ledger(&sim).await.len() < 100 {
+        assert!(Instant::now() < deadline, "no traffic");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    (sim, api)
 }
 
 fn ids(rows: &[Value]) -> Vec<String> {
@@ -389,11 +405,7 @@ async fn a_details_job_finds_every_conversation_whose_life_overlaps_its_interval
         400,
         "no results before it is fulfilled"
     );
-    let deadline = Instant::now() + WAIT;
-    while get(&api, &format!("{JOBS}/{id}")).await["state"] != "FULFILLED" {
-        assert!(Instant::now() < deadline, "the job was never fulfilled");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    fulfilled(&api, &id).await;
     let job = job_rows(&api, &id, 3).await;
     // What overlaps the interval, whatever day it started: a query from an hour before
     // (touching the day before) cut to the interval.
@@ -433,11 +445,7 @@ async fn a_details_job_finds_every_conversation_whose_life_overlaps_its_interval
     )
     .await;
     let day = body["jobId"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + WAIT;
-    while get(&api, &format!("{JOBS}/{day}")).await["state"] != "FULFILLED" {
-        assert!(Instant::now() < deadline, "the job was never fulfilled");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    fulfilled(&api, &day).await;
     let same_day: HashSet<String> = ids(&job_rows(&api, &day, 100).await).into_iter().collect();
     assert_eq!(same_day, query);
     // A job is its OAuth client's.
@@ -452,18 +460,7 @@ async fn a_details_job_finds_every_conversation_whose_life_overlaps_its_interval
 
 #[tokio::test]
 async fn a_details_job_reads_the_data_lake_as_far_as_it_has_caught_up() {
-    let mut config = SimConfig {
-        rate: 300.0,
-        ..fast()
-    };
-    config.unknowns.analytics_lake_delay = std::time::Duration::from_secs(3600);
-    let sim = start(config).await;
-    let api = Api::login(&sim).await;
-    let deadline = Instant::now() + WAIT;
-    while ledger(&sim).await.len() < 100 {
-        assert!(Instant::now() < deadline, "no traffic");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let (_sim, api) = busy(|u| u.analytics_lake_delay = std::time::Duration::from_secs(3600)).await;
     let available = get(&api, &format!("{JOBS}/availability")).await;
     let at = OffsetDateTime::parse(
         available["dataAvailabilityDate"].as_str().unwrap(),
