@@ -224,6 +224,13 @@ fn a_gap_still_waiting_for_its_back_fill_at_a_stop_is_closed_as_failed() {
         ],
     );
     let channel = wait_connected(&http, &url, 1)[0].clone();
+    // Receiving first (a socket stalled before it is live loses nothing).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for _ in 0..20 {
+        lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the listener is quiet");
+    }
     stall(&http, &url, &channel);
     let deadline = Instant::now() + Duration::from_secs(30);
     let gap = loop {
