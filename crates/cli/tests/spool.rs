@@ -75,6 +75,8 @@ impl Seen {
                 self.gaps
                     .push((t("from"), t("to"), r["reason"].as_str().unwrap().to_owned()));
             }
+            // A gap's back-fill still settling at a stop ends as failed.
+            Some("backfill" | "backfill_done") => {}
             other => panic!("unexpected record {other:?}: {line}"),
         }
     }
