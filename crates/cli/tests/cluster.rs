@@ -873,3 +873,127 @@ fn a_node_stopped_past_its_lease_gives_way_without_an_eviction_war() {
     check_stream(&w, Gaps::None);
     assert_eq!(connected_evictions(&w), 0, "no live channel evicted");
 }
+
+/// The base URL of node `id`'s `/metrics` and `/readyz`, from its log.
+fn metrics_of(id: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(node_log_path(id)).unwrap_or_default();
+        if let Some(at) = log.find("metrics on http://") {
+            let rest = &log[at + "metrics on ".len()..];
+            return rest[..rest.find("/metrics").unwrap()].to_owned();
+        }
+        assert!(Instant::now() < deadline, "{id} logged no metrics address");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Node `id`'s `/readyz`: its status and body.
+fn readyz(w: &World, base: &str) -> (u16, String) {
+    let resp = w.http.get(format!("{base}/readyz")).send().unwrap();
+    (resp.status().as_u16(), resp.text().unwrap())
+}
+
+#[test]
+fn nats_down_past_the_lease_steps_every_node_down_and_reports_the_outage_as_gaps() {
+    let mut w = World::new();
+    let ids = ["n1", "n2", "n3"];
+    let nodes: HashMap<&str, Running> = ids
+        .into_iter()
+        .map(|id| {
+            let mut cmd = w.node_command(id, LEASE);
+            cmd.args(["--metrics-addr", "127.0.0.1:0"]);
+            (id, Running(cmd.spawn().unwrap()))
+        })
+        .collect();
+    let bases: Vec<String> = ids.iter().map(|id| metrics_of(id)).collect();
+    wait_two_holders(&w, Duration::from_secs(60), "two holders per org");
+    let before = wait_stream(&w.addr, 300, Duration::from_secs(60));
+    wait_steady(&w, Duration::from_secs(60));
+    // NATS goes away for longer than the lease: no node can renew, so within the lease
+    // time every node holds nothing, says so, and closes its sockets (another node might
+    // hold its orgs by now, and its channels with them).
+    w.nats.kill();
+    let down = std::time::SystemTime::now();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let states: Vec<(u16, String)> = bases.iter().map(|b| readyz(&w, b)).collect();
+        let stepped = states
+            .iter()
+            .all(|(status, body)| *status == 503 && body.contains("cannot renew"));
+        if stepped && sockets(&w).iter().all(|&n| n == 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "every node stepping down: /readyz {states:?}, sockets per org {:?}",
+            sockets(&w)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let all_down = std::time::SystemTime::now();
+    for id in ids {
+        let log = std::fs::read_to_string(node_log_path(id)).unwrap();
+        assert!(
+            log.lines().any(|l| l.contains("\"level\":\"ERROR\"")
+                && l.contains("holds no org")
+                && l.contains("cannot renew")),
+            "{id} says at ERROR why it holds nothing"
+        );
+    }
+    // The outage lasts a while with nobody holding; then NATS comes back with its store.
+    while all_down.elapsed().unwrap() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let store = w.store.path().to_owned();
+    w.nats.restart_nats(&store);
+    let back = std::time::SystemTime::now();
+    wait_two_holders(&w, Duration::from_secs(60), "two holders once NATS is back");
+    for base in &bases {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while readyz(&w, base).0 != 200 {
+            assert!(Instant::now() < deadline, "{base}: ready again");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // The time nobody held an org is reported once per shard, covering the outage.
+    let orgs: Vec<String> = (1..=w.orgs).map(|n| format!("o{n}")).collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let gaps = loop {
+        let gaps: Vec<serde_json::Value> = stream(&w.addr)
+            .into_iter()
+            .filter(|r| r["kind"] == "gap")
+            .collect();
+        if orgs
+            .iter()
+            .all(|o| gaps.iter().any(|g| g["org"] == o.as_str()))
+        {
+            break gaps;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a gap for every org: {gaps:?}\ncoverage bucket:\n{}",
+            coverage_bucket(&w.addr)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    for o in &orgs {
+        let mine: Vec<&serde_json::Value> =
+            gaps.iter().filter(|g| g["org"] == o.as_str()).collect();
+        assert_eq!(mine.len(), 1, "{o}: one gap per shard: {mine:?}");
+        let g = mine[0];
+        let t = |k: &str| humantime::parse_rfc3339(g[k].as_str().unwrap()).unwrap();
+        assert!(
+            t("from") >= down - Duration::from_secs(5) && t("from") <= all_down,
+            "{o}: the gap starts once NATS is down, by the time every node stepped down: {g}"
+        );
+        assert!(
+            t("to") >= all_down && t("to") <= back + Duration::from_secs(30),
+            "{o}: the gap ends once a node holds the org again: {g}"
+        );
+    }
+    wait_stream(&w.addr, before + gaps.len() + 300, Duration::from_secs(60));
+    stop_all(nodes);
+    check_stream(&w, Gaps::Of(orgs));
+    assert_eq!(connected_evictions(&w), 0, "no live channel evicted");
+}

@@ -83,7 +83,8 @@ pub struct EventStream {
     /// Arrival skew between sockets, and the look-back and window it implies.
     skew: Skew,
     stats: Arc<Stats>,
-    finished: bool,
+    /// When the last socket closed: no shard covers anything after it.
+    finished: Option<SystemTime>,
     /// The error that stops the client, handed out after everything received before it.
     fatal: Option<ClientError>,
     /// Topics already reported rejected (every redundant slot hears of each).
@@ -120,7 +121,7 @@ impl EventStream {
             shards: Vec::new(),
             skew,
             stats,
-            finished: false,
+            finished: None,
             fatal: None,
             rejected: Default::default(),
             gaps: VecDeque::new(),
@@ -280,7 +281,7 @@ impl EventStream {
             crate::telemetry::notable::gap(&self.stats, &gap);
             return Some(Some(Ok(Event::Gap(gap))));
         }
-        if !self.finished {
+        if self.finished.is_none() {
             return None;
         }
         Some(self.fatal.take().map(Err))
@@ -304,12 +305,13 @@ impl EventStream {
         let now = SystemTime::now();
         self.gaps
             .extend(self.shards.iter_mut().filter_map(|s| s.close_outage(now)));
-        self.finished = true;
+        self.finished = Some(now);
     }
 
-    /// What each shard has covered so far (for a cluster, which combines its nodes').
+    /// What each shard has covered so far (for a cluster, which combines its nodes'); once
+    /// the stream has ended, up to when its last socket closed, however late it is asked.
     pub fn coverage(&self) -> Vec<ShardCover> {
-        let now = SystemTime::now();
+        let now = self.finished.unwrap_or_else(SystemTime::now);
         self.shards.iter().filter_map(|s| s.cover(now)).collect()
     }
 
@@ -455,6 +457,40 @@ mod tests {
         assert!(
             seen[2].starts_with("error: internal error: test"),
             "{seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn coverage_asked_after_the_stream_ended_stops_where_it_ended() {
+        let (events, events_rx) = mpsc::channel::<Vec<Notification>>(4);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(Stats::default());
+        let dedupe = Dedupe::new(Duration::from_secs(60), 100);
+        let lookback = Duration::from_millis(10);
+        let mut stream = EventStream::new(events_rx, control_rx, dedupe, lookback, stats);
+        let since = SystemTime::now() - Duration::from_secs(1);
+        control
+            .send(Inbound::Coverage {
+                shard: 0,
+                change: Coverage::Live { session: 1, since },
+            })
+            .unwrap();
+        drop((events, control));
+        while stream.next().await.is_some() {}
+        let ended = SystemTime::now();
+        // Asked later (a report held up by NATS, say), it must not claim the time since.
+        let later = ended + Duration::from_millis(100);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while SystemTime::now() < later {
+            assert!(std::time::Instant::now() < deadline, "the clock moves");
+            tokio::task::yield_now().await;
+        }
+        let cover = stream.coverage();
+        let (start, end) = *cover[0].runs.last().unwrap();
+        assert_eq!(start, since);
+        assert!(
+            end <= ended,
+            "covered up to {end:?}, past its end {ended:?}"
         );
     }
 }
