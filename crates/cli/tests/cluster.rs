@@ -992,6 +992,39 @@ fn nats_down_past_the_lease_steps_every_node_down_and_reports_the_outage_as_gaps
             "{o}: the gap ends once a node holds the org again: {g}"
         );
     }
+    // Each org's gap counted in /metrics by the node that wrote it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut counted: HashMap<String, f64> = HashMap::new();
+        for base in &bases {
+            let text = w
+                .http
+                .get(format!("{base}/metrics"))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap();
+            for line in text.lines() {
+                let Some(rest) = line.strip_prefix("holdline_cluster_gaps_total{org=\"") else {
+                    continue;
+                };
+                let (org, value) = rest.split_once("\"} ").unwrap();
+                *counted.entry(org.to_owned()).or_default() += value.parse::<f64>().unwrap();
+            }
+        }
+        if orgs
+            .iter()
+            .all(|o| counted.get(o).copied().unwrap_or(0.0) >= 1.0)
+        {
+            assert_eq!(counted.len(), orgs.len(), "{counted:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "holdline_cluster_gaps_total for every org: {counted:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     wait_stream(&w.addr, before + gaps.len() + 300, Duration::from_secs(60));
     stop_all(nodes);
     check_stream(&w, Gaps::Of(orgs));

@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use holdline_cluster::cover::{Report, ShardReport, shard_key};
 use holdline_cluster::ledger::{Coverage, Known};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::sync::{mpsc, watch};
 
 use super::orgs::Item;
@@ -170,6 +172,35 @@ pub(super) fn report(
     (report, topics)
 }
 
+/// The gaps of the cluster this node wrote (as the first holder of their org), by org.
+#[derive(Clone, Default)]
+pub(super) struct GapMetrics {
+    gaps: Family<Vec<(&'static str, String)>, Counter>,
+    seconds: Family<Vec<(&'static str, String)>, Counter<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl GapMetrics {
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "holdline_cluster_gaps",
+            "Gaps of the cluster this node wrote, by org: windows no holder of the org covered \
+             (a node's own gaps that another holder covered are not counted)",
+            self.gaps.clone(),
+        );
+        registry.register(
+            "holdline_cluster_gap_seconds",
+            "Total width of the cluster's gaps this node wrote, by org",
+            self.seconds.clone(),
+        );
+    }
+
+    fn count(&self, org: &str, seconds: f64) {
+        let labels = vec![("org", org.to_owned())];
+        self.gaps.get_or_create(&labels).inc();
+        self.seconds.get_or_create(&labels).inc_by(seconds);
+    }
+}
+
 /// The gap-finder of a node: finds the gaps of the orgs it is the first holder of.
 pub(super) struct GapFinder {
     pub known: Known,
@@ -179,6 +210,7 @@ pub(super) struct GapFinder {
     pub orgs: watch::Receiver<Vec<Arc<str>>>,
     pub lease: Duration,
     pub out: mpsc::Sender<Item>,
+    pub metrics: GapMetrics,
     pub stop: watch::Receiver<bool>,
 }
 
@@ -193,6 +225,7 @@ impl GapFinder {
             orgs,
             lease,
             out,
+            metrics,
             mut stop,
         } = self;
         let mut tick = tokio::time::interval(EVERY);
@@ -242,6 +275,7 @@ impl GapFinder {
                     {
                         return;
                     }
+                    metrics.count(&org, seconds);
                 }
                 for (shard, mark) in moved {
                     newer.insert((org.clone(), shard), mark);

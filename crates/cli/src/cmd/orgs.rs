@@ -1074,6 +1074,10 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
     let engines = holdline_client::telemetry::metrics::Orgs::default();
     engines.register(&mut registry);
     status.register(&mut registry);
+    let gap_metrics = super::cluster::GapMetrics::default();
+    if args.cluster.is_some() {
+        gap_metrics.register(&mut registry);
+    }
     if let Some(spooled) = &out.spooled {
         spooled.observe(super::spooled::Engines::Orgs(engines.clone()));
     }
@@ -1119,6 +1123,7 @@ pub async fn run(flags: ListenArgs, args: ListenArgs) -> anyhow::Result<()> {
                     orgs: names_rx,
                     lease,
                     out,
+                    metrics: gap_metrics.clone(),
                     stop: gaps_stopped,
                 };
                 tokio::spawn(finder.run());
