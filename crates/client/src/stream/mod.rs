@@ -281,9 +281,8 @@ impl EventStream {
             crate::telemetry::notable::gap(&self.stats, &gap);
             return Some(Some(Ok(Event::Gap(gap))));
         }
-        if self.finished.is_none() {
-            return None;
-        }
+        // Not finished: nothing to hand out yet.
+        self.finished?;
         Some(self.fatal.take().map(Err))
     }
 
