@@ -66,6 +66,10 @@ pub(crate) async fn open_kv(
     }
 }
 
+/// Writes to a bucket's keys, as [`Bucket::watch`] sees them.
+pub type Writes =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<(String, bool), LeaseError>> + Send>>;
+
 /// A bucket of leases that each last `ttl` unless renewed.
 #[derive(Clone)]
 pub struct Bucket {
@@ -171,6 +175,17 @@ impl Bucket {
         }
         out.sort();
         Ok(out)
+    }
+
+    /// Every write to a key starting with `prefix` from now on (a renewal, a new lease, a
+    /// release): each entry's key and whether it is a put.
+    pub async fn watch(&self, prefix: &str) -> Result<Writes, LeaseError> {
+        use futures_util::StreamExt;
+        let watch = self.kv.watch(format!("{prefix}>")).await.map_err(nats)?;
+        Ok(Box::pin(watch.map(|e| {
+            e.map(|e| (e.key, e.operation == kv::Operation::Put))
+                .map_err(nats)
+        })))
     }
 
     /// The bucket's name.

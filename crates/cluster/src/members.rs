@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::lease::{Bucket, Lease, LeaseError};
+use crate::lease::{Bucket, Lease, LeaseError, Writes};
 
 /// What a node knows of the cluster now.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -40,7 +40,11 @@ pub fn node_key(id: &str) -> String {
 }
 
 /// Runs the membership of node `id` until `stop`: renews its lease every third of the
-/// lease time, reads the members, and publishes each change of the view.
+/// lease time, reads the members, and publishes each change of the view. Between
+/// renewals it watches the bucket: a node that joins or leaves in order is seen at once,
+/// and the members are read again as soon as another node's lease would have aged out
+/// (a lease time after its last renewal), so a dead node's work moves on without waiting
+/// for the next renewal.
 pub async fn run(
     bucket: Bucket,
     id: String,
@@ -57,10 +61,37 @@ pub async fn run(
     // Renewals keep their pace whatever a slow answer took.
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watched = Watched::default();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        // Some(read) when woken by the watch: read the members when `read`.
+        let watch = tokio::select! {
+            _ = tick.tick() => None,
             _ = stop.wait_for(|s| *s) => break,
+            read = watched.next(&key, ttl) => Some(read),
+        };
+        if let Some(read) = watch {
+            let valid = read
+                && lease
+                    .as_ref()
+                    .is_some_and(|l| Instant::now() < Instant::from_std(l.valid_until()));
+            // Only the members are read; the lease is renewed at its own pace.
+            if valid && let Ok(Ok(members)) = tokio::time::timeout(every, members_of(&bucket)).await
+            {
+                let next = View {
+                    members,
+                    holding: true,
+                    reason: None,
+                };
+                view.send_if_modified(|v| {
+                    let changed = *v != next;
+                    *v = next;
+                    changed
+                });
+            }
+            continue;
+        }
+        if watched.watch.is_none() {
+            watched.start(&bucket, every).await;
         }
         // Woken past the lease's end (the process was paused, or its renewals went
         // unanswered): others may hold its work by now, so it holds nothing this round
@@ -152,11 +183,75 @@ async fn step(
         }
         Err(e) => return Err(e),
     }
+    members_of(bucket).await
+}
+
+/// The nodes whose leases are held now.
+async fn members_of(bucket: &Bucket) -> Result<Vec<String>, LeaseError> {
     let held = bucket.held("node.").await?;
     Ok(held
         .into_iter()
         .filter_map(|(k, _)| k.strip_prefix("node.").map(str::to_owned))
         .collect())
+}
+
+/// What the watch of the nodes bucket has seen: when each other node last renewed.
+#[derive(Default)]
+struct Watched {
+    /// None until started, and again once it fails (started again at the next renewal).
+    watch: Option<Writes>,
+    /// Each other node's last renewal seen, by key.
+    renewed: std::collections::HashMap<String, Instant>,
+}
+
+impl Watched {
+    async fn start(&mut self, bucket: &Bucket, within: Duration) {
+        if let Ok(Ok(w)) = tokio::time::timeout(within, bucket.watch("node.")).await {
+            self.watch = Some(w);
+        }
+    }
+
+    /// Waits until the members should be read again (true): a node joined or left, or
+    /// the lease of one not seen renewing since has aged out. False when the watch failed.
+    async fn next(&mut self, mine: &str, ttl: Duration) -> bool {
+        use futures_util::StreamExt;
+        // A little past the server's removal of the entry.
+        let due = self
+            .renewed
+            .iter()
+            .map(|(k, at)| (*at + ttl + Duration::from_millis(100), k.clone()))
+            .min();
+        let Some(watch) = self.watch.as_mut() else {
+            return std::future::pending().await;
+        };
+        let expiry = async {
+            match &due {
+                Some((at, _)) => tokio::time::sleep_until(*at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            write = watch.next() => match write {
+                Some(Ok((key, _))) if key == mine => false,
+                Some(Ok((key, true))) => self.renewed.insert(key, Instant::now()).is_none(),
+                Some(Ok((key, false))) => {
+                    self.renewed.remove(&key);
+                    true
+                }
+                Some(Err(_)) | None => {
+                    self.watch = None;
+                    false
+                }
+            },
+            _ = expiry => {
+                // Read once; if it still lives, its next renewal is watched again.
+                if let Some((_, key)) = due {
+                    self.renewed.remove(&key);
+                }
+                true
+            }
+        }
+    }
 }
 
 /// Waits (up to `within`) for a view that `ok` accepts; the last view seen otherwise.

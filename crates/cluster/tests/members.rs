@@ -19,9 +19,13 @@ struct Node {
 }
 
 async fn node(addr: &str, id: &str) -> Node {
+    node_with(addr, id, TTL).await
+}
+
+async fn node_with(addr: &str, id: &str, ttl: Duration) -> Node {
     let client = async_nats::connect(addr).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    let bucket = Bucket::open(&js, "nodes", TTL, 1).await.unwrap();
+    let bucket = Bucket::open(&js, "nodes", ttl, 1).await.unwrap();
     let (view_tx, view) = watch::channel(View::default());
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(members::run(bucket, id.to_owned(), view_tx, stopped));
@@ -118,4 +122,25 @@ async fn every_piece_has_two_live_holders_through_leaving_and_dying() {
         "{reason}"
     );
     let _ = a.stop.send(true);
+}
+
+#[tokio::test]
+async fn joining_and_leaving_are_seen_at_once_not_at_the_next_renewal() {
+    let store = tempfile::tempdir().unwrap();
+    let server = holdline_sinks::testing::nats_2_10(store.path());
+    let addr = server.addr();
+    // A minute's lease: a renews (and reads) every 20 s, so only the watch of the bucket
+    // can show it b's arrival or departure within 10 s.
+    let ttl = Duration::from_secs(60);
+    let mut a = node_with(&addr, "a", ttl).await;
+    sees(&mut a, &["a"], Duration::from_secs(10)).await;
+    let mut b = node_with(&addr, "b", ttl).await;
+    sees(&mut b, &["a", "b"], Duration::from_secs(10)).await;
+    sees(&mut a, &["a", "b"], Duration::from_secs(10)).await;
+    // b leaves in order: its lease is released, and a sees it go.
+    let _ = b.stop.send(true);
+    b.task.await.unwrap();
+    sees(&mut a, &["a"], Duration::from_secs(10)).await;
+    let _ = a.stop.send(true);
+    a.task.await.unwrap();
 }
