@@ -77,6 +77,7 @@ pub async fn run(
             // Only the members are read; the lease is renewed at its own pace.
             if valid && let Ok(Ok(members)) = tokio::time::timeout(every, members_of(&bucket)).await
             {
+                watched.read(&members);
                 let next = View {
                     members,
                     holding: true,
@@ -195,13 +196,19 @@ async fn members_of(bucket: &Bucket) -> Result<Vec<String>, LeaseError> {
         .collect())
 }
 
-/// What the watch of the nodes bucket has seen: when each other node last renewed.
+/// A node whose lease should have aged out but is still listed is read again this soon
+/// (the server removes entries a moment late), this many times.
+const LATE_READ: Duration = Duration::from_millis(250);
+const LATE_READS: u32 = 8;
+
+/// What the watch of the nodes bucket has seen: when to read the members again for each
+/// other node, a little after its lease would age out unless renewed.
 #[derive(Default)]
 struct Watched {
     /// None until started, and again once it fails (started again at the next renewal).
     watch: Option<Writes>,
-    /// Each other node's last renewal seen, by key.
-    renewed: std::collections::HashMap<String, Instant>,
+    /// By key: when its lease ends unless renewed, and the reads since that found it.
+    due: std::collections::HashMap<String, (Instant, u32)>,
 }
 
 impl Watched {
@@ -215,12 +222,7 @@ impl Watched {
     /// the lease of one not seen renewing since has aged out. False when the watch failed.
     async fn next(&mut self, mine: &str, ttl: Duration) -> bool {
         use futures_util::StreamExt;
-        // A little past the server's removal of the entry.
-        let due = self
-            .renewed
-            .iter()
-            .map(|(k, at)| (*at + ttl + Duration::from_millis(100), k.clone()))
-            .min();
+        let due = self.due.iter().map(|(k, (at, _))| (*at, k.clone())).min();
         let Some(watch) = self.watch.as_mut() else {
             return std::future::pending().await;
         };
@@ -233,9 +235,13 @@ impl Watched {
         tokio::select! {
             write = watch.next() => match write {
                 Some(Ok((key, _))) if key == mine => false,
-                Some(Ok((key, true))) => self.renewed.insert(key, Instant::now()).is_none(),
+                Some(Ok((key, true))) => {
+                    // A little past the server's removal of the entry.
+                    let ends = Instant::now() + ttl + Duration::from_millis(100);
+                    self.due.insert(key, (ends, 0)).is_none()
+                }
                 Some(Ok((key, false))) => {
-                    self.renewed.remove(&key);
+                    self.due.remove(&key);
                     true
                 }
                 Some(Err(_)) | None => {
@@ -244,13 +250,26 @@ impl Watched {
                 }
             },
             _ = expiry => {
-                // Read once; if it still lives, its next renewal is watched again.
-                if let Some((_, key)) = due {
-                    self.renewed.remove(&key);
+                if let Some((_, key)) = due
+                    && let Some((at, reads)) = self.due.get_mut(&key)
+                {
+                    *at = Instant::now() + LATE_READ;
+                    *reads += 1;
                 }
                 true
             }
         }
+    }
+
+    /// The members read: a node no longer among them is not waited for, nor one still
+    /// listed long after its lease should have ended (its renewals went unseen).
+    fn read(&mut self, members: &[String]) {
+        self.due.retain(|key, (_, reads)| {
+            *reads < LATE_READS
+                && key
+                    .strip_prefix("node.")
+                    .is_some_and(|id| members.iter().any(|m| m == id))
+        });
     }
 }
 
