@@ -400,6 +400,29 @@ fn check_stream(w: &World, gaps: Gaps) {
     }
 }
 
+/// Waits (up to `within`) until the stream holds a gap of each of `orgs`; every gap in it.
+fn wait_gaps(nats: &str, orgs: &[String], within: Duration) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let gaps: Vec<serde_json::Value> = stream(nats)
+            .into_iter()
+            .filter(|r| r["kind"] == "gap")
+            .collect();
+        if orgs
+            .iter()
+            .all(|o| gaps.iter().any(|g| g["org"] == o.as_str()))
+        {
+            return gaps;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no gap for every one of {orgs:?}: {gaps:?}\ncoverage bucket:\n{}",
+            coverage_bucket(nats)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 #[test]
 fn both_holders_of_an_org_killed_is_one_gap_per_shard_over_the_outage() {
     let w = World::new();
@@ -432,25 +455,7 @@ fn both_holders_of_an_org_killed_is_one_gap_per_shard_over_the_outage() {
     let killed = std::time::SystemTime::now();
     // The survivor takes the orgs once the victims' leases age out, and once their
     // reports have gone quiet for a lease time it reports what nobody covered.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let gaps = loop {
-        let gaps: Vec<serde_json::Value> = stream(addr)
-            .into_iter()
-            .filter(|r| r["kind"] == "gap")
-            .collect();
-        if hit
-            .iter()
-            .all(|o| gaps.iter().any(|g| g["org"] == o.as_str()))
-        {
-            break gaps;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no gap for {hit:?}: {gaps:?}\ncoverage bucket:\n{}",
-            coverage_bucket(addr)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let gaps = wait_gaps(addr, &hit, Duration::from_secs(90));
     for o in &hit {
         let mine: Vec<&serde_json::Value> =
             gaps.iter().filter(|g| g["org"] == o.as_str()).collect();
@@ -958,25 +963,7 @@ fn nats_down_past_the_lease_steps_every_node_down_and_reports_the_outage_as_gaps
     }
     // The time nobody held an org is reported once per shard, covering the outage.
     let orgs: Vec<String> = (1..=w.orgs).map(|n| format!("o{n}")).collect();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let gaps = loop {
-        let gaps: Vec<serde_json::Value> = stream(&w.addr)
-            .into_iter()
-            .filter(|r| r["kind"] == "gap")
-            .collect();
-        if orgs
-            .iter()
-            .all(|o| gaps.iter().any(|g| g["org"] == o.as_str()))
-        {
-            break gaps;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a gap for every org: {gaps:?}\ncoverage bucket:\n{}",
-            coverage_bucket(&w.addr)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let gaps = wait_gaps(&w.addr, &orgs, Duration::from_secs(90));
     for o in &orgs {
         let mine: Vec<&serde_json::Value> =
             gaps.iter().filter(|g| g["org"] == o.as_str()).collect();

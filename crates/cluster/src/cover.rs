@@ -178,6 +178,15 @@ mod tests {
         }
     }
 
+    /// `node`'s report of `shard`, changed recently.
+    fn report_of<'a>(node: &'a str, shard: &'a ShardReport) -> Heard<'a> {
+        Heard {
+            node,
+            shard,
+            fresh: true,
+        }
+    }
+
     fn span(h: &[Hole]) -> Vec<(u64, u64)> {
         h.iter().map(|h| (h.from, h.to)).collect()
     }
@@ -186,18 +195,7 @@ mod tests {
     fn one_holders_gap_covered_by_the_other_is_no_gap() {
         let a = shard(&[(10, 20), (30, 50)], true, "");
         let b = shard(&[(12, 50)], true, "");
-        let heard = [
-            Heard {
-                node: "a",
-                shard: &a,
-                fresh: true,
-            },
-            Heard {
-                node: "b",
-                shard: &b,
-                fresh: true,
-            },
-        ];
+        let heard = [report_of("a", &a), report_of("b", &b)];
         let (found, mark) = holes(&heard, None, u64::MAX, NEVER);
         assert!(found.is_empty(), "{found:?}");
         assert_eq!(mark, Some(50));
@@ -208,29 +206,14 @@ mod tests {
         let a = shard(&[(10, 20)], false, "dropped");
         let b = shard(&[(10, 22)], false, "evicted");
         let c = shard(&[(40, 60)], true, "");
-        let mut heard = vec![
-            Heard {
-                node: "a",
-                shard: &a,
-                fresh: true,
-            },
-            Heard {
-                node: "b",
-                shard: &b,
-                fresh: true,
-            },
-        ];
+        let mut heard = vec![report_of("a", &a), report_of("b", &b)];
         let (found, mark) = holes(&heard, None, u64::MAX, NEVER);
         assert!(
             found.is_empty(),
             "nobody covers again yet: the hole stays open"
         );
         assert_eq!(mark, Some(22));
-        heard.push(Heard {
-            node: "c",
-            shard: &c,
-            fresh: true,
-        });
+        heard.push(report_of("c", &c));
         let (found, same) = holes(&heard, mark, 39, NEVER);
         assert!(
             found.is_empty(),
@@ -255,18 +238,7 @@ mod tests {
         // a's last report is old but it is still covering: its next may close the hole.
         let a = shard(&[(10, 20)], true, "");
         let b = shard(&[(30, 40)], false, "dropped");
-        let mut heard = vec![
-            Heard {
-                node: "a",
-                shard: &a,
-                fresh: true,
-            },
-            Heard {
-                node: "b",
-                shard: &b,
-                fresh: true,
-            },
-        ];
+        let mut heard = vec![report_of("a", &a), report_of("b", &b)];
         assert!(holes(&heard, None, u64::MAX, NEVER).0.is_empty());
         // Silent past the lease: a died where its report ends.
         heard[0].fresh = false;
@@ -282,11 +254,7 @@ mod tests {
     #[test]
     fn the_mark_settles_the_past() {
         let a = shard(&[(10, 20), (30, 40)], false, "dropped");
-        let heard = [Heard {
-            node: "a",
-            shard: &a,
-            fresh: true,
-        }];
+        let heard = [report_of("a", &a)];
         let (found, mark) = holes(&heard, None, u64::MAX, NEVER);
         assert_eq!(span(&found), [(20, 30)]);
         assert!(
@@ -304,18 +272,7 @@ mod tests {
         // a started and stopped within its look-back; b came later.
         let a = shard(&[(10, 10)], false, "stopped");
         let b = shard(&[(12, 30)], true, "");
-        let heard = [
-            Heard {
-                node: "a",
-                shard: &a,
-                fresh: true,
-            },
-            Heard {
-                node: "b",
-                shard: &b,
-                fresh: true,
-            },
-        ];
+        let heard = [report_of("a", &a), report_of("b", &b)];
         let (found, mark) = holes(&heard, None, u64::MAX, NEVER);
         assert!(found.is_empty(), "{found:?}");
         assert_eq!(mark, Some(30));
@@ -325,18 +282,7 @@ mod tests {
     fn an_outage_without_end_is_reported_in_stretches() {
         let a = shard(&[(10, 20)], false, "the OAuth client was refused");
         let b = shard(&[(10, 22)], false, "the OAuth client was refused");
-        let heard = [
-            Heard {
-                node: "a",
-                shard: &a,
-                fresh: true,
-            },
-            Heard {
-                node: "b",
-                shard: &b,
-                fresh: true,
-            },
-        ];
+        let heard = [report_of("a", &a), report_of("b", &b)];
         // Not yet as long as a stretch.
         let (found, mark) = holes(&heard, None, 35, 20);
         assert!(found.is_empty(), "{found:?}");
@@ -358,14 +304,7 @@ mod tests {
         assert_eq!(mark, Some(82));
         // A holder that covers now, whose report has not caught up, may yet fill it.
         let c = shard(&[(5, 8)], true, "");
-        let waiting = [
-            heard[0],
-            Heard {
-                node: "c",
-                shard: &c,
-                fresh: true,
-            },
-        ];
+        let waiting = [heard[0], report_of("c", &c)];
         assert!(holes(&waiting, mark, 200, 20).0.is_empty());
     }
 

@@ -1119,17 +1119,31 @@ fn restart_gap(
     since: std::time::SystemTime,
     lookback: Duration,
 ) -> holdline_client::Gap {
-    let from = since.checked_sub(lookback).unwrap_or(since);
-    let to = std::time::SystemTime::now().max(from);
-    let gap = holdline_client::Gap {
-        topics: handle.topics().into(),
-        from,
-        to,
-        reason: "holdline was not running: the previous run stopped without closing its spool"
-            .into(),
-    };
+    let gap = owed_gap(
+        handle.topics().into(),
+        since,
+        lookback,
+        "holdline was not running: the previous run stopped without closing its spool".into(),
+    );
     holdline_client::telemetry::notable::gap(handle.stats(), &gap);
     gap
+}
+
+/// The gap over `topics` owed for a time nothing received them: from `since` (less the
+/// look-back, for events that were still on their way) until now.
+pub(super) fn owed_gap(
+    topics: std::sync::Arc<[String]>,
+    since: std::time::SystemTime,
+    lookback: Duration,
+    reason: String,
+) -> holdline_client::Gap {
+    let from = since.checked_sub(lookback).unwrap_or(since);
+    holdline_client::Gap {
+        topics,
+        from,
+        to: std::time::SystemTime::now().max(from),
+        reason,
+    }
 }
 
 fn summary(stats: &Stats) {

@@ -499,17 +499,16 @@ impl Holder {
                                 owed_since = None;
                             }
                             if let Some(since) = owed_since.take() {
-                                let from = since.checked_sub(lookback).unwrap_or(since);
                                 let reason = match why.is_empty() {
                                     true => NOT_RUNNING.to_owned(),
                                     false => why.clone(),
                                 };
-                                let gap = holdline_client::Gap {
-                                    topics: handle.topics().into(),
-                                    from,
-                                    to: SystemTime::now().max(from),
+                                let gap = super::listen::owed_gap(
+                                    handle.topics().into(),
+                                    since,
+                                    lookback,
                                     reason,
-                                };
+                                );
                                 holdline_client::telemetry::notable::gap(handle.stats(), &gap);
                                 if out.send(Item::Gap(name.clone(), gap)).await.is_err() {
                                     handle.shutdown();
@@ -602,13 +601,12 @@ async fn held_gap(
                 tracing::error!(org = %name, "stopping while the org was not receiving, before it ever held a topic: no gap can name its topics");
                 return;
             }
-            let from = since.checked_sub(lookback).unwrap_or(since);
-            let gap = holdline_client::Gap {
-                topics: held,
-                from,
-                to: SystemTime::now().max(from),
-                reason: format!("holdline stopped while the org was not receiving: {why}"),
-            };
+            let gap = super::listen::owed_gap(
+                held,
+                since,
+                lookback,
+                format!("holdline stopped while the org was not receiving: {why}"),
+            );
             let _ = out.send(Item::Gap(name.clone(), gap)).await;
         }
     }
