@@ -1,5 +1,6 @@
 //! The Kafka sink against librdkafka's in-process mock cluster (a Kafka-protocol broker
-//! on a loopback port): keys, order per entity, gap copies, and an outage.
+//! on a loopback port): keys, order per entity, gap copies, an outage, and transactions
+//! under a deliverer's lease.
 #![cfg(feature = "kafka")]
 
 use std::collections::{HashMap, HashSet};
@@ -158,4 +159,47 @@ fn a_broker_outage_fails_the_batch_and_the_next_attempt_delivers_it() {
     };
     let got = consume(&bootstrap, |got| ids(got).len() >= 100);
     assert_eq!(ids(&got), (0..100).collect::<HashSet<_>>());
+}
+
+#[test]
+fn under_a_lease_each_batch_is_a_transaction_and_a_fenced_deliverer_is_refused() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let cluster = MockCluster::new(3).unwrap();
+    cluster.create_topic("genesys", PARTITIONS, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let url = format!("kafka://{bootstrap}/genesys?timeout=10s");
+    let mut sink = open(&SinkConfig::parse(&url).unwrap()).unwrap();
+    sink.fence(&holdline_sinks::Fence {
+        key: "deliver.holdline-deliver".to_owned(),
+        token: 7,
+    });
+    let first: Vec<Vec<u8>> = (0..50).map(record).collect();
+    let refs: Vec<&[u8]> = first.iter().map(Vec::as_slice).collect();
+    testing::deliver(&mut *sink, &refs).unwrap();
+    // Committed: a read_committed consumer (librdkafka's default) sees every one.
+    let ids = |got: &[Got]| -> HashSet<usize> {
+        got.iter()
+            .map(|g| usize::from_str_radix(&g.id, 16).unwrap())
+            .collect()
+    };
+    let got = consume(&bootstrap, |got| ids(got).len() >= 50);
+    assert_eq!(ids(&got), (0..50).collect::<HashSet<_>>());
+    // A newer deliverer started with the same transactional id: the broker refuses this
+    // one's commit, and the sink says it is fenced off (the deliverer stands by).
+    cluster.request_errors(
+        RDKafkaApiKey::EndTxn,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED],
+    );
+    let later: Vec<Vec<u8>> = (50..100).map(record).collect();
+    let refs: Vec<&[u8]> = later.iter().map(Vec::as_slice).collect();
+    let err = testing::deliver(&mut *sink, &refs).unwrap_err();
+    assert!(
+        matches!(err, holdline_sinks::SinkError::Fenced { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("holdline-deliver.holdline-deliver"),
+        "{err}"
+    );
 }

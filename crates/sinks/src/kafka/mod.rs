@@ -8,6 +8,13 @@
 //! `kafka://broker1:9092,broker2:9092/topic?compression=zstd&linger=5ms&timeout=30s&security=sasl_ssl&sasl_mechanism=SCRAM-SHA-512&user=NAME&password_env=NAME&kafka.<librdkafka property>=<value>`
 //!
 //! Headers: `holdline-id` (the event id, or `<kind>-<hash>` for a gap or rejected topic) and `holdline-kind`.
+//!
+//! Under a deliverer's lease (`holdline deliver`) the producer is transactional, its
+//! `transactional.id` named for the lease (`holdline-<lease key>`), and each batch is one
+//! transaction. Every deliverer of that name shares the id, so the broker fences an
+//! older one as soon as a newer one starts: the older one's writes and commit are
+//! refused (and reported as [`SinkError::Fenced`]), and a consumer reading with
+//! `isolation.level=read_committed` never sees what it wrote after that.
 
 mod config;
 #[cfg(test)]
@@ -22,6 +29,7 @@ use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode as Code;
 
 use crate::{BlockingSink, SinkError};
 use holdline_proto::record::Head;
@@ -35,6 +43,8 @@ struct Acks {
     delivered: AtomicUsize,
     failed: AtomicUsize,
     first_error: Mutex<Option<String>>,
+    /// A message was refused because a newer producer took the transactional id.
+    fenced: std::sync::atomic::AtomicBool,
 }
 
 impl ClientContext for Acks {}
@@ -49,6 +59,9 @@ impl ProducerContext for Acks {
             }
             Err((e, _)) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
+                if fenced(e) {
+                    self.fenced.store(true, Ordering::Relaxed);
+                }
                 let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
                 first.get_or_insert_with(|| e.to_string());
             }
@@ -63,6 +76,16 @@ pub struct KafkaSink {
     config: KafkaConfig,
     name: String,
     producer: Option<BaseProducer<Acks>>,
+    /// The `transactional.id`, once a deliverer's lease fences the writes.
+    transactional: Option<String>,
+}
+
+/// Whether the broker refused a producer because a newer one took its `transactional.id`.
+fn fenced(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(Code::Fenced | Code::ProducerFenced | Code::InvalidProducerEpoch)
+    )
 }
 
 impl KafkaSink {
@@ -71,7 +94,44 @@ impl KafkaSink {
             name: format!("kafka:{}/{}", config.brokers, config.topic),
             config,
             producer: None,
+            transactional: None,
         }
+    }
+
+    /// `e`, as a fence when the broker fenced this producer off.
+    fn refused(&self, what: &str, e: KafkaError) -> SinkError {
+        match fenced(&e) {
+            true => SinkError::Fenced {
+                sink: self.name.clone(),
+                detail: format!(
+                    "{what}: a newer deliverer took the transactional id {}: {e}",
+                    self.transactional.as_deref().unwrap_or("-")
+                ),
+            },
+            false => self.fail(format!("{what}: {e}")),
+        }
+    }
+
+    fn start(&self) -> Result<BaseProducer<Acks>, SinkError> {
+        let mut config = self.config.client_config();
+        if let Some(id) = &self.transactional {
+            if config.get("transactional.id").is_none() {
+                config.set("transactional.id", id);
+            }
+            // A transaction must outlive the messages in it.
+            let ms = self.config.timeout.as_millis().max(60_000).to_string();
+            config.set("transaction.timeout.ms", ms);
+        }
+        let producer: BaseProducer<Acks> = config
+            .create_with_context(Acks::default())
+            .map_err(|e| self.fail(format!("cannot start the producer: {e}")))?;
+        if self.transactional.is_some() {
+            // Fences every older producer of the id, and ends what it left open.
+            producer
+                .init_transactions(self.config.timeout)
+                .map_err(|e| self.refused("cannot start the transactional producer", e))?;
+        }
+        Ok(producer)
     }
 
     fn fail(&self, detail: impl std::fmt::Display) -> SinkError {
@@ -124,7 +184,7 @@ impl KafkaSink {
                             msg = m;
                             producer.poll(Duration::from_millis(10));
                         }
-                        Err((e, _)) => return Err(self.fail(e)),
+                        Err((e, _)) => return Err(self.refused("cannot produce", e)),
                     }
                 }
                 sent += 1;
@@ -139,50 +199,77 @@ impl BlockingSink for KafkaSink {
         &self.name
     }
 
+    fn fence(&mut self, fence: &crate::Fence) {
+        let id = format!("holdline-{}", fence.key);
+        if self.transactional.as_deref() != Some(id.as_str()) {
+            // A producer started without the id is replaced by one with it.
+            self.producer = None;
+            self.transactional = Some(id);
+        }
+    }
+
     fn deliver(&mut self, records: &[&[u8]]) -> Result<(), SinkError> {
         if self.producer.is_none() {
-            let producer = self
-                .config
-                .client_config()
-                .create_with_context(Acks::default())
-                .map_err(|e| self.fail(format!("cannot start the producer: {e}")))?;
-            self.producer = Some(producer);
+            self.producer = Some(self.start()?);
         }
         let producer = self.producer.as_ref().expect("made above");
         let ctx = producer.context();
         ctx.delivered.store(0, Ordering::Relaxed);
         ctx.failed.store(0, Ordering::Relaxed);
         *ctx.first_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let outcome = self.send(producer, records).and_then(|sent| {
-            // A zero-time flush sends what lingers now; then acknowledgements are served
-            // as they come. (`flush` with a timeout polls in 100 ms steps, which would cap
-            // a sink at ten batches a second.)
-            let _ = producer.flush(Duration::ZERO);
-            let deadline = Instant::now() + self.config.timeout;
-            let ctx = producer.context();
-            let done =
-                || ctx.delivered.load(Ordering::Relaxed) + ctx.failed.load(Ordering::Relaxed);
-            while done() < sent && Instant::now() < deadline {
-                producer.poll(Duration::from_millis(1));
-            }
-            let (ok, failed) = (
-                ctx.delivered.load(Ordering::Relaxed),
-                ctx.failed.load(Ordering::Relaxed),
-            );
-            if ok == sent {
-                return Ok(());
-            }
-            let why = ctx
-                .first_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-                .unwrap_or_else(|| "not acknowledged in time".into());
-            Err(self.fail(format!(
-                "{ok} of {sent} messages acknowledged, {failed} failed: {why}"
-            )))
-        });
+        ctx.fenced.store(false, Ordering::Relaxed);
+        let transactional = self.transactional.is_some();
+        let begun = match transactional {
+            true => producer
+                .begin_transaction()
+                .map_err(|e| self.refused("cannot begin a transaction", e)),
+            false => Ok(()),
+        };
+        let outcome = begun
+            .and_then(|()| self.send(producer, records))
+            .and_then(|sent| {
+                // A zero-time flush sends what lingers now; then acknowledgements are served
+                // as they come. (`flush` with a timeout polls in 100 ms steps, which would cap
+                // a sink at ten batches a second.)
+                let _ = producer.flush(Duration::ZERO);
+                let deadline = Instant::now() + self.config.timeout;
+                let ctx = producer.context();
+                let done =
+                    || ctx.delivered.load(Ordering::Relaxed) + ctx.failed.load(Ordering::Relaxed);
+                while done() < sent && Instant::now() < deadline {
+                    producer.poll(Duration::from_millis(1));
+                }
+                let (ok, failed) = (
+                    ctx.delivered.load(Ordering::Relaxed),
+                    ctx.failed.load(Ordering::Relaxed),
+                );
+                if ok == sent {
+                    if transactional {
+                        return producer
+                            .commit_transaction(self.config.timeout)
+                            .map_err(|e| self.refused("cannot commit the batch's transaction", e));
+                    }
+                    return Ok(());
+                }
+                let why = ctx
+                    .first_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .unwrap_or_else(|| "not acknowledged in time".into());
+                let detail =
+                    format!("{ok} of {sent} messages acknowledged, {failed} failed: {why}");
+                match ctx.fenced.load(Ordering::Relaxed) {
+                    true => Err(SinkError::Fenced {
+                        sink: self.name.clone(),
+                        detail,
+                    }),
+                    false => Err(self.fail(detail)),
+                }
+            });
         if outcome.is_err() {
+            // A transaction left open is aborted by the next producer's start (or by the
+            // broker once it times out): none of its messages is ever committed.
             self.producer = None;
         }
         outcome
