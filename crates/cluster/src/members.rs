@@ -70,12 +70,15 @@ pub async fn run(
             read = watched.next(&key, ttl) => Some(read),
         };
         if let Some(read) = watch {
-            let valid = read
-                && lease
-                    .as_ref()
-                    .is_some_and(|l| Instant::now() < Instant::from_std(l.valid_until()));
-            // Only the members are read; the lease is renewed at its own pace.
-            if valid && let Ok(Ok(members)) = tokio::time::timeout(every, members_of(&bucket)).await
+            // Only the members are read, and only within what is left of the lease (the
+            // lease is renewed at its own pace, and lapses on time).
+            let until = lease.as_ref().map(|l| Instant::from_std(l.valid_until()));
+            if read
+                && let Some(until) = until
+                && let Ok(Ok(members)) =
+                    tokio::time::timeout_at(until.min(Instant::now() + every), members_of(&bucket))
+                        .await
+                && Instant::now() < until
             {
                 watched.read(&members);
                 let next = View {
@@ -90,9 +93,6 @@ pub async fn run(
                 });
             }
             continue;
-        }
-        if watched.watch.is_none() {
-            watched.start(&bucket, every).await;
         }
         // Woken past the lease's end (the process was paused, or its renewals went
         // unanswered): others may hold its work by now, so it holds nothing this round
@@ -147,6 +147,10 @@ pub async fn run(
             *v = next;
             changed
         });
+        if watched.watch.is_none() {
+            // Briefly: the next renewal is due a third of the lease after this one.
+            watched.start(&bucket, every / 2).await;
+        }
     }
     if let Some(lease) = lease {
         // Leaving: the others need not wait out the lease time.
@@ -255,20 +259,22 @@ impl Watched {
                 {
                     *at = Instant::now() + LATE_READ;
                     *reads += 1;
+                    // Listed long after its lease should have ended: its renewals went
+                    // unseen, and the renewals' own reads take over.
+                    if *reads > LATE_READS {
+                        self.due.remove(&key);
+                    }
                 }
                 true
             }
         }
     }
 
-    /// The members read: a node no longer among them is not waited for, nor one still
-    /// listed long after its lease should have ended (its renewals went unseen).
+    /// The members read: a node no longer among them is not waited for.
     fn read(&mut self, members: &[String]) {
-        self.due.retain(|key, (_, reads)| {
-            *reads < LATE_READS
-                && key
-                    .strip_prefix("node.")
-                    .is_some_and(|id| members.iter().any(|m| m == id))
+        self.due.retain(|key, _| {
+            key.strip_prefix("node.")
+                .is_some_and(|id| members.iter().any(|m| m == id))
         });
     }
 }
