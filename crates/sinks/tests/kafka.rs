@@ -26,6 +26,24 @@ fn record(i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A mock cluster of `brokers` with the topic `genesys`, its bootstrap servers, and a
+/// sink to it whose batches time out after `timeout`.
+fn mock(
+    brokers: i32,
+    timeout: &str,
+) -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+    Box<dyn holdline_sinks::Sink>,
+) {
+    let cluster = MockCluster::new(brokers).unwrap();
+    cluster.create_topic("genesys", PARTITIONS, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let url = format!("kafka://{bootstrap}/genesys?timeout={timeout}");
+    let sink = open(&SinkConfig::parse(&url).unwrap()).unwrap();
+    (cluster, bootstrap, sink)
+}
+
 struct Got {
     partition: i32,
     offset: i64,
@@ -79,11 +97,7 @@ fn consume(bootstrap: &str, done: impl Fn(&[Got]) -> bool) -> Vec<Got> {
 
 #[test]
 fn events_are_keyed_by_entity_in_order_and_gaps_reach_each_entity() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("genesys", PARTITIONS, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    let url = format!("kafka://{bootstrap}/genesys?timeout=10s");
-    let mut sink = open(&SinkConfig::parse(&url).unwrap()).unwrap();
+    let (_cluster, bootstrap, mut sink) = mock(1, "10s");
     let recs: Vec<Vec<u8>> = (0..700).map(record).collect();
     for batch in recs.chunks(100) {
         let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
@@ -128,11 +142,7 @@ fn events_are_keyed_by_entity_in_order_and_gaps_reach_each_entity() {
 
 #[test]
 fn a_broker_outage_fails_the_batch_and_the_next_attempt_delivers_it() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("genesys", PARTITIONS, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    let url = format!("kafka://{bootstrap}/genesys?timeout=2s");
-    let mut sink = open(&SinkConfig::parse(&url).unwrap()).unwrap();
+    let (cluster, bootstrap, mut sink) = mock(1, "2s");
     let first: Vec<Vec<u8>> = (0..50).map(record).collect();
     let refs: Vec<&[u8]> = first.iter().map(Vec::as_slice).collect();
     testing::deliver(&mut *sink, &refs).unwrap();
@@ -164,11 +174,7 @@ fn a_broker_outage_fails_the_batch_and_the_next_attempt_delivers_it() {
 #[test]
 fn under_a_lease_each_batch_is_a_transaction_and_a_fenced_deliverer_is_refused() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    let cluster = MockCluster::new(3).unwrap();
-    cluster.create_topic("genesys", PARTITIONS, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    let url = format!("kafka://{bootstrap}/genesys?timeout=10s");
-    let mut sink = open(&SinkConfig::parse(&url).unwrap()).unwrap();
+    let (cluster, bootstrap, mut sink) = mock(3, "10s");
     sink.fence(&holdline_sinks::Fence {
         key: "deliver.holdline-deliver".to_owned(),
         token: 7,
@@ -199,7 +205,7 @@ fn under_a_lease_each_batch_is_a_transaction_and_a_fenced_deliverer_is_refused()
     );
     assert!(
         err.to_string()
-            .contains("holdline-deliver.holdline-deliver"),
+            .contains("holdline-deliver.holdline-deliver-genesys"),
         "{err}"
     );
 }

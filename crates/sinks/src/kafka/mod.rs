@@ -82,10 +82,15 @@ pub struct KafkaSink {
 
 /// Whether the broker refused a producer because a newer one took its `transactional.id`.
 fn fenced(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
-        Some(Code::Fenced | Code::ProducerFenced | Code::InvalidProducerEpoch)
-    )
+    match e.rdkafka_error_code() {
+        Some(Code::Fenced | Code::ProducerFenced) => true,
+        // Also what a broker answers when it timed a transaction out itself: a fence only
+        // when the producer cannot go on.
+        Some(Code::InvalidProducerEpoch) => {
+            matches!(e, KafkaError::Transaction(t) if t.is_fatal())
+        }
+        _ => false,
+    }
 }
 
 impl KafkaSink {
@@ -112,15 +117,30 @@ impl KafkaSink {
         }
     }
 
+    /// Commits the batch's transaction, again while the error says it may be retried (a
+    /// commit that timed out may have been done: asking again tells).
+    fn commit(&self, producer: &BaseProducer<Acks>) -> Result<(), SinkError> {
+        let deadline = Instant::now() + self.config.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match producer.commit_transaction(left) {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Transaction(t)) if t.is_retriable() && !left.is_zero() => {}
+                Err(e) => return Err(self.refused("cannot commit the batch's transaction", e)),
+            }
+        }
+    }
+
     fn start(&self) -> Result<BaseProducer<Acks>, SinkError> {
         let mut config = self.config.client_config();
         if let Some(id) = &self.transactional {
-            if config.get("transactional.id").is_none() {
-                config.set("transactional.id", id);
+            config.set("transactional.id", id);
+            // A transaction must outlive a batch: its sends, acknowledgements and commit
+            // each take up to the timeout (unless set otherwise with kafka.<property>).
+            if config.get("transaction.timeout.ms").is_none() {
+                let ms = (self.config.timeout * 3 + Duration::from_secs(10)).as_millis();
+                config.set("transaction.timeout.ms", ms.max(60_000).to_string());
             }
-            // A transaction must outlive the messages in it.
-            let ms = self.config.timeout.as_millis().max(60_000).to_string();
-            config.set("transaction.timeout.ms", ms);
         }
         let producer: BaseProducer<Acks> = config
             .create_with_context(Acks::default())
@@ -200,7 +220,13 @@ impl BlockingSink for KafkaSink {
     }
 
     fn fence(&mut self, fence: &crate::Fence) {
-        let id = format!("holdline-{}", fence.key);
+        // One id per lease and topic (another Kafka sink of the same deliverer must not
+        // fence this one off), unless set with kafka.transactional.id.
+        let set = self.config.properties.iter().rev();
+        let id = match set.clone().find(|(k, _)| k == "transactional.id") {
+            Some((_, v)) => v.clone(),
+            None => format!("holdline-{}-{}", fence.key, self.config.topic),
+        };
         if self.transactional.as_deref() != Some(id.as_str()) {
             // A producer started without the id is replaced by one with it.
             self.producer = None;
@@ -244,12 +270,10 @@ impl BlockingSink for KafkaSink {
                     ctx.failed.load(Ordering::Relaxed),
                 );
                 if ok == sent {
-                    if transactional {
-                        return producer
-                            .commit_transaction(self.config.timeout)
-                            .map_err(|e| self.refused("cannot commit the batch's transaction", e));
-                    }
-                    return Ok(());
+                    return match transactional {
+                        true => self.commit(producer),
+                        false => Ok(()),
+                    };
                 }
                 let why = ctx
                     .first_error

@@ -37,3 +37,21 @@ fn options_become_librdkafka_properties_and_the_password_stays_hidden() {
     let err = KafkaConfig::from_parts("b/t", &[("acks".into(), "1".into())]).unwrap_err();
     assert!(err.contains("kafka.<librdkafka property>"), "{err}");
 }
+
+#[test]
+fn a_deliverers_transactional_id_is_its_lease_and_topic_unless_set() {
+    let fence = crate::Fence {
+        key: "deliver.d".to_owned(),
+        token: 3,
+    };
+    let sink = |rest: &str, params: &[(String, String)]| {
+        let mut s = KafkaSink::new(KafkaConfig::from_parts(rest, params).unwrap());
+        crate::BlockingSink::fence(&mut s, &fence);
+        s.transactional.unwrap()
+    };
+    // Two Kafka sinks of one deliverer do not fence each other off.
+    assert_eq!(sink("b/a", &[]), "holdline-deliver.d-a");
+    assert_eq!(sink("b/other", &[]), "holdline-deliver.d-other");
+    let set = [("kafka.transactional.id".to_owned(), "mine".to_owned())];
+    assert_eq!(sink("b/a", &set), "mine");
+}
