@@ -65,19 +65,22 @@ fn time(v: &Value) -> SystemTime {
     humantime::parse_rfc3339(v.as_str().unwrap()).unwrap()
 }
 
+/// Timings under which a stalled socket is found dead within 2.5 s.
+const STALL_FOUND: [&str; 6] = [
+    "--ping-interval",
+    "500ms",
+    "--pong-timeout",
+    "1500ms",
+    "--watchdog",
+    "2500ms",
+];
+
 #[test]
 fn a_gap_is_back_filled_with_the_state_of_everything_it_missed() {
     let (_sim, url) = sim(&["--queues", "2", "--agents", "6"]);
     let http = reqwest::blocking::Client::new();
-    // A stalled socket is found dead within 2.5 s; the tested listener has one socket.
-    let timings = [
-        "--ping-interval",
-        "500ms",
-        "--pong-timeout",
-        "1500ms",
-        "--watchdog",
-        "2500ms",
-    ];
+    // The tested listener has one socket.
+    let timings = STALL_FOUND;
     let mut tested = timings.to_vec();
     tested.extend([
         "--redundancy",
@@ -209,19 +212,17 @@ fn a_gap_still_waiting_for_its_back_fill_at_a_stop_is_closed_as_failed() {
     let (mut listener, lines) = streaming_listener(
         &url,
         &[
-            "--ping-interval",
-            "500ms",
-            "--pong-timeout",
-            "1500ms",
-            "--watchdog",
-            "2500ms",
-            "--redundancy",
-            "1",
-            "--backfill",
-            "all",
-            "--backfill-settle",
-            "1h",
-        ],
+            STALL_FOUND.as_slice(),
+            &[
+                "--redundancy",
+                "1",
+                "--backfill",
+                "all",
+                "--backfill-settle",
+                "1h",
+            ],
+        ]
+        .concat(),
     );
     let channel = wait_connected(&http, &url, 1)[0].clone();
     // Receiving first (a socket stalled before it is live loses nothing).
